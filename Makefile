@@ -1,0 +1,137 @@
+# pwb: prompt workbench. `make help` lists the targets.
+#
+# Layers are built as static libraries so the tree's architecture is also the link graph:
+# a layer may only use the layers to its right in LINK_ORDER.
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2 -march=native
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter \
+           -Wformat=2 -Isrc -MMD -MP $(EXTRA_CFLAGS)
+PKGS    := sqlite3 libcurl libcjson libpcre2-8
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null)
+LDLIBS  += $(PKG_LIBS) -fopenmp -lm -lpthread
+CFLAGS  += $(PKG_CFLAGS)
+
+LINK_ORDER := run report llm tune engine bench store util
+LAYERS     := cli $(LINK_ORDER)
+layer_src   = $(wildcard src/$(1)/*.c)
+layer_obj   = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(call layer_src,$(1)))
+LIBS        := $(foreach l,$(LINK_ORDER),$(if $(call layer_src,$(l)),$(BUILD)/lib/libpwb_$(l).a))
+
+# The layers a layer's tests link (itself and what it may use).
+DEPS_util   := util
+DEPS_engine := engine util
+DEPS_tune   := tune engine util
+DEPS_bench  := bench util
+DEPS_store  := store util
+DEPS_llm    := llm tune engine util
+DEPS_report := report store bench util
+DEPS_run    := $(LINK_ORDER)
+DEPS_cli    := $(LINK_ORDER)
+deplibs      = $(foreach l,$(DEPS_$(1)),$(if $(call layer_src,$(l)),$(BUILD)/lib/libpwb_$(l).a))
+
+PWB        := $(BUILD)/pwb
+FAKELLM    := $(BUILD)/fakellm
+TEST_LAYERS := $(patsubst tests/unit/%/,%,$(sort $(dir $(wildcard tests/unit/*/*.c))))
+UNIT_BINS  := $(foreach l,$(TEST_LAYERS),$(BUILD)/tests/unit_$(l))
+INTEG_BIN  := $(BUILD)/tests/integration
+TEST_BINS  := $(UNIT_BINS) $(if $(wildcard tests/integration/*.c),$(INTEG_BIN))
+
+.PHONY: all deps test unit integration asan bench demo model clean help fuzz check-deps
+all: check-deps $(PWB) pwb
+
+help:
+	@echo "make            build ./pwb"
+	@echo "make test       build and run every test (unit, reference, integration)"
+	@echo "make asan       the same tests under AddressSanitizer + UBSan (build-asan/)"
+	@echo "make model      fetch SmolLM2-135M-Instruct (GGUF) into models/, sha256 checked"
+	@echo "make demo       run suites/demo.json on the local engine and write reports/demo.md"
+	@echo "make bench      harness and engine benchmarks (see bench/README.md)"
+	@echo "make deps       install missing Debian -dev packages (as root) or say which"
+	@echo "make clean      remove build outputs"
+
+check-deps:
+	@sh scripts/deps.sh --check
+
+deps:
+	@sh scripts/deps.sh --install
+
+pwb: $(PWB)
+	@ln -sf $(PWB) pwb
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+define LAYER_LIB
+$(BUILD)/lib/libpwb_$(1).a: $(call layer_obj,$(1))
+	@mkdir -p $$(dir $$@)
+	@rm -f $$@
+	ar rcs $$@ $$^
+endef
+$(foreach l,$(LINK_ORDER),$(eval $(call LAYER_LIB,$(l))))
+
+$(PWB): $(call layer_obj,cli) $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(call layer_obj,cli) $(LIBS) $(LDLIBS)
+
+$(FAKELLM): tests/server/fakellm.c $(BUILD)/lib/libpwb_util.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/lib/libpwb_util.a $(LDLIBS)
+
+$(BUILD)/tests/obj/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -c $< -o $@
+
+define UNIT_TEST
+$(BUILD)/tests/unit_$(1): $(patsubst tests/%.c,$(BUILD)/tests/obj/%.o,$(wildcard tests/unit/$(1)/*.c)) $(call deplibs,$(1))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) -o $$@ $$^ $(LDLIBS) $(CRIT_LIBS)
+endef
+$(foreach l,$(TEST_LAYERS),$(eval $(call UNIT_TEST,$(l))))
+
+$(INTEG_BIN): $(patsubst tests/%.c,$(BUILD)/tests/obj/%.o,$(wildcard tests/integration/*.c)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CRIT_LIBS)
+
+# Tests find the shared models/datasets through PWB_SHARED (default ../shared) and the built
+# binaries through PWB_BIN / PWB_FAKELLM.
+PWB_SHARED ?= $(abspath ../shared)
+export PWB_SHARED
+TEST_ENV = PWB_BIN=$(abspath $(PWB)) PWB_FAKELLM=$(abspath $(FAKELLM)) PWB_ROOT=$(abspath .) \
+           PWB_DATA_PATH=$(PWB_SHARED)/datasets PWB_DB= OMP_NUM_THREADS=2
+
+test: check-deps $(PWB) $(FAKELLM) $(TEST_BINS)
+	@sh scripts/run-tests.sh "$(TEST_ENV)" $(TEST_BINS)
+
+unit: check-deps $(UNIT_BINS)
+	@sh scripts/run-tests.sh "$(TEST_ENV)" $(UNIT_BINS)
+
+integration: check-deps $(PWB) $(FAKELLM) $(INTEG_BIN)
+	@sh scripts/run-tests.sh "$(TEST_ENV)" $(INTEG_BIN)
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" test
+
+MODEL_DIR := models
+SMOLLM2   := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+model: $(SMOLLM2)
+$(SMOLLM2):
+	@sh scripts/fetch-model.sh $(MODEL_DIR)
+
+demo: all model
+	./pwb run suites/demo.json --db results/demo.db
+	./pwb report --db results/demo.db -o reports/demo.md
+	@echo "wrote reports/demo.md"
+
+bench: all $(FAKELLM) model
+	@sh bench/run.sh
+
+clean:
+	rm -rf build build-asan pwb
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

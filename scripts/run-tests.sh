@@ -1,0 +1,26 @@
+#!/bin/sh
+# Runs Criterion test binaries with the test environment and prints one closing line for all.
+set -u
+env_assign=$1; shift
+pass=0; fail=0; failed_bins=""
+for bin in "$@"; do
+  name=$(basename "$bin")
+  out=$(mktemp)
+  # shellcheck disable=SC2086
+  env $env_assign "$bin" --jobs 2 >"$out" 2>&1
+  rc=$?
+  cat "$out"
+  line=$(grep -E 'Synthesis: Tested:' "$out" | tail -n 1)
+  rm -f "$out"
+  p=$(printf '%s\n' "$line" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')
+  f=$(printf '%s\n' "$line" | sed -n 's/.*Failing: \([0-9]*\).*/\1/p')
+  c=$(printf '%s\n' "$line" | sed -n 's/.*Crashing: \([0-9]*\).*/\1/p')
+  pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${c:-0}))
+  if [ "$rc" != 0 ] || [ -z "$line" ]; then
+    failed_bins="$failed_bins $name"
+    [ -z "$line" ] && fail=$((fail + 1))
+  fi
+done
+[ -n "$failed_bins" ] && echo "failing test binaries:$failed_bins"
+echo "tests: $pass passed, $fail failed"
+[ "$fail" = 0 ] && [ -z "$failed_bins" ]

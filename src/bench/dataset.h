@@ -1,0 +1,81 @@
+/* Dataset cards and their data: one JSON card describes a dataset; loaders read its original
+ * files (JSONL, CSV with quoted fields, TSV, plain text) into examples. */
+#ifndef PWB_BENCH_DATASET_H
+#define PWB_BENCH_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+enum ds_task { DS_CLASSIFICATION = 0, DS_MULTIPLE_CHOICE, DS_NUMERIC, DS_FREE_TEXT };
+enum ds_answer { DS_ANSWER_LABEL = 0, DS_ANSWER_YESNO, DS_ANSWER_NUMERIC, DS_ANSWER_CHOICE, DS_ANSWER_TEXT };
+
+typedef struct ds_label {
+    char *value;      /* the raw value as it appears in the file ("0", "World", "true") */
+    char *verbalizer; /* the word a model says ("negative", "World", "yes") */
+} ds_label;
+
+typedef struct ds_split {
+    char *name;       /* "train", "dev", "test" */
+    char *file;       /* as written in the card; resolved through the search path */
+    char *format;     /* "jsonl", "csv", "tsv", "text" */
+    char *sha256;     /* optional; checked when present */
+    int header;       /* csv/tsv: first row names the columns */
+    char *resolved;   /* filled by dataset_load */
+} ds_split;
+
+typedef struct ds_card {
+    char *path;        /* the card file */
+    char *name;
+    int task;          /* enum ds_task */
+    int answer_kind;   /* enum ds_answer */
+    char *description, *instruction, *license, *source, *url;
+    char *input_field;     /* raw field (or column name / 1-based index) holding the input */
+    char *input_template;  /* optional: Mustache over raw fields, e.g. "{{passage}}\nQuestion: {{question}}" */
+    char *answer_field;
+    char *answer_pattern;  /* default PCRE2 pattern extracting the answer from a generation */
+    ds_label *labels;
+    int n_labels;
+    ds_split *splits;
+    int n_splits;
+    char *few_shot_split;  /* where shots come from (default "train") */
+    char *eval_split;      /* default evaluation split */
+} ds_card;
+
+typedef struct ds_example {
+    size_t row;        /* 0-based data row in the split file (stable id) */
+    long line;         /* 1-based line in the file, for errors */
+    char *input;       /* rendered input text */
+    char *answer;      /* canonical answer: the label's verbalizer, "yes"/"no", or the number */
+    int label;         /* index into card->labels, -1 for non-label tasks */
+    char **fields;     /* raw field values, parallel to field_names of the dataset */
+} ds_example;
+
+typedef struct ds_data {
+    ds_example *ex;
+    size_t n;
+    char **field_names;
+    int n_fields;
+} ds_data;
+
+void card_init(ds_card *c);
+void card_free(ds_card *c);
+/* Parses and validates a card (unknown task, label list, split formats). Errors name the file. */
+int card_load(ds_card *c, const char *path, pwb_err *e);
+/* Finds the card for a dataset name in the card search path (datasets/ then $PWB_DATA_PATH). */
+int card_find(ds_card *c, const char *name, const char *card_dirs, pwb_err *e);
+const ds_split *card_split(const ds_card *c, const char *name);
+int card_label_index(const ds_card *c, const char *raw_value); /* -1 when not a label */
+
+void ds_data_init(ds_data *d);
+void ds_data_free(ds_data *d);
+/* Loads one split. data_path: ':'-separated dirs to search after the card's own folder.
+ * A malformed row, a missing field or a label outside the card fails with "file:line: ...". */
+int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_data *out, pwb_err *e);
+/* Picks n row indices (all when n == 0 or n >= d->n) with a seeded shuffle, sorted ascending. */
+size_t dataset_sample(const ds_data *d, size_t n, uint64_t seed, size_t *idx_out);
+/* Majority label of a split (the baseline): index into labels, -1 if none. */
+int dataset_majority_label(const ds_data *d, const ds_card *c);
+
+#endif

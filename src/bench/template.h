@@ -1,0 +1,66 @@
+/* Prompt templates: a `key: value` header, `---`, then a body with role sections ([system],
+ * [user], [assistant]) and Mustache tags: {{var}}, {{#list}}..{{/list}}, {{^x}}..{{/x}}, {{! c }}. */
+#ifndef PWB_BENCH_TEMPLATE_H
+#define PWB_BENCH_TEMPLATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bench/dataset.h"
+#include "util/buf.h"
+#include "util/err.h"
+
+enum tpl_kind { TPL_ZERO_SHOT = 0, TPL_FEW_SHOT, TPL_COT, TPL_ROLE };
+enum tpl_shot_pick { SHOTS_FIRST = 0, SHOTS_RANDOM, SHOTS_BALANCED };
+
+typedef struct tpl_node tpl_node; /* parsed Mustache tree (private) */
+
+typedef struct tpl_section {
+    char *role;       /* "system", "user", "assistant" */
+    tpl_node *body;
+    int line;         /* first line of the section in the file */
+} tpl_section;
+
+typedef struct pwb_template {
+    char *path;
+    char *name;       /* header "name", default: file stem */
+    int kind;         /* enum tpl_kind */
+    int shots;        /* number of few-shot examples */
+    int shot_pick;    /* enum tpl_shot_pick */
+    char *answer_pattern; /* header "answer" (PCRE2), NULL = the card's default */
+    char *task;       /* header "task": "classification" (generic) or a dataset name */
+    int max_tokens;   /* header "max_tokens", default 16 (cot: 256) */
+    char *description;
+    tpl_section *sections;
+    int n_sections;
+} pwb_template;
+
+/* One rendered prompt: role/content pairs (content malloc'd). */
+typedef struct tpl_message {
+    char *role;
+    char *content;
+} tpl_message;
+
+typedef struct tpl_prompt {
+    tpl_message *msgs;
+    int n;
+} tpl_prompt;
+
+void template_init(pwb_template *t);
+void template_free(pwb_template *t);
+/* Parses a file; errors read "path:line: ...". */
+int template_load(pwb_template *t, const char *path, pwb_err *e);
+int template_parse(pwb_template *t, const char *text, size_t n, const char *path, pwb_err *e);
+/* Checks every tag against the variables a card provides; "path:line: unknown variable 'x'". */
+int template_check(const pwb_template *t, const ds_card *c, pwb_err *e);
+/* Picks the shot rows (never query_row) from the shot split: first, seeded random, or label-balanced. */
+int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *shots_from, size_t query_row,
+                        int same_split, uint64_t seed, size_t *out_rows, pwb_err *e);
+/* Renders the prompt for one example with the given shots. */
+int template_render(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
+                    int n_shots, tpl_prompt *out, pwb_err *e);
+void tpl_prompt_free(tpl_prompt *p);
+/* Flattens a prompt into one text (for hashing and completion-style backends). */
+int tpl_prompt_flatten(const tpl_prompt *p, pwb_buf *out);
+
+#endif

@@ -1,0 +1,93 @@
+/* The backend interface: one batch of requests in, one response per request out.
+ * Implementations: HTTP (OpenAI-compatible chat and completions) and the local engine.
+ * The runner (src/run) owns caching and storage; a backend only talks to its model. */
+#ifndef PWB_LLM_BACKEND_H
+#define PWB_LLM_BACKEND_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+typedef struct llm_message {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} llm_message;
+
+enum llm_mode {
+    LLM_GENERATE = 0, /* produce text from messages (chat) or prompt (completion) */
+    LLM_RANK = 1      /* score each choice as a continuation; no text generated */
+};
+
+typedef struct llm_request {
+    int mode;
+    const llm_message *messages; /* chat form; n_messages > 0 */
+    int n_messages;
+    const char *prompt;          /* raw completion form, used when n_messages == 0 */
+    int max_tokens;
+    double temperature;          /* 0 = greedy */
+    double top_p;
+    uint64_t seed;
+    const char *const *stop;
+    int n_stop;
+    const char *const *choices;  /* LLM_RANK: candidate continuations (e.g. label verbalizers) */
+    int n_choices;
+} llm_request;
+
+typedef struct llm_response {
+    char *text;            /* malloc'd generated text (NULL for LLM_RANK or on error) */
+    char *error;           /* malloc'd message when the request failed for good, else NULL */
+    int http_status;       /* last HTTP status, 0 for local */
+    int retries;           /* attempts beyond the first */
+    int tokens_in;         /* prompt tokens (usage), -1 if unknown */
+    int tokens_out;        /* generated tokens, -1 if unknown */
+    double latency_s;      /* wall seconds for this request including retries */
+    double cpu_s;          /* CPU seconds spent on it (local backend), 0 otherwise */
+    double ttft_s;         /* time to first token when streamed, else 0 */
+    double *choice_logprob;/* LLM_RANK: malloc'd [n_choices] summed log-probabilities */
+    int choice;            /* LLM_RANK: argmax index, -1 if none */
+    char *finish_reason;   /* malloc'd, may be NULL */
+} llm_response;
+
+void llm_response_clear(llm_response *r); /* frees members, zeroes */
+
+/* Called from the backend's thread as each response completes (optional). */
+typedef void (*llm_done_fn)(void *ctx, size_t index, const llm_response *r);
+
+typedef struct llm_config {
+    const char *name;          /* suite's name for the model */
+    const char *provider;      /* "openai" (chat), "openai-completions", "local" */
+    const char *base_url;      /* HTTP: e.g. http://127.0.0.1:8080/v1 */
+    const char *model;         /* HTTP: model id sent to the server; local: model path */
+    const char *api_key_env;   /* name of the env var holding the key; the key itself never stored */
+    int concurrency;           /* HTTP in-flight requests */
+    double timeout_s;          /* per attempt */
+    int max_retries;
+    double backoff_base_s;     /* first retry delay; doubles with jitter */
+    double backoff_max_s;
+    int threads;               /* local: worker threads */
+    int batch;                 /* local: examples per forward batch */
+    const char *chat_template; /* local: override ("chatml", "llama3", "gemma", "none") */
+} llm_config;
+
+void llm_config_defaults(llm_config *c);
+
+typedef struct llm_backend llm_backend;
+struct llm_backend {
+    const char *kind;
+    /* Fills out[0..n) (caller zeroes them first). Returns PWB_OK even when individual
+     * requests failed (their error field says why); an error return means the batch could not
+     * run at all. Checks *stop between requests and returns PWB_EINTR when it is set. */
+    int (*run)(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done,
+               void *ctx, pwb_err *e);
+    void (*destroy)(llm_backend *b);
+    volatile sig_atomic_t *stop; /* set by the caller; may be NULL */
+    void *impl;
+};
+
+/* Creates the backend named by cfg->provider. */
+int llm_backend_create(llm_backend **out, const llm_config *cfg, pwb_err *e);
+void llm_backend_free(llm_backend *b);
+
+#endif

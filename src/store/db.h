@@ -1,0 +1,76 @@
+/* The results database: one SQLite file (WAL) with runs, cells, examples, predictions, soft
+ * prompts and their training steps, and the response cache. Schema changes go through numbered
+ * migrations recorded in PRAGMA user_version. */
+#ifndef PWB_STORE_DB_H
+#define PWB_STORE_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+typedef struct pwb_db pwb_db;
+
+enum { DB_READWRITE = 0, DB_READONLY = 1 };
+
+int db_open(pwb_db **db, const char *path, int mode, pwb_err *e);
+void db_close(pwb_db *db);
+int db_begin(pwb_db *db, pwb_err *e);
+int db_commit(pwb_db *db, pwb_err *e);
+int db_rollback(pwb_db *db);
+int db_schema_version(pwb_db *db);
+
+/* Runs: one per suite content (sha256). db_run_find returns 0 in *id when none. */
+int db_run_find(pwb_db *db, const char *suite_sha256, int64_t *id, pwb_err *e);
+int db_run_create(pwb_db *db, const char *suite_name, const char *suite_path, const char *suite_sha256,
+                  const char *suite_json, uint64_t seed, int64_t *id, pwb_err *e);
+int db_run_finish(pwb_db *db, int64_t run_id, const char *status, pwb_err *e);
+
+typedef struct db_cell {
+    int64_t run_id;
+    const char *dataset, *split, *model, *provider, *method, *kind; /* kind: zero-shot, few-shot, cot, role, soft */
+    const char *template_path, *template_sha256, *scoring;
+    long n_planned;
+    int majority_label_correct_n; /* optional, -1 */
+} db_cell;
+
+/* Finds the cell (run, dataset, model, method) or creates it. */
+int db_cell_upsert(pwb_db *db, const db_cell *c, int64_t *cell_id, pwb_err *e);
+
+/* Example rows of a dataset split (shared across cells): gold answer and label. */
+int db_example_upsert(pwb_db *db, const char *dataset, const char *split, long row, const char *input,
+                      const char *answer, int label, pwb_err *e);
+
+/* The rows of a cell that already have a prediction, as a sorted array (malloc'd). */
+int db_cell_done_rows(pwb_db *db, int64_t cell_id, long **rows, size_t *n, pwb_err *e);
+
+typedef struct db_prediction {
+    int64_t cell_id;
+    long row;
+    const char *prompt;         /* rendered prompt (flattened) */
+    const char *prompt_sha256;
+    const char *output;         /* raw output, may be NULL */
+    const char *extracted;      /* NULL when invalid */
+    int valid, correct;
+    double latency_s, cpu_s;
+    int tokens_in, tokens_out;  /* -1 unknown */
+    double cost_usd;
+    int retries, http_status, cached;
+    const char *error;          /* NULL on success */
+    const double *choice_logprob; /* rank scoring: n_choices values, or NULL */
+    int n_choices;
+} db_prediction;
+
+/* Inserts (cell_id, row) once: a second insert of the same pair is ignored. Call inside a
+ * transaction for batches. */
+int db_prediction_insert(pwb_db *db, const db_prediction *p, pwb_err *e);
+
+/* Response cache keyed by the sha256 of the canonical request; value is a JSON document. */
+int db_cache_get(pwb_db *db, const char *key, char **value_json, pwb_err *e); /* *value_json NULL on miss */
+int db_cache_put(pwb_db *db, const char *key, const char *value_json, pwb_err *e);
+
+/* Read-only SQL for `pwb query`: calls row(ctx, ncols, names, values) per row; values may be NULL. */
+typedef int (*db_row_fn)(void *ctx, int ncols, const char *const *names, const char *const *values);
+int db_query(pwb_db *db, const char *sql, db_row_fn row, void *ctx, pwb_err *e);
+
+#endif
