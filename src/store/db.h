@@ -73,4 +73,78 @@ int db_cache_put(pwb_db *db, const char *key, const char *value_json, pwb_err *e
 typedef int (*db_row_fn)(void *ctx, int ncols, const char *const *names, const char *const *values);
 int db_query(pwb_db *db, const char *sql, db_row_fn row, void *ctx, pwb_err *e);
 
+/* ---- Additions by the store layer (beyond the lead's contract) ---- */
+
+/* The schema version this build writes; db_open migrates older files up to it and refuses newer. */
+int db_schema_latest(void);
+/* Nonzero while a transaction opened by db_begin is pending. db_begin/db_commit nest: only the
+ * outermost pair touches SQLite; db_rollback undoes the whole transaction. */
+int db_in_transaction(pwb_db *db);
+
+/* Links a cell to the soft prompt it evaluates (for the training-cost columns of reports). */
+int db_cell_set_soft_prompt(pwb_db *db, int64_t cell_id, int64_t soft_prompt_id, pwb_err *e);
+
+/* Soft prompts, keyed by the sha256 of their training configuration. Upsert creates the row or
+ * updates every field (call it again when training finishes). Negative numbers mean unknown. */
+typedef struct db_soft_prompt {
+    const char *config_sha256, *model, *dataset, *init, *artifact_path;
+    int n_tokens;
+    int64_t trainable_params, artifact_bytes, examples_seen, steps;
+    double train_seconds, best_eval_acc;
+} db_soft_prompt;
+
+int db_soft_prompt_upsert(pwb_db *db, const db_soft_prompt *sp, int64_t *id, pwb_err *e);
+int db_soft_prompt_find(pwb_db *db, const char *config_sha256, int64_t *id, pwb_err *e); /* 0 when none */
+/* Training curve points; a second insert for the same (soft_prompt, step) replaces the first. */
+int db_train_step_insert(pwb_db *db, int64_t soft_prompt_id, long step, double loss, double lr,
+                         double seconds, int64_t examples_seen, pwb_err *e);
+int db_train_eval_insert(pwb_db *db, int64_t soft_prompt_id, long step, double accuracy, double loss,
+                         pwb_err *e);
+
+/* ---- Read models (src/store/read.c): what the reports use. Strings are owned (malloc'd). ---- */
+
+typedef struct db_run_info {
+    int64_t id;
+    char *suite_name, *suite_path, *suite_sha256, *started, *finished, *status, *pwb_version;
+    uint64_t seed;
+} db_run_info;
+
+/* run_id 0 picks the latest run. PWB_EINVAL when there is no such run. */
+int db_run_get(pwb_db *db, int64_t run_id, db_run_info *out, pwb_err *e);
+void db_run_info_free(db_run_info *r);
+
+typedef struct db_cell_info {
+    int64_t id, run_id, soft_prompt_id; /* soft_prompt_id 0: none */
+    char *dataset, *split, *model, *provider, *method, *kind, *template_path, *scoring;
+    long n_planned;
+} db_cell_info;
+
+/* The cells of a run in creation order (the suite's order). */
+int db_cells_list(pwb_db *db, int64_t run_id, db_cell_info **cells, size_t *n, pwb_err *e);
+void db_cells_free(db_cell_info *cells, size_t n);
+
+/* One prediction reduced to what statistics need, with the example's gold label. */
+typedef struct db_outcome {
+    long row;
+    int valid, correct;
+    int label;                  /* -1: the example has no label (or no example row) */
+    int tokens_in, tokens_out;  /* -1 unknown */
+    double latency_s, cpu_s, cost_usd; /* NAN unknown */
+    int cached, error;          /* error: the prediction carries an error message */
+} db_outcome;
+
+/* The predictions of a cell sorted by row (malloc'd array). */
+int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, pwb_err *e);
+
+typedef struct db_soft_prompt_info {
+    int64_t id;
+    char *config_sha256, *model, *dataset, *init, *artifact_path;
+    int n_tokens;
+    int64_t trainable_params, artifact_bytes, examples_seen, steps; /* -1 unknown */
+    double train_seconds, best_eval_acc;                             /* NAN unknown */
+} db_soft_prompt_info;
+
+int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err *e);
+void db_soft_prompt_info_free(db_soft_prompt_info *sp);
+
 #endif
