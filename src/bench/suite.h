@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "util/buf.h"
 #include "util/err.h"
 
 typedef struct suite_dataset {
@@ -58,6 +59,14 @@ typedef struct pwb_suite {
 
 void suite_init(pwb_suite *s);
 void suite_free(pwb_suite *s);
+/* Loads and validates; errors read "suites/x.json: models[1].price.input must be ...". Defaults:
+ * seed 0, limit 0 (all), concurrency 4 (local 1), timeout_s 60, max_retries 3, temperature 0,
+ * max_tokens 0, scoring "generate", shots -1. On error s is left empty. */
 int suite_load(pwb_suite *s, const char *path, pwb_err *e);
+int suite_parse(pwb_suite *s, const char *text, size_t n, const char *path, pwb_err *e);
+/* The method's template file: as written, beside the suite, then each of the ':'-separated
+ * template_dirs; a bare name also tries "<name>.tmpl". */
+int suite_resolve_template(const pwb_suite *s, const suite_method *m, const char *template_dirs, pwb_buf *out,
+                           pwb_err *e);
 
 #endif

@@ -33,6 +33,10 @@ typedef struct pwb_template {
     char *description;
     tpl_section *sections;
     int n_sections;
+    tpl_node *root;   /* the whole body (role markers are nodes in it) */
+    int answer_line;  /* header line of "answer", for errors */
+    int task_line;
+    char *text;       /* the file's text as read (for `template show`) */
 } pwb_template;
 
 /* One rendered prompt: role/content pairs (content malloc'd). */
@@ -53,14 +57,21 @@ int template_load(pwb_template *t, const char *path, pwb_err *e);
 int template_parse(pwb_template *t, const char *text, size_t n, const char *path, pwb_err *e);
 /* Checks every tag against the variables a card provides; "path:line: unknown variable 'x'". */
 int template_check(const pwb_template *t, const ds_card *c, pwb_err *e);
-/* Picks the shot rows (never query_row) from the shot split: first, seeded random, or label-balanced. */
+/* 1 when the template's "task" fits the card (empty, the card's task type, or its name). */
+int template_applies(const pwb_template *t, const ds_card *c);
+const char *template_kind_name(int kind);      /* "zero-shot", "few-shot", "cot", "role" */
+const char *template_shot_pick_name(int pick); /* "first", "random", "balanced" */
+/* Picks t->shots rows (never query_row when same_split) from the shot split: first, seeded random,
+ * or label-balanced; the same seed gives every query the same shots (shared KV prefix) except
+ * where a query is itself one of them. To override the count, copy the struct and set shots. */
 int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *shots_from, size_t query_row,
                         int same_split, uint64_t seed, size_t *out_rows, pwb_err *e);
 /* Renders the prompt for one example with the given shots. */
 int template_render(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
                     int n_shots, tpl_prompt *out, pwb_err *e);
 void tpl_prompt_free(tpl_prompt *p);
-/* Flattens a prompt into one text (for hashing and completion-style backends). */
+/* Flattens a prompt into one text (for hashing and completion-style backends): a lone user
+ * message is its content; otherwise "[role]\ncontent" blocks joined by blank lines. */
 int tpl_prompt_flatten(const tpl_prompt *p, pwb_buf *out);
 
 #endif

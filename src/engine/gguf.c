@@ -71,7 +71,7 @@ static int rd_bytes(cursor *c, void *dst, size_t n, const char *what)
 
 static int rd_u32(cursor *c, uint32_t *v, const char *what)
 {
-    unsigned char b[4];
+    unsigned char b[4] = {0};
     int rc = rd_bytes(c, b, 4, what);
     if (rc)
         return rc;
@@ -233,6 +233,84 @@ static int cmp_by_offset(const void *a, const void *b)
     return px < py ? -1 : px > py;
 }
 
+static int parse_tensors(gguf_file *g, cursor *c, uint64_t n_tensors, uint64_t *offs, pwb_err *e)
+{
+    int rc;
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        pwb_tensor *t = &g->tensors[i];
+        uint32_t n_dims, type;
+        if ((rc = rd_str(c, GGUF_MAX_NAME, &t->name, NULL, "tensor name")))
+            return rc;
+        for (size_t j = 0; j < g->n_tensors; j++)
+            if (strcmp(g->tensors[j].name, t->name) == 0)
+                return err_set(e, PWB_EPARSE, "%s: duplicate tensor '%s'", g->path, t->name);
+        if ((rc = rd_u32(c, &n_dims, t->name)))
+            return rc;
+        if (n_dims > TENSOR_MAX_DIMS)
+            return err_set(e, PWB_EPARSE, "%s: tensor '%s' has %u dimensions (at most %d)", g->path, t->name,
+                           n_dims, TENSOR_MAX_DIMS);
+        t->n_dims = (int)n_dims;
+        for (int d = 0; d < TENSOR_MAX_DIMS; d++)
+            t->ne[d] = 1;
+        for (uint32_t d = 0; d < n_dims; d++) {
+            uint64_t ne;
+            if ((rc = rd_u64(c, &ne, t->name)))
+                return rc;
+            if (ne > (uint64_t)INT64_MAX / 2)
+                return err_set(e, PWB_EPARSE, "%s: tensor '%s': dimension %u is %llu", g->path, t->name, d,
+                               (unsigned long long)ne);
+            t->ne[d] = (int64_t)ne;
+        }
+        if ((rc = rd_u32(c, &type, t->name)) || (rc = rd_u64(c, &offs[i], t->name)))
+            return rc;
+        if (type >= DT_COUNT_ || quant_block_size((int)type) == 0)
+            return err_set(e, PWB_EUNSUP, "%s: tensor '%s' has unknown type %u", g->path, t->name, type);
+        t->type = (int)type;
+        if (quant_tensor_nbytes(t->type, t->ne, TENSOR_MAX_DIMS, &t->nbytes))
+            return err_set(e, PWB_EPARSE, "%s: tensor '%s' (%s): bad shape [%lld, %lld, %lld, %lld]", g->path,
+                           t->name, quant_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1],
+                           (long long)t->ne[2], (long long)t->ne[3]);
+        if (offs[i] % g->alignment)
+            return err_set(e, PWB_EPARSE, "%s: tensor '%s': data offset %llu is not a multiple of the alignment %zu",
+                           g->path, t->name, (unsigned long long)offs[i], g->alignment);
+        g->n_tensors++;
+    }
+    /* The data section starts at the next multiple of the alignment. */
+    size_t pad = (g->alignment - c->pos % g->alignment) % g->alignment;
+    if (n_tensors == 0) {
+        g->data_offset = c->pos + pad <= g->size ? c->pos + pad : g->size;
+        return PWB_OK;
+    }
+    if (g->size - c->pos < pad)
+        return trunc_err(c, "padding before tensor data");
+    g->data_offset = c->pos + pad;
+    size_t avail = g->size - g->data_offset;
+    for (size_t i = 0; i < g->n_tensors; i++) {
+        pwb_tensor *t = &g->tensors[i];
+        if (offs[i] > avail || t->nbytes > avail - offs[i])
+            return err_set(e, PWB_EPARSE, "%s: tensor '%s': data [%llu, +%zu) lies past the end of the file "
+                           "(%zu data bytes)", g->path, t->name, (unsigned long long)offs[i], t->nbytes, avail);
+        t->data = g->base + g->data_offset + offs[i];
+    }
+    /* Overlapping tensors mean a corrupt (or malicious) file. */
+    const pwb_tensor **by = malloc(g->n_tensors * sizeof *by);
+    if (!by)
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", g->path);
+    for (size_t i = 0; i < g->n_tensors; i++)
+        by[i] = &g->tensors[i];
+    qsort(by, g->n_tensors, sizeof *by, cmp_by_offset);
+    rc = PWB_OK;
+    for (size_t i = 1; i < g->n_tensors; i++) {
+        const unsigned char *prev_end = (const unsigned char *)by[i - 1]->data + by[i - 1]->nbytes;
+        if ((const unsigned char *)by[i]->data < prev_end) {
+            rc = err_set(e, PWB_EPARSE, "%s: tensors '%s' and '%s' overlap", g->path, by[i - 1]->name, by[i]->name);
+            break;
+        }
+    }
+    free(by);
+    return rc;
+}
+
 static int parse(gguf_file *g, pwb_err *e)
 {
     cursor c = {g->base, g->size, 0, g, e};
@@ -261,15 +339,14 @@ static int parse(gguf_file *g, pwb_err *e)
                        (unsigned long long)n_kv, GGUF_MAX_KV);
     /* Smallest encodings: a kv is 8+4+1 bytes, a tensor info 8+4+4+8 bytes. */
     if ((g->size - c.pos) / 13 < n_kv || (g->size - c.pos) / 24 < n_tensors)
-        return err_set(e, PWB_EPARSE, "%s: truncated GGUF file: %llu metadata pairs and %llu tensors cannot fit in %zu bytes",
-                       g->path, (unsigned long long)n_kv, (unsigned long long)n_tensors, g->size);
+        return err_set(e, PWB_EPARSE, "%s: truncated GGUF file: %llu metadata pairs and %llu tensors cannot "
+                       "fit in %zu bytes", g->path, (unsigned long long)n_kv, (unsigned long long)n_tensors, g->size);
 
     g->kv = calloc(n_kv ? (size_t)n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *g->tensors);
     if (!g->kv || !g->tensors)
         return err_set(e, PWB_ENOMEM, "%s: out of memory", g->path);
 
-    g->alignment = 32;
     for (uint64_t i = 0; i < n_kv; i++) {
         gguf_kv *kv = &g->kv[i];
         uint32_t t;
@@ -294,6 +371,7 @@ static int parse(gguf_file *g, pwb_err *e)
         g->n_kv++;
     }
 
+    g->alignment = 32;
     const gguf_kv *al = gguf_find_kv(g, "general.alignment");
     if (al) {
         if (al->type != GGUF_T_U32 || al->v.u64 == 0 || (al->v.u64 & (al->v.u64 - 1)) || al->v.u64 > (1u << 20))
@@ -301,53 +379,228 @@ static int parse(gguf_file *g, pwb_err *e)
         g->alignment = (size_t)al->v.u64;
     }
 
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        pwb_tensor *t = &g->tensors[i];
-        uint32_t n_dims, type;
-        uint64_t off;
-        if ((rc = rd_str(&c, GGUF_MAX_NAME, &t->name, NULL, "tensor name")))
-            return rc;
-        for (size_t j = 0; j < g->n_tensors; j++)
-            if (strcmp(g->tensors[j].name, t->name) == 0)
-                return err_set(e, PWB_EPARSE, "%s: duplicate tensor '%s'", g->path, t->name);
-        if ((rc = rd_u32(&c, &n_dims, t->name)))
-            return rc;
-        if (n_dims > TENSOR_MAX_DIMS)
-            return err_set(e, PWB_EPARSE, "%s: tensor '%s' has %u dimensions (at most %d)", g->path, t->name,
-                           n_dims, TENSOR_MAX_DIMS);
-        t->n_dims = (int)n_dims;
-        for (int d = 0; d < TENSOR_MAX_DIMS; d++)
-            t->ne[d] = 1;
-        for (uint32_t d = 0; d < n_dims; d++) {
-            uint64_t ne;
-            if ((rc = rd_u64(&c, &ne, t->name)))
-                return rc;
-            if (ne > (uint64_t)INT64_MAX / 2)
-                return err_set(e, PWB_EPARSE, "%s: tensor '%s': dimension %u is %llu", g->path, t->name, d,
-                               (unsigned long long)ne);
-            t->ne[d] = (int64_t)ne;
-        }
-        if ((rc = rd_u32(&c, &type, t->name)) || (rc = rd_u64(&c, &off, t->name)))
-            return rc;
-        if (type >= DT_COUNT_ || quant_block_size((int)type) == 0)
-            return err_set(e, PWB_EUNSUP, "%s: tensor '%s' has unknown type %u", g->path, t->name, type);
-        t->type = (int)type;
-        size_t nbytes;
-        if ((rc = quant_tensor_nbytes(t->type, t->ne, TENSOR_MAX_DIMS, &nbytes)))
-            return err_set(e, PWB_EPARSE, "%s: tensor '%s' (%s): bad shape [%lld, %lld, %lld, %lld]", g->path,
-                           t->name, quant_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1],
-                           (long long)t->ne[2], (long long)t->ne[3]);
-        if (off % g->alignment)
-            return err_set(e, PWB_EPARSE, "%s: tensor '%s': data offset %llu is not a multiple of the alignment %zu",
-                           g->path, t->name, (unsigned long long)off, g->alignment);
-        t->nbytes = nbytes;
-        /* Stash the relative offset; it becomes a pointer once the data section is known. */
-        t->data = (const void *)(uintptr_t)0;
-        memcpy(&t->data, &(const void *){NULL}, 0);
-        g->n_tensors++;
-        /* Keep the offset in a side field: reuse ne? No: store it temporarily in nbytes' place is
-         * lossy, so record it in the tensor-offset array below. */
-        ((uint64_t *)g->arena_offsets_)[i] = off;
+    uint64_t *offs = malloc((n_tensors ? (size_t)n_tensors : 1) * sizeof *offs);
+    if (!offs)
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", g->path);
+    rc = parse_tensors(g, &c, n_tensors, offs, e);
+    free(offs);
+    return rc;
+}
+
+static int open_common(gguf_file **out, gguf_file *g, pwb_err *e)
+{
+    int rc = parse(g, e);
+    if (rc) {
+        gguf_close(g);
+        *out = NULL;
+        return rc;
     }
+    *out = g;
     return PWB_OK;
+}
+
+int gguf_open(gguf_file **out, const char *path, pwb_err *e)
+{
+    *out = NULL;
+    gguf_file *g = calloc(1, sizeof *g);
+    if (!g || !(g->path = str_dup(path))) {
+        free(g);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    int rc = file_map_open(&g->map, path, e);
+    if (rc) {
+        gguf_close(g);
+        return rc;
+    }
+    g->base = g->map.data;
+    g->size = g->map.size;
+    return open_common(out, g, e);
+}
+
+int gguf_open_memory(gguf_file **out, const void *data, size_t n, const char *name, pwb_err *e)
+{
+    *out = NULL;
+    gguf_file *g = calloc(1, sizeof *g);
+    if (!g || !(g->path = str_dup(name ? name : "<memory>"))) {
+        free(g);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    if (n && ((uintptr_t)data % 32)) {
+        /* Tensor data must be aligned for the kernels' typed loads: copy once. */
+        void *copy = NULL;
+        if (posix_memalign(&copy, 32, n))
+            copy = NULL;
+        if (!copy) {
+            gguf_close(g);
+            return err_set(e, PWB_ENOMEM, "%s: out of memory", name ? name : "<memory>");
+        }
+        memcpy(copy, data, n);
+        g->owned_copy_ = copy;
+        data = copy;
+    }
+    g->base = data;
+    g->size = n;
+    if (!data || n == 0) {
+        gguf_close(g);
+        return err_set(e, PWB_EPARSE, "%s: empty file", name ? name : "<memory>");
+    }
+    return open_common(out, g, e);
+}
+
+void gguf_close(gguf_file *g)
+{
+    if (!g)
+        return;
+    arena_free(g->arena_);
+    free(g->kv);
+    free(g->tensors);
+    if (g->map.data)
+        file_map_close(&g->map);
+    free(g->owned_copy_);
+    free(g->path);
+    free(g);
+}
+
+/* ---- lookups ---- */
+
+const gguf_kv *gguf_find_kv(const gguf_file *g, const char *key)
+{
+    if (!g || !key)
+        return NULL;
+    for (size_t i = 0; i < g->n_kv; i++)
+        if (strcmp(g->kv[i].key, key) == 0)
+            return &g->kv[i];
+    return NULL;
+}
+
+static int kv_is_signed(int t)
+{
+    return t == GGUF_T_I8 || t == GGUF_T_I16 || t == GGUF_T_I32 || t == GGUF_T_I64;
+}
+
+static int kv_is_unsigned(int t)
+{
+    return t == GGUF_T_U8 || t == GGUF_T_U16 || t == GGUF_T_U32 || t == GGUF_T_U64 || t == GGUF_T_BOOL;
+}
+
+/* An integer metadata value as int64 range-checked into [lo, hi]; 0 on success. */
+static int kv_int(const gguf_kv *kv, int64_t lo, uint64_t hi, int64_t *s, uint64_t *u)
+{
+    if (!kv)
+        return -1;
+    if (kv_is_signed(kv->type)) {
+        if (kv->v.i64 < lo || (kv->v.i64 >= 0 && (uint64_t)kv->v.i64 > hi))
+            return -1;
+        *s = kv->v.i64;
+        *u = (uint64_t)kv->v.i64;
+        return 0;
+    }
+    if (kv_is_unsigned(kv->type)) {
+        if (kv->v.u64 > hi)
+            return -1;
+        *s = (int64_t)kv->v.u64;
+        *u = kv->v.u64;
+        return 0;
+    }
+    return -1;
+}
+
+uint32_t gguf_get_u32(const gguf_file *g, const char *key, uint32_t def)
+{
+    int64_t s;
+    uint64_t u;
+    return kv_int(gguf_find_kv(g, key), 0, UINT32_MAX, &s, &u) ? def : (uint32_t)u;
+}
+
+int32_t gguf_get_i32(const gguf_file *g, const char *key, int32_t def)
+{
+    int64_t s;
+    uint64_t u;
+    return kv_int(gguf_find_kv(g, key), INT32_MIN, INT32_MAX, &s, &u) ? def : (int32_t)s;
+}
+
+uint64_t gguf_get_u64(const gguf_file *g, const char *key, uint64_t def)
+{
+    int64_t s;
+    uint64_t u;
+    return kv_int(gguf_find_kv(g, key), 0, UINT64_MAX, &s, &u) ? def : u;
+}
+
+float gguf_get_f32(const gguf_file *g, const char *key, float def)
+{
+    const gguf_kv *kv = gguf_find_kv(g, key);
+    if (!kv)
+        return def;
+    if (kv->type == GGUF_T_F32 || kv->type == GGUF_T_F64)
+        return (float)kv->v.f64;
+    if (kv_is_signed(kv->type))
+        return (float)kv->v.i64;
+    if (kv_is_unsigned(kv->type) && kv->type != GGUF_T_BOOL)
+        return (float)kv->v.u64;
+    return def;
+}
+
+int gguf_get_bool(const gguf_file *g, const char *key, int def)
+{
+    const gguf_kv *kv = gguf_find_kv(g, key);
+    if (!kv)
+        return def;
+    if (kv->type == GGUF_T_BOOL || kv_is_unsigned(kv->type))
+        return kv->v.u64 != 0;
+    if (kv_is_signed(kv->type))
+        return kv->v.i64 != 0;
+    return def;
+}
+
+const char *gguf_get_str(const gguf_file *g, const char *key, const char *def)
+{
+    const gguf_kv *kv = gguf_find_kv(g, key);
+    return kv && kv->type == GGUF_T_STRING ? kv->str : def;
+}
+
+const gguf_arr *gguf_get_arr(const gguf_file *g, const char *key)
+{
+    const gguf_kv *kv = gguf_find_kv(g, key);
+    return kv && kv->type == GGUF_T_ARRAY ? &kv->arr : NULL;
+}
+
+static const gguf_arr *arr_of(const gguf_file *g, const char *key, int type, size_t *n)
+{
+    const gguf_arr *a = gguf_get_arr(g, key);
+    if (!a || a->type != type) {
+        if (n)
+            *n = 0;
+        return NULL;
+    }
+    if (n)
+        *n = (size_t)a->n;
+    return a;
+}
+
+const char *const *gguf_get_arr_strs(const gguf_file *g, const char *key, size_t *n)
+{
+    const gguf_arr *a = arr_of(g, key, GGUF_T_STRING, n);
+    return a ? a->strs : NULL;
+}
+
+const float *gguf_get_arr_f32(const gguf_file *g, const char *key, size_t *n)
+{
+    const gguf_arr *a = arr_of(g, key, GGUF_T_F32, n);
+    return a ? a->data : NULL;
+}
+
+const int32_t *gguf_get_arr_i32(const gguf_file *g, const char *key, size_t *n)
+{
+    const gguf_arr *a = arr_of(g, key, GGUF_T_I32, n);
+    return a ? a->data : NULL;
+}
+
+const pwb_tensor *gguf_find_tensor(const gguf_file *g, const char *name)
+{
+    if (!g || !name)
+        return NULL;
+    for (size_t i = 0; i < g->n_tensors; i++)
+        if (strcmp(g->tensors[i].name, name) == 0)
+            return &g->tensors[i];
+    return NULL;
 }

@@ -82,11 +82,13 @@ typedef struct gguf_file {
     gguf_kv *kv;
     size_t n_tensors;
     pwb_tensor *tensors;            /* names are owned here; data points into the file */
-    void *arena_;                   /* private */
+    void *arena_;                   /* private: metadata copies */
+    void *owned_copy_;              /* private: aligned copy of unaligned memory input */
 } gguf_file;
 
 int gguf_open(gguf_file **out, const char *path, pwb_err *e);
-/* name is used in error messages (may be NULL: "<memory>"). data is not copied. */
+/* name is used in error messages (may be NULL: "<memory>"). data is not copied (unless it is not
+ * 32-byte aligned) and must outlive the gguf_file. */
 int gguf_open_memory(gguf_file **out, const void *data, size_t n, const char *name, pwb_err *e);
 void gguf_close(gguf_file *g);
 

@@ -24,6 +24,7 @@ typedef struct tok_vocab_spec {
     const char *const *merges;    /* "a b" pairs, may be NULL for SentencePiece vocabularies */
     int32_t bos, eos, unk, pad;   /* -1 when absent */
     int add_bos, add_eos;
+    int no_space_prefix;          /* tokenizer.ggml.add_space_prefix == false ("llama" only; 0 = add it) */
 } tok_vocab_spec;
 
 int tokenizer_from_spec(tokenizer **t, const tok_vocab_spec *spec, pwb_err *e);
@@ -36,8 +37,14 @@ void tokenizer_free(tokenizer *t);
  * malloc'd. */
 int tokenizer_encode(const tokenizer *t, const char *text, size_t n, int add_special, int parse_special,
                      int32_t **ids, size_t *n_ids, pwb_err *e);
-/* Appends the text of ids to out (special tokens rendered when render_special). */
+/* Appends the text of ids to out (special tokens rendered when render_special). As Hugging Face's
+ * decode: the result is valid UTF-8 (invalid byte runs become U+FFFD) and a SentencePiece
+ * tokenizer drops the one leading space its encoder added, so decode a whole sequence at once. */
 int tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n, int render_special, pwb_buf *out);
+/* Appends one token's raw bytes (no leading-space strip, no UTF-8 repair): for streaming output,
+ * where a character may span several byte tokens. Special tokens add nothing unless
+ * render_special. */
+int tokenizer_token_piece(const tokenizer *t, int32_t id, int render_special, pwb_buf *out);
 size_t tokenizer_n_vocab(const tokenizer *t);
 int32_t tokenizer_bos(const tokenizer *t);
 int32_t tokenizer_eos(const tokenizer *t);

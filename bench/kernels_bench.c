@@ -1,0 +1,85 @@
+/* Kernel micro-benchmark: GFLOP/s of kernel_matmul for SmolLM2-135M's matrix shapes.
+ * Not built by the Makefile; compile by hand with the project's flags, e.g.
+ *   cc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags libcjson) \
+ *      bench/kernels_bench.c src/engine/quant.c src/engine/kernels.c src/engine/kernels_avx2.c \
+ *      src/util/*.c $(pkg-config --libs libcjson) -lm -o build/kernels_bench
+ *   OMP_NUM_THREADS=2 build/kernels_bench [TYPE...]      (TYPE: Q4_1 Q8_0 Q4_0 Q4_K Q6_K F16 BF16 F32) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kernels.h"
+#include "engine/quant.h"
+#include "util/rng.h"
+#include "util/timer.h"
+
+static const struct { const char *what; int M, K; } SHAPES[] = {
+    {"attn_q/o 576x576", 576, 576},
+    {"ffn_up   1536x576", 1536, 576},
+    {"ffn_down 576x1536", 576, 1536},
+    {"lm_head  49152x576", 49152, 576},
+};
+
+static int type_by_name(const char *s)
+{
+    static const int all[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q6_K};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(s, quant_type_name(all[i])) == 0)
+            return all[i];
+    return -1;
+}
+
+static double bench_one(const pwb_tensor *W, const float *x, int B, float *y)
+{
+    pwb_err e;
+    kernel_matmul(W, x, B, y, &e);  /* warm up */
+    double flops = 2.0 * (double)W->ne[0] * (double)W->ne[1] * B, t0 = timer_wall(), t;
+    long reps = 0;
+    do {
+        kernel_matmul(W, x, B, y, &e);
+        reps++;
+    } while ((t = timer_wall() - t0) < 0.3);
+    return flops * reps / t / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    const char *def[] = {"Q4_1", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "F16", "F32"};
+    int ntypes = argc > 1 ? argc - 1 : (int)(sizeof def / sizeof def[0]);
+    const char **types = argc > 1 ? (const char **)argv + 1 : def;
+    pwb_rng r;
+    rng_init(&r, 42);
+    int maxB = 32, maxK = 1536;
+    float *x = malloc(sizeof(float) * (size_t)maxB * maxK);
+    float *y = malloc(sizeof(float) * (size_t)maxB * 49152);
+    for (int i = 0; i < maxB * maxK; i++)
+        x[i] = (float)rng_normal(&r);
+    printf("isa %s; GFLOP/s (2*M*K*B / time)\n%-6s %-20s %10s %10s\n", kernel_isa(), "type", "shape", "B=1", "B=32");
+    for (int ti = 0; ti < ntypes; ti++) {
+        int type = type_by_name(types[ti]);
+        if (type < 0) {
+            fprintf(stderr, "unknown type %s\n", types[ti]);
+            return 2;
+        }
+        for (size_t s = 0; s < sizeof SHAPES / sizeof SHAPES[0]; s++) {
+            int M = SHAPES[s].M, K = SHAPES[s].K;
+            size_t rb = quant_row_size(type, K);
+            unsigned char *w = malloc(rb * (size_t)M);
+            float *row = malloc(sizeof(float) * (size_t)K);
+            for (int m = 0; m < M; m++) {
+                for (int k = 0; k < K; k++)
+                    row[k] = (float)rng_normal(&r) * 0.05f;
+                quantize_row(type, row, w + rb * (size_t)m, K);
+            }
+            pwb_tensor W = {"w", type, 2, {K, M, 1, 1}, w, rb * (size_t)M};
+            double g1 = bench_one(&W, x, 1, y), g32 = bench_one(&W, x, 32, y);
+            printf("%-6s %-20s %10.1f %10.1f\n", types[ti], SHAPES[s].what, g1, g32);
+            fflush(stdout);
+            free(w);
+            free(row);
+        }
+    }
+    free(x);
+    free(y);
+    return 0;
+}

@@ -1,0 +1,962 @@
+/* Dataset loaders: JSONL, CSV (RFC 4180), TSV (GLUE style, no quoting) and plain text, mapped
+ * into examples through the card's field and label mapping. */
+#include "bench/dataset.h"
+
+#include <math.h>
+#include <strings.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "bench/mustache.h"
+#include "bench/rx.h"
+#include "bench/score.h"
+#include "util/buf.h"
+#include "util/file.h"
+#include "util/rng.h"
+#include "util/sha256.h"
+#include "util/str.h"
+
+void ds_data_init(ds_data *d) { memset(d, 0, sizeof *d); }
+
+static void example_free(ds_example *x, int n_fields)
+{
+    free(x->input);
+    free(x->answer);
+    free(x->rationale);
+    if (x->fields)
+        for (int i = 0; i < n_fields; i++)
+            free(x->fields[i]);
+    free(x->fields);
+}
+
+void ds_data_free(ds_data *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        example_free(&d->ex[i], d->n_fields);
+    free(d->ex);
+    for (int i = 0; i < d->n_fields; i++)
+        free(d->field_names[i]);
+    free(d->field_names);
+    free(d->split);
+    free(d->path);
+    free(d->answer_field);
+    ds_data_init(d);
+}
+
+int dataset_field_index(const ds_data *d, const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i < d->n_fields; i++)
+        if (!strcmp(d->field_names[i], name))
+            return i;
+    /* A 1-based column number also names a field ("2" = the second column). */
+    long k;
+    if (name[0] >= '1' && name[0] <= '9' && str_to_long(name, &k) == 0 && k >= 1 && k <= d->n_fields)
+        return (int)k - 1;
+    return -1;
+}
+
+/* ---- the loader ---- */
+
+typedef struct loader {
+    const ds_card *c;
+    const ds_split *sp;
+    ds_data *d;
+    pwb_err *e;
+    const char *path;         /* resolved data file */
+    const char *input_field;  /* effective mapping for this split */
+    const char *answer_field;
+    tpl_node *input_tpl;
+    pcre2_code *extract, *rstrip, *line_re;
+    size_t cap;
+    char **vals; /* the record being built (lookup for the input template) */
+    int nvals;
+    const char *missing; /* a field the input template named but the record lacks */
+    pwb_buf tmp;
+} loader;
+
+static int add_field_name(loader *L, const char *name, size_t len)
+{
+    ds_data *d = L->d;
+    for (int i = 0; i < d->n_fields; i++)
+        if (strlen(d->field_names[i]) == len && !memcmp(d->field_names[i], name, len))
+            return i;
+    if (d->n_fields >= DS_MAX_FIELDS)
+        return -1;
+    char **v = realloc(d->field_names, ((size_t)d->n_fields + 1) * sizeof *v);
+    if (!v)
+        return -1;
+    d->field_names = v;
+    if (!(v[d->n_fields] = str_ndup(name, len)))
+        return -1;
+    return d->n_fields++;
+}
+
+static int missing_field(loader *L, long line, const char *name)
+{
+    pwb_buf have;
+    buf_init(&have);
+    for (int i = 0; i < L->nvals && i < L->d->n_fields; i++)
+        if (L->vals[i])
+            buf_printf(&have, "%s%s", have.len ? ", " : "", L->d->field_names[i]);
+    int rc = err_set(L->e, PWB_EINVAL, "%s:%ld: field '%s' named by %s is missing (fields: %s)", L->path, line, name,
+                     L->c->path ? L->c->path : L->c->name, have.data ? have.data : "none");
+    buf_free(&have);
+    return rc;
+}
+
+static int rec_lookup(void *ud, const mus_frame *f, const char *name, mus_val *v)
+{
+    (void)f;
+    loader *L = ud;
+    if (str_starts(name, "fields."))
+        name += 7;
+    int i = dataset_field_index(L->d, name);
+    if (i < 0 || i >= L->nvals || !L->vals[i]) {
+        if (!L->missing)
+            L->missing = name;
+        return 0;
+    }
+    v->type = MV_STR;
+    v->s = L->vals[i];
+    return 1;
+}
+
+static char *apply_replace(const ds_card *c, const char *s)
+{
+    if (!c->n_replace)
+        return str_dup(s);
+    pwb_buf a, b;
+    buf_init(&a);
+    buf_init(&b);
+    if (buf_puts(&a, s))
+        return NULL;
+    for (int r = 0; r < c->n_replace; r++) {
+        const char *from = c->replace[2 * r], *to = c->replace[2 * r + 1];
+        size_t fl = strlen(from);
+        if (!strstr(a.data, from))
+            continue;
+        buf_reset(&b);
+        const char *p = a.data;
+        for (const char *m; (m = strstr(p, from)); p = m + fl)
+            if (buf_append(&b, p, (size_t)(m - p)) || buf_puts(&b, to))
+                goto oom;
+        if (buf_puts(&b, p))
+            goto oom;
+        pwb_buf t = a;
+        a = b;
+        b = t;
+    }
+    buf_free(&b);
+    return bench_take(&a);
+oom:
+    buf_free(&a);
+    buf_free(&b);
+    return NULL;
+}
+
+static char *trimmed_dup(const char *s)
+{
+    char *p = str_dup(s);
+    return p ? str_trim(p) : NULL;
+}
+
+static int label_of(loader *L, const char *raw)
+{
+    const ds_card *c = L->c;
+    for (int i = 0; i < c->n_labels; i++) {
+        const char *v = L->sp->label_values ? L->sp->label_values[i] : c->labels[i].value;
+        if (!strcmp(v, raw))
+            return i;
+    }
+    return -1;
+}
+
+static int bad_label(loader *L, long line, const char *raw)
+{
+    pwb_buf have;
+    buf_init(&have);
+    for (int i = 0; i < L->c->n_labels; i++)
+        buf_printf(&have, "%s%s", i ? ", " : "",
+                   L->sp->label_values ? L->sp->label_values[i] : L->c->labels[i].value);
+    int rc = err_set(L->e, PWB_EINVAL, "%s:%ld: label '%.100s' is not one of the card's labels (%s)", L->path, line, raw,
+                     have.data ? have.data : "");
+    buf_free(&have);
+    return rc;
+}
+
+/* Takes ownership of vals (nvals entries, NULL = absent). */
+static int add_record(loader *L, long line, char **vals, int nvals)
+{
+    ds_data *d = L->d;
+    const ds_card *c = L->c;
+    int rc = PWB_OK;
+    ds_example x;
+    memset(&x, 0, sizeof x);
+    x.fields = vals;
+    x.label = -1;
+    x.answer_idx = -1;
+    x.line = line;
+    x.row = d->n;
+    for (int i = 0; i < nvals; i++)
+        if (vals[i] && !str_utf8_valid(vals[i], strlen(vals[i]))) {
+            rc = err_set(L->e, PWB_EPARSE, "%s:%ld: invalid UTF-8 in field '%s'", L->path, line, d->field_names[i]);
+            goto fail;
+        }
+    if (d->n >= DS_MAX_ROWS) {
+        rc = err_set(L->e, PWB_ERANGE, "%s:%ld: more than %lu rows", L->path, line, DS_MAX_ROWS);
+        goto fail;
+    }
+    L->vals = vals;
+    L->nvals = nvals;
+    /* input */
+    const char *raw_in = NULL;
+    if (L->input_tpl) {
+        buf_reset(&L->tmp);
+        L->missing = NULL;
+        mus_frame root = {0, NULL, 0};
+        if ((rc = mus_render(L->input_tpl, rec_lookup, L, &root, 0, &L->tmp, L->e)))
+            goto fail;
+        if (L->missing) {
+            rc = missing_field(L, line, L->missing);
+            goto fail;
+        }
+        raw_in = L->tmp.data;
+    } else {
+        int i = dataset_field_index(d, L->input_field);
+        if (i < 0 || i >= nvals || !vals[i]) {
+            rc = missing_field(L, line, L->input_field);
+            goto fail;
+        }
+        raw_in = vals[i];
+    }
+    char *in = apply_replace(c, raw_in);
+    if (!in || !(x.input = trimmed_dup(in))) {
+        free(in);
+        rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+        goto fail;
+    }
+    free(in);
+    /* answer */
+    if (L->sp->labeled) {
+        int ai = dataset_field_index(d, L->answer_field);
+        if (ai < 0 || ai >= nvals || !vals[ai]) {
+            rc = missing_field(L, line, L->answer_field);
+            goto fail;
+        }
+        x.answer_idx = ai;
+        char *raw = trimmed_dup(vals[ai]);
+        if (!raw) {
+            rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+            goto fail;
+        }
+        const char *ans = raw;
+        size_t alen = strlen(raw);
+        if (L->extract) {
+            size_t so, eo;
+            if (rx_find(L->extract, raw, alen, &so, &eo) != 1) {
+                rc = err_set(L->e, PWB_EPARSE, "%s:%ld: answer '%.60s' does not match answer_extract", L->path, line,
+                             raw);
+                free(raw);
+                goto fail;
+            }
+            memmove(raw, raw + so, eo - so);
+            raw[eo - so] = '\0';
+            str_trim(raw);
+        }
+        switch (c->answer_kind) {
+        case DS_ANSWER_LABEL:
+        case DS_ANSWER_YESNO:
+        case DS_ANSWER_CHOICE:
+            x.label = label_of(L, ans);
+            if (x.label < 0) {
+                rc = bad_label(L, line, ans);
+                free(raw);
+                goto fail;
+            }
+            x.answer = str_dup(c->labels[x.label].verbalizer);
+            break;
+        case DS_ANSWER_NUMERIC: {
+            char num[64];
+            if (score_normalize_number(ans, num, sizeof num)) {
+                rc = err_set(L->e, PWB_EPARSE, "%s:%ld: answer '%.60s' is not a number", L->path, line, ans);
+                free(raw);
+                goto fail;
+            }
+            x.answer = str_dup(num);
+            break;
+        }
+        default:
+            x.answer = str_dup(ans);
+        }
+        free(raw);
+        if (!x.answer) {
+            rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    /* rationale (worked solution for shots) */
+    if (c->rationale_field) {
+        int ri = dataset_field_index(d, c->rationale_field);
+        if (ri >= 0 && ri < nvals && vals[ri]) {
+            pwb_buf r;
+            buf_init(&r);
+            if (L->rstrip ? rx_remove_all(L->rstrip, vals[ri], strlen(vals[ri]), &r) : buf_puts(&r, vals[ri])) {
+                buf_free(&r);
+                rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+                goto fail;
+            }
+            x.rationale = str_trim(bench_take(&r));
+        }
+    }
+    if (d->n == L->cap) {
+        size_t cap = L->cap ? 2 * L->cap : 256;
+        ds_example *ex = realloc(d->ex, cap * sizeof *ex);
+        if (!ex) {
+            rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+            goto fail;
+        }
+        d->ex = ex;
+        L->cap = cap;
+    }
+    x.n_fields = nvals; /* padded after loading */
+    d->ex[d->n++] = x;
+    L->vals = NULL;
+    return PWB_OK;
+fail:
+    L->vals = NULL;
+    example_free(&x, nvals);
+    return rc;
+}
+
+/* ---- line-oriented formats ---- */
+
+typedef struct line_iter {
+    const char *s;
+    size_t n, pos;
+    long line; /* of the line last returned */
+} line_iter;
+
+/* Next line without its "\n" / "\r\n"; 0 at the end. */
+static int next_line(line_iter *it, const char **p, size_t *len)
+{
+    if (it->pos >= it->n)
+        return 0;
+    const char *a = it->s + it->pos;
+    const char *nl = memchr(a, '\n', it->n - it->pos);
+    size_t k = nl ? (size_t)(nl - a) : it->n - it->pos;
+    it->pos += k + (nl ? 1 : 0);
+    it->line++;
+    if (k && a[k - 1] == '\r')
+        k--;
+    *p = a;
+    *len = k;
+    return 1;
+}
+
+static int blank(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return 0;
+    return 1;
+}
+
+static char *json_value_str(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return str_dup(v->valuestring);
+    if (cJSON_IsBool(v))
+        return str_dup(cJSON_IsTrue(v) ? "true" : "false");
+    if (cJSON_IsNumber(v)) {
+        char num[40];
+        double x = v->valuedouble;
+        if (x == floor(x) && fabs(x) < 9e15)
+            snprintf(num, sizeof num, "%.0f", x);
+        else
+            snprintf(num, sizeof num, "%.17g", x);
+        return str_dup(num);
+    }
+    if (cJSON_IsNull(v))
+        return NULL;
+    return cJSON_PrintUnformatted(v); /* objects and arrays as compact JSON */
+}
+
+static int load_jsonl(loader *L, const char *s, size_t n)
+{
+    line_iter it = {s, n, 0, 0};
+    const char *p;
+    size_t len;
+    while (next_line(&it, &p, &len)) {
+        if (blank(p, len))
+            continue;
+        if (len > DS_MAX_RECORD)
+            return err_set(L->e, PWB_ERANGE, "%s:%ld: line longer than %lu bytes", L->path, it.line, DS_MAX_RECORD);
+        const char *end = NULL;
+        cJSON *j = cJSON_ParseWithLengthOpts(p, len, &end, 0);
+        int bad = !j || !cJSON_IsObject(j);
+        if (!bad && end)
+            for (const char *q = end; q < p + len; q++)
+                if (*q != ' ' && *q != '\t' && *q != '\r')
+                    bad = 1;
+        if (bad) {
+            cJSON_Delete(j);
+            return err_set(L->e, PWB_EPARSE, "%s:%ld: malformed JSON%s", L->path, it.line,
+                           j ? " (each line must be one object)" : "");
+        }
+        int nkeys = cJSON_GetArraySize(j);
+        if (nkeys > DS_MAX_FIELDS) {
+            cJSON_Delete(j);
+            return err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d fields", L->path, it.line, DS_MAX_FIELDS);
+        }
+        const cJSON *v;
+        cJSON_ArrayForEach(v, j)
+        {
+            if (add_field_name(L, v->string ? v->string : "", v->string ? strlen(v->string) : 0) < 0) {
+                cJSON_Delete(j);
+                return err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d distinct fields", L->path, it.line,
+                               DS_MAX_FIELDS);
+            }
+        }
+        int nv = L->d->n_fields;
+        char **vals = calloc((size_t)nv + 1, sizeof *vals);
+        if (!vals) {
+            cJSON_Delete(j);
+            return err_set(L->e, PWB_ENOMEM, "out of memory");
+        }
+        cJSON_ArrayForEach(v, j)
+        {
+            int i = add_field_name(L, v->string ? v->string : "", v->string ? strlen(v->string) : 0);
+            if (i >= 0 && !vals[i])
+                vals[i] = json_value_str(v);
+        }
+        cJSON_Delete(j);
+        int rc = add_record(L, it.line, vals, nv);
+        if (rc)
+            return rc;
+    }
+    return PWB_OK;
+}
+
+static void vals_free(char **v, int n)
+{
+    if (!v)
+        return;
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Header or declared column names; without either, columns are named "1", "2", ... */
+static int set_columns(loader *L, char **names, int n, long line)
+{
+    for (int i = 0; i < n; i++) {
+        char *nm = names ? names[i] : NULL;
+        char num[16];
+        if (!nm) {
+            snprintf(num, sizeof num, "%d", i + 1);
+            nm = num;
+        }
+        if (i == 0 && (unsigned char)nm[0] == 0xEF && (unsigned char)nm[1] == 0xBB && (unsigned char)nm[2] == 0xBF)
+            nm += 3; /* UTF-8 byte order mark */
+        char *t = trimmed_dup(nm);
+        if (!t)
+            return err_set(L->e, PWB_ENOMEM, "out of memory");
+        int before = L->d->n_fields;
+        int k = add_field_name(L, t, strlen(t));
+        free(t);
+        if (k < 0)
+            return err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d columns", L->path, line, DS_MAX_FIELDS);
+        if (k < before || k != i)
+            return err_set(L->e, PWB_EPARSE, "%s:%ld: column name '%s' appears twice", L->path, line, L->d->field_names[k]);
+    }
+    return PWB_OK;
+}
+
+/* Handles one parsed row of a CSV/TSV: the header, or a record. Takes ownership of vals. */
+static int table_row(loader *L, long line, char **vals, int nv, int *have_header)
+{
+    if (!*have_header) {
+        *have_header = 1;
+        int rc;
+        if (L->sp->header) {
+            rc = set_columns(L, vals, nv, line);
+            vals_free(vals, nv);
+            return rc;
+        }
+        if (L->sp->n_columns) {
+            if (L->sp->n_columns != nv) {
+                vals_free(vals, nv);
+                return err_set(L->e, PWB_EPARSE, "%s:%ld: expected %d fields (the card's columns), found %d", L->path,
+                               line, L->sp->n_columns, nv);
+            }
+            rc = set_columns(L, L->sp->columns, L->sp->n_columns, line);
+        } else {
+            rc = set_columns(L, NULL, nv, line);
+        }
+        if (rc) {
+            vals_free(vals, nv);
+            return rc;
+        }
+    }
+    if (nv != L->d->n_fields) {
+        vals_free(vals, nv);
+        return err_set(L->e, PWB_EPARSE, "%s:%ld: expected %d fields, found %d", L->path, line, L->d->n_fields, nv);
+    }
+    return add_record(L, line, vals, nv);
+}
+
+static int load_tsv(loader *L, const char *s, size_t n)
+{
+    line_iter it = {s, n, 0, 0};
+    const char *p;
+    size_t len;
+    int have_header = 0;
+    while (next_line(&it, &p, &len)) {
+        if (blank(p, len))
+            continue;
+        if (len > DS_MAX_RECORD)
+            return err_set(L->e, PWB_ERANGE, "%s:%ld: line longer than %lu bytes", L->path, it.line, DS_MAX_RECORD);
+        int nv = 1;
+        for (size_t i = 0; i < len; i++)
+            if (p[i] == '\t' && ++nv > DS_MAX_FIELDS)
+                return err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d fields", L->path, it.line, DS_MAX_FIELDS);
+        char **vals = calloc((size_t)nv + 1, sizeof *vals);
+        if (!vals)
+            return err_set(L->e, PWB_ENOMEM, "out of memory");
+        size_t a = 0;
+        for (int k = 0; k < nv; k++) {
+            const char *tab = memchr(p + a, '\t', len - a);
+            size_t b = tab ? (size_t)(tab - p) : len;
+            if (!(vals[k] = str_ndup(p + a, b - a))) {
+                vals_free(vals, nv);
+                return err_set(L->e, PWB_ENOMEM, "out of memory");
+            }
+            a = b + 1;
+        }
+        int rc = table_row(L, it.line, vals, nv, &have_header);
+        if (rc)
+            return rc;
+    }
+    return PWB_OK;
+}
+
+/* One RFC 4180 record starting at *pos. *nv = 0 for a blank line. */
+static int csv_record(loader *L, const char *s, size_t n, size_t *pos, long *line, char ***out, int *nv)
+{
+    size_t i = *pos;
+    long start_line = *line;
+    int cap = 8, k = 0, quoted_any = 0;
+    size_t total = 0;
+    char **v = calloc((size_t)cap + 1, sizeof *v);
+    pwb_buf f;
+    buf_init(&f);
+    int rc = PWB_OK;
+    if (!v)
+        return err_set(L->e, PWB_ENOMEM, "out of memory");
+    for (;;) {
+        buf_reset(&f);
+        if (buf_append(&f, "", 0)) {
+            rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (i < n && s[i] == '"') {
+            quoted_any = 1;
+            long qline = *line;
+            i++;
+            for (;;) {
+                if (i >= n) {
+                    rc = err_set(L->e, PWB_EPARSE, "%s:%ld: unterminated quoted field", L->path, qline);
+                    goto fail;
+                }
+                char c = s[i];
+                if (c == '"') {
+                    if (i + 1 < n && s[i + 1] == '"') {
+                        c = '"';
+                        i += 2;
+                    } else {
+                        i++;
+                        break;
+                    }
+                } else {
+                    if (c == '\n')
+                        (*line)++;
+                    i++;
+                }
+                if (buf_putc(&f, c)) {
+                    rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+                    goto fail;
+                }
+                if (f.len > DS_MAX_RECORD) {
+                    rc = err_set(L->e, PWB_ERANGE, "%s:%ld: field longer than %lu bytes", L->path, qline, DS_MAX_RECORD);
+                    goto fail;
+                }
+            }
+            if (i < n && s[i] != ',' && s[i] != '\n' && !(s[i] == '\r' && (i + 1 == n || s[i + 1] == '\n'))) {
+                rc = err_set(L->e, PWB_EPARSE, "%s:%ld: unexpected character after a closing quote", L->path, *line);
+                goto fail;
+            }
+        } else {
+            size_t a = i;
+            while (i < n && s[i] != ',' && s[i] != '\n' && !(s[i] == '\r' && (i + 1 == n || s[i + 1] == '\n')))
+                i++;
+            if (i - a > DS_MAX_RECORD) {
+                rc = err_set(L->e, PWB_ERANGE, "%s:%ld: field longer than %lu bytes", L->path, *line, DS_MAX_RECORD);
+                goto fail;
+            }
+            if (buf_append(&f, s + a, i - a)) {
+                rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+                goto fail;
+            }
+        }
+        total += f.len;
+        if (total > DS_MAX_RECORD) {
+            rc = err_set(L->e, PWB_ERANGE, "%s:%ld: record longer than %lu bytes", L->path, start_line, DS_MAX_RECORD);
+            goto fail;
+        }
+        if (k == cap) {
+            if (cap >= DS_MAX_FIELDS) {
+                rc = err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d fields", L->path, start_line, DS_MAX_FIELDS);
+                goto fail;
+            }
+            cap *= 2;
+            char **nvv = realloc(v, ((size_t)cap + 1) * sizeof *v);
+            if (!nvv) {
+                rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+                goto fail;
+            }
+            v = nvv;
+        }
+        v[k++] = bench_take(&f);
+        if (!v[k - 1]) {
+            rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (i < n && s[i] == ',') {
+            i++;
+            continue;
+        }
+        if (i < n && s[i] == '\r')
+            i++;
+        if (i < n && s[i] == '\n') {
+            i++;
+            (*line)++;
+        }
+        break;
+    }
+    buf_free(&f);
+    *pos = i;
+    if (k == 1 && !quoted_any && !v[0][0]) { /* blank line */
+        vals_free(v, k);
+        *out = NULL;
+        *nv = 0;
+        return PWB_OK;
+    }
+    *out = v;
+    *nv = k;
+    return PWB_OK;
+fail:
+    buf_free(&f);
+    vals_free(v, k);
+    return rc;
+}
+
+static int load_csv(loader *L, const char *s, size_t n)
+{
+    size_t pos = 0;
+    long line = 1;
+    int have_header = 0;
+    while (pos < n) {
+        long start = line;
+        char **vals;
+        int nv;
+        int rc = csv_record(L, s, n, &pos, &line, &vals, &nv);
+        if (rc)
+            return rc;
+        if (!nv)
+            continue;
+        if ((rc = table_row(L, start, vals, nv, &have_header)))
+            return rc;
+    }
+    return PWB_OK;
+}
+
+static int load_text(loader *L, const char *s, size_t n)
+{
+    const char *names[DS_MAX_FIELDS];
+    int nums[DS_MAX_FIELDS];
+    int ng = 0;
+    if (L->line_re) {
+        ng = rx_names(L->line_re, names, nums, DS_MAX_FIELDS);
+        if (ng == 0)
+            return err_set(L->e, PWB_EINVAL, "%s: splits.%s.line_pattern has no named groups ((?<text>...))",
+                           L->c->path, L->sp->name);
+        for (int i = 0; i < ng; i++)
+            if (add_field_name(L, names[i], strlen(names[i])) != i)
+                return err_set(L->e, PWB_EINVAL, "%s: line_pattern: bad group names", L->c->path);
+    } else if (add_field_name(L, "text", 4) != 0) {
+        return err_set(L->e, PWB_ENOMEM, "out of memory");
+    }
+    pcre2_match_data *md = L->line_re ? pcre2_match_data_create_from_pattern(L->line_re, NULL) : NULL;
+    if (L->line_re && !md)
+        return err_set(L->e, PWB_ENOMEM, "out of memory");
+    line_iter it = {s, n, 0, 0};
+    const char *p;
+    size_t len;
+    int rc = PWB_OK;
+    while (next_line(&it, &p, &len)) {
+        if (blank(p, len))
+            continue;
+        if (len > DS_MAX_RECORD) {
+            rc = err_set(L->e, PWB_ERANGE, "%s:%ld: line longer than %lu bytes", L->path, it.line, DS_MAX_RECORD);
+            break;
+        }
+        int nv = L->line_re ? ng : 1;
+        char **vals = calloc((size_t)nv + 1, sizeof *vals);
+        if (!vals) {
+            rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+            break;
+        }
+        if (!L->line_re) {
+            vals[0] = str_ndup(p, len);
+        } else {
+            int m = pcre2_match(L->line_re, (PCRE2_SPTR)p, len, 0, 0, md, NULL);
+            if (m < 0) {
+                free(vals);
+                rc = err_set(L->e, PWB_EPARSE, "%s:%ld: line does not match the card's line_pattern", L->path, it.line);
+                break;
+            }
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+            uint32_t cnt = pcre2_get_ovector_count(md);
+            for (int g = 0; g < ng; g++)
+                if ((uint32_t)nums[g] < cnt && ov[2 * nums[g]] != PCRE2_UNSET && ov[2 * nums[g] + 1] >= ov[2 * nums[g]])
+                    vals[g] = str_ndup(p + ov[2 * nums[g]], ov[2 * nums[g] + 1] - ov[2 * nums[g]]);
+        }
+        if ((rc = add_record(L, it.line, vals, nv)))
+            break;
+    }
+    if (md)
+        pcre2_match_data_free(md);
+    return rc;
+}
+
+static int resolve_split(const ds_card *c, const ds_split *sp, const char *data_path, pwb_buf *out, pwb_err *e)
+{
+    int rc = file_resolve(sp->file, c->dir ? c->dir : ".", data_path, out, e);
+    if (rc)
+        err_prefix(e, "%s: split '%s': ", c->path ? c->path : c->name, sp->name);
+    return rc;
+}
+
+static int check_sha(const ds_card *c, const ds_split *sp, const char *path, const char *got, pwb_err *e)
+{
+    if (!sp->sha256 || !strcasecmp(sp->sha256, got))
+        return PWB_OK;
+    return err_set(e, PWB_EINVAL, "%s: sha256 mismatch for %s (split '%s' of %s): expected %s, got %s", path, sp->file,
+                   sp->name, c->path ? c->path : c->name, sp->sha256, got);
+}
+
+int dataset_verify(const ds_card *c, const char *data_path, pwb_err *e)
+{
+    for (int i = 0; i < c->n_splits; i++) {
+        pwb_buf p;
+        buf_init(&p);
+        int rc = resolve_split(c, &c->splits[i], data_path, &p, e);
+        char hex[65];
+        if (!rc)
+            rc = file_sha256(p.data, hex, e);
+        if (!rc)
+            rc = check_sha(c, &c->splits[i], p.data, hex, e);
+        buf_free(&p);
+        if (rc)
+            return rc;
+    }
+    return PWB_OK;
+}
+
+static pcre2_code *compile_opt(const char *pat, const ds_card *c, const char *key, int *rc, pwb_err *e)
+{
+    if (!pat || *rc)
+        return NULL;
+    char what[512];
+    snprintf(what, sizeof what, "%s: %s", c->path ? c->path : c->name, key);
+    pcre2_code *re = rx_compile(pat, what, e);
+    if (!re)
+        *rc = e ? e->code : PWB_EINVAL;
+    return re;
+}
+
+int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_data *out, pwb_err *e)
+{
+    ds_data_free(out);
+    const ds_split *sp = card_split(c, split ? split : c->eval_split);
+    if (!sp)
+        return err_set(e, PWB_EINVAL, "%s: no split '%s'", c->path ? c->path : c->name, split ? split : "(null)");
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.c = c;
+    L.sp = sp;
+    L.d = out;
+    L.e = e;
+    buf_init(&L.tmp);
+    pwb_buf path;
+    buf_init(&path);
+    file_map m = {0};
+    int rc = resolve_split(c, sp, data_path, &path, e);
+    if (rc)
+        goto done;
+    L.path = path.data;
+    if ((rc = file_map_open(&m, path.data, e)))
+        goto done;
+    if (m.size > DS_MAX_FILE) {
+        rc = err_set(e, PWB_ERANGE, "%s: larger than %lu bytes", path.data, DS_MAX_FILE);
+        goto done;
+    }
+    char hex[65];
+    sha256_hex(m.data, m.size, hex);
+    if ((rc = check_sha(c, sp, path.data, hex, e)))
+        goto done;
+    /* the split's mapping overrides the card's */
+    const char *tpl = sp->input_template ? sp->input_template : sp->input_field ? NULL : c->input_template;
+    L.input_field = sp->input_field ? sp->input_field : c->input_field;
+    L.answer_field = sp->answer_field ? sp->answer_field : c->answer_field;
+    if (tpl) {
+        char what[512];
+        snprintf(what, sizeof what, "%s: input_template", c->path ? c->path : c->name);
+        if ((rc = mus_parse(tpl, strlen(tpl), what, 1, 0, &L.input_tpl, e)))
+            goto done;
+    }
+    L.extract = compile_opt(c->answer_extract, c, "answer_extract", &rc, e);
+    L.rstrip = compile_opt(c->rationale_strip, c, "rationale_strip", &rc, e);
+    if (!strcmp(sp->format, "text"))
+        L.line_re = compile_opt(sp->line_pattern, c, "line_pattern", &rc, e);
+    if (rc)
+        goto done;
+    out->split = str_dup(sp->name);
+    out->path = str_dup(path.data);
+    out->answer_field = sp->labeled && L.answer_field ? str_dup(L.answer_field) : NULL;
+    const char *s = (const char *)m.data;
+    if (!strcmp(sp->format, "jsonl"))
+        rc = load_jsonl(&L, s, m.size);
+    else if (!strcmp(sp->format, "csv"))
+        rc = load_csv(&L, s, m.size);
+    else if (!strcmp(sp->format, "tsv"))
+        rc = load_tsv(&L, s, m.size);
+    else
+        rc = load_text(&L, s, m.size);
+    if (rc)
+        goto done;
+    if (out->n == 0) {
+        rc = err_set(e, PWB_EPARSE, "%s: no examples", path.data);
+        goto done;
+    }
+    if (sp->rows > 0 && out->n != (size_t)sp->rows) {
+        rc = err_set(e, PWB_EPARSE, "%s: %zu examples, but %s says split '%s' has %ld rows", path.data, out->n,
+                     c->path ? c->path : c->name, sp->name, sp->rows);
+        goto done;
+    }
+    /* every row gets the final field count, so fields[] is parallel to field_names */
+    for (size_t i = 0; i < out->n; i++) {
+        ds_example *x = &out->ex[i];
+        if (x->n_fields < out->n_fields) {
+            char **f = realloc(x->fields, ((size_t)out->n_fields + 1) * sizeof *f);
+            if (!f) {
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+                goto done;
+            }
+            for (int k = x->n_fields; k < out->n_fields; k++)
+                f[k] = NULL;
+            x->fields = f;
+        }
+        x->n_fields = out->n_fields;
+        x->field_names = out->field_names;
+    }
+done:
+    if (rc) {
+        /* rows loaded so far may have short field arrays: free them with their own counts */
+        for (size_t i = 0; i < out->n; i++) {
+            example_free(&out->ex[i], out->ex[i].n_fields);
+            memset(&out->ex[i], 0, sizeof out->ex[i]);
+        }
+        out->n = 0;
+        ds_data_free(out);
+    }
+    mus_free(L.input_tpl);
+    if (L.extract)
+        pcre2_code_free(L.extract);
+    if (L.rstrip)
+        pcre2_code_free(L.rstrip);
+    if (L.line_re)
+        pcre2_code_free(L.line_re);
+    buf_free(&L.tmp);
+    file_map_close(&m);
+    buf_free(&path);
+    return rc;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t dataset_sample(const ds_data *d, size_t n, uint64_t seed, size_t *idx_out)
+{
+    if (n == 0 || n >= d->n) {
+        for (size_t i = 0; i < d->n; i++)
+            idx_out[i] = i;
+        return d->n;
+    }
+    size_t *perm = malloc(d->n * sizeof *perm);
+    if (!perm)
+        return 0;
+    for (size_t i = 0; i < d->n; i++)
+        perm[i] = i;
+    pwb_rng r;
+    rng_init(&r, seed);
+    /* A full shuffle: the first n of one permutation, so a larger limit extends a smaller one. */
+    rng_shuffle_idx(&r, perm, d->n);
+    memcpy(idx_out, perm, n * sizeof *perm);
+    free(perm);
+    qsort(idx_out, n, sizeof *idx_out, cmp_size);
+    return n;
+}
+
+size_t dataset_label_counts(const ds_data *d, const ds_card *c, size_t *counts)
+{
+    size_t total = 0;
+    for (int i = 0; i < c->n_labels; i++)
+        counts[i] = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        int l = d->ex[i].label;
+        if (l >= 0 && l < c->n_labels) {
+            counts[l]++;
+            total++;
+        }
+    }
+    return total;
+}
+
+int dataset_majority_label(const ds_data *d, const ds_card *c)
+{
+    if (c->n_labels <= 0)
+        return -1;
+    size_t *counts = calloc((size_t)c->n_labels, sizeof *counts);
+    if (!counts)
+        return -1;
+    int best = -1;
+    if (dataset_label_counts(d, c, counts) > 0) {
+        best = 0;
+        for (int i = 1; i < c->n_labels; i++)
+            if (counts[i] > counts[best])
+                best = i;
+    }
+    free(counts);
+    return best;
+}

@@ -1,0 +1,370 @@
+/* Suites: parse and validate the JSON; errors name the file and the field. */
+#include "bench/suite.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/buf.h"
+#include "util/file.h"
+#include "util/json.h"
+#include "util/sha256.h"
+#include "util/str.h"
+
+#define SUITE_MAX_BYTES (4u << 20)
+#define SUITE_MAX_ITEMS 1000
+
+void suite_init(pwb_suite *s) { memset(s, 0, sizeof *s); }
+
+void suite_free(pwb_suite *s)
+{
+    if (!s)
+        return;
+    free(s->path);
+    free(s->name);
+    free(s->sha256);
+    for (int i = 0; i < s->n_datasets; i++) {
+        free(s->datasets[i].name);
+        free(s->datasets[i].split);
+    }
+    free(s->datasets);
+    for (int i = 0; i < s->n_models; i++) {
+        suite_model *m = &s->models[i];
+        free(m->name);
+        free(m->provider);
+        free(m->base_url);
+        free(m->model);
+        free(m->api_key_env);
+        free(m->chat_template);
+        cJSON_Delete(m->raw);
+    }
+    free(s->models);
+    for (int i = 0; i < s->n_methods; i++) {
+        suite_method *m = &s->methods[i];
+        free(m->name);
+        free(m->template_path);
+        free(m->scoring);
+        cJSON_Delete(m->soft_prompt);
+    }
+    free(s->methods);
+    cJSON_Delete(s->json);
+    suite_init(s);
+}
+
+typedef struct sctx {
+    const char *path;
+    pwb_err *e;
+} sctx;
+
+static int keys_ok(sctx *x, const cJSON *o, const char *const *allowed, const char *where)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o)
+    {
+        const char *k = it->string ? it->string : "";
+        if (k[0] == '_' || str_starts(k, "x-") || !strcmp(k, "comment"))
+            continue;
+        int ok = 0;
+        for (int i = 0; allowed[i] && !ok; i++)
+            ok = !strcmp(k, allowed[i]);
+        if (!ok)
+            return err_set(x->e, PWB_EINVAL, "%s: %s%sunknown field '%s'", x->path, where, where[0] ? "." : "", k);
+    }
+    return PWB_OK;
+}
+
+/* Optional string: absent/null leaves *out; otherwise must be a non-empty string. */
+static int get_str(sctx *x, const cJSON *o, const char *key, const char *where, int required, char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.%s is required", x->path, where, key);
+        return PWB_OK;
+    }
+    if (!cJSON_IsString(v) || !v->valuestring[0])
+        return err_set(x->e, PWB_EINVAL, "%s: %s.%s must be a non-empty string", x->path, where, key);
+    free(*out);
+    *out = str_dup(v->valuestring);
+    return *out ? PWB_OK : err_set(x->e, PWB_ENOMEM, "out of memory");
+}
+
+static int get_num(sctx *x, const cJSON *o, const char *key, const char *where, double lo, double hi, int integer,
+                   double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v))
+        return PWB_OK;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi ||
+        (integer && v->valuedouble != floor(v->valuedouble)))
+        return err_set(x->e, PWB_EINVAL, "%s: %s%s%s must be %s from %g to %g", x->path, where, where[0] ? "." : "",
+                       key, integer ? "an integer" : "a number", lo, hi);
+    *out = v->valuedouble;
+    return PWB_OK;
+}
+
+static int ident_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              *s == '-' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static const cJSON *get_array(sctx *x, const cJSON *j, const char *key, int *n, int *rc)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) == 0) {
+        *rc = err_set(x->e, PWB_EINVAL, "%s: '%s' must be a non-empty array", x->path, key);
+        return NULL;
+    }
+    *n = cJSON_GetArraySize(a);
+    if (*n > SUITE_MAX_ITEMS) {
+        *rc = err_set(x->e, PWB_ERANGE, "%s: '%s' has more than %d entries", x->path, key, SUITE_MAX_ITEMS);
+        return NULL;
+    }
+    return a;
+}
+
+static int parse_datasets(pwb_suite *s, sctx *x, const cJSON *j)
+{
+    static const char *const keys[] = {"name", "split", "limit", NULL};
+    int n, rc = PWB_OK;
+    const cJSON *a = get_array(x, j, "datasets", &n, &rc);
+    if (!a)
+        return rc;
+    s->datasets = calloc((size_t)n, sizeof *s->datasets);
+    if (!s->datasets)
+        return err_set(x->e, PWB_ENOMEM, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, a)
+    {
+        char where[48];
+        snprintf(where, sizeof where, "datasets[%d]", s->n_datasets);
+        suite_dataset *d = &s->datasets[s->n_datasets++];
+        if (cJSON_IsString(it)) { /* shorthand: "sst2" */
+            d->name = str_dup(it->valuestring);
+        } else if (cJSON_IsObject(it)) {
+            if ((rc = keys_ok(x, it, keys, where)) || (rc = get_str(x, it, "name", where, 1, &d->name)) ||
+                (rc = get_str(x, it, "split", where, 0, &d->split)))
+                return rc;
+            double lim = 0;
+            if ((rc = get_num(x, it, "limit", where, 0, 1e9, 1, &lim)))
+                return rc;
+            d->limit = (long)lim;
+        } else {
+            return err_set(x->e, PWB_EINVAL, "%s: %s must be a dataset name or {name, split, limit}", x->path, where);
+        }
+        if (!d->name || !d->name[0] || !ident_ok(d->name))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.name: bad dataset name", x->path, where);
+        for (int i = 0; i < s->n_datasets - 1; i++) {
+            const suite_dataset *o = &s->datasets[i];
+            if (!strcmp(o->name, d->name) && !strcmp(o->split ? o->split : "", d->split ? d->split : ""))
+                return err_set(x->e, PWB_EINVAL, "%s: %s: dataset '%s' listed twice", x->path, where, d->name);
+        }
+    }
+    return PWB_OK;
+}
+
+static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
+{
+    static const char *const keys[] = {"name", "provider", "base_url", "model", "api_key_env", "concurrency",
+                                       "timeout_s", "max_retries", "price", "temperature", "max_tokens",
+                                       "chat_template", "options", NULL};
+    static const char *const price_keys[] = {"input", "output", "cpu_hour", NULL};
+    int n, rc = PWB_OK;
+    const cJSON *a = get_array(x, j, "models", &n, &rc);
+    if (!a)
+        return rc;
+    s->models = calloc((size_t)n, sizeof *s->models);
+    if (!s->models)
+        return err_set(x->e, PWB_ENOMEM, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, a)
+    {
+        char where[48];
+        snprintf(where, sizeof where, "models[%d]", s->n_models);
+        suite_model *m = &s->models[s->n_models++];
+        if (!cJSON_IsObject(it))
+            return err_set(x->e, PWB_EINVAL, "%s: %s must be an object", x->path, where);
+        if ((rc = keys_ok(x, it, keys, where)) || (rc = get_str(x, it, "name", where, 1, &m->name)) ||
+            (rc = get_str(x, it, "provider", where, 1, &m->provider)) ||
+            (rc = get_str(x, it, "base_url", where, 0, &m->base_url)) ||
+            (rc = get_str(x, it, "model", where, 1, &m->model)) ||
+            (rc = get_str(x, it, "api_key_env", where, 0, &m->api_key_env)) ||
+            (rc = get_str(x, it, "chat_template", where, 0, &m->chat_template)))
+            return rc;
+        if (!ident_ok(m->name))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.name '%s': use letters, digits, '_', '-', '.'", x->path, where,
+                           m->name);
+        if (!ident_ok(m->provider))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.provider '%s' is not a provider name", x->path, where,
+                           m->provider);
+        int local = !strcmp(m->provider, "local");
+        if (m->base_url && !str_starts(m->base_url, "http://") && !str_starts(m->base_url, "https://"))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.base_url must start with http:// or https://", x->path, where);
+        if (!local && !m->base_url)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.base_url is required for provider '%s'", x->path, where,
+                           m->provider);
+        double conc = local ? 1 : 4, timeout = 60, retries = 3, temp = 0, maxtok = 0;
+        if ((rc = get_num(x, it, "concurrency", where, 1, 256, 1, &conc)) ||
+            (rc = get_num(x, it, "timeout_s", where, 0.001, 86400, 0, &timeout)) ||
+            (rc = get_num(x, it, "max_retries", where, 0, 20, 1, &retries)) ||
+            (rc = get_num(x, it, "temperature", where, 0, 2, 0, &temp)) ||
+            (rc = get_num(x, it, "max_tokens", where, 0, 100000, 1, &maxtok)))
+            return rc;
+        m->concurrency = (int)conc;
+        m->timeout_s = timeout;
+        m->max_retries = (int)retries;
+        m->temperature = temp;
+        m->max_tokens = (int)maxtok;
+        const cJSON *price = cJSON_GetObjectItemCaseSensitive(it, "price");
+        if (price && !cJSON_IsNull(price)) {
+            char pw[64];
+            snprintf(pw, sizeof pw, "%s.price", where);
+            if (!cJSON_IsObject(price))
+                return err_set(x->e, PWB_EINVAL, "%s: %s must be an object {input, output, cpu_hour}", x->path, pw);
+            if ((rc = keys_ok(x, price, price_keys, pw)) ||
+                (rc = get_num(x, price, "input", pw, 0, 1e6, 0, &m->price_in_per_m)) ||
+                (rc = get_num(x, price, "output", pw, 0, 1e6, 0, &m->price_out_per_m)) ||
+                (rc = get_num(x, price, "cpu_hour", pw, 0, 1e6, 0, &m->price_cpu_hour)))
+                return rc;
+        }
+        if (!(m->raw = cJSON_Duplicate(it, 1)))
+            return err_set(x->e, PWB_ENOMEM, "out of memory");
+        for (int i = 0; i < s->n_models - 1; i++)
+            if (!strcmp(s->models[i].name, m->name))
+                return err_set(x->e, PWB_EINVAL, "%s: %s: model name '%s' used twice", x->path, where, m->name);
+    }
+    return PWB_OK;
+}
+
+static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
+{
+    static const char *const keys[] = {"name", "template", "scoring", "shots", "soft_prompt", NULL};
+    int n, rc = PWB_OK;
+    const cJSON *a = get_array(x, j, "methods", &n, &rc);
+    if (!a)
+        return rc;
+    s->methods = calloc((size_t)n, sizeof *s->methods);
+    if (!s->methods)
+        return err_set(x->e, PWB_ENOMEM, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, a)
+    {
+        char where[48];
+        snprintf(where, sizeof where, "methods[%d]", s->n_methods);
+        suite_method *m = &s->methods[s->n_methods++];
+        m->shots = -1;
+        if (!cJSON_IsObject(it))
+            return err_set(x->e, PWB_EINVAL, "%s: %s must be an object", x->path, where);
+        if ((rc = keys_ok(x, it, keys, where)) || (rc = get_str(x, it, "name", where, 1, &m->name)) ||
+            (rc = get_str(x, it, "template", where, 0, &m->template_path)) ||
+            (rc = get_str(x, it, "scoring", where, 0, &m->scoring)))
+            return rc;
+        if (!ident_ok(m->name))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.name '%s': use letters, digits, '_', '-', '.'", x->path, where,
+                           m->name);
+        if (!m->scoring && !(m->scoring = str_dup("generate")))
+            return err_set(x->e, PWB_ENOMEM, "out of memory");
+        if (strcmp(m->scoring, "generate") && strcmp(m->scoring, "rank"))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.scoring must be \"generate\" or \"rank\", not \"%s\"", x->path,
+                           where, m->scoring);
+        double shots = -1;
+        if ((rc = get_num(x, it, "shots", where, -1, 64, 1, &shots)))
+            return rc;
+        m->shots = (int)shots;
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "soft_prompt");
+        if (sp && !cJSON_IsNull(sp)) {
+            if (!cJSON_IsObject(sp))
+                return err_set(x->e, PWB_EINVAL, "%s: %s.soft_prompt must be an object", x->path, where);
+            if (!(m->soft_prompt = cJSON_Duplicate(sp, 1)))
+                return err_set(x->e, PWB_ENOMEM, "out of memory");
+        }
+        if (!m->template_path && !m->soft_prompt)
+            return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);
+        for (int i = 0; i < s->n_methods - 1; i++)
+            if (!strcmp(s->methods[i].name, m->name))
+                return err_set(x->e, PWB_EINVAL, "%s: %s: method name '%s' used twice", x->path, where, m->name);
+    }
+    return PWB_OK;
+}
+
+int suite_parse(pwb_suite *s, const char *text, size_t n, const char *path, pwb_err *e)
+{
+    suite_free(s);
+    s->path = str_dup(path ? path : "suite");
+    if (!s->path)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    sctx x = {s->path, e};
+    s->json = json_parse(text, n, s->path, e);
+    if (!s->json)
+        return e ? e->code : PWB_EPARSE;
+    const cJSON *j = s->json;
+    int rc;
+    static const char *const keys[] = {"name", "seed", "description", "datasets", "models", "methods", NULL};
+    if (!cJSON_IsObject(j))
+        return err_set(e, PWB_EINVAL, "%s: a suite is a JSON object", s->path);
+    if ((rc = keys_ok(&x, j, keys, "")) || (rc = get_str(&x, j, "name", "suite", 1, &s->name)))
+        return rc;
+    double seed = 0;
+    if ((rc = get_num(&x, j, "seed", "", 0, 9007199254740991.0, 1, &seed)))
+        return rc;
+    s->seed = (uint64_t)seed;
+    if ((rc = parse_datasets(s, &x, j)) || (rc = parse_models(s, &x, j)) || (rc = parse_methods(s, &x, j)))
+        return rc;
+    char *min = cJSON_PrintUnformatted(j);
+    if (!min)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    char hex[65];
+    sha256_hex(min, strlen(min), hex);
+    free(min);
+    if (!(s->sha256 = str_dup(hex)))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    return PWB_OK;
+}
+
+int suite_load(pwb_suite *s, const char *path, pwb_err *e)
+{
+    pwb_buf b;
+    buf_init(&b);
+    int rc = file_read_all(path, SUITE_MAX_BYTES, &b, e);
+    if (!rc)
+        rc = suite_parse(s, b.data, b.len, path, e);
+    else
+        suite_free(s);
+    buf_free(&b);
+    if (rc) {
+        pwb_err keep;
+        if (e)
+            keep = *e;
+        suite_free(s);
+        if (e)
+            *e = keep;
+    }
+    return rc;
+}
+
+int suite_resolve_template(const pwb_suite *s, const suite_method *m, const char *template_dirs, pwb_buf *out,
+                           pwb_err *e)
+{
+    if (!m->template_path)
+        return err_set(e, PWB_EINVAL, "%s: method '%s' has no template", s->path, m->name);
+    pwb_buf dir, name;
+    buf_init(&dir);
+    buf_init(&name);
+    file_dirname(s->path ? s->path : ".", &dir);
+    int rc = file_resolve(m->template_path, dir.data, template_dirs, out, NULL);
+    if (rc && !strchr(m->template_path, '.')) { /* "few-shot" means templates/few-shot.tmpl */
+        buf_printf(&name, "%s.tmpl", m->template_path);
+        rc = file_resolve(name.data, dir.data, template_dirs, out, NULL);
+    }
+    if (rc)
+        rc = err_set(e, PWB_EIO, "%s: method '%s': template '%s' not found (looked beside the suite and in %s)",
+                     s->path, m->name, m->template_path, template_dirs && template_dirs[0] ? template_dirs : "nothing");
+    buf_free(&dir);
+    buf_free(&name);
+    return rc;
+}

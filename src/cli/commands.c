@@ -1,0 +1,157 @@
+/* THE command table: every subcommand, its options and its help text. The parser (args.c),
+ * `pwb help` and each `pwb CMD --help` are generated from it, so a new subcommand is one entry
+ * here plus its cmd_*.c. */
+#include "cli/cli.h"
+
+/* Options every command accepts (listed after its own in --help). */
+const cli_opt cli_common_opts[] = {
+    {"help", 'h', NULL, "show this help and exit"},
+    {"verbose", 'v', NULL, "more diagnostics on stderr (repeat for debug)"},
+    {"quiet", 'q', NULL, "no progress output, warnings only"},
+    {0},
+};
+
+static const cli_opt run_opts[] = {
+    {"db", 0, "PATH", "results database (default $PWB_DB, else results/pwb.db)"},
+    {"resume", 0, NULL, "continue the suite's last run (the default when one exists); fails if there is none"},
+    {"fresh", 0, NULL, "start a new run even if this suite ran before"},
+    {"limit", 'n', "N", "evaluate at most N sampled examples per dataset (overrides the suite)"},
+    {"concurrency", 'j', "N", "requests in flight per HTTP model (overrides the suite)"},
+    {"chunk", 0, "N", "requests per backend call and per database transaction (default 256)"},
+    {"dry-run", 0, NULL, "validate the suite, cards, data and templates; touch nothing"},
+    {"no-cache", 0, NULL, "neither read nor write the response cache"},
+    {0},
+};
+
+static const cli_opt report_opts[] = {
+    {"db", 0, "PATH", "results database (default $PWB_DB, else results/pwb.db)"},
+    {"run", 'r', "ID", "the run to report (default: the latest)"},
+    {"format", 'f', "FMT", "md (default), csv or json"},
+    {"output", 'o', "FILE", "write to FILE instead of stdout"},
+    {0},
+};
+
+static const cli_opt query_opts[] = {
+    {"db", 0, "PATH", "results database (default $PWB_DB, else results/pwb.db)"},
+    {"format", 'f', "FMT", "table (default), md, csv or json"},
+    {0},
+};
+
+static const cli_opt tpl_list_opts[] = {
+    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {0},
+};
+
+static const cli_opt tpl_show_opts[] = {
+    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {0},
+};
+
+static const cli_opt tpl_check_opts[] = {
+    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {"cards", 0, "DIR", "also search DIR for dataset cards"},
+    {"dataset", 'D', "NAME", "check against this dataset card only"},
+    {0},
+};
+
+static const cli_opt tpl_render_opts[] = {
+    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {"cards", 0, "DIR", "also search DIR for dataset cards"},
+    {"dataset", 'D', "NAME", "dataset card (name or path) to take the example from (required)"},
+    {"split", 's', "SPLIT", "split to take the example from (default: the card's eval split)"},
+    {"row", 'r', "N", "0-based data row (default 0)"},
+    {"shots", 0, "N", "override the template's number of shots"},
+    {"seed", 0, "N", "seed for shot selection (default 1)"},
+    {"flat", 0, NULL, "print the flattened prompt (as hashed and sent to completion models)"},
+    {0},
+};
+
+static const cli_opt ds_list_opts[] = {
+    {"cards", 0, "DIR", "also search DIR for dataset cards"},
+    {0},
+};
+
+static const cli_opt ds_show_opts[] = {
+    {"cards", 0, "DIR", "also search DIR for dataset cards"},
+    {"rows", 'n', "N", "print the first N examples of the eval split (default 3)"},
+    {0},
+};
+
+static const cli_opt ds_check_opts[] = {
+    {"cards", 0, "DIR", "also search DIR for dataset cards"},
+    {0},
+};
+
+static const cli_opt ds_import_opts[] = {
+    {"name", 0, "NAME", "dataset name (default: the file's stem)"},
+    {"format", 'f', "FMT", "jsonl, csv, tsv or text (default: from the extension and contents)"},
+    {"input", 'i', "FIELD", "field (name or 1-based column) holding the input text"},
+    {"answer", 'a', "FIELD", "field holding the label"},
+    {"labels", 'l', "V1,V2,..", "label values as they appear in the file (default: the distinct values seen)"},
+    {"verbalizers", 0, "W1,W2,..", "the words a model should answer, parallel to --labels"},
+    {"split", 's', "NAME", "split name for this file (default dev)"},
+    {"pattern", 0, "REGEX", "text: PCRE2 with named groups per line, e.g. '^(?<label>\\S+) (?<text>.*)$'"},
+    {"header", 0, NULL, "csv/tsv: the first row names the columns"},
+    {"no-header", 0, NULL, "csv/tsv: the first row is data"},
+    {"instruction", 0, "TEXT", "instruction text for the card"},
+    {"output", 'o', "FILE", "card to write (default datasets/NAME.json); '-' prints it"},
+    {"force", 0, NULL, "overwrite an existing card"},
+    {0},
+};
+
+static const cli_opt no_opts[] = {{0}};
+
+const cli_cmd cli_commands[] = {
+    {"run", "SUITE", 1, 1, "run a suite: every dataset x model x method cell, into the database",
+     "Runs every cell of SUITE (dataset x model x method). Everything is validated first (suite,\n"
+     "cards, data files, templates against cards, labels); bad input stops pwb before the database\n"
+     "is created or touched. A run is identified by the suite's content: running the same suite again\n"
+     "continues its last run, skipping the examples that already have a prediction. --fresh starts a\n"
+     "new run. Ctrl-C stops cleanly: finished predictions are kept, and the next run resumes.\n"
+     "Deterministic requests (temperature 0) are answered from the response cache when possible.\n"
+     "Prints a summary table per cell at the end: n, accuracy, invalid, errors, cost.",
+     run_opts, cmd_run},
+    {"report", "", 0, 0, "render a report (markdown, CSV or JSON) of a run",
+     "Renders one table per dataset for a run: method, model, n, accuracy with its 95% Wilson\n"
+     "interval, invalid %, mean tokens in/out, latency p50/p95, cost per 1,000 examples, and the\n"
+     "majority-class baseline. The database is opened read-only.",
+     report_opts, cmd_report},
+    {"query", "SQL", 1, 1, "read-only SQL over the results database",
+     "Runs SQL against the results database opened read-only. Views: v_runs, v_summary,\n"
+     "v_predictions (see docs/database.md). Example:\n"
+     "  pwb query \"SELECT dataset, method, n, accuracy FROM v_summary\"",
+     query_opts, cmd_query},
+    {"template list", "", 0, 0, "list the templates", "Lists the templates (*.tmpl) with their kind, shots and task.",
+     tpl_list_opts, cmd_template_list},
+    {"template show", "TEMPLATE", 1, 1, "show a template's header and body",
+     "Shows a template: its parsed header and its text. TEMPLATE is a name (zero-shot) or a path.",
+     tpl_show_opts, cmd_template_show},
+    {"template check", "[TEMPLATE...]", 0, -1, "check templates against dataset cards",
+     "Checks every template (or the ones named) against every dataset card it applies to: generic\n"
+     "(task: classification) templates against every classification card, a dataset's own templates\n"
+     "against that card. Every problem is printed as file:line: message. Exit 3 when any fails.",
+     tpl_check_opts, cmd_template_check},
+    {"template render", "TEMPLATE", 1, 1, "render a template for one dataset row",
+     "Renders TEMPLATE for one example of a dataset (with its few-shot examples) and prints the\n"
+     "messages as they would be sent.",
+     tpl_render_opts, cmd_template_render},
+    {"dataset list", "", 0, 0, "list the dataset cards", "Lists the dataset cards found in datasets/ and $PWB_DATA_PATH.",
+     ds_list_opts, cmd_dataset_list},
+    {"dataset show", "NAME", 1, 1, "show a dataset card and a few examples",
+     "Shows a dataset card (NAME or a path to a card), the size of each split and the first rows.",
+     ds_show_opts, cmd_dataset_show},
+    {"dataset check", "[NAME...]", 0, -1, "load every split of every card (or the ones named)",
+     "Loads every split of every card (or of the ones named): files found, sha256 as recorded, every\n"
+     "row well-formed, every label in the card. Prints rows and label counts. Exit 3 on a problem.",
+     ds_check_opts, cmd_dataset_check},
+    {"dataset import", "FILE", 1, 1, "write a dataset card for a CSV/TSV/JSONL/text file",
+     "Writes a dataset card for FILE, guessing what the flags do not say: the format (from the\n"
+     "extension and contents), the input field (the longest text), the answer field (few distinct\n"
+     "values) and the labels (the distinct answers). The card is checked by loading the file.",
+     ds_import_opts, cmd_dataset_import},
+    {"version", "", 0, 0, "print the version", "Prints pwb's version and the library versions.", no_opts, cmd_version},
+    {"help", "[COMMAND...]", 0, -1, "list the commands, or help on one", "Lists the commands; `pwb help CMD` is `pwb CMD --help`.",
+     no_opts, cmd_help},
+};
+
+const int cli_n_commands = (int)(sizeof cli_commands / sizeof cli_commands[0]);

@@ -1,0 +1,85 @@
+/* Helpers shared by the subcommands: error printing, exit codes, default paths, signals. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+volatile sig_atomic_t cli_stop;
+
+int cli_exit_code(int code)
+{
+    switch (code) {
+    case PWB_OK:
+        return EXIT_PWB_OK;
+    case PWB_EINVAL:
+    case PWB_EIO:
+    case PWB_EPARSE:
+    case PWB_ERANGE:
+    case PWB_EUNSUP:
+        return EXIT_PWB_INPUT;
+    case PWB_EDB:
+        return EXIT_PWB_DB;
+    case PWB_EHTTP:
+    case PWB_EMODEL:
+        return EXIT_PWB_BACKEND;
+    case PWB_EINTR:
+        return EXIT_PWB_INTERRUPTED;
+    default:
+        return EXIT_PWB_FAILED;
+    }
+}
+
+int cli_fail(const pwb_err *e)
+{
+    /* One line: messages from the library already lead with "file:line:" where there is one. */
+    const char *m = e->msg[0] ? e->msg : err_code_name(e->code);
+    size_t n = strcspn(m, "\n");
+    fprintf(stderr, "pwb: %.*s\n", (int)n, m);
+    return cli_exit_code(e->code ? e->code : PWB_EINVAL);
+}
+
+const char *cli_db_path(const cli_args *a)
+{
+    const char *p = cli_str(a, "db", NULL);
+    if (p && p[0])
+        return p;
+    p = getenv("PWB_DB");
+    if (p && p[0])
+        return p;
+    return "results/pwb.db";
+}
+
+const char *cli_data_path(void)
+{
+    const char *p = getenv("PWB_DATA_PATH");
+    return p ? p : "";
+}
+
+void cli_card_dirs(const char *extra, pwb_buf *out)
+{
+    buf_reset(out);
+    if (extra && extra[0])
+        buf_printf(out, "%s:", extra);
+    buf_puts(out, "datasets");
+    const char *dp = cli_data_path();
+    if (dp[0])
+        buf_printf(out, ":%s", dp);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cli_stop = 1;
+}
+
+void cli_signals_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    /* One-shot: a second Ctrl-C kills at once, which is safe since every write is a transaction. */
+    sa.sa_flags = (int)SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}

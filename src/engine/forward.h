@@ -1,0 +1,82 @@
+/* The Llama forward pass over many sequences at once, with a KV cache per sequence.
+ *
+ * Tokens of all sequences in a batch are stacked (ragged, no padding) so that every weight matmul
+ * runs once per layer with all of them as its B dimension. Attention is plain C, parallel over
+ * (token, head). A sequence's cache may start from a read-only parent cache (a shared prompt
+ * prefix computed once), which it references rather than copies.
+ *
+ * Logits are computed only where asked: the output head (vocab x hidden) is the most expensive
+ * single matmul, so callers ask for the last position (generation), a few label positions
+ * (ranking), or every position (reference tests). */
+#ifndef PWB_ENGINE_FORWARD_H
+#define PWB_ENGINE_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/model.h"
+#include "util/err.h"
+
+#define KV_MAX_DEPTH 16 /* parent chain length limit */
+
+/* Keys and values of one sequence for every layer: positions [n_parent, n_parent + n) are held
+ * here, positions [0, n_parent) are read from the parent chain. */
+typedef struct kv_cache {
+    const model *m;
+    const struct kv_cache *parent; /* must outlive this cache and keep >= n_parent positions */
+    int n_parent;
+    int depth;                     /* 0 for a root */
+    int n;                         /* own positions filled */
+    int cap;                       /* own positions allocated */
+    int kv_dim;                    /* n_head_kv * head_dim */
+    float **k, **v;                /* [n_layer] -> [cap][kv_dim] */
+} kv_cache;
+
+/* parent may be NULL (then n_parent must be 0); n_parent <= kv_cache_len(parent). cap_hint
+ * reserves room for that many own positions. */
+int kv_cache_new(kv_cache **out, const model *m, const kv_cache *parent, int n_parent, int cap_hint,
+                 pwb_err *e);
+void kv_cache_free(kv_cache *c);
+int kv_cache_len(const kv_cache *c); /* n_parent + n */
+/* Drops own positions beyond len (len >= n_parent). A parent must not be truncated below the
+ * n_parent of a live child. */
+void kv_cache_truncate(kv_cache *c, int len);
+int kv_cache_reserve(kv_cache *c, int extra, pwb_err *e);
+
+/* One sequence's share of a batch: the new input is n_embeds embedding rows followed by n_ids
+ * token ids, placed at positions kv_cache_len(kv) onwards (the cache grows by n_embeds + n_ids).
+ * Outputs, for n_out input positions (out_pos[i] indexes the new input, 0-based; NULL means the
+ * last n_out positions):
+ *   logits    [n_out][n_vocab] raw logits, if non-NULL;
+ *   logprobs  [n_out] log-softmax at targets[i], if both are non-NULL (no logits stored). */
+typedef struct fwd_seq {
+    kv_cache *kv;
+    const float *embeds;   /* [n_embeds][n_embd] */
+    int n_embeds;
+    const int32_t *ids;
+    int n_ids;
+    int n_out;
+    const int *out_pos;
+    float *logits;
+    const int32_t *targets;
+    double *logprobs;
+} fwd_seq;
+
+typedef struct fwd_ctx fwd_ctx;
+
+/* Scratch for up to max_tokens stacked tokens per step (larger batches are split into steps of
+ * that size; a sequence may straddle two steps). 0 picks a default. One fwd_ctx per thread. */
+int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e);
+void fwd_ctx_free(fwd_ctx *c);
+const model *fwd_ctx_model(const fwd_ctx *c);
+
+/* Runs the batch. Every kv must belong to this model and appear at most once. On error the
+ * caches may hold partial positions: truncate them to their old lengths before reuse. */
+int forward_batch(fwd_ctx *c, fwd_seq *seqs, int n, pwb_err *e);
+
+/* Numerics shared with tests and the backward pass. */
+void fwd_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* Rotates one head vector in place at position pos. */
+void fwd_rope(float *x, int pos, const model_hparams *hp);
+
+#endif

@@ -1,0 +1,354 @@
+/* Kernel drivers: argument checks, activation quantization, OpenMP work split, and the portable
+ * scalar dot products used when the build has no AVX2 (kernels_avx2.c has the SIMD ones). */
+#include "engine/kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kernels_impl.h"
+#include "engine/quant.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Below this many multiply-adds a call runs on one thread: waking the pool costs more. */
+#define PAR_MIN_WORK (1 << 16)
+
+const char *kernel_isa(void)
+{
+#ifdef KERNELS_AVX2
+    return "avx2";
+#else
+    return "scalar";
+#endif
+}
+
+/* ---- portable scalar fallback ---- */
+#ifndef KERNELS_AVX2
+
+void kx_quantize(const float *x, kx_block *y, int nb)
+{
+    for (int i = 0; i < nb; i++, x += 32) {
+        float amax = 0;
+        for (int l = 0; l < 32; l++)
+            amax = fmaxf(amax, fabsf(x[l]));
+        float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int l = 0; l < 32; l++) {
+            y[i].qs[l] = (int8_t)lrintf(x[l] * id);
+            sum += y[i].qs[l];
+        }
+        y[i].d = d;
+        y[i].s = d * (float)sum;
+    }
+}
+
+void kdot_q4_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+{
+    const block_q4_0 *b = w;
+    for (int j = 0; j < nx; j++) {
+        float acc = 0;
+        for (int i = 0; i < nb; i++) {
+            const kx_block *xb = x + j * xs + i;
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += ((b[i].qs[l] & 0xf) - 8) * xb->qs[l] + ((b[i].qs[l] >> 4) - 8) * xb->qs[l + 16];
+            acc += fp16_to_f32(b[i].d) * xb->d * (float)s;
+        }
+        out[j] = acc;
+    }
+}
+
+void kdot_q4_1(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+{
+    const block_q4_1 *b = w;
+    for (int j = 0; j < nx; j++) {
+        float acc = 0;
+        for (int i = 0; i < nb; i++) {
+            const kx_block *xb = x + j * xs + i;
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += (b[i].qs[l] & 0xf) * xb->qs[l] + (b[i].qs[l] >> 4) * xb->qs[l + 16];
+            acc += fp16_to_f32(b[i].d) * xb->d * (float)s + fp16_to_f32(b[i].m) * xb->s;
+        }
+        out[j] = acc;
+    }
+}
+
+void kdot_q8_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+{
+    const block_q8_0 *b = w;
+    for (int j = 0; j < nx; j++) {
+        float acc = 0;
+        for (int i = 0; i < nb; i++) {
+            const kx_block *xb = x + j * xs + i;
+            int s = 0;
+            for (int l = 0; l < 32; l++)
+                s += b[i].qs[l] * xb->qs[l];
+            acc += fp16_to_f32(b[i].d) * xb->d * (float)s;
+        }
+        out[j] = acc;
+    }
+}
+
+void kdot_q4_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+{
+    const block_q4_K *b = w;
+    for (int j = 0; j < nx; j++) {
+        float acc = 0;
+        for (int s = 0; s < nb / 8; s++) {
+            float d = fp16_to_f32(b[s].d), dmin = fp16_to_f32(b[s].dmin);
+            const uint8_t *q = b[s].scales;
+            for (int sb = 0; sb < 8; sb++) {
+                int sc, mn;
+                if (sb < 4) {
+                    sc = q[sb] & 63;
+                    mn = q[sb + 4] & 63;
+                } else {
+                    sc = (q[sb + 4] & 0xf) | ((q[sb - 4] >> 6) << 4);
+                    mn = (q[sb + 4] >> 4) | ((q[sb] >> 6) << 4);
+                }
+                const kx_block *xb = x + j * xs + 8 * s + sb;
+                const uint8_t *qs = b[s].qs + 32 * (sb / 2);
+                int shift = (sb & 1) * 4, dot = 0;
+                for (int l = 0; l < 32; l++)
+                    dot += ((qs[l] >> shift) & 0xf) * xb->qs[l];
+                acc += d * (float)sc * xb->d * (float)dot - dmin * (float)mn * xb->s;
+            }
+        }
+        out[j] = acc;
+    }
+}
+
+void kdot_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+{
+    const block_q6_K *b = w;
+    for (int j = 0; j < nx; j++) {
+        float acc = 0;
+        for (int s = 0; s < nb / 8; s++) {
+            float d = fp16_to_f32(b[s].d);
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = b[s].ql + 64 * h, *qh = b[s].qh + 32 * h;
+                const int8_t *sc = b[s].scales + 8 * h;
+                for (int k = 0; k < 4; k++) {
+                    const kx_block *xb = x + j * xs + 8 * s + 4 * h + k;
+                    int dot[2] = {0, 0};
+                    for (int l = 0; l < 32; l++) {
+                        int lo = k & 1 ? ql[l + 32] : ql[l];
+                        lo = k & 2 ? lo >> 4 : lo & 0xf;
+                        int q = (lo | ((qh[l] >> (2 * k)) & 3) << 4) - 32;
+                        dot[l / 16] += q * xb->qs[l];
+                    }
+                    acc += d * xb->d * (float)(sc[2 * k] * dot[0] + sc[2 * k + 1] * dot[1]);
+                }
+            }
+        }
+        out[j] = acc;
+    }
+}
+
+void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int64_t K, float *out)
+{
+    const unsigned char *p = w;
+    for (int j = 0; j < nx; j++)
+        out[j] = 0;
+    for (int64_t k = 0; k < K; k++) {
+        float wk;
+        if (type == DT_F32) {
+            wk = ((const float *)w)[k];
+        } else {
+            uint16_t h;
+            memcpy(&h, p + 2 * k, 2);
+            wk = type == DT_F16 ? fp16_to_f32(h) : bf16_to_f32(h);
+        }
+        for (int j = 0; j < nx; j++)
+            out[j] += wk * x[j * ldx + k];
+    }
+}
+
+#endif /* !KERNELS_AVX2 */
+
+/* ---- drivers ---- */
+
+static kdot_fn quant_dot(int type)
+{
+    switch (type) {
+    case DT_Q4_0: return kdot_q4_0;
+    case DT_Q4_1: return kdot_q4_1;
+    case DT_Q8_0: return kdot_q8_0;
+    case DT_Q4_K: return kdot_q4_K;
+    case DT_Q6_K: return kdot_q6_K;
+    default: return NULL;
+    }
+}
+
+/* Validates W and returns its row count M and row length K. */
+static int check_weight(const pwb_tensor *W, int64_t *M, int64_t *K, pwb_err *e)
+{
+    int rc = quant_check(W, e);
+    if (rc)
+        return rc;
+    *K = W->ne[0];
+    *M = W->ne[1] * W->ne[2] * W->ne[3];
+    if (*K <= 0 || *M <= 0 || *M > INT32_MAX || *K > INT32_MAX)
+        return err_set(e, PWB_EINVAL, "tensor '%s': empty or oversized matrix", W->name ? W->name : "?");
+    return PWB_OK;
+}
+
+int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, float *y, size_t ldy,
+                     pwb_err *e)
+{
+    int64_t M, K;
+    int rc = check_weight(W, &M, &K, e);
+    if (rc)
+        return rc;
+    if (B < 0 || (B > 0 && (!x || !y)) || ldx < (size_t)K || ldy < (size_t)M)
+        return err_set(e, PWB_EINVAL, "kernel_matmul: bad arguments for '%s'", W->name ? W->name : "?");
+    if (B == 0)
+        return PWB_OK;
+    size_t row_bytes = quant_row_size(W->type, K);
+    const unsigned char *wdata = W->data;
+    int par = (double)M * (double)K * B >= PAR_MIN_WORK;
+    kdot_fn dot = quant_dot(W->type);
+
+    if (!dot) {
+        /* F32 / F16 / BF16: float dot products, no activation quantization. */
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t m = 0; m < M; m++) {
+            const void *wr = wdata + (size_t)m * row_bytes;
+            for (int b0 = 0; b0 < B; b0 += KX_TILE) {
+                int nx = B - b0 < KX_TILE ? B - b0 : KX_TILE;
+                float out[KX_TILE];
+                kdot_float(W->type, wr, x + (size_t)b0 * ldx, ldx, nx, K, out);
+                for (int j = 0; j < nx; j++)
+                    y[(size_t)(b0 + j) * ldy + m] = out[j];
+            }
+        }
+        return PWB_OK;
+    }
+
+    /* Quantize every activation row once; all output rows reuse it. */
+    int nb = (int)(K / 32);
+    kx_block *xq = malloc((size_t)B * (size_t)nb * sizeof *xq);
+    if (!xq)
+        return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
+#pragma omp parallel for schedule(static) if (par && B > 1)
+    for (int b = 0; b < B; b++)
+        kx_quantize(x + (size_t)b * ldx, xq + (size_t)b * nb, nb);
+
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t m = 0; m < M; m++) {
+        const void *wr = wdata + (size_t)m * row_bytes;
+        for (int b0 = 0; b0 < B; b0 += KX_TILE) {
+            int nx = B - b0 < KX_TILE ? B - b0 : KX_TILE;
+            float out[KX_TILE];
+            dot(wr, xq + (size_t)b0 * nb, (size_t)nb, nx, nb, out);
+            for (int j = 0; j < nx; j++)
+                y[(size_t)(b0 + j) * ldy + m] = out[j];
+        }
+    }
+    free(xq);
+    return PWB_OK;
+}
+
+int kernel_matmul(const pwb_tensor *W, const float *x, int B, float *y, pwb_err *e)
+{
+    if (!W)
+        return err_set(e, PWB_EINVAL, "kernel_matmul: no weight");
+    int64_t K = W->ne[0], M = W->ne[1] * W->ne[2] * W->ne[3];
+    return kernel_matmul_ex(W, x, K > 0 ? (size_t)K : 0, B, y, M > 0 ? (size_t)M : 0, e);
+}
+
+int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int accumulate, pwb_err *e)
+{
+    int64_t M, K;
+    int rc = check_weight(W, &M, &K, e);
+    if (rc)
+        return rc;
+    if (B < 0 || (B > 0 && (!dy || !dx)))
+        return err_set(e, PWB_EINVAL, "kernel_matmul_t: bad arguments for '%s'", W->name ? W->name : "?");
+    if (B == 0)
+        return PWB_OK;
+    if (!accumulate)
+        memset(dx, 0, (size_t)B * (size_t)K * sizeof *dx);
+    const int64_t bs = (int64_t)quant_block_size(W->type), nblk = K / bs;
+    const size_t row_bytes = quant_row_size(W->type, K), tsize = quant_type_size(W->type);
+    const unsigned char *wdata = W->data;
+    int par = (double)M * (double)K * B >= PAR_MIN_WORK;
+    int failed = 0;
+    /* Each thread owns a range of columns (whole blocks), so dx needs no reduction. */
+#pragma omp parallel if (par) reduction(| : failed)
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        int64_t b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt;
+        int64_t k0 = b0 * bs, n = (b1 - b0) * bs;
+        float *tmp = n > 0 && W->type != DT_F32 ? malloc((size_t)n * sizeof *tmp) : NULL;
+        if (n > 0 && W->type != DT_F32 && !tmp)
+            failed = 1;
+        for (int64_t m = 0; n > 0 && !failed && m < M; m++) {
+            const unsigned char *src = wdata + (size_t)m * row_bytes + (size_t)b0 * tsize;
+            const float *wr = (const float *)(const void *)src;
+            if (tmp) {
+                dequant_row(W->type, src, tmp, n);
+                wr = tmp;
+            }
+            for (int b = 0; b < B; b++) {
+                float a = dy[(size_t)b * (size_t)M + (size_t)m];
+                if (a != 0)
+                    kernel_axpy_f32(dx + (size_t)b * (size_t)K + k0, a, wr, n);
+            }
+        }
+        free(tmp);
+    }
+    if (failed)
+        return err_set(e, PWB_ENOMEM, "kernel_matmul_t: out of memory");
+    return PWB_OK;
+}
+
+int kernel_get_row(const pwb_tensor *W, int64_t row, float *dst, pwb_err *e)
+{
+    int64_t M, K;
+    int rc = check_weight(W, &M, &K, e);
+    if (rc)
+        return rc;
+    if (row < 0 || row >= M)
+        return err_set(e, PWB_EINVAL, "tensor '%s': row %lld out of range [0, %lld)", W->name ? W->name : "?",
+                       (long long)row, (long long)M);
+    const unsigned char *src = (const unsigned char *)W->data + (size_t)row * quant_row_size(W->type, K);
+    return dequant_row(W->type, src, dst, K);
+}
+
+/* ---- plain F32 helpers ---- */
+
+void kernel_matmul_f32(const float *W, int M, int K, const float *x, int B, float *y)
+{
+    pwb_tensor t = {"f32", DT_F32, 2, {K, M, 1, 1}, W, (size_t)M * (size_t)K * sizeof(float)};
+    kernel_matmul(&t, x, B, y, NULL);
+}
+
+void kernel_matmul_f32_t(const float *W, int M, int K, const float *x, int B, float *y)
+{
+    pwb_tensor t = {"f32", DT_F32, 2, {K, M, 1, 1}, W, (size_t)M * (size_t)K * sizeof(float)};
+    kernel_matmul_t(&t, x, B, y, 0, NULL);
+}
+
+float kernel_dot_f32(const float *a, const float *b, int64_t n)
+{
+    float out;
+    kdot_float(DT_F32, a, b, 0, 1, n, &out);
+    return out;
+}
+
+void kernel_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    /* Simple enough for the compiler to vectorize at -O2 -march=native. */
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}

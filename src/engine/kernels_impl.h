@@ -1,0 +1,38 @@
+/* Private to kernels*.c: the quantized-activation block and the per-type row dot products that
+ * kernels_avx2.c (AVX2) or kernels.c (portable scalar) provide. */
+#ifndef PWB_ENGINE_KERNELS_IMPL_H
+#define PWB_ENGINE_KERNELS_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define KERNELS_AVX2 1
+#endif
+
+/* 32 activations quantized to int8 with a float scale (finer than ggml's fp16 Q8_1 scale). */
+typedef struct kx_block {
+    float d;            /* x ~= d * qs */
+    float s;            /* d * sum(qs): the block sum, for the weights' offsets/mins */
+    int8_t qs[32];
+} kx_block;
+
+/* Batch rows handled per call of a dot function: each weight block is unpacked once and used
+ * KX_TILE times. */
+#define KX_TILE 4
+
+/* out[j] = dot(weight row w, activation row j) for j < nx (nx <= KX_TILE). Activation row j starts
+ * at x + j * xstride (in blocks); nb is the number of 32-element blocks in the row. */
+typedef void (*kdot_fn)(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
+
+void kx_quantize(const float *x, kx_block *y, int nb);
+void kdot_q4_0(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
+void kdot_q4_1(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
+void kdot_q8_0(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
+void kdot_q4_K(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
+void kdot_q6_K(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
+
+/* Float weights (F32, F16, BF16) against F32 activations: out[j] = dot(w, x + j * ldx), K elements. */
+void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int64_t K, float *out);
+
+#endif

@@ -1,0 +1,385 @@
+/* The report read model: groups a run's cells by dataset and model and reduces each cell's
+ * predictions to the numbers the tables show. */
+#include "report/report.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "report/report_internal.h"
+#include "report/stats.h"
+#include "util/str.h"
+
+int report_format_parse(const char *s, int *format, pwb_err *e)
+{
+    if (s && (!strcasecmp(s, "md") || !strcasecmp(s, "markdown")))
+        *format = REPORT_MD;
+    else if (s && !strcasecmp(s, "csv"))
+        *format = REPORT_CSV;
+    else if (s && !strcasecmp(s, "json"))
+        *format = REPORT_JSON;
+    else
+        return err_set(e, PWB_EINVAL, "unknown report format '%s' (md, csv, json)", s ? s : "");
+    return PWB_OK;
+}
+
+static void row_free(report_row *w)
+{
+    free(w->method);
+    free(w->kind);
+    if (w->has_soft_prompt)
+        db_soft_prompt_info_free(&w->soft_prompt);
+}
+
+static void group_free(report_group *g)
+{
+    for (size_t i = 0; i < g->n_rows; i++)
+        row_free(&g->rows[i]);
+    free(g->rows);
+    free(g->dataset);
+    free(g->split);
+    free(g->model);
+    free(g->provider);
+}
+
+void report_free(pwb_report *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_groups; i++)
+        group_free(&r->groups[i]);
+    free(r->groups);
+    db_run_info_free(&r->run);
+    memset(r, 0, sizeof *r);
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+int report_is_local(const char *provider)
+{
+    return provider && (!strcmp(provider, "local") || !strncmp(provider, "local-", 6));
+}
+
+/* Reduces one cell's outcomes (sorted by row) to a table row. */
+void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit)
+{
+    w->n = (long)n;
+    double *lat = n ? malloc(n * sizeof *lat) : NULL;
+    size_t nlat = 0, ntin = 0, ntout = 0;
+    double tin = 0, tout = 0;
+    for (size_t i = 0; i < n; i++) {
+        w->correct += o[i].correct;
+        w->invalid += !o[i].valid;
+        w->errors += o[i].error;
+        w->cached += o[i].cached;
+        if (o[i].tokens_in >= 0) {
+            tin += o[i].tokens_in;
+            ntin++;
+        }
+        if (o[i].tokens_out >= 0) {
+            tout += o[i].tokens_out;
+            ntout++;
+        }
+        if (!isnan(o[i].cost_usd))
+            w->cost_usd += o[i].cost_usd;
+        if (!isnan(o[i].cpu_s))
+            w->cpu_s += o[i].cpu_s;
+        if (lat && !isnan(o[i].latency_s))
+            lat[nlat++] = o[i].latency_s;
+    }
+    w->accuracy = n ? (double)w->correct / (double)n : NAN;
+    stats_wilson(w->correct, w->n, STATS_Z95, &w->ci_lo, &w->ci_hi);
+    w->tokens_in_mean = ntin ? tin / (double)ntin : NAN;
+    w->tokens_out_mean = ntout ? tout / (double)ntout : NAN;
+    w->latency_p50 = stats_percentile(lat, nlat, 0.50);
+    w->latency_p95 = stats_percentile(lat, nlat, 0.95);
+    free(lat);
+    w->cost_per_1k = NAN;
+    if (n && cost_unit == REPORT_COST_USD)
+        w->cost_per_1k = w->cost_usd / (double)n * 1000.0;
+    else if (n && cost_unit == REPORT_COST_CPU_S)
+        w->cost_per_1k = w->cpu_s / (double)n * 1000.0;
+    w->mcnemar_p = NAN;
+}
+
+/* Discordant pairs between two outcome lists sorted by row. */
+void report_pair(const db_outcome *a, size_t na, const db_outcome *b, size_t nb, long *shared, long *only_a,
+                 long *only_b)
+{
+    size_t i = 0, j = 0;
+    *shared = *only_a = *only_b = 0;
+    while (i < na && j < nb) {
+        if (a[i].row < b[j].row) {
+            i++;
+        } else if (a[i].row > b[j].row) {
+            j++;
+        } else {
+            (*shared)++;
+            *only_a += a[i].correct && !b[j].correct;
+            *only_b += !a[i].correct && b[j].correct;
+            i++;
+            j++;
+        }
+    }
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct cell_data {
+    const db_cell_info *cell;
+    db_outcome *o;
+    size_t n;
+} cell_data;
+
+/* The majority-class baseline over the union of the evaluated rows that carry a label:
+ * its outcome per row is "label == majority". Returns 0 when no row has a label. */
+static int baseline_outcomes(const cell_data *cd, size_t ncd, db_outcome **out, size_t *nout, int *majority,
+                             int *oom)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < ncd; i++)
+        total += cd[i].n;
+    *out = NULL;
+    *nout = 0;
+    if (!total)
+        return 0;
+    /* Pack (row, label) into pairs sorted by row, then dedupe. */
+    long *pairs = malloc(total * 2 * sizeof *pairs);
+    if (!pairs) {
+        *oom = 1;
+        return 0;
+    }
+    size_t np = 0;
+    for (size_t i = 0; i < ncd; i++)
+        for (size_t k = 0; k < cd[i].n; k++)
+            if (cd[i].o[k].label >= 0) {
+                pairs[2 * np] = cd[i].o[k].row;
+                pairs[2 * np + 1] = cd[i].o[k].label;
+                np++;
+            }
+    if (!np) {
+        free(pairs);
+        return 0;
+    }
+    qsort(pairs, np, 2 * sizeof *pairs, cmp_long);
+    db_outcome *o = calloc(np, sizeof *o);
+    if (!o) {
+        free(pairs);
+        *oom = 1;
+        return 0;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (n && o[n - 1].row == pairs[2 * i])
+            continue;
+        o[n].row = pairs[2 * i];
+        o[n].label = (int)pairs[2 * i + 1];
+        n++;
+    }
+    free(pairs);
+    /* Most frequent label; ties go to the smaller label so the choice is deterministic. */
+    long best_count = -1;
+    int best_label = 0;
+    for (size_t i = 0; i < n; i++) {
+        int lab = o[i].label;
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = o[k].label == lab;
+        if (seen)
+            continue;
+        long cnt = 0;
+        for (size_t k = i; k < n; k++)
+            cnt += o[k].label == lab;
+        if (cnt > best_count || (cnt == best_count && lab < best_label)) {
+            best_count = cnt;
+            best_label = lab;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        o[i].valid = 1;
+        o[i].correct = o[i].label == best_label;
+        o[i].tokens_in = o[i].tokens_out = -1;
+        o[i].latency_s = o[i].cpu_s = o[i].cost_usd = NAN;
+    }
+    *out = o;
+    *nout = n;
+    *majority = best_label;
+    return 1;
+}
+
+static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, pwb_err *e)
+{
+    g->rows = calloc(ncd + 1, sizeof *g->rows);
+    if (!g->rows)
+        return err_set(e, PWB_ENOMEM, "report: out of memory");
+    g->best = -1;
+    for (size_t i = 0; i < ncd; i++) {
+        report_row *w = &g->rows[g->n_rows++];
+        w->method = str_dup(cd[i].cell->method);
+        w->kind = str_dup(cd[i].cell->kind ? cd[i].cell->kind : "");
+        if (!w->method || !w->kind)
+            return err_set(e, PWB_ENOMEM, "report: out of memory");
+        w->cell_id = cd[i].cell->id;
+        w->n_planned = cd[i].cell->n_planned;
+        report_row_fill(w, cd[i].o, cd[i].n, g->cost_unit);
+        if (cd[i].cell->soft_prompt_id > 0) {
+            int rc = db_soft_prompt_get(db, cd[i].cell->soft_prompt_id, &w->soft_prompt, e);
+            if (rc)
+                return rc;
+            w->has_soft_prompt = 1;
+        }
+        /* Best: highest accuracy; ties go to more rows, then to the earlier method. */
+        if (w->n > 0) {
+            report_row *b = g->best >= 0 ? &g->rows[g->best] : NULL;
+            if (!b || w->accuracy > b->accuracy || (w->accuracy == b->accuracy && w->n > b->n))
+                g->best = (long)i;
+        }
+    }
+    if (g->best >= 0) {
+        g->rows[g->best].is_best = 1;
+        const cell_data *bd = &cd[g->best];
+        for (size_t i = 0; i < ncd; i++) {
+            if ((long)i == g->best)
+                continue;
+            report_row *w = &g->rows[i];
+            report_pair(bd->o, bd->n, cd[i].o, cd[i].n, &w->mcnemar_shared, &w->mcnemar_b, &w->mcnemar_c);
+            if (w->mcnemar_shared > 0)
+                w->mcnemar_p = stats_mcnemar_exact(w->mcnemar_b, w->mcnemar_c);
+        }
+    }
+    db_outcome *bo = NULL;
+    size_t nbo = 0;
+    int majority = 0, oom = 0;
+    if (baseline_outcomes(cd, ncd, &bo, &nbo, &majority, &oom)) {
+        report_row *w = &g->rows[g->n_rows++];
+        w->method = str_dup("majority class");
+        w->kind = str_dup("baseline");
+        w->is_baseline = 1;
+        w->majority_label = majority;
+        if (!w->method || !w->kind) {
+            free(bo);
+            return err_set(e, PWB_ENOMEM, "report: out of memory");
+        }
+        report_row_fill(w, bo, nbo, REPORT_COST_NONE);
+        w->n_planned = w->n;
+        w->tokens_in_mean = w->tokens_out_mean = NAN;
+        if (g->best >= 0) {
+            const cell_data *bd = &cd[g->best];
+            report_pair(bd->o, bd->n, bo, nbo, &w->mcnemar_shared, &w->mcnemar_b, &w->mcnemar_c);
+            if (w->mcnemar_shared > 0)
+                w->mcnemar_p = stats_mcnemar_exact(w->mcnemar_b, w->mcnemar_c);
+        }
+    }
+    free(bo);
+    if (oom)
+        return err_set(e, PWB_ENOMEM, "report: out of memory");
+    return PWB_OK;
+}
+
+int report_load(pwb_report *r, pwb_db *db, int64_t run_id, pwb_err *e)
+{
+    memset(r, 0, sizeof *r);
+    int rc = db_run_get(db, run_id, &r->run, e);
+    if (rc)
+        return rc;
+    db_cell_info *cells = NULL;
+    size_t ncells = 0;
+    if ((rc = db_cells_list(db, r->run.id, &cells, &ncells, e)))
+        goto out;
+    cell_data *cd = calloc(ncells ? ncells : 1, sizeof *cd);
+    int *group_of = calloc(ncells ? ncells : 1, sizeof *group_of);
+    r->groups = calloc(ncells ? ncells : 1, sizeof *r->groups);
+    if (!cd || !group_of || !r->groups) {
+        rc = err_set(e, PWB_ENOMEM, "report: out of memory");
+        goto out_cd;
+    }
+    /* Groups in order of first appearance: the suite's dataset/model order. */
+    for (size_t i = 0; i < ncells; i++) {
+        const db_cell_info *c = &cells[i];
+        size_t g = 0;
+        while (g < r->n_groups && !(str_eq(r->groups[g].dataset, c->dataset) &&
+                                    str_eq(r->groups[g].split, c->split) && str_eq(r->groups[g].model, c->model)))
+            g++;
+        if (g == r->n_groups) {
+            report_group *ng = &r->groups[r->n_groups++];
+            ng->dataset = str_dup(c->dataset);
+            ng->split = str_dup(c->split ? c->split : "");
+            ng->model = str_dup(c->model);
+            ng->provider = str_dup(c->provider ? c->provider : "");
+            if (!ng->dataset || !ng->split || !ng->model || !ng->provider) {
+                rc = err_set(e, PWB_ENOMEM, "report: out of memory");
+                goto out_cd;
+            }
+        }
+        group_of[i] = (int)g;
+        cd[i].cell = c;
+        if ((rc = db_cell_outcomes(db, c->id, &cd[i].o, &cd[i].n, e)))
+            goto out_cd;
+    }
+    cell_data *tmp = calloc(ncells ? ncells : 1, sizeof *tmp);
+    if (!tmp) {
+        rc = err_set(e, PWB_ENOMEM, "report: out of memory");
+        goto out_cd;
+    }
+    for (size_t g = 0; g < r->n_groups && !rc; g++) {
+        report_group *grp = &r->groups[g];
+        size_t nt = 0;
+        double cost = 0;
+        for (size_t i = 0; i < ncells; i++)
+            if (group_of[i] == (int)g) {
+                tmp[nt++] = cd[i];
+                for (size_t k = 0; k < cd[i].n; k++)
+                    if (!isnan(cd[i].o[k].cost_usd))
+                        cost += cd[i].o[k].cost_usd;
+            }
+        /* Local models are costed in CPU time; remote ones in dollars when they are priced. */
+        grp->cost_unit = report_is_local(grp->provider) ? REPORT_COST_CPU_S
+                         : cost > 0                     ? REPORT_COST_USD
+                                                        : REPORT_COST_NONE;
+        rc = build_group(grp, db, tmp, nt, e);
+    }
+    free(tmp);
+out_cd:
+    for (size_t i = 0; cd && i < ncells; i++)
+        free(cd[i].o);
+    free(cd);
+    free(group_of);
+out:
+    db_cells_free(cells, ncells);
+    if (rc)
+        report_free(r);
+    return rc;
+}
+
+int report_render(const pwb_report *r, int format, pwb_buf *out, pwb_err *e)
+{
+    switch (format) {
+    case REPORT_MD:
+        return report_render_md(r, out, e);
+    case REPORT_CSV:
+        return report_render_csv(r, out, e);
+    case REPORT_JSON:
+        return report_render_json(r, out, e);
+    default:
+        return err_set(e, PWB_EINVAL, "report: unknown format %d", format);
+    }
+}
+
+int report_write(pwb_db *db, int64_t run_id, int format, pwb_buf *out, pwb_err *e)
+{
+    pwb_report r;
+    int rc = report_load(&r, db, run_id, e);
+    if (rc)
+        return rc;
+    rc = report_render(&r, format, out, e);
+    report_free(&r);
+    return rc;
+}

@@ -1,0 +1,74 @@
+/* Reports over the results database: a read model per run (run -> dataset x model groups ->
+ * one row per method, plus a majority-class baseline) and renderers to markdown, CSV and JSON.
+ * The API writes into a pwb_buf; the CLI decides where the bytes go. */
+#ifndef PWB_REPORT_REPORT_H
+#define PWB_REPORT_REPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/db.h"
+#include "util/buf.h"
+#include "util/err.h"
+
+enum report_format { REPORT_MD = 0, REPORT_CSV = 1, REPORT_JSON = 2 };
+/* "md" / "markdown", "csv", "json"; PWB_EINVAL otherwise. */
+int report_format_parse(const char *s, int *format, pwb_err *e);
+
+/* How a group's cost column is expressed. */
+enum report_cost_unit { REPORT_COST_NONE = 0, REPORT_COST_USD = 1, REPORT_COST_CPU_S = 2 };
+
+typedef struct report_row {
+    char *method, *kind;       /* baseline: "majority class", "baseline" */
+    int64_t cell_id;           /* 0 for the baseline */
+    int is_baseline, is_best;
+    int majority_label;        /* baseline only */
+    long n, n_planned, correct, invalid, errors, cached;
+    double accuracy, ci_lo, ci_hi;   /* accuracy NAN when n == 0; interval is Wilson 95% */
+    /* Exact McNemar vs the group's best method on the rows both have: b = only the best right,
+     * c = only this row right. p is NAN for the best itself or without shared rows. */
+    double mcnemar_p;
+    long mcnemar_shared, mcnemar_b, mcnemar_c;
+    double tokens_in_mean, tokens_out_mean;  /* NAN unknown */
+    double latency_p50, latency_p95;         /* seconds, NAN unknown */
+    double cost_usd, cpu_s;                  /* totals */
+    double cost_per_1k;                      /* in the group's cost unit, NAN when none */
+    /* Soft prompts: the training that produced the prompt (has_soft_prompt 0 otherwise). */
+    int has_soft_prompt;
+    db_soft_prompt_info soft_prompt;
+} report_row;
+
+typedef struct report_group {
+    char *dataset, *split, *model, *provider;
+    int cost_unit;
+    report_row *rows;          /* methods in suite order, then the baseline (if labels exist) */
+    size_t n_rows;
+    long best;                 /* index of the best method row, -1 when no row has predictions */
+} report_group;
+
+typedef struct pwb_report {
+    db_run_info run;
+    report_group *groups;
+    size_t n_groups;
+    /* Set by the caller (not owned): when non-NULL the markdown links each group's chart as
+     * "<chart_dir>/<report_svg_filename>" (the caller writes the SVG files, see svg.h). */
+    const char *chart_dir;
+} pwb_report;
+
+/* run_id 0: the latest run. */
+int report_load(pwb_report *r, pwb_db *db, int64_t run_id, pwb_err *e);
+void report_free(pwb_report *r);
+
+int report_render_md(const pwb_report *r, pwb_buf *out, pwb_err *e);
+int report_render_csv(const pwb_report *r, pwb_buf *out, pwb_err *e);
+int report_render_json(const pwb_report *r, pwb_buf *out, pwb_err *e);
+int report_render(const pwb_report *r, int format, pwb_buf *out, pwb_err *e);
+
+/* Load + render in one call (what `pwb report` needs). */
+int report_write(pwb_db *db, int64_t run_id, int format, pwb_buf *out, pwb_err *e);
+
+/* Run A against run B: for each (dataset, split, model, method) in either run, accuracy in A and
+ * B, the delta B - A, and an exact McNemar test on the rows both runs evaluated. */
+int report_compare(pwb_db *db, int64_t run_a, int64_t run_b, int format, pwb_buf *out, pwb_err *e);
+
+#endif

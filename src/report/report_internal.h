@@ -1,0 +1,23 @@
+/* Private to src/report: helpers shared by the loader, the renderers and the comparison. */
+#ifndef PWB_REPORT_INTERNAL_H
+#define PWB_REPORT_INTERNAL_H
+
+#include "report/report.h"
+
+int report_is_local(const char *provider);
+void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit);
+void report_pair(const db_outcome *a, size_t na, const db_outcome *b, size_t nb, long *shared, long *only_a,
+                 long *only_b);
+
+/* Markdown table cell text: '|' escaped, line breaks flattened. */
+int md_text(pwb_buf *b, const char *s);
+/* CSV field per RFC 4180: quoted when it holds a comma, quote or line break. */
+int csv_text(pwb_buf *b, const char *s);
+/* A number for CSV (empty when NAN) with %.10g. */
+int csv_num(pwb_buf *b, double v);
+/* "80.0% [49.0, 94.3]", or "—" when n == 0. */
+int fmt_accuracy(pwb_buf *b, long n, double acc, double lo, double hi);
+/* "0.039", "<0.001", or "—" for NAN. */
+int fmt_p(pwb_buf *b, double p);
+
+#endif

@@ -1,0 +1,965 @@
+/* The runner. Three phases:
+ *   prepare  - load and validate everything (suite, cards, splits, templates, scorers, backends)
+ *              without touching the database, so bad input leaves it as it was;
+ *   plan     - open the database, find or create the run, its cells and their finished rows;
+ *   execute  - per cell, per chunk of rows: render, cache, backend, score, one transaction. */
+#include "run/run.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/dataset.h"
+#include "bench/score.h"
+#include "bench/suite.h"
+#include "bench/template.h"
+#include "llm/backend.h"
+#include "run/request.h"
+#include "store/db.h"
+#include "util/buf.h"
+#include "util/file.h"
+#include "util/log.h"
+#include "util/progress.h"
+#include "util/sha256.h"
+#include "util/str.h"
+#include "util/timer.h"
+
+#define RUN_DEFAULT_CHUNK 256
+#define RUN_MAX_CHUNK 65536
+#define RUN_MAX_SHOTS 64
+
+typedef struct rds {
+    const suite_dataset *sd;
+    ds_card card;
+    char *split;       /* eval split */
+    ds_data eval;
+    char *shot_split;  /* where shots come from */
+    ds_data shots;     /* loaded when some method needs shots and the split differs from eval */
+    int shots_same;    /* shots come from the eval split itself */
+    int needs_shots;
+    size_t *sample;    /* indices into eval.ex, ascending */
+    size_t n_sample;
+    int majority;      /* baseline label index, -1 when none */
+    long majority_n;   /* sampled examples carrying it */
+    const char **rank_choices; /* the labels' verbalizers, for rank scoring */
+    int examples_written;
+} rds;
+
+typedef struct rmethod {
+    const suite_method *sm;
+    pwb_template tpl;
+    char *tpl_path;
+    char tpl_sha[65];
+    int rank;
+} rmethod;
+
+typedef struct rmodel {
+    const suite_model *sm;
+    llm_config cfg;
+    llm_backend *be;
+    int completion; /* sends a flat prompt, not messages */
+} rmodel;
+
+typedef struct rcell {
+    int d, m, k; /* dataset, model, method */
+    scorer *sc;
+    int64_t id;
+    size_t *todo; /* indices into eval.ex still without a prediction */
+    size_t n_todo;
+    run_cell_result *res;
+} rcell;
+
+typedef struct runner {
+    const run_opts *o;
+    pwb_suite suite;
+    char run_key[65];
+    pwb_buf suite_dir;
+    rds *ds;
+    int nds;
+    rmethod *me;
+    int nme;
+    rmodel *mo;
+    int nmo;
+    rcell *cells;
+    int ncells;
+    pwb_db *db;
+    pwb_progress prog;
+    long prog_done;
+    char prog_label[128];
+    pthread_mutex_t lock;
+    run_result *r;
+} runner;
+
+void run_opts_init(run_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->chunk = RUN_DEFAULT_CHUNK;
+    o->card_dirs = "datasets";
+    o->data_path = "";
+    o->template_dirs = "templates";
+}
+
+void run_result_free(run_result *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_cells; i++) {
+        free(r->cells[i].dataset);
+        free(r->cells[i].model);
+        free(r->cells[i].method);
+    }
+    free(r->cells);
+    memset(r, 0, sizeof *r);
+}
+
+static int stopped(const runner *R) { return R->o->stop && *R->o->stop; }
+
+/* ---- prepare ------------------------------------------------------------------------------ */
+
+/* A suite names a card by dataset name (searched in the card folders) or by path ("x.json"). */
+static int load_card(runner *R, rds *d, pwb_err *e)
+{
+    const char *name = d->sd->name;
+    pwb_buf dirs, path;
+    buf_init(&dirs);
+    buf_init(&path);
+    int rc;
+    if (str_ends(name, ".json") || strchr(name, '/')) {
+        rc = file_resolve(name, R->suite_dir.data, ".", &path, e);
+        if (rc == PWB_OK)
+            rc = card_load(&d->card, path.data, e);
+    } else {
+        buf_printf(&dirs, "%s/../datasets:%s", R->suite_dir.data, R->o->card_dirs ? R->o->card_dirs : "datasets");
+        if (R->o->data_path && R->o->data_path[0])
+            buf_printf(&dirs, ":%s", R->o->data_path);
+        rc = card_find(&d->card, name, dirs.data, e);
+    }
+    buf_free(&dirs);
+    buf_free(&path);
+    if (rc != PWB_OK)
+        err_prefix(e, "%s: dataset '%s': ", R->suite.path, name);
+    return rc;
+}
+
+static int resolve_template(runner *R, const suite_method *m, pwb_buf *out, pwb_err *e)
+{
+    pwb_buf search;
+    buf_init(&search);
+    buf_printf(&search, "%s/../templates:%s", R->suite_dir.data, R->o->template_dirs ? R->o->template_dirs : "templates");
+    int rc = suite_resolve_template(&R->suite, m, search.data, out, e);
+    buf_free(&search);
+    return rc;
+}
+
+static long effective_limit(const runner *R, const rds *d)
+{
+    long l = d->sd->limit > 0 ? d->sd->limit : 0;
+    if (R->o->limit > 0 && (l == 0 || R->o->limit < l))
+        l = R->o->limit;
+    return l;
+}
+
+static int prepare_datasets(runner *R, pwb_err *e)
+{
+    R->nds = R->suite.n_datasets;
+    R->ds = calloc((size_t)R->nds, sizeof *R->ds);
+    if (!R->ds)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    for (int i = 0; i < R->nds; i++) {
+        rds *d = &R->ds[i];
+        d->sd = &R->suite.datasets[i];
+        card_init(&d->card);
+        ds_data_init(&d->eval);
+        ds_data_init(&d->shots);
+        d->majority = -1;
+    }
+    for (int i = 0; i < R->nds; i++) {
+        rds *d = &R->ds[i];
+        int rc = load_card(R, d, e);
+        if (rc)
+            return rc;
+        const char *split = d->sd->split && d->sd->split[0] ? d->sd->split
+                            : d->card.eval_split           ? d->card.eval_split
+                                                           : NULL;
+        if (!split && d->card.n_splits > 0)
+            split = d->card.splits[0].name;
+        if (!split || !card_split(&d->card, split))
+            return err_set(e, PWB_EINVAL, "%s: dataset '%s': card %s has no split '%s'", R->suite.path, d->sd->name,
+                           d->card.path ? d->card.path : "?", split ? split : "(none)");
+        if (!(d->split = str_dup(split)))
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        log_info("loading %s split %s", d->card.name, split);
+        rc = dataset_load(&d->card, split, R->o->data_path, &d->eval, e);
+        if (rc)
+            return rc;
+        if (d->eval.n == 0)
+            return err_set(e, PWB_EINVAL, "%s: split '%s' has no examples", d->card.path, split);
+        long limit = effective_limit(R, d);
+        d->sample = malloc((d->eval.n ? d->eval.n : 1) * sizeof *d->sample);
+        if (!d->sample)
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        d->n_sample = dataset_sample(&d->eval, limit > 0 ? (size_t)limit : 0, R->suite.seed, d->sample);
+    }
+    return PWB_OK;
+}
+
+static int prepare_methods(runner *R, pwb_err *e)
+{
+    R->nme = R->suite.n_methods;
+    R->me = calloc((size_t)R->nme, sizeof *R->me);
+    if (!R->me)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    for (int i = 0; i < R->nme; i++)
+        template_init(&R->me[i].tpl);
+    pwb_buf path;
+    buf_init(&path);
+    for (int i = 0; i < R->nme; i++) {
+        rmethod *m = &R->me[i];
+        m->sm = &R->suite.methods[i];
+        if (m->sm->soft_prompt) {
+            buf_free(&path);
+            return err_set(e, PWB_EUNSUP, "%s: method '%s': soft prompts are not supported by this runner yet",
+                           R->suite.path, m->sm->name);
+        }
+        if (!m->sm->template_path) {
+            buf_free(&path);
+            return err_set(e, PWB_EINVAL, "%s: method '%s' names no template", R->suite.path, m->sm->name);
+        }
+        int rc = resolve_template(R, m->sm, &path, e);
+        if (!rc)
+            rc = template_load(&m->tpl, path.data, e);
+        if (!rc)
+            rc = file_sha256(path.data, m->tpl_sha, e);
+        if (!rc && !(m->tpl_path = str_dup(path.data)))
+            rc = err_set(e, PWB_ENOMEM, "out of memory");
+        if (rc) {
+            buf_free(&path);
+            return rc;
+        }
+        if (m->sm->shots >= 0)
+            m->tpl.shots = m->sm->shots;
+        if (m->tpl.shots > RUN_MAX_SHOTS) {
+            buf_free(&path);
+            return err_set(e, PWB_ERANGE, "%s: %d shots is more than the limit of %d", m->tpl_path, m->tpl.shots,
+                           RUN_MAX_SHOTS);
+        }
+        const char *sc = m->sm->scoring ? m->sm->scoring : "generate";
+        if (strcmp(sc, "rank") == 0) {
+            m->rank = 1;
+        } else if (strcmp(sc, "generate") != 0) {
+            buf_free(&path);
+            return err_set(e, PWB_EINVAL, "%s: method '%s': scoring must be \"generate\" or \"rank\", not \"%s\"",
+                           R->suite.path, m->sm->name, sc);
+        }
+    }
+    buf_free(&path);
+    return PWB_OK;
+}
+
+static int load_shots(runner *R, rds *d, pwb_err *e)
+{
+    const char *fs = d->card.few_shot_split ? d->card.few_shot_split : "train";
+    if (!card_split(&d->card, fs) || strcmp(fs, d->split) == 0) {
+        /* No separate split for shots: take them from the eval split, never the query itself. */
+        d->shots_same = 1;
+        if (!d->shot_split && !(d->shot_split = str_dup(d->split)))
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        return PWB_OK;
+    }
+    if (!(d->shot_split = str_dup(fs)))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    log_info("loading %s split %s (shots)", d->card.name, fs);
+    int rc = dataset_load(&d->card, fs, R->o->data_path, &d->shots, e);
+    if (rc)
+        return rc;
+    if (d->shots.n == 0)
+        return err_set(e, PWB_EINVAL, "%s: split '%s' (for few-shot examples) is empty", d->card.path, fs);
+    return PWB_OK;
+}
+
+static const ds_data *shot_data(const rds *d) { return d->shots_same ? &d->eval : &d->shots; }
+
+/* Everything one example's request needs, owned per chunk. */
+typedef struct item {
+    size_t ex;          /* index into eval.ex */
+    tpl_prompt prompt;
+    llm_message *msgs;
+    pwb_buf flat;
+    char psha[65];
+    char key[65];
+    int cacheable;
+    llm_request req;
+    llm_response resp;
+    int cached;
+    int finished;
+} item;
+
+static void item_free(item *it)
+{
+    tpl_prompt_free(&it->prompt);
+    free(it->msgs);
+    buf_free(&it->flat);
+    llm_response_clear(&it->resp);
+}
+
+/* Renders the example's prompt and fills its request. */
+static int build_item(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scratch, pwb_err *e)
+{
+    rds *d = &R->ds[c->d];
+    rmethod *m = &R->me[c->k];
+    rmodel *mo = &R->mo[c->m];
+    const ds_example *x = &d->eval.ex[ex];
+    it->ex = ex;
+    buf_init(&it->flat);
+    const ds_example *shots[RUN_MAX_SHOTS];
+    size_t rows[RUN_MAX_SHOTS];
+    int ns = m->tpl.shots;
+    if (ns > 0) {
+        const ds_data *sd = shot_data(d);
+        int rc = template_pick_shots(&m->tpl, &d->card, sd, x->row, d->shots_same, R->suite.seed, rows, e);
+        if (rc)
+            return rc;
+        for (int i = 0; i < ns; i++) {
+            if (rows[i] >= sd->n)
+                return err_set(e, PWB_ERANGE, "%s: shot row %zu outside the split", m->tpl_path, rows[i]);
+            shots[i] = &sd->ex[rows[i]];
+        }
+    }
+    int rc = template_render(&m->tpl, &d->card, x, shots, ns, &it->prompt, e);
+    if (rc)
+        return rc;
+    if (tpl_prompt_flatten(&it->prompt, &it->flat))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    sha256_hex(it->flat.data, it->flat.len, it->psha);
+    llm_request *q = &it->req;
+    memset(q, 0, sizeof *q);
+    q->mode = m->rank ? LLM_RANK : LLM_GENERATE;
+    if (mo->completion) {
+        q->prompt = it->flat.data;
+    } else {
+        it->msgs = calloc((size_t)(it->prompt.n ? it->prompt.n : 1), sizeof *it->msgs);
+        if (!it->msgs)
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        for (int i = 0; i < it->prompt.n; i++) {
+            it->msgs[i].role = it->prompt.msgs[i].role;
+            it->msgs[i].content = it->prompt.msgs[i].content;
+        }
+        q->messages = it->msgs;
+        q->n_messages = it->prompt.n;
+        q->prompt = it->flat.data;
+    }
+    q->max_tokens = mo->sm->max_tokens > 0 ? mo->sm->max_tokens : m->tpl.max_tokens > 0 ? m->tpl.max_tokens : 16;
+    q->temperature = mo->sm->temperature;
+    q->top_p = 1.0;
+    q->seed = R->suite.seed;
+    if (m->rank) {
+        q->choices = R->ds[c->d].rank_choices;
+        q->n_choices = R->ds[c->d].card.n_labels;
+    }
+    it->cacheable = !R->o->no_cache && req_cacheable(q);
+    if (it->cacheable && req_cache_key(&mo->cfg, q, it->key, scratch))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    return PWB_OK;
+}
+
+static int prepare_models(runner *R, pwb_err *e)
+{
+    R->nmo = R->suite.n_models;
+    R->mo = calloc((size_t)R->nmo, sizeof *R->mo);
+    if (!R->mo)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    for (int i = 0; i < R->nmo; i++) {
+        rmodel *m = &R->mo[i];
+        const suite_model *sm = m->sm = &R->suite.models[i];
+        llm_config_defaults(&m->cfg);
+        m->cfg.name = sm->name;
+        m->cfg.provider = sm->provider;
+        m->cfg.base_url = sm->base_url;
+        m->cfg.model = sm->model;
+        m->cfg.api_key_env = sm->api_key_env;
+        m->cfg.chat_template = sm->chat_template;
+        if (sm->concurrency > 0)
+            m->cfg.concurrency = sm->concurrency;
+        if (R->o->concurrency > 0)
+            m->cfg.concurrency = R->o->concurrency;
+        if (sm->timeout_s > 0)
+            m->cfg.timeout_s = sm->timeout_s;
+        if (sm->max_retries >= 0)
+            m->cfg.max_retries = sm->max_retries;
+        m->completion = sm->provider && strcmp(sm->provider, "openai-completions") == 0;
+        int rc = llm_backend_create(&m->be, &m->cfg, e);
+        if (rc) {
+            err_prefix(e, "%s: model '%s': ", R->suite.path, sm->name ? sm->name : "?");
+            return rc;
+        }
+        m->be->stop = R->o->stop;
+    }
+    return PWB_OK;
+}
+
+/* Builds the cells and checks each: the template against the card, the scorer, one rendering. */
+static int prepare_cells(runner *R, pwb_err *e)
+{
+    size_t max = (size_t)R->nds * (size_t)R->nmo * (size_t)R->nme;
+    R->cells = calloc(max ? max : 1, sizeof *R->cells);
+    if (!R->cells)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    pwb_buf scratch;
+    buf_init(&scratch);
+    int rc = PWB_OK;
+    for (int di = 0; di < R->nds && !rc; di++) {
+        rds *d = &R->ds[di];
+        int any = 0;
+        for (int k = 0; k < R->nme && !rc; k++) {
+            rmethod *m = &R->me[k];
+            if (!template_applies(&m->tpl, &d->card)) {
+                log_info("%s does not apply to %s (task %s)", m->tpl_path, d->card.name, m->tpl.task);
+                continue;
+            }
+            any = 1;
+            rc = template_check(&m->tpl, &d->card, e);
+            if (!rc && m->rank && d->card.n_labels == 0)
+                rc = err_set(e, PWB_EINVAL, "%s: method '%s' ranks labels but card %s has none", R->suite.path,
+                             m->sm->name, d->card.path);
+            if (!rc && m->tpl.shots > 0 && !d->needs_shots) {
+                d->needs_shots = 1;
+                rc = load_shots(R, d, e);
+            }
+            for (int mi = 0; mi < R->nmo && !rc; mi++) {
+                rcell *c = &R->cells[R->ncells++];
+                c->d = di;
+                c->m = mi;
+                c->k = k;
+                rc = scorer_init(&c->sc, &d->card, m->tpl.answer_pattern, e);
+                if (rc)
+                    break;
+                /* Render the first sampled example now: a template that cannot render fails here,
+                 * before the database, not halfway through the run. */
+                item it;
+                memset(&it, 0, sizeof it);
+                rc = build_item(R, c, &it, d->sample[0], &scratch, e);
+                item_free(&it);
+            }
+        }
+        if (!rc && !any)
+            rc = err_set(e, PWB_EINVAL, "%s: no method of the suite applies to dataset '%s'", R->suite.path,
+                         d->card.name);
+    }
+    buf_free(&scratch);
+    return rc;
+}
+
+static int prepare(runner *R, pwb_err *e)
+{
+    int rc = suite_load(&R->suite, R->o->suite_path, e);
+    if (rc)
+        return rc;
+    if (R->suite.n_datasets <= 0 || R->suite.n_models <= 0 || R->suite.n_methods <= 0)
+        return err_set(e, PWB_EINVAL, "%s: a suite needs at least one dataset, one model and one method",
+                       R->o->suite_path);
+    file_dirname(R->suite.path ? R->suite.path : R->o->suite_path, &R->suite_dir);
+    /* --limit changes which rows a cell holds, so it is part of the run's identity. */
+    if (R->o->limit > 0) {
+        char tmp[128];
+        int n = snprintf(tmp, sizeof tmp, "%s:limit=%ld", R->suite.sha256 ? R->suite.sha256 : "", R->o->limit);
+        sha256_hex(tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1, R->run_key);
+    } else {
+        str_copy(R->run_key, sizeof R->run_key, R->suite.sha256 ? R->suite.sha256 : "");
+    }
+    if ((rc = prepare_datasets(R, e)) || (rc = prepare_methods(R, e)))
+        return rc;
+    for (int i = 0; i < R->nds; i++) {
+        rds *d = &R->ds[i];
+        if (d->card.n_labels > 0) {
+            d->rank_choices = calloc((size_t)d->card.n_labels, sizeof *d->rank_choices);
+            if (!d->rank_choices)
+                return err_set(e, PWB_ENOMEM, "out of memory");
+            for (int l = 0; l < d->card.n_labels; l++)
+                d->rank_choices[l] = d->card.labels[l].verbalizer;
+        }
+    }
+    if ((rc = prepare_models(R, e)) || (rc = prepare_cells(R, e)))
+        return rc;
+    for (int i = 0; i < R->nds; i++) {
+        rds *d = &R->ds[i];
+        /* The baseline predicts the most frequent label of the shot split when one is loaded (what
+         * a model could learn), else of the eval split. */
+        d->majority = dataset_majority_label(d->needs_shots && !d->shots_same ? &d->shots : &d->eval, &d->card);
+        for (size_t j = 0; j < d->n_sample && d->majority >= 0; j++)
+            d->majority_n += d->eval.ex[d->sample[j]].label == d->majority;
+    }
+    return PWB_OK;
+}
+
+/* ---- plan --------------------------------------------------------------------------------- */
+
+static int write_examples(runner *R, rds *d, pwb_err *e)
+{
+    if (d->examples_written)
+        return PWB_OK;
+    for (size_t j = 0; j < d->n_sample; j++) {
+        const ds_example *x = &d->eval.ex[d->sample[j]];
+        int rc = db_example_upsert(R->db, d->card.name, d->split, (long)x->row, x->input, x->answer, x->label, e);
+        if (rc)
+            return rc;
+    }
+    d->examples_written = 1;
+    return PWB_OK;
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+static int plan(runner *R, pwb_err *e)
+{
+    const run_opts *o = R->o;
+    run_result *r = R->r;
+    pwb_buf dir;
+    buf_init(&dir);
+    file_dirname(o->db_path, &dir);
+    int rc = file_mkdirs(dir.data, e);
+    buf_free(&dir);
+    if (rc)
+        return rc;
+    if ((rc = db_open(&R->db, o->db_path, DB_READWRITE, e)))
+        return rc;
+    int64_t run_id = 0;
+    if (!o->fresh && (rc = db_run_find(R->db, R->run_key, &run_id, e)))
+        return rc;
+    if (run_id == 0 && o->require_existing)
+        return err_set(e, PWB_EINVAL, "%s: no earlier run of %s to resume (drop --resume to start one)", o->db_path,
+                       o->suite_path);
+    r->resumed = run_id != 0;
+    if ((rc = db_begin(R->db, e)))
+        return rc;
+    if (run_id == 0) {
+        char *json = cJSON_PrintUnformatted(R->suite.json);
+        rc = db_run_create(R->db, R->suite.name ? R->suite.name : "suite", R->suite.path, R->run_key, json,
+                           R->suite.seed, &run_id, e);
+        cJSON_free(json);
+    }
+    r->run_id = run_id;
+    for (int i = 0; i < R->ncells && !rc; i++) {
+        rcell *c = &R->cells[i];
+        rds *d = &R->ds[c->d];
+        rmethod *m = &R->me[c->k];
+        rmodel *mo = &R->mo[c->m];
+        if ((rc = write_examples(R, d, e)))
+            break;
+        db_cell cell = {
+            .run_id = run_id,
+            .dataset = d->card.name,
+            .split = d->split,
+            .model = mo->sm->name,
+            .provider = mo->sm->provider,
+            .method = m->sm->name,
+            .kind = template_kind_name(m->tpl.kind),
+            .template_path = m->tpl_path,
+            .template_sha256 = m->tpl_sha,
+            .scoring = m->rank ? "rank" : "generate",
+            .n_planned = (long)d->n_sample,
+            .majority_label_correct_n = d->majority >= 0 ? (int)d->majority_n : -1,
+        };
+        rc = db_cell_upsert(R->db, &cell, &c->id, e);
+    }
+    if (rc) {
+        db_rollback(R->db);
+        return rc;
+    }
+    if ((rc = db_commit(R->db, e)))
+        return rc;
+    /* What is left per cell: the sample minus the rows already predicted. */
+    r->cells = calloc((size_t)(R->ncells ? R->ncells : 1), sizeof *r->cells);
+    if (!r->cells)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    r->n_cells = R->ncells;
+    long total = 0;
+    for (int i = 0; i < R->ncells; i++) {
+        rcell *c = &R->cells[i];
+        rds *d = &R->ds[c->d];
+        run_cell_result *cr = c->res = &r->cells[i];
+        cr->cell_id = c->id;
+        cr->dataset = str_dup(d->card.name);
+        cr->model = str_dup(R->mo[c->m].sm->name);
+        cr->method = str_dup(R->me[c->k].sm->name);
+        cr->n_planned = (long)d->n_sample;
+        if (!cr->dataset || !cr->model || !cr->method)
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        long *done = NULL;
+        size_t n_done = 0;
+        if ((rc = db_cell_done_rows(R->db, c->id, &done, &n_done, e)))
+            return rc;
+        c->todo = malloc((d->n_sample ? d->n_sample : 1) * sizeof *c->todo);
+        if (!c->todo) {
+            free(done);
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        }
+        for (size_t s = 0; s < d->n_sample; s++) {
+            long row = (long)d->eval.ex[d->sample[s]].row;
+            if (n_done && bsearch(&row, done, n_done, sizeof *done, cmp_long))
+                r->n_skipped++;
+            else
+                c->todo[c->n_todo++] = d->sample[s];
+        }
+        free(done);
+        total += (long)c->n_todo;
+    }
+    progress_init(&R->prog, o->progress, "run", total);
+    return PWB_OK;
+}
+
+/* ---- execute ------------------------------------------------------------------------------ */
+
+typedef struct chunk_ctx {
+    runner *R;
+    item *items;
+    const size_t *map; /* request index -> item index */
+    size_t n_cb;       /* completions reported through the callback */
+} chunk_ctx;
+
+/* Runs on the backend's thread(s) while the runner waits in run(). */
+static void on_done(void *ctx, size_t index, const llm_response *resp)
+{
+    (void)resp;
+    chunk_ctx *cc = ctx;
+    pthread_mutex_lock(&cc->R->lock);
+    cc->items[cc->map[index]].finished = 1;
+    cc->n_cb++;
+    cc->R->prog_done++;
+    progress_update(&cc->R->prog, cc->R->prog_done, cc->R->prog_label);
+    pthread_mutex_unlock(&cc->R->lock);
+}
+
+static double cost_of(const suite_model *m, const llm_response *r)
+{
+    double c = 0;
+    if (r->tokens_in > 0)
+        c += (double)r->tokens_in * m->price_in_per_m / 1e6;
+    if (r->tokens_out > 0)
+        c += (double)r->tokens_out * m->price_out_per_m / 1e6;
+    if (r->cpu_s > 0)
+        c += r->cpu_s * m->price_cpu_hour / 3600.0;
+    return c;
+}
+
+static int store_item(runner *R, rcell *c, item *it, pwb_buf *scratch, pwb_err *e)
+{
+    rds *d = &R->ds[c->d];
+    rmethod *m = &R->me[c->k];
+    const ds_example *x = &d->eval.ex[it->ex];
+    llm_response *rp = &it->resp;
+    db_prediction p;
+    memset(&p, 0, sizeof p);
+    p.cell_id = c->id;
+    p.row = (long)x->row;
+    p.prompt = it->flat.data;
+    p.prompt_sha256 = it->psha;
+    p.output = rp->text;
+    score_result sr;
+    memset(&sr, 0, sizeof sr);
+    if (rp->error) {
+        p.error = rp->error;
+    } else if (m->rank) {
+        int n = d->card.n_labels, ch = rp->choice;
+        if ((ch < 0 || ch >= n) && rp->choice_logprob) {
+            ch = 0;
+            for (int i = 1; i < n; i++)
+                if (rp->choice_logprob[i] > rp->choice_logprob[ch])
+                    ch = i;
+        }
+        if (ch >= 0 && ch < n) {
+            p.extracted = d->card.labels[ch].verbalizer;
+            if (!p.output)
+                p.output = p.extracted;
+            p.valid = 1;
+            p.correct = ch == x->label;
+        }
+        p.choice_logprob = rp->choice_logprob;
+        p.n_choices = rp->choice_logprob ? n : 0;
+    } else if (scorer_score(c->sc, rp->text ? rp->text : "", x, &sr) == PWB_OK) {
+        p.extracted = sr.extracted;
+        p.valid = sr.valid;
+        p.correct = sr.correct;
+    } else {
+        p.error = "scoring failed";
+    }
+    p.latency_s = rp->latency_s;
+    p.cpu_s = rp->cpu_s;
+    p.tokens_in = rp->tokens_in;
+    p.tokens_out = rp->tokens_out;
+    /* A cached answer keeps what the original request cost, so a report describes the method and
+     * not the cache; `cached` says that nothing was spent this time. */
+    p.cost_usd = cost_of(R->mo[c->m].sm, rp);
+    p.retries = rp->retries;
+    p.http_status = rp->http_status;
+    p.cached = it->cached;
+    int rc = db_prediction_insert(R->db, &p, e);
+    if (!rc && it->cacheable && !it->cached && !rp->error && (rp->text || rp->choice_logprob)) {
+        if (resp_encode(rp, m->rank ? d->card.n_labels : 0, scratch))
+            rc = err_set(e, PWB_ENOMEM, "out of memory");
+        else
+            rc = db_cache_put(R->db, it->key, scratch->data, e);
+    }
+    if (!rc) {
+        run_cell_result *cr = c->res;
+        cr->n_new++;
+        cr->n_cached += it->cached;
+        R->r->n_new++;
+        R->r->n_cached += it->cached;
+        R->r->n_errors += p.error != NULL;
+    }
+    score_result_clear(&sr);
+    return rc;
+}
+
+/* Answers what the cache holds, in one read transaction. */
+static int lookup_cache(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
+{
+    size_t n_cacheable = 0;
+    for (size_t i = 0; i < n; i++)
+        n_cacheable += items[i].cacheable;
+    if (!n_cacheable)
+        return PWB_OK;
+    int n_choices = R->me[c->k].rank ? R->ds[c->d].card.n_labels : 0;
+    int rc = db_begin(R->db, e);
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (!items[i].cacheable)
+            continue;
+        char *json = NULL;
+        rc = db_cache_get(R->db, items[i].key, &json, e);
+        if (!rc && json && resp_decode(json, n_choices, &items[i].resp) == 0) {
+            items[i].cached = items[i].finished = 1;
+            R->prog_done++;
+        }
+        free(json);
+    }
+    if (rc) {
+        db_rollback(R->db);
+        return rc;
+    }
+    return db_commit(R->db, e);
+}
+
+static int run_cell(runner *R, rcell *c, pwb_err *e)
+{
+    size_t chunk = R->o->chunk > 0 ? (size_t)R->o->chunk : RUN_DEFAULT_CHUNK;
+    if (chunk > RUN_MAX_CHUNK)
+        chunk = RUN_MAX_CHUNK;
+    rmodel *mo = &R->mo[c->m];
+    item *items = calloc(chunk, sizeof *items);
+    llm_request *reqs = calloc(chunk, sizeof *reqs);
+    llm_response *out = calloc(chunk, sizeof *out);
+    size_t *map = calloc(chunk, sizeof *map);
+    pwb_buf scratch;
+    buf_init(&scratch);
+    int rc = (!items || !reqs || !out || !map) ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+    snprintf(R->prog_label, sizeof R->prog_label, "%s/%s/%s", R->ds[c->d].card.name, mo->sm->name,
+             R->me[c->k].sm->name);
+    for (size_t start = 0; !rc && start < c->n_todo && !stopped(R); start += chunk) {
+        size_t n = c->n_todo - start < chunk ? c->n_todo - start : chunk;
+        memset(items, 0, n * sizeof *items);
+        size_t built = 0;
+        for (; built < n && !rc; built++)
+            rc = build_item(R, c, &items[built], c->todo[start + built], &scratch, e);
+        if (!rc)
+            rc = lookup_cache(R, c, items, n, e);
+        size_t nm = 0;
+        for (size_t i = 0; !rc && i < n; i++) {
+            if (items[i].cached)
+                continue;
+            reqs[nm] = items[i].req;
+            map[nm++] = i;
+        }
+        int interrupted = 0;
+        if (!rc && nm > 0) {
+            memset(out, 0, nm * sizeof *out);
+            chunk_ctx cc = {R, items, map, 0};
+            rc = mo->be->run(mo->be, reqs, nm, out, on_done, &cc, e);
+            interrupted = rc == PWB_EINTR || stopped(R);
+            if (rc == PWB_EINTR)
+                rc = PWB_OK;
+            for (size_t j = 0; j < nm; j++) {
+                items[map[j]].resp = out[j];
+                memset(&out[j], 0, sizeof out[j]);
+                if (!interrupted)
+                    items[map[j]].finished = 1;
+            }
+            if (!interrupted)
+                R->prog_done += (long)(nm - cc.n_cb); /* a backend that does not report each one */
+        }
+        progress_update(&R->prog, R->prog_done, R->prog_label);
+        if (!rc) {
+            /* One transaction per chunk: a crash loses at most this chunk, never half a row. */
+            rc = db_begin(R->db, e);
+            for (size_t i = 0; !rc && i < n; i++) {
+                item *it = &items[i];
+                /* Stopped midway: keep the answers that completed; a request cut short may carry an
+                 * error that says so, and must be asked again next time. */
+                if (!it->finished || (interrupted && it->resp.error))
+                    continue;
+                rc = store_item(R, c, it, &scratch, e);
+            }
+            if (rc)
+                db_rollback(R->db);
+            else
+                rc = db_commit(R->db, e);
+        }
+        for (size_t i = 0; i < built; i++)
+            item_free(&items[i]);
+        if (interrupted)
+            break;
+    }
+    free(items);
+    free(reqs);
+    free(out);
+    free(map);
+    buf_free(&scratch);
+    return rc;
+}
+
+static int summary_row(void *ctx, int ncols, const char *const *names, const char *const *values)
+{
+    run_result *r = ctx;
+    int64_t id = -1;
+    long n = 0, correct = 0, invalid = 0, errors = 0;
+    double cost = 0;
+    for (int i = 0; i < ncols; i++) {
+        const char *v = values[i];
+        if (!v)
+            continue;
+        if (strcmp(names[i], "cell_id") == 0)
+            id = strtoll(v, NULL, 10);
+        else if (strcmp(names[i], "n") == 0)
+            n = strtol(v, NULL, 10);
+        else if (strcmp(names[i], "correct") == 0)
+            correct = strtol(v, NULL, 10);
+        else if (strcmp(names[i], "invalid") == 0)
+            invalid = strtol(v, NULL, 10);
+        else if (strcmp(names[i], "errors") == 0)
+            errors = strtol(v, NULL, 10);
+        else if (strcmp(names[i], "total_cost_usd") == 0)
+            cost = strtod(v, NULL);
+    }
+    for (int i = 0; i < r->n_cells; i++) {
+        run_cell_result *c = &r->cells[i];
+        if (c->cell_id == id) {
+            c->n = n;
+            c->correct = correct;
+            c->invalid = invalid;
+            c->errors = errors;
+            c->cost_usd = cost;
+        }
+    }
+    return 0;
+}
+
+static int execute(runner *R, pwb_err *e)
+{
+    double t0 = timer_wall();
+    int rc = PWB_OK;
+    for (int i = 0; i < R->ncells && !rc && !stopped(R); i++)
+        rc = run_cell(R, &R->cells[i], e);
+    R->r->wall_s = timer_wall() - t0;
+    progress_finish(&R->prog);
+    if (!rc && stopped(R)) {
+        R->r->interrupted = 1;
+        rc = err_set(e, PWB_EINTR, "interrupted: %ld predictions kept; run the suite again to resume", R->r->n_new);
+    }
+    return rc;
+}
+
+/* ---- the whole run ------------------------------------------------------------------------ */
+
+static void runner_free(runner *R)
+{
+    for (int i = 0; i < R->nds; i++) {
+        rds *d = &R->ds[i];
+        card_free(&d->card);
+        ds_data_free(&d->eval);
+        ds_data_free(&d->shots);
+        free(d->sample);
+        free(d->split);
+        free(d->shot_split);
+        free(d->rank_choices);
+    }
+    free(R->ds);
+    for (int i = 0; i < R->nme; i++) {
+        template_free(&R->me[i].tpl);
+        free(R->me[i].tpl_path);
+    }
+    free(R->me);
+    for (int i = 0; i < R->nmo; i++)
+        if (R->mo[i].be)
+            llm_backend_free(R->mo[i].be);
+    free(R->mo);
+    for (int i = 0; i < R->ncells; i++) {
+        if (R->cells[i].sc)
+            scorer_free(R->cells[i].sc);
+        free(R->cells[i].todo);
+    }
+    free(R->cells);
+    if (R->db)
+        db_close(R->db);
+    suite_free(&R->suite);
+    buf_free(&R->suite_dir);
+    pthread_mutex_destroy(&R->lock);
+}
+
+static int dry_run_result(runner *R, pwb_err *e)
+{
+    run_result *r = R->r;
+    r->cells = calloc((size_t)(R->ncells ? R->ncells : 1), sizeof *r->cells);
+    if (!r->cells)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    r->n_cells = R->ncells;
+    for (int i = 0; i < R->ncells; i++) {
+        rcell *c = &R->cells[i];
+        run_cell_result *cr = &r->cells[i];
+        cr->dataset = str_dup(R->ds[c->d].card.name);
+        cr->model = str_dup(R->mo[c->m].sm->name);
+        cr->method = str_dup(R->me[c->k].sm->name);
+        cr->n_planned = (long)R->ds[c->d].n_sample;
+        if (!cr->dataset || !cr->model || !cr->method)
+            return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    return PWB_OK;
+}
+
+int run_suite(const run_opts *o, run_result *r, pwb_err *e)
+{
+    memset(r, 0, sizeof *r);
+    runner R;
+    memset(&R, 0, sizeof R);
+    R.o = o;
+    R.r = r;
+    suite_init(&R.suite);
+    buf_init(&R.suite_dir);
+    pthread_mutex_init(&R.lock, NULL);
+    int rc = prepare(&R, e);
+    if (!rc && o->dry_run) {
+        rc = dry_run_result(&R, e);
+    } else if (!rc) {
+        rc = plan(&R, e);
+        if (!rc)
+            rc = execute(&R, e);
+        if (R.db && r->run_id) {
+            pwb_err e2;
+            err_clear(&e2);
+            char sql[160];
+            snprintf(sql, sizeof sql, "SELECT * FROM v_summary WHERE run_id = %lld", (long long)r->run_id);
+            int rc2 = db_query(R.db, sql, summary_row, r, &e2);
+            if (!rc2)
+                rc2 = db_run_finish(R.db, r->run_id, rc == PWB_OK ? "complete" : rc == PWB_EINTR ? "interrupted" : "failed",
+                                    &e2);
+            if (rc2 && !rc) {
+                *e = e2;
+                rc = rc2;
+            }
+        }
+    }
+    runner_free(&R);
+    return rc;
+}

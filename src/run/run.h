@@ -1,0 +1,66 @@
+/* The runner: suite -> cells (dataset x model x method) -> per cell: load and sample the split,
+ * pick shots, render prompts, answer from the response cache or the backend (in chunks), score,
+ * and write predictions to SQLite in one transaction per chunk.
+ *
+ * Everything is validated before the database is opened (suite, cards, data files, templates
+ * against cards, scorers, backends), so bad input leaves no database behind. A run is identified
+ * by the suite's content sha256 (plus --limit when given): running the same suite again continues
+ * its last run, skipping rows that already have a prediction. */
+#ifndef PWB_RUN_RUN_H
+#define PWB_RUN_RUN_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util/err.h"
+
+typedef struct run_opts {
+    const char *suite_path;
+    const char *db_path;
+    int fresh;                 /* start a new run even if this suite ran before */
+    int require_existing;      /* --resume: fail when there is no run to continue */
+    long limit;                /* > 0: at most this many sampled examples per dataset */
+    int concurrency;           /* > 0: overrides every model's concurrency */
+    int chunk;                 /* requests per backend call / transaction (0: 256) */
+    int dry_run;               /* validate only; the database is not opened */
+    int no_cache;              /* neither read nor write the response cache */
+    const char *card_dirs;     /* ':'-separated folders searched for "<name>.json" cards */
+    const char *data_path;     /* ':'-separated folders searched for data files after the card's */
+    const char *template_dirs; /* ':'-separated folders searched for templates after the suite's */
+    volatile sig_atomic_t *stop; /* set asynchronously to stop (SIGINT); may be NULL */
+    FILE *progress;            /* progress bar / lines; NULL for silence */
+} run_opts;
+
+void run_opts_init(run_opts *o);
+
+typedef struct run_cell_result {
+    int64_t cell_id;
+    char *dataset, *model, *method;
+    long n_planned;  /* examples sampled for the cell */
+    long n;          /* predictions in the database (all invocations) */
+    long correct, invalid, errors;
+    double cost_usd;
+    long n_new;      /* predictions written by this invocation */
+    long n_cached;   /* of which answered from the response cache */
+} run_cell_result;
+
+typedef struct run_result {
+    int64_t run_id;
+    int resumed;         /* continued an earlier run */
+    int interrupted;
+    run_cell_result *cells;
+    int n_cells;
+    long n_new, n_cached, n_errors; /* this invocation */
+    long n_skipped;      /* rows already done before this invocation */
+    double wall_s;       /* time spent answering (after validation) */
+} run_result;
+
+void run_result_free(run_result *r);
+
+/* Returns PWB_OK when every cell is complete (some predictions may carry errors: see
+ * r->n_errors), PWB_EINTR when stopped through o->stop (finished predictions committed), or an
+ * error with e naming the file and line. */
+int run_suite(const run_opts *o, run_result *r, pwb_err *e);
+
+#endif

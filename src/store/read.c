@@ -1,0 +1,262 @@
+/* Read models for the reports: runs, the cells of a run, and per-cell outcomes joined with the
+ * examples' gold labels. Not hot paths, so statements are prepared per call. */
+#include "store/db_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int prepare(pwb_db *db, const char *sql, sqlite3_stmt **s, pwb_err *e)
+{
+    if (sqlite3_prepare_v2(db->h, sql, -1, s, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare read", e);
+    return PWB_OK;
+}
+
+static double col_dbl(sqlite3_stmt *s, int i)
+{
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
+}
+
+static int64_t col_i64(sqlite3_stmt *s, int i, int64_t null_value)
+{
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? null_value : sqlite3_column_int64(s, i);
+}
+
+void db_run_info_free(db_run_info *r)
+{
+    if (!r)
+        return;
+    free(r->suite_name);
+    free(r->suite_path);
+    free(r->suite_sha256);
+    free(r->started);
+    free(r->finished);
+    free(r->status);
+    free(r->pwb_version);
+    memset(r, 0, sizeof *r);
+}
+
+int db_run_get(pwb_db *db, int64_t run_id, db_run_info *out, pwb_err *e)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT id, suite_name, suite_path, suite_sha256, started, finished, status, pwb_version,"
+                     " seed FROM runs WHERE id = ?1 OR (?1 = 0 AND id = (SELECT max(id) FROM runs))",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run_id);
+    int st = sqlite3_step(s);
+    if (st == SQLITE_DONE) {
+        sqlite3_finalize(s);
+        if (run_id == 0)
+            return err_set(e, PWB_EINVAL, "%s: no runs in this database", db->path);
+        return err_set(e, PWB_EINVAL, "%s: no run %lld", db->path, (long long)run_id);
+    }
+    if (st != SQLITE_ROW) {
+        rc = db_fail(db, "read run", e);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    int oom = 0;
+    out->id = sqlite3_column_int64(s, 0);
+    out->suite_name = db_col_dup(s, 1, &oom);
+    out->suite_path = db_col_dup(s, 2, &oom);
+    out->suite_sha256 = db_col_dup(s, 3, &oom);
+    out->started = db_col_dup(s, 4, &oom);
+    out->finished = db_col_dup(s, 5, &oom);
+    out->status = db_col_dup(s, 6, &oom);
+    out->pwb_version = db_col_dup(s, 7, &oom);
+    out->seed = (uint64_t)sqlite3_column_int64(s, 8);
+    sqlite3_finalize(s);
+    if (oom) {
+        db_run_info_free(out);
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    }
+    return PWB_OK;
+}
+
+void db_cells_free(db_cell_info *cells, size_t n)
+{
+    if (!cells)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        db_cell_info *c = &cells[i];
+        free(c->dataset);
+        free(c->split);
+        free(c->model);
+        free(c->provider);
+        free(c->method);
+        free(c->kind);
+        free(c->template_path);
+        free(c->scoring);
+    }
+    free(cells);
+}
+
+int db_cells_list(pwb_db *db, int64_t run_id, db_cell_info **cells, size_t *n, pwb_err *e)
+{
+    *cells = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT id, run_id, soft_prompt_id, dataset, split, model, provider, method, kind,"
+                     " template_path, scoring, n_planned FROM cells WHERE run_id = ?1 ORDER BY id",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run_id);
+    size_t cap = 0;
+    db_cell_info *v = NULL;
+    int st, oom = 0;
+    while ((st = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            db_cell_info *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                oom = 1;
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        db_cell_info *c = &v[(*n)++];
+        memset(c, 0, sizeof *c);
+        c->id = sqlite3_column_int64(s, 0);
+        c->run_id = sqlite3_column_int64(s, 1);
+        c->soft_prompt_id = col_i64(s, 2, 0);
+        c->dataset = db_col_dup(s, 3, &oom);
+        c->split = db_col_dup(s, 4, &oom);
+        c->model = db_col_dup(s, 5, &oom);
+        c->provider = db_col_dup(s, 6, &oom);
+        c->method = db_col_dup(s, 7, &oom);
+        c->kind = db_col_dup(s, 8, &oom);
+        c->template_path = db_col_dup(s, 9, &oom);
+        c->scoring = db_col_dup(s, 10, &oom);
+        c->n_planned = (long)col_i64(s, 11, 0);
+        if (oom)
+            break;
+    }
+    if (oom)
+        rc = err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    else if (st != SQLITE_DONE)
+        rc = db_fail(db, "read cells", e);
+    sqlite3_finalize(s);
+    if (rc) {
+        db_cells_free(v, *n);
+        *n = 0;
+        return rc;
+    }
+    *cells = v;
+    return PWB_OK;
+}
+
+int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, pwb_err *e)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT p.row, p.valid, p.correct, x.label, p.tokens_in, p.tokens_out, p.latency_s,"
+                     " p.cpu_s, p.cost_usd, p.cached, p.error IS NOT NULL"
+                     " FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                     " LEFT JOIN examples x ON x.dataset = c.dataset AND x.split = c.split AND x.row = p.row"
+                     " WHERE p.cell_id = ?1 ORDER BY p.row",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, cell_id);
+    size_t cap = 0;
+    db_outcome *v = NULL;
+    int st;
+    while ((st = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            db_outcome *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                free(v);
+                sqlite3_finalize(s);
+                *n = 0;
+                return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+            }
+            v = nv;
+            cap = nc;
+        }
+        db_outcome *o = &v[(*n)++];
+        o->row = (long)sqlite3_column_int64(s, 0);
+        o->valid = sqlite3_column_int(s, 1) != 0;
+        o->correct = sqlite3_column_int(s, 2) != 0;
+        o->label = (int)col_i64(s, 3, -1);
+        o->tokens_in = (int)col_i64(s, 4, -1);
+        o->tokens_out = (int)col_i64(s, 5, -1);
+        o->latency_s = col_dbl(s, 6);
+        o->cpu_s = col_dbl(s, 7);
+        o->cost_usd = col_dbl(s, 8);
+        o->cached = sqlite3_column_int(s, 9) != 0;
+        o->error = sqlite3_column_int(s, 10) != 0;
+    }
+    if (st != SQLITE_DONE) {
+        rc = db_fail(db, "read predictions", e);
+        free(v);
+        v = NULL;
+        *n = 0;
+    }
+    sqlite3_finalize(s);
+    *out = v;
+    return rc;
+}
+
+void db_soft_prompt_info_free(db_soft_prompt_info *sp)
+{
+    if (!sp)
+        return;
+    free(sp->config_sha256);
+    free(sp->model);
+    free(sp->dataset);
+    free(sp->init);
+    free(sp->artifact_path);
+    memset(sp, 0, sizeof *sp);
+}
+
+int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err *e)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT id, config_sha256, model, dataset, init, artifact_path, n_tokens,"
+                     " trainable_params, artifact_bytes, examples_seen, steps, train_seconds, best_eval_acc"
+                     " FROM soft_prompts WHERE id = ?1",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, id);
+    int st = sqlite3_step(s);
+    if (st != SQLITE_ROW) {
+        rc = st == SQLITE_DONE ? err_set(e, PWB_EINVAL, "%s: no soft prompt %lld", db->path, (long long)id)
+                               : db_fail(db, "read soft prompt", e);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    int oom = 0;
+    out->id = sqlite3_column_int64(s, 0);
+    out->config_sha256 = db_col_dup(s, 1, &oom);
+    out->model = db_col_dup(s, 2, &oom);
+    out->dataset = db_col_dup(s, 3, &oom);
+    out->init = db_col_dup(s, 4, &oom);
+    out->artifact_path = db_col_dup(s, 5, &oom);
+    out->n_tokens = (int)col_i64(s, 6, 0);
+    out->trainable_params = col_i64(s, 7, -1);
+    out->artifact_bytes = col_i64(s, 8, -1);
+    out->examples_seen = col_i64(s, 9, -1);
+    out->steps = col_i64(s, 10, -1);
+    out->train_seconds = col_dbl(s, 11);
+    out->best_eval_acc = col_dbl(s, 12);
+    sqlite3_finalize(s);
+    if (oom) {
+        db_soft_prompt_info_free(out);
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    }
+    return PWB_OK;
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Rank classification of SST-2 dev with llama.cpp (llama-cpp-python) as reference decisions.
+
+Each example: prompt = pwbref.sst2_prompt(sentence) (ChatML, open assistant turn); each label's
+score is the sum over its verbalizer tokens of log-softmax, the verbalizer ("negative",
+"positive", no leading space) being tokenized as a continuation of the prompt. Decision = the label
+with the higher score (ties -> label 0). Writes OUT_DIR/sst2_dev_rank.txt (docs/reference-tests.md).
+
+Usage: make_rank_fixtures.py MODEL.gguf SST2_DEV.tsv OUT_DIR [--limit N]
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pwbref  # noqa: E402
+
+
+def log_softmax(row):
+    row = row.astype(np.float64)
+    m = row.max()
+    return row - (m + np.log(np.exp(row - m).sum()))
+
+
+def continuation(llm, prompt_ids, prompt, label):
+    """Token ids of label as a continuation of prompt; checks the prompt's ids are a prefix."""
+    full = pwbref.tokenize(llm, prompt + label)
+    if full[: len(prompt_ids)] != prompt_ids:
+        sys.exit(f"label {label!r} changes the prompt's tokenization")
+    return full[len(prompt_ids):]
+
+
+def score(llm, prompt_ids, label_ids):
+    """Sum of log-softmax of label_ids following prompt_ids (fresh context, nothing reused)."""
+    llm.reset()
+    seq = prompt_ids + label_ids[:-1]
+    llm.eval(seq)
+    total = 0.0
+    for j, t in enumerate(label_ids):
+        total += float(log_softmax(np.asarray(llm.scores[len(prompt_ids) - 1 + j]))[t])
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("sst2_dev")
+    ap.add_argument("out_dir")
+    ap.add_argument("--limit", type=int, default=0, help="first N examples only (debugging)")
+    a = ap.parse_args()
+
+    rows = pwbref.read_sst2(a.sst2_dev)
+    if a.limit:
+        rows = rows[: a.limit]
+    llm = pwbref.load_llama(a.model, n_ctx=1024, logits_all=True, n_batch=1024)
+    ver = pwbref.versions()
+
+    # Verbalizer tokens, checked on the first prompt and re-checked on every prompt.
+    extra = {"Negative": None, "Positive": None}  # capitalised variants, reported only
+    lines = []
+    correct = 0
+    correct_cap = 0
+    label_tok = {}
+    n_prompt_tokens = 0
+    for i, (sentence, gold) in enumerate(rows):
+        text = pwbref.sst2_prompt(sentence)
+        ids = pwbref.tokenize(llm, text)
+        n_prompt_tokens += len(ids)
+        lab = {k: continuation(llm, ids, text, v) for k, v in pwbref.LABELS.items()}
+        cap = {k: continuation(llm, ids, text, k) for k in extra}
+        if not label_tok:
+            label_tok = lab
+        elif lab != label_tok:
+            sys.exit(f"example {i}: verbalizer tokens differ: {lab} vs {label_tok}")
+        if all(len(v) == 1 for v in list(lab.values()) + list(cap.values())):
+            # One forward pass: every label is scored from the last prompt position.
+            llm.reset()
+            llm.eval(ids)
+            ls = log_softmax(np.asarray(llm.scores[len(ids) - 1]))
+            lp = {k: float(ls[v[0]]) for k, v in lab.items()}
+            lpc = {k: float(ls[v[0]]) for k, v in cap.items()}
+        else:
+            lp = {k: score(llm, ids, v) for k, v in lab.items()}
+            lpc = {k: score(llm, ids, v) for k, v in cap.items()}
+        pred = 1 if lp[1] > lp[0] else 0
+        pred_cap = 1 if lpc["Positive"] > lpc["Negative"] else 0
+        correct += pred == gold
+        correct_cap += pred_cap == gold
+        lines.append(f"ex {i} {gold} {lp[0]:.6f} {lp[1]:.6f} {pred} {len(ids)} "
+                     + " ".join(str(t) for t in ids))
+        if i % 100 == 0:
+            print(f"{i}/{len(rows)} acc so far {correct / (i + 1):.4f}", file=sys.stderr)
+
+    n = len(rows)
+    os.makedirs(a.out_dir, exist_ok=True)
+    path = os.path.join(a.out_dir, "sst2_dev_rank.txt")
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("# pwb reference rank classification, format 1: see docs/reference-tests.md\n")
+        f.write(f"model {pwbref.model_name(a.model)}\n")
+        f.write(f"model_sha256 {pwbref.sha256_file(a.model)}\n")
+        f.write(f"reference llama-cpp-python {ver['llama_cpp_python']}\n")
+        f.write("dataset sst2 dev\n")
+        f.write(f"template_chatml {pwbref.jstr(pwbref.CHATML)}\n")
+        f.write(f"template_user {pwbref.jstr(pwbref.SST2_USER)}\n")
+        f.write("sentence_strip 1\n")
+        for k in sorted(pwbref.LABELS):
+            f.write(f"label {k} {pwbref.jstr(pwbref.LABELS[k])} {len(label_tok[k])} "
+                    + " ".join(str(t) for t in label_tok[k]) + "\n")
+        f.write(f"n_examples {n}\n")
+        f.write(f"accuracy {correct / n:.6f}\n")
+        f.write("end_header\n")
+        for line in lines:
+            f.write(line + "\n")
+        f.write("end\n")
+    print(f"label tokens: " + ", ".join(f"{pwbref.LABELS[k]!r} -> {v}" for k, v in label_tok.items()))
+    print(f"accuracy {correct}/{n} = {correct / n:.4f} (capitalised verbalizers: {correct_cap / n:.4f})")
+    print(f"prompt tokens {n_prompt_tokens} (mean {n_prompt_tokens / n:.1f})")
+    print(f"-> {path} ({os.path.getsize(path)} bytes)")
+
+
+if __name__ == "__main__":
+    main()

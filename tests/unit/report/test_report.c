@@ -1,0 +1,342 @@
+/* Reports on a small synthetic database whose numbers were computed by hand:
+ *
+ * sst2/validation, model "tiny" (local), 10 examples, labels 0 1 1 1 0 1 1 0 1 1 (majority 1: 7/10)
+ *   zs   correct 1 1 0 1 0 1 0 1 0 0 = 5/10, rows 2 and 6 invalid, latency 0.1..1.0 s, cpu 0.05/ex
+ *   fs   correct 1 1 1 1 0 0 1 1 1 1 = 8/10 (best), latency 0.2 s, cpu 0.2/ex
+ *   cot  rows 0-7 only, correct 1 1 1 1 0 0 0 0 = 4/8, latency 2 s, cpu 1.5/ex
+ *   soft correct 1 1 1 1 0 0 0 0 1 1 = 6/10, latency 0.01 s, cpu 0.01/ex
+ * McNemar vs fs: zs b=4 c=1 -> p = 2*(1+5)/32 = 0.375; cot b=2 c=0 -> 0.5; soft b=2 c=0 -> 0.5;
+ *   baseline (label==1: 0 1 1 1 0 1 1 0 1 1) b=2 c=1 -> 2*(1+3)/8 = 1.
+ * zs latency p50 = 0.55 s, p95 = 0.9 + 0.55*0.1 = 0.955 s; CPU-s per 1k: 50, 200, 1500, 10.
+ * sst2/validation, model "gpt-x" (openai), rows 0-3, correct 1 1 1 0, $0.002/ex -> $2 per 1k;
+ *   baseline over labels 0 1 1 1 -> 3/4, vs zs b=1 c=1 -> p = 1.
+ * Wilson 95%: 5/10 [23.7, 76.3], 8/10 [49.0, 94.3], 4/8 [21.5, 78.5], 6/10 [31.3, 83.2],
+ *   7/10 [39.7, 89.2], 3/4 [30.1, 95.4], 9/10 [59.6, 98.2]. */
+#include <criterion/criterion.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "report/report.h"
+#include "report/svg.h"
+
+static char tmpdir[256];
+static char dbpath[300];
+
+static void teardown(void)
+{
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[320];
+        snprintf(p, sizeof p, "%s%s", dbpath, suffix[i]);
+        unlink(p);
+    }
+    rmdir(tmpdir);
+}
+
+static int64_t cell(pwb_db *db, int64_t run, const char *model, const char *provider, const char *method,
+                    const char *kind, long planned)
+{
+    pwb_err e;
+    int64_t id;
+    db_cell c = {.run_id = run, .dataset = "sst2", .split = "validation", .model = model, .provider = provider,
+                 .method = method, .kind = kind, .scoring = "generate", .n_planned = planned,
+                 .majority_label_correct_n = -1};
+    cr_assert_eq(db_cell_upsert(db, &c, &id, &e), PWB_OK, "%s", e.msg);
+    return id;
+}
+
+static void preds(pwb_db *db, int64_t cell_id, const char *correct, int tin, int tout, double lat0, double lat_step,
+                  double cpu, double cost, const char *invalid)
+{
+    pwb_err e;
+    for (long r = 0; correct[r]; r++) {
+        db_prediction p = {.cell_id = cell_id, .row = r, .prompt = "p", .output = "o",
+                           .valid = !(invalid && strchr(invalid, (int)('0' + r))), .correct = correct[r] == '1',
+                           .latency_s = lat0 + lat_step * (double)r, .cpu_s = cpu, .tokens_in = tin,
+                           .tokens_out = tout, .cost_usd = cost};
+        p.extracted = p.valid ? "x" : NULL;
+        cr_assert_eq(db_prediction_insert(db, &p, &e), PWB_OK, "%s", e.msg);
+    }
+}
+
+static void raw_exec(const char *sql)
+{
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(dbpath, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(h));
+    sqlite3_close(h);
+}
+
+static void setup(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/pwb-report-XXXXXX", t && *t ? t : "/tmp");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    snprintf(dbpath, sizeof dbpath, "%s/r.db", tmpdir);
+    pwb_db *db;
+    pwb_err e;
+    cr_assert_eq(db_open(&db, dbpath, DB_READWRITE, &e), PWB_OK, "%s", e.msg);
+    int64_t run, run2;
+    cr_assert_eq(db_run_create(db, "toy", "suites/toy.json", "0123456789abcdef0123", "{}", 7, &run, &e), PWB_OK);
+    const char *labels = "0111011011";
+    for (long r = 0; r < 10; r++) {
+        char in[32];
+        snprintf(in, sizeof in, "text %ld", r);
+        int lab = labels[r] - '0';
+        cr_assert_eq(db_example_upsert(db, "sst2", "validation", r, in, lab ? "positive" : "negative", lab, &e),
+                     PWB_OK);
+    }
+    cr_assert_eq(db_begin(db, &e), PWB_OK);
+    preds(db, cell(db, run, "tiny", "local", "zs", "zero-shot", 10), "1101010100", 20, 3, 0.1, 0.1, 0.05, 0, "26");
+    preds(db, cell(db, run, "tiny", "local", "fs", "few-shot", 10), "1111001111", 100, 2, 0.2, 0, 0.2, 0, NULL);
+    preds(db, cell(db, run, "tiny", "local", "cot", "cot", 10), "11110000", 40, 50, 2.0, 0, 1.5, 0, NULL);
+    int64_t soft = cell(db, run, "tiny", "local", "soft", "soft", 10);
+    preds(db, soft, "1111000011", 12, 1, 0.01, 0, 0.01, 0, NULL);
+    preds(db, cell(db, run, "gpt-x", "openai", "zs", "zero-shot", 4), "1110", -1, 5, 1.5, 0, NAN, 0.002, NULL);
+    db_soft_prompt sp = {.config_sha256 = "cfg", .model = "tiny", .dataset = "sst2", .init = "vocab", .n_tokens = 8,
+                         .trainable_params = 4608, .steps = 100, .examples_seen = 1600, .train_seconds = 42.5,
+                         .artifact_bytes = 18560, .best_eval_acc = 0.75};
+    int64_t spid;
+    cr_assert_eq(db_soft_prompt_upsert(db, &sp, &spid, &e), PWB_OK);
+    cr_assert_eq(db_cell_set_soft_prompt(db, soft, spid, &e), PWB_OK);
+    cr_assert_eq(db_commit(db, &e), PWB_OK);
+    cr_assert_eq(db_run_finish(db, run, "done", &e), PWB_OK);
+    /* A second run for report_compare: zs only, right on every row but the last. */
+    cr_assert_eq(db_run_create(db, "toy", "suites/toy.json", "ffff", "{}", 8, &run2, &e), PWB_OK);
+    preds(db, cell(db, run2, "tiny", "local", "zs", "zero-shot", 10), "1111111110", 20, 3, 0.1, 0, 0.05, 0, NULL);
+    db_close(db);
+    raw_exec("UPDATE runs SET started = '2024-01-02T03:04:05.000Z', pwb_version = '9.9';"
+             "UPDATE runs SET finished = '2024-01-02T04:00:00.000Z' WHERE id = 1");
+}
+
+TestSuite(report, .init = setup, .fini = teardown);
+
+static const char expected_groups[] =
+    "\n## sst2 (validation) \xc2\xb7 tiny (local)\n\n"
+    "| method | kind | n | accuracy [95% CI] | p vs best | invalid | tokens in | tokens out | latency p50 / p95 | CPU-s / 1k |\n"
+    "|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n"
+    "| zs | zero-shot | 10 | 50.0% [23.7, 76.3] | 0.375 | 20.0% | 20.0 | 3.0 | 550.0 ms / 955.0 ms | 50.0 |\n"
+    "| **fs** | few-shot | 10 | 80.0% [49.0, 94.3] | best | 0.0% | 100.0 | 2.0 | 200.0 ms / 200.0 ms | 200.0 |\n"
+    "| cot | cot | 8/10 | 50.0% [21.5, 78.5] | 0.500 | 0.0% | 40.0 | 50.0 | 2.00 s / 2.00 s | 1500.0 |\n"
+    "| soft | soft | 10 | 60.0% [31.3, 83.2] | 0.500 | 0.0% | 12.0 | 1.0 | 10.0 ms / 10.0 ms | 10.0 |\n"
+    "| majority class (label 1) | baseline | 10 | 70.0% [39.7, 89.2] | 1.000 | \xe2\x80\x94 | \xe2\x80\x94 | "
+    "\xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 |\n"
+    "\nSoft prompt training (the one-off cost behind the soft rows):\n\n"
+    "| method | virtual tokens | init | trainable params | steps | examples seen | train time | artifact bytes | "
+    "best eval acc |\n"
+    "|---|--:|---|--:|--:|--:|--:|--:|--:|\n"
+    "| soft | 8 | vocab | 4608 | 100 | 1600 | 42.50 s | 18560 | 75.0% |\n"
+    "\n## sst2 (validation) \xc2\xb7 gpt-x (openai)\n\n"
+    "| method | kind | n | accuracy [95% CI] | p vs best | invalid | tokens in | tokens out | latency p50 / p95 | USD / 1k |\n"
+    "|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n"
+    "| **zs** | zero-shot | 4 | 75.0% [30.1, 95.4] | best | 0.0% | \xe2\x80\x94 | 5.0 | 1.50 s / 1.50 s | $2.0000 |\n"
+    "| majority class (label 1) | baseline | 4 | 75.0% [30.1, 95.4] | 1.000 | \xe2\x80\x94 | \xe2\x80\x94 | "
+    "\xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 |\n";
+
+static pwb_db *open_ro(void)
+{
+    pwb_db *db;
+    pwb_err e;
+    cr_assert_eq(db_open(&db, dbpath, DB_READONLY, &e), PWB_OK, "%s", e.msg);
+    return db;
+}
+
+Test(report, markdown_exact_numbers)
+{
+    pwb_db *db = open_ro();
+    pwb_buf b;
+    buf_init(&b);
+    pwb_err e;
+    cr_assert_eq(report_write(db, 1, REPORT_MD, &b, &e), PWB_OK, "%s", e.msg);
+    cr_assert(strncmp(b.data, "# pwb report: run 1 (toy)\n\n- Suite: `toy` from `suites/toy.json`, sha256 "
+                              "`0123456789ab`\n- Seed 7, status `done`, started 2024-01-02T03:04:05.000Z, "
+                              "finished 2024-01-02T04:00:00.000Z, pwb 9.9\n",
+                      strlen("# pwb report: run 1 (toy)\n\n- Suite: `toy` from `suites/toy.json`, sha256 "
+                             "`0123456789ab`\n- Seed 7, status `done`, started 2024-01-02T03:04:05.000Z, "
+                             "finished 2024-01-02T04:00:00.000Z, pwb 9.9\n")) == 0,
+              "%s", b.data);
+    const char *groups = strstr(b.data, "\n## ");
+    cr_assert_not_null(groups);
+    cr_assert_str_eq(groups, expected_groups, "got:\n%s", groups);
+    buf_free(&b);
+    db_close(db);
+}
+
+Test(report, load_model_numbers)
+{
+    pwb_db *db = open_ro();
+    pwb_report r;
+    pwb_err e;
+    cr_assert_eq(report_load(&r, db, 1, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(r.n_groups, 2);
+    report_group *g = &r.groups[0];
+    cr_assert_eq(g->n_rows, 5);
+    cr_assert_eq(g->best, 1);
+    cr_assert_eq(g->cost_unit, REPORT_COST_CPU_S);
+    cr_assert_eq(g->rows[0].mcnemar_b, 4);
+    cr_assert_eq(g->rows[0].mcnemar_c, 1);
+    cr_assert_float_eq(g->rows[0].mcnemar_p, 0.375, 1e-12);
+    cr_assert_float_eq(g->rows[0].latency_p95, 0.955, 1e-9);
+    cr_assert_eq(g->rows[2].mcnemar_shared, 8);
+    cr_assert(g->rows[4].is_baseline);
+    cr_assert_eq(g->rows[4].majority_label, 1);
+    cr_assert_eq(g->rows[4].correct, 7);
+    cr_assert(isnan(g->rows[1].mcnemar_p));
+    cr_assert_eq(r.groups[1].cost_unit, REPORT_COST_USD);
+    cr_assert_float_eq(r.groups[1].rows[0].cost_per_1k, 2.0, 1e-12);
+    report_free(&r);
+    /* Latest run by default. */
+    cr_assert_eq(report_load(&r, db, 0, &e), PWB_OK);
+    cr_assert_eq(r.run.id, 2);
+    report_free(&r);
+    cr_assert_eq(report_load(&r, db, 42, &e), PWB_EINVAL);
+    db_close(db);
+}
+
+Test(report, csv_rows)
+{
+    pwb_db *db = open_ro();
+    pwb_buf b;
+    buf_init(&b);
+    pwb_err e;
+    cr_assert_eq(report_write(db, 1, REPORT_CSV, &b, &e), PWB_OK, "%s", e.msg);
+    int lines = 0;
+    for (const char *p = b.data; (p = strstr(p, "\r\n")); p += 2)
+        lines++;
+    cr_assert_eq(lines, 1 + 5 + 2);
+    cr_assert(strstr(b.data, "\r\n1,sst2,validation,tiny,local,zs,zero-shot,0,0,10,10,5,0.5,0.2365930905,"
+                             "0.7634069095,0.375,10,4,1,2,0.2,0,20,3,0.55,0.955,0,,0.5,50\r\n") != NULL,
+              "%s", b.data);
+    cr_assert(strstr(b.data, "1,sst2,validation,gpt-x,openai,zs,zero-shot,1,0,4,4,3,0.75,") != NULL);
+    buf_free(&b);
+    db_close(db);
+}
+
+Test(report, json_document)
+{
+    pwb_db *db = open_ro();
+    pwb_buf b;
+    buf_init(&b);
+    pwb_err e;
+    cr_assert_eq(report_write(db, 1, REPORT_JSON, &b, &e), PWB_OK, "%s", e.msg);
+    cJSON *root = cJSON_Parse(b.data);
+    cr_assert_not_null(root, "invalid JSON: %s", b.data);
+    cJSON *run = cJSON_GetObjectItem(root, "run");
+    cr_assert_eq(cJSON_GetObjectItem(run, "seed")->valuedouble, 7.0);
+    cJSON *groups = cJSON_GetObjectItem(root, "groups");
+    cr_assert_eq(cJSON_GetArraySize(groups), 2);
+    cJSON *g0 = cJSON_GetArrayItem(groups, 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(g0, "best_method")->valuestring, "fs");
+    cJSON *rows = cJSON_GetObjectItem(g0, "rows");
+    cJSON *zs = cJSON_GetArrayItem(rows, 0);
+    cr_assert_float_eq(cJSON_GetObjectItem(zs, "mcnemar_p")->valuedouble, 0.375, 1e-12);
+    cr_assert_float_eq(cJSON_GetObjectItem(zs, "ci_low")->valuedouble, 0.236593090512564, 1e-9);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 1), "mcnemar_p")));
+    cJSON *soft = cJSON_GetArrayItem(rows, 3);
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(soft, "soft_prompt"), "steps")->valuedouble, 100.0);
+    cJSON_Delete(root);
+    buf_free(&b);
+    db_close(db);
+}
+
+Test(report, compare_runs)
+{
+    pwb_db *db = open_ro();
+    pwb_buf b;
+    buf_init(&b);
+    pwb_err e;
+    cr_assert_eq(report_compare(db, 1, 2, REPORT_MD, &b, &e), PWB_OK, "%s", e.msg);
+    cr_assert(strstr(b.data, "| sst2 | tiny | zs | 10 | 50.0% [23.7, 76.3] | 10 | 90.0% [59.6, 98.2] | +40.0 | "
+                             "10 | 0 | 4 | 0.125 |\n") != NULL,
+              "%s", b.data);
+    cr_assert(strstr(b.data, "| sst2 | tiny | fs | 10 | 80.0% [49.0, 94.3] | 0 | \xe2\x80\x94 | \xe2\x80\x94 | "
+                             "0 | 0 | 0 | \xe2\x80\x94 |\n") != NULL,
+              "%s", b.data);
+    buf_reset(&b);
+    cr_assert_eq(report_compare(db, 1, 2, REPORT_CSV, &b, &e), PWB_OK);
+    cr_assert(strstr(b.data, "1,2,sst2,validation,tiny,zs,10,5,0.5,10,9,0.9,0.4,10,0,4,0.125\r\n") != NULL, "%s",
+              b.data);
+    buf_reset(&b);
+    cr_assert_eq(report_compare(db, 1, 2, REPORT_JSON, &b, &e), PWB_OK);
+    cJSON *root = cJSON_Parse(b.data);
+    cr_assert_not_null(root);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(root, "rows")), 5);
+    cJSON_Delete(root);
+    cr_assert_eq(report_compare(db, 1, 99, REPORT_MD, &b, &e), PWB_EINVAL);
+    buf_free(&b);
+    db_close(db);
+}
+
+Test(report, format_names)
+{
+    int f = -1;
+    pwb_err e;
+    cr_assert_eq(report_format_parse("md", &f, &e), PWB_OK);
+    cr_assert_eq(f, REPORT_MD);
+    cr_assert_eq(report_format_parse("JSON", &f, &e), PWB_OK);
+    cr_assert_eq(f, REPORT_JSON);
+    cr_assert_eq(report_format_parse("csv", &f, &e), PWB_OK);
+    cr_assert_eq(f, REPORT_CSV);
+    cr_assert_eq(report_format_parse("xml", &f, &e), PWB_EINVAL);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+Test(report, svg_chart_and_markdown_link)
+{
+    pwb_db *db = open_ro();
+    pwb_report r;
+    pwb_err e;
+    cr_assert_eq(report_load(&r, db, 1, &e), PWB_OK, "%s", e.msg);
+    pwb_buf b;
+    buf_init(&b);
+    cr_assert_eq(report_svg_group(&r.groups[0], &b, &e), PWB_OK);
+    cr_assert(strncmp(b.data, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg ", 44) == 0);
+    cr_assert(strstr(b.data, "</svg>\n") == b.data + b.len - 7);
+    /* background + one bar per row with predictions (4 methods + baseline) */
+    cr_assert_eq(count_of(b.data, "<rect "), 1 + 5);
+    cr_assert_eq(count_of(b.data, "<path "), 5);
+    /* fs: 80% of a 400 px plot starting at 200 px; whiskers at 49.0% and 94.3% */
+    cr_assert(strstr(b.data, "width=\"320.0\" height=\"18\" fill=\"#2b6cb0\"><title>fs: 80.0% [49.0, 94.3], n=10") != NULL,
+              "%s", b.data);
+    cr_assert(strstr(b.data, "M396.1 ") != NULL, "%s", b.data);
+    buf_reset(&b);
+    cr_assert_eq(report_svg_filename(&r.groups[1], &b), 0);
+    cr_assert_str_eq(b.data, "sst2-validation-gpt-x.svg");
+    buf_reset(&b);
+    r.chart_dir = "charts";
+    cr_assert_eq(report_render_md(&r, &b, &e), PWB_OK);
+    cr_assert(strstr(b.data, "\n![accuracy by method: sst2 \xc2\xb7 tiny](charts/sst2-validation-tiny.svg)\n") != NULL);
+    buf_free(&b);
+    report_free(&r);
+    db_close(db);
+}
+
+Test(report, svg_escapes_names)
+{
+    report_row row = {.method = "a<b&\"c\"", .kind = "zero-shot", .n = 4, .correct = 2, .accuracy = 0.5,
+                      .ci_lo = 0.15, .ci_hi = 0.85, .is_best = 1};
+    report_group g = {.dataset = "d&d", .split = "", .model = "m/1 <x>", .rows = &row, .n_rows = 1};
+    pwb_buf b;
+    buf_init(&b);
+    pwb_err e;
+    cr_assert_eq(report_svg_group(&g, &b, &e), PWB_OK);
+    cr_assert(strstr(b.data, "a&lt;b&amp;&quot;c&quot;") != NULL);
+    cr_assert(strstr(b.data, "d&amp;d \xc2\xb7 m/1 &lt;x&gt;") != NULL);
+    cr_assert_null(strstr(b.data, "a<b"));
+    buf_reset(&b);
+    cr_assert_eq(report_svg_filename(&g, &b), 0);
+    cr_assert_str_eq(b.data, "d_d-m_1__x_.svg");
+    buf_free(&b);
+}
