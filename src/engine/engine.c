@@ -324,7 +324,7 @@ typedef struct gen_state {
 
 static int gen_is_stop_id(const engine *en, const engine_gen_item *it, int32_t tok)
 {
-    if (tok == tokenizer_eos(en->m->tok))
+    if (!it->ignore_eos && tok == tokenizer_eos(en->m->tok))
         return 1;
     for (int i = 0; i < it->n_stop_ids; i++)
         if (it->stop_ids[i] == tok)

@@ -90,6 +90,7 @@ typedef struct engine_gen_item {
     int n_stop;
     const int32_t *stop_ids;     /* stop tokens besides the tokenizer's EOS (e.g. <|im_end|>) */
     int n_stop_ids;
+    int ignore_eos;              /* benchmarks: do not stop at the tokenizer's EOS */
     /* out */
     int32_t *out_ids;            /* malloc'd generated ids, the stopping token excluded */
     int n_out;

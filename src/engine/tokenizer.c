@@ -198,7 +198,7 @@ int tok_finish(tokenizer *t, pwb_err *e)
     int32_t *special[] = {&t->bos, &t->eos, &t->unk, &t->pad};
     for (size_t i = 0; i < sizeof special / sizeof *special; i++)
         if (*special[i] < -1 || (*special[i] >= 0 && (size_t)*special[i] >= t->n_vocab)) *special[i] = -1;
-    return PWB_OK;
+    return tok_mark_whole(t, e);
 }
 
 void tok_destroy(tokenizer *t)

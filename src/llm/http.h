@@ -17,7 +17,8 @@
 #define HTTP_MAX_BODY (8u << 20)      /* default reply cap */
 #define HTTP_MAX_CONCURRENCY 256
 #define HTTP_EXCERPT 200              /* bytes of an error body quoted in a response's error */
-#define HTTP_RETRY_AFTER_FLOOR 60.0   /* Retry-After is honoured up to max(this, backoff_max_s) */
+#define HTTP_RETRY_AFTER_FLOOR 60.0   /* Retry-After (on 429/503) is honoured up to max(this,
+                                       * backoff_max_s) and pauses all of the client's sends */
 
 typedef struct http_opts {
     const char *url;           /* the one endpoint every request of this client goes to */

@@ -25,14 +25,14 @@ static inline const char *t_shared(void)
     const char *s = getenv("PWB_SHARED");
     if (s && s[0])
         return s;
-    snprintf(buf, sizeof buf, "%s/../shared", t_root());
+    snprintf(buf, sizeof buf, "%.4000s/../shared", t_root());
     return buf;
 }
 
 static inline const char *t_data_path(void)
 {
     static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/datasets", t_shared());
+    snprintf(buf, sizeof buf, "%.4000s/datasets", t_shared());
     return buf;
 }
 
