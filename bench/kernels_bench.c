@@ -2,7 +2,7 @@
  * Not built by the Makefile; compile by hand with the project's flags, e.g.
  *   cc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags libcjson) \
  *      bench/kernels_bench.c src/engine/quant.c src/engine/kernels.c src/engine/kernels_avx2.c \
- *      src/util/*.c $(pkg-config --libs libcjson) -lm -o build/kernels_bench
+ *      src/util/[a-z]*.c $(pkg-config --libs libcjson) -lm -o build/kernels_bench
  *   OMP_NUM_THREADS=2 build/kernels_bench [TYPE...]      (TYPE: Q4_1 Q8_0 Q4_0 Q4_K Q6_K F16 BF16 F32) */
 #include <stdio.h>
 #include <stdlib.h>

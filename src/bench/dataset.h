@@ -94,7 +94,8 @@ typedef struct ds_data {
 
 void card_init(ds_card *c);
 void card_free(ds_card *c);
-/* Parses and validates a card (unknown task, label list, split formats). Errors name the file. */
+/* Parses and validates a card (unknown task, label list, split formats). Errors name the file.
+ * c must have been card_init'ed (a loaded card is freed first). */
 int card_load(ds_card *c, const char *path, pwb_err *e);
 /* Finds the card for a dataset name in the card search path (datasets/ then $PWB_DATA_PATH). */
 int card_find(ds_card *c, const char *name, const char *card_dirs, pwb_err *e);
@@ -110,7 +111,8 @@ const char **card_known_fields(const ds_card *c, int *n);
 
 void ds_data_init(ds_data *d);
 void ds_data_free(ds_data *d);
-/* Loads one split. data_path: ':'-separated dirs to search after the card's own folder.
+/* Loads one split (NULL: the card's eval_split) into out (ds_data_init'ed). data_path:
+ * ':'-separated dirs to search after the card's own folder. The file's sha256 is always checked.
  * A malformed row, a missing field or a label outside the card fails with "file:line: ...". */
 int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_data *out, pwb_err *e);
 /* Picks n row indices (all when n == 0 or n >= d->n) with a seeded shuffle, sorted ascending. */

@@ -17,6 +17,7 @@ typedef struct score_result {
  * for the answer kind). Compile errors name the pattern. */
 int scorer_init(scorer **s, const ds_card *c, const char *pattern, pwb_err *e);
 void scorer_free(scorer *s);
+/* Thread-safe. gold may be NULL (extraction only). r is overwritten: clear it between calls. */
 int scorer_score(const scorer *s, const char *output, const ds_example *gold, score_result *r);
 void score_result_clear(score_result *r);
 /* Normalises a numeric string ("1,234.50" -> "1234.5"); 0 on success. */

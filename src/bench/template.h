@@ -52,7 +52,8 @@ typedef struct tpl_prompt {
 
 void template_init(pwb_template *t);
 void template_free(pwb_template *t);
-/* Parses a file; errors read "path:line: ...". */
+/* Parses a file (t template_init'ed); errors read "path:line: ...": header keys, unbalanced or
+ * mismatched section tags, bad answer regex. */
 int template_load(pwb_template *t, const char *path, pwb_err *e);
 int template_parse(pwb_template *t, const char *text, size_t n, const char *path, pwb_err *e);
 /* Checks every tag against the variables a card provides; "path:line: unknown variable 'x'". */
@@ -66,7 +67,7 @@ const char *template_shot_pick_name(int pick); /* "first", "random", "balanced" 
  * where a query is itself one of them. To override the count, copy the struct and set shots. */
 int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *shots_from, size_t query_row,
                         int same_split, uint64_t seed, size_t *out_rows, pwb_err *e);
-/* Renders the prompt for one example with the given shots. */
+/* Renders the prompt for one example with the given shots. Thread-safe for a shared t and c. */
 int template_render(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
                     int n_shots, tpl_prompt *out, pwb_err *e);
 void tpl_prompt_free(tpl_prompt *p);

@@ -186,7 +186,8 @@ int cmd_dataset_check(const cli_args *a)
         card_free(&c);
     }
     printf("%d card%s checked: %d ok, %d failed\n", names.n, names.n == 1 ? "" : "s", n_ok, n_fail);
+    int code = bad || n_fail || names.n == 0 ? EXIT_PWB_INPUT : EXIT_PWB_OK;
     list_free(&names);
     buf_free(&dirs);
-    return bad || n_fail || names.n == 0 ? EXIT_PWB_INPUT : EXIT_PWB_OK;
+    return code;
 }

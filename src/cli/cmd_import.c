@@ -752,7 +752,16 @@ int cmd_dataset_import(const cli_args *a)
         rc = err_set(&e, PWB_ENOMEM, "out of memory");
         goto fail;
     }
-    buf_puts(&out, json);
+    /* cJSON indents with tabs; a card is for people to edit: two spaces, "key": value. Raw tabs
+     * occur only as layout (tabs inside strings are escaped). */
+    for (const char *q = json; *q; q++) {
+        if (*q != '\t')
+            buf_putc(&out, *q);
+        else if (q > json && q[-1] == ':')
+            buf_putc(&out, ' ');
+        else
+            buf_puts(&out, "  ");
+    }
     buf_putc(&out, '\n');
     cJSON_free(json);
 

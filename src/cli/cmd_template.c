@@ -182,6 +182,7 @@ int cmd_template_check(const cli_args *a)
     }
     printf("%d template%s checked against %d card%s: %d ok, %d failed\n", tfiles.n, tfiles.n == 1 ? "" : "s", ncards,
            ncards == 1 ? "" : "s", n_ok, n_fail);
+    int code = bad || n_fail || tfiles.n == 0 ? EXIT_PWB_INPUT : EXIT_PWB_OK;
     for (int k = 0; k < ncards; k++)
         card_free(&cards[k]);
     free(cards);
@@ -189,7 +190,7 @@ int cmd_template_check(const cli_args *a)
     list_free(&cfiles);
     buf_free(&path);
     buf_free(&dirs);
-    return bad || n_fail || tfiles.n == 0 ? EXIT_PWB_INPUT : EXIT_PWB_OK;
+    return code;
 }
 
 /* The index of the example with data row `row` (rows may skip blank lines), or -1. */

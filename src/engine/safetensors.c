@@ -271,7 +271,8 @@ void safetensors_close(safetensors_file *f)
 {
     if (!f)
         return;
-    for (size_t i = 0; i < f->n_tensors; i++)
+    /* The array has a spare slot past n_tensors; a tensor that failed mid-parse left its name there. */
+    for (size_t i = 0; f->tensors && i <= f->n_tensors; i++)
         free((char *)f->tensors[i].name);
     free(f->tensors);
     for (size_t i = 0; i < f->n_meta; i++) {

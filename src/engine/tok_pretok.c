@@ -17,15 +17,93 @@ static const char RE_QWEN2[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
     "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+/* Oniguruma's \s is Unicode White_Space; PCRE2's also takes U+180E (MONGOLIAN VOWEL SEPARATOR,
+ * a space before Unicode 6.3). Spelled out, the pattern means what HF means. */
+#define WS_SET "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+/* Numbers added in Unicode 15 and 16, which HF's tables know and PCRE2 10.42's (Unicode 14) do
+ * not. Harmless once PCRE2's tables catch up. */
+#define N_NEW "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11DE0}-\\x{11DE9}" \
+              "\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{16FF4}-\\x{16FF6}" \
+              "\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
+
+/* Rewrites \s, \S and \p{N} as the classes above, inside and outside [...]. */
+static int fix_pattern(const char *p, size_t n, pwb_buf *o)
+{
+    int in_class = 0;
+    for (size_t i = 0; i < n;) {
+        char c = p[i];
+        if (c == '\\' && i + 1 < n) {
+            char d = p[i + 1];
+            if (d == 's') {
+                if (buf_puts(o, in_class ? WS_SET : "[" WS_SET "]")) return -1;
+                i += 2;
+            } else if (d == 'S' && !in_class) {
+                if (buf_puts(o, "[^" WS_SET "]")) return -1;
+                i += 2;
+            } else if (d == 'p' && i + 5 <= n && !memcmp(p + i, "\\p{N}", 5)) {
+                if (buf_puts(o, in_class ? "\\p{N}" N_NEW : "[\\p{N}" N_NEW "]")) return -1;
+                i += 5;
+            } else if (d == 'Q') {
+                /* \Q...\E: literal text, copied as it is */
+                size_t j = i + 2;
+                while (j < n && !(p[j] == '\\' && j + 1 < n && p[j + 1] == 'E')) j++;
+                j = j < n ? j + 2 : n;
+                if (buf_append(o, p + i, j - i)) return -1;
+                i = j;
+            } else {
+                if (buf_append(o, p + i, 2)) return -1;
+                i += 2;
+            }
+            continue;
+        }
+        if (!in_class && c == '[') {
+            in_class = 1;
+            size_t j = i + 1;
+            if (j < n && p[j] == '^') j++;
+            if (j < n && p[j] == ']') j++; /* a ']' first in a class is literal */
+            if (buf_append(o, p + i, j - i)) return -1;
+            i = j;
+            continue;
+        }
+        if (in_class && c == '[' && i + 1 < n && p[i + 1] == ':') {
+            /* POSIX [:name:] inside a class */
+            const char *end = NULL;
+            for (size_t j = i + 2; j + 1 < n; j++)
+                if (p[j] == ':' && p[j + 1] == ']') {
+                    end = p + j + 2;
+                    break;
+                }
+            if (end) {
+                if (buf_append(o, p + i, (size_t)(end - (p + i)))) return -1;
+                i = (size_t)(end - p);
+                continue;
+            }
+        }
+        if (in_class && c == ']') in_class = 0;
+        if (buf_putc(o, c)) return -1;
+        i++;
+    }
+    return 0;
+}
+
 static int compile(pcre2_code **out, const char *pattern, size_t n, uint32_t extra, pwb_err *e)
 {
     int ecode;
     PCRE2_SIZE eoff;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, n, PCRE2_UTF | PCRE2_UCP | extra, &ecode, &eoff, NULL);
+    pwb_buf fixed;
+    buf_init(&fixed);
+    if (n == PCRE2_ZERO_TERMINATED) n = strlen(pattern);
+    if (fix_pattern(pattern, n, &fixed)) {
+        buf_free(&fixed);
+        return err_set(e, PWB_ENOMEM, "pre-tokenizer regex: out of memory");
+    }
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(fixed.data ? fixed.data : ""), fixed.len,
+                                   PCRE2_UTF | PCRE2_UCP | extra, &ecode, &eoff, NULL);
+    buf_free(&fixed);
     if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ecode, msg, sizeof msg);
-        return err_set(e, PWB_EPARSE, "pre-tokenizer regex: %s at offset %zu", (const char *)msg, (size_t)eoff);
+        return err_set(e, PWB_EPARSE, "pre-tokenizer regex: %s (pattern \"%.200s\")", (const char *)msg, pattern);
     }
     /* JIT makes matching several times faster; the interpreter is the fallback. */
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);

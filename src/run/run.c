@@ -129,9 +129,13 @@ static int load_card(runner *R, rds *d, pwb_err *e)
         if (rc == PWB_OK)
             rc = card_load(&d->card, path.data, e);
     } else {
-        buf_printf(&dirs, "%s/../datasets:%s", R->suite_dir.data, R->o->card_dirs ? R->o->card_dirs : "datasets");
+        /* The suite's datasets/ folder, the repository's (suites/../datasets), the caller's folders,
+         * the data path, and last the suite's own folder (cards written beside a suite). */
+        buf_printf(&dirs, "%s/datasets:%s/../datasets:%s", R->suite_dir.data, R->suite_dir.data,
+                   R->o->card_dirs ? R->o->card_dirs : "datasets");
         if (R->o->data_path && R->o->data_path[0])
             buf_printf(&dirs, ":%s", R->o->data_path);
+        buf_printf(&dirs, ":%s", R->suite_dir.data);
         rc = card_find(&d->card, name, dirs.data, e);
     }
     buf_free(&dirs);
@@ -421,6 +425,11 @@ static int prepare_cells(runner *R, pwb_err *e)
             if (!rc && m->rank && d->card.n_labels == 0)
                 rc = err_set(e, PWB_EINVAL, "%s: method '%s' ranks labels but card %s has none", R->suite.path,
                              m->sm->name, d->card.path);
+            for (int mi = 0; !rc && m->rank && mi < R->nmo; mi++)
+                if (strcmp(R->mo[mi].sm->provider, "local") != 0)
+                    rc = err_set(e, PWB_EUNSUP, "%s: method '%s' ranks labels by log-likelihood, which needs the "
+                                 "local engine; model '%s' (provider %s) can only generate",
+                                 R->suite.path, m->sm->name, R->mo[mi].sm->name, R->mo[mi].sm->provider);
             if (!rc && m->tpl.shots > 0 && !d->needs_shots) {
                 d->needs_shots = 1;
                 rc = load_shots(R, d, e);

@@ -45,6 +45,7 @@ int buf_reserve(pwb_buf *b, size_t extra)
         return -1;
     b->data = p;
     b->cap = cap;
+    b->data[b->len] = '\0';
     return 0;
 }
 

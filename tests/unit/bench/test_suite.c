@@ -1,0 +1,134 @@
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "bench/suite.h"
+#include "helpers.h"
+#include "util/sha256.h"
+#include "util/str.h"
+
+Test(suite, parses_every_field)
+{
+    pwb_suite s;
+    suite_init(&s);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(suite_load(&s, t_repo("tests/fixtures/bench/suite_ok.json"), &e), PWB_OK, "%s", e.msg);
+    cr_assert_str_eq(s.name, "fixture-suite");
+    cr_assert_eq(s.seed, 1234);
+    cr_assert_eq(s.n_datasets, 2);
+    cr_assert_str_eq(s.datasets[0].split, "dev");
+    cr_assert_eq(s.datasets[0].limit, 200);
+    cr_assert_str_eq(s.datasets[1].name, "ag_news");
+    cr_assert_null(s.datasets[1].split);
+    cr_assert_eq(s.datasets[1].limit, 0);
+    cr_assert_eq(s.n_models, 2);
+    const suite_model *m = &s.models[0];
+    cr_assert_str_eq(m->provider, "local");
+    cr_assert_eq(m->concurrency, 1);
+    cr_assert_eq(m->timeout_s, 60);
+    cr_assert_eq(m->max_retries, 3);
+    cr_assert_eq(m->price_cpu_hour, 0.05);
+    cr_assert_eq(m->max_tokens, 32);
+    cr_assert_str_eq(m->chat_template, "chatml");
+    m = &s.models[1];
+    cr_assert_str_eq(m->base_url, "http://127.0.0.1:8080/v1");
+    cr_assert_str_eq(m->api_key_env, "OPENAI_API_KEY");
+    cr_assert_eq(m->concurrency, 8);
+    cr_assert_eq(m->timeout_s, 30);
+    cr_assert_eq(m->max_retries, 2);
+    cr_assert_eq(m->price_in_per_m, 0.15);
+    cr_assert_eq(m->price_out_per_m, 0.6);
+    cr_assert_eq(m->temperature, 0.2);
+    cr_assert_not_null(m->raw);
+    cr_assert_eq(s.n_methods, 3);
+    cr_assert_str_eq(s.methods[0].scoring, "generate");
+    cr_assert_eq(s.methods[0].shots, -1);
+    cr_assert_eq(s.methods[1].shots, 8);
+    cr_assert_str_eq(s.methods[1].scoring, "rank");
+    cr_assert_null(s.methods[2].template_path);
+    cr_assert_not_null(s.methods[2].soft_prompt);
+    cr_assert_eq(cJSON_GetObjectItem(s.methods[2].soft_prompt, "tokens")->valueint, 20);
+    /* sha256 of the minified JSON: whitespace does not change it, content does */
+    char *min = cJSON_PrintUnformatted(s.json);
+    char hex[65];
+    sha256_hex(min, strlen(min), hex);
+    cr_assert_str_eq(s.sha256, hex);
+    pwb_suite s2;
+    suite_init(&s2);
+    cr_assert_eq(suite_parse(&s2, min, strlen(min), "min.json", &e), PWB_OK, "%s", e.msg);
+    cr_assert_str_eq(s2.sha256, s.sha256);
+    free(min);
+    suite_free(&s2);
+    /* templates: a bare name resolves to templates/<name>.tmpl */
+    pwb_buf p;
+    buf_init(&p);
+    cr_assert_eq(suite_resolve_template(&s, &s.methods[0], t_repo("templates"), &p, &e), PWB_OK, "%s", e.msg);
+    cr_assert(str_ends(p.data, "templates/zero-shot.tmpl"), "%s", p.data);
+    buf_free(&p);
+    suite_free(&s);
+}
+
+static void bad(const char *json, const char *want)
+{
+    pwb_suite s;
+    suite_init(&s);
+    pwb_err e;
+    err_clear(&e);
+    int rc = suite_parse(&s, json, strlen(json), "suites/bad.json", &e);
+    cr_assert_neq(rc, PWB_OK, "accepted: %s", json);
+    cr_assert_not_null(strstr(e.msg, want), "want '%s', got '%s'", want, e.msg);
+    cr_assert_not_null(strstr(e.msg, "suites/bad.json"), "%s", e.msg);
+    suite_free(&s);
+}
+
+#define DS "\"datasets\":[\"sst2\"]"
+#define MO "\"models\":[{\"name\":\"m\",\"provider\":\"local\",\"model\":\"x.gguf\"}]"
+#define ME "\"methods\":[{\"name\":\"z\",\"template\":\"zero-shot\"}]"
+
+Test(suite, errors_name_file_and_field)
+{
+    bad("{\"name\":\"x\",", "malformed JSON");
+    bad("[]", "a suite is a JSON object");
+    bad("{" DS "," MO "," ME "}", "suite.name is required");
+    bad("{\"name\":\"x\",\"sede\":1," DS "," MO "," ME "}", "unknown field 'sede'");
+    bad("{\"name\":\"x\",\"seed\":-1," DS "," MO "," ME "}", "seed must be an integer");
+    bad("{\"name\":\"x\",\"datasets\":[]," MO "," ME "}", "'datasets' must be a non-empty array");
+    bad("{\"name\":\"x\",\"datasets\":[{\"name\":\"sst2\",\"limit\":2.5}]," MO "," ME "}",
+        "datasets[0].limit must be an integer");
+    bad("{\"name\":\"x\",\"datasets\":[\"sst2\",\"sst2\"]," MO "," ME "}", "datasets[1]: dataset 'sst2' listed twice");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"model\":\"x\"}]," ME "}", "models[0].provider is required");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"openai\",\"model\":\"x\"}]," ME "}",
+        "models[0].base_url is required");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"openai\",\"model\":\"x\","
+        "\"base_url\":\"ftp://h\"}]," ME "}",
+        "models[0].base_url must start with http");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"local\",\"model\":\"x\","
+        "\"price\":{\"input\":-1}}]," ME "}",
+        "models[0].price.input must be a number");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"local\",\"model\":\"x\","
+        "\"price\":{\"inptu\":1}}]," ME "}",
+        "models[0].price.unknown field 'inptu'");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"local\",\"model\":\"x\","
+        "\"concurrency\":0}]," ME "}",
+        "models[0].concurrency must be an integer from 1");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"local\",\"model\":\"x\"},"
+        "{\"name\":\"m\",\"provider\":\"local\",\"model\":\"y\"}]," ME "}",
+        "models[1]: model name 'm' used twice");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\"}]}", "methods[0] needs a template or a soft_prompt");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"scoring\":\"vote\"}]}",
+        "methods[0].scoring must be");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"shots\":100}]}",
+        "methods[0].shots must be an integer from -1 to 64");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"soft_prompt\":[1]}]}",
+        "methods[0].soft_prompt must be an object");
+}
+
+Test(suite, missing_file)
+{
+    pwb_suite s;
+    suite_init(&s);
+    pwb_err e;
+    cr_assert_eq(suite_load(&s, "/nonexistent/suite.json", &e), PWB_EIO);
+    cr_assert_not_null(strstr(e.msg, "/nonexistent/suite.json"));
+    cr_assert_null(s.name);
+}
