@@ -1,4 +1,5 @@
 /* pwb run SUITE: validate, run every cell, print a summary table. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -78,6 +79,7 @@ int cmd_run(const cli_args *a)
     o.stop = &cli_stop;
     o.progress = a->quiet ? NULL : stderr;
     cli_signals_install();
+    signal(SIGPIPE, SIG_IGN); /* a server closing its socket is an error return, not a death */
 
     run_result r;
     pwb_err e;

@@ -70,9 +70,10 @@ int cmd_template_show(const cli_args *a)
         template_free(&tp);
         return cli_fail(&e);
     }
-    printf("file:        %s\nname:        %s\nkind:        %s\nshots:       %d (%s)\ntask:        %s\n"
+    printf("file:        %s\nname:        %s\nkind:        %s\nshots:       %d%s%s%s\ntask:        %s\n"
            "max_tokens:  %d\nanswer:      %s\n",
-           path.data, tp.name, template_kind_name(tp.kind), tp.shots, template_shot_pick_name(tp.shot_pick),
+           path.data, tp.name, template_kind_name(tp.kind), tp.shots, tp.shots > 0 ? " (" : "",
+           tp.shots > 0 ? template_shot_pick_name(tp.shot_pick) : "", tp.shots > 0 ? ")" : "",
            tp.task ? tp.task : "(any)", tp.max_tokens, tp.answer_pattern ? tp.answer_pattern : "(the card's)");
     if (tp.description)
         printf("description: %s\n", tp.description);

@@ -99,6 +99,22 @@ static const cli_opt ds_import_opts[] = {
     {0},
 };
 
+static const cli_opt generate_opts[] = {
+    {"model", 'm', "PATH", "a GGUF file or a Hugging Face folder (required)"},
+    {"prompt", 'p', "TEXT", "the prompt (default: standard input)"},
+    {"chat", 'c', NULL, "wrap the prompt in the model's chat template as a user turn"},
+    {"system", 0, "TEXT", "with --chat: a system message first"},
+    {"template", 0, "NAME", "with --chat: chatml, llama3, gemma, mistral, llama2 or none instead of the model's"},
+    {"max-tokens", 'n', "N", "tokens to generate at most (default 64)"},
+    {"greedy", 'g', NULL, "always take the most likely token (temperature 0)"},
+    {"temperature", 't', "T", "sampling temperature (default 0.8)"},
+    {"top-p", 0, "P", "nucleus sampling mass (default 0.95)"},
+    {"seed", 0, "N", "sampling seed (default 1)"},
+    {"threads", 0, "N", "CPU threads (default: OMP_NUM_THREADS or all)"},
+    {"ids", 0, NULL, "print the prompt and output token ids instead of text"},
+    {0},
+};
+
 static const cli_opt no_opts[] = {{0}};
 
 const cli_cmd cli_commands[] = {
@@ -149,6 +165,16 @@ const cli_cmd cli_commands[] = {
      "extension and contents), the input field (the longest text), the answer field (few distinct\n"
      "values) and the labels (the distinct answers). The card is checked by loading the file.",
      ds_import_opts, cmd_dataset_import},
+    {"generate", "", 0, 0, "generate text with the local engine",
+     "Runs one prompt through the built-in engine (GGUF or Hugging Face safetensors) and prints the\n"
+     "generated text, or with --ids the token ids (to compare with reference greedy outputs).\n"
+     "Timing goes to stderr. Example:\n"
+     "  pwb generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --chat --greedy --prompt \"Hi\"",
+     generate_opts, cmd_generate},
+    {"model info", "PATH", 1, 1, "describe a model file or folder",
+     "Prints what a model holds: architecture, dimensions, parameter count, tensor types, file size,\n"
+     "tokenizer and chat template.",
+     no_opts, cmd_model_info},
     {"version", "", 0, 0, "print the version", "Prints pwb's version and the library versions.", no_opts, cmd_version},
     {"help", "[COMMAND...]", 0, -1, "list the commands, or help on one", "Lists the commands; `pwb help CMD` is `pwb CMD --help`.",
      no_opts, cmd_help},

@@ -41,7 +41,6 @@ int cmd_help(const cli_args *a)
 
 int main(int argc, char **argv)
 {
-    signal(SIGPIPE, SIG_IGN); /* a closed socket or pipe is an error return, not a death */
     if (argc < 2) {
         cli_print_overview(stderr);
         return EXIT_PWB_USAGE;

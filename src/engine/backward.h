@@ -11,9 +11,9 @@
  * earlier positions), which is the same as a padded batch with a padding mask; bwd_seq_padded
  * builds that view from a padded [B][stride] id matrix and per-sequence lengths.
  *
- * Loss: L = (1/n_seqs) * sum over sequences of sum over their targets of -log p(target), i.e. the
- * mean over sequences of the negative log-likelihood of each sequence's target tokens (a
- * verbalized label, an answer). Positions whose next token is not a target cost nothing but still
+ * Loss: L = (1/n_scored) * sum over sequences of sum over their targets of -log p(target), where
+ * n_scored counts the sequences that have targets: the mean over examples of the negative
+ * log-likelihood of each one's target tokens (a verbalized label, an answer). Positions whose next token is not a target cost nothing but still
  * carry gradient through attention. */
 #ifndef PWB_ENGINE_BACKWARD_H
 #define PWB_ENGINE_BACKWARD_H
@@ -25,6 +25,11 @@
 #include "util/err.h"
 
 typedef struct bwd_seq {
+    /* An earlier sequence of the same batch whose whole input comes first: this sequence's input
+     * continues it (positions start at its length) and attends to it. Shared prompt prefixes
+     * (the soft prompt, an instruction) are then computed once, forward and backward, for the
+     * whole batch. The prefix must not have a prefix itself. NULL: none. */
+    const struct bwd_seq *prefix;
     const float *embeds;     /* [n_embeds][n_embd] leading input vectors (a soft prompt), or NULL */
     int n_embeds;
     const int32_t *ids;      /* then n_ids token ids */
@@ -44,6 +49,11 @@ typedef struct bwd_opts {
      * the forward is a smooth function whose gradient the backward computes exactly; for
      * gradient checks and comparisons with a float reference. */
     int exact;
+    /* 0 (default): outside exact mode, the backward products use transposed copies of the
+     * quantized weights (Q8_0, made once by bwd_ctx_new: about 1.06 bytes per weight) through
+     * kernel_matmul, which is several times faster than kernel_matmul_t. 1: no copies (less
+     * memory), kernel_matmul_t throughout. */
+    int no_transposed;
     /* Token rows per kernel_matmul_t call in the backward (0 = 128): bounds the slice of the
      * gradient each weight row updates so it stays in cache. */
     int tile_rows;

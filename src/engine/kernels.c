@@ -184,6 +184,23 @@ static kdot_fn quant_dot(int type)
     }
 }
 
+static kdot8_fn quant_dot8(int type)
+{
+#ifdef KERNELS_AVX2
+    switch (type) {
+    case DT_Q4_0: return kdot8_q4_0;
+    case DT_Q4_1: return kdot8_q4_1;
+    case DT_Q8_0: return kdot8_q8_0;
+    case DT_Q4_K: return kdot8_q4_K;
+    case DT_Q6_K: return kdot8_q6_K;
+    default: return NULL;
+    }
+#else
+    (void)type;
+    return NULL;
+#endif
+}
+
 /* Validates W and returns its row count M and row length K. */
 static int check_weight(const pwb_tensor *W, int64_t *M, int64_t *K, pwb_err *e)
 {
@@ -238,17 +255,41 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
     for (int b = 0; b < B; b++)
         kx_quantize(x + (size_t)b * ldx, xq + (size_t)b * nb, nb);
 
+    /* Batches of 8 rows go through the 8-wide tile, with the scales transposed block-major. */
+    kdot8_fn dot8 = quant_dot8(W->type);
+    int B8 = dot8 ? B / 8 * 8 : 0;
+    float *dT = NULL, *sT = NULL;
+    if (B8) {
+        dT = malloc(sizeof(float) * (size_t)nb * (size_t)B8 * 2);
+        if (!dT) {
+            free(xq);
+            return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
+        }
+        sT = dT + (size_t)nb * B8;
+        for (int i = 0; i < nb; i++)
+            for (int b = 0; b < B8; b++) {
+                dT[(size_t)i * B8 + b] = xq[(size_t)b * nb + i].d;
+                sT[(size_t)i * B8 + b] = xq[(size_t)b * nb + i].s;
+            }
+    }
+
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t m = 0; m < M; m++) {
         const void *wr = wdata + (size_t)m * row_bytes;
-        for (int b0 = 0; b0 < B; b0 += KX_TILE) {
+        float out[8];
+        for (int b0 = 0; b0 < B8; b0 += 8) {
+            dot8(wr, xq + (size_t)b0 * nb, (size_t)nb, nb, dT + b0, sT + b0, (size_t)B8, out);
+            for (int j = 0; j < 8; j++)
+                y[(size_t)(b0 + j) * ldy + m] = out[j];
+        }
+        for (int b0 = B8; b0 < B; b0 += KX_TILE) {
             int nx = B - b0 < KX_TILE ? B - b0 : KX_TILE;
-            float out[KX_TILE];
             dot(wr, xq + (size_t)b0 * nb, (size_t)nb, nx, nb, out);
             for (int j = 0; j < nx; j++)
                 y[(size_t)(b0 + j) * ldy + m] = out[j];
         }
     }
+    free(dT);
     free(xq);
     return PWB_OK;
 }

@@ -12,6 +12,9 @@
 #include "engine/quant.h"
 
 #define INLINE static inline __attribute__((always_inline))
+/* -O2 does not unroll: the small fixed-count loops over batch rows must be, so the accumulators
+ * stay in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
 
 INLINE float hsum_ps(__m256 v)
 {
@@ -66,83 +69,68 @@ void kx_quantize(const float *x, kx_block *y, int nb)
     }
 }
 
+/* Each type has a per-block step that adds one weight block's dot with nx activation rows into
+ * acc[0..nx) (and a scalar correction into corr[0..nx)). The driver below runs it over a row; with
+ * one activation row it alternates two accumulator sets, so consecutive blocks' FMAs do not wait
+ * on each other. */
+
 /* ---- Q4_0: x = (q - 8) * d.  dot = d_w * (d_x * sum(q * qx) - 8 * s_x) ---- */
 
-INLINE void dot_q4_0_n(const block_q4_0 *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+INLINE void blk_q4_0(const void *w, const kx_block *x, size_t xs, int nx, int i, __m256 *acc, float *corr)
 {
-    const __m256i lowmask = _mm256_set1_epi8(0xf);
-    __m256 acc[KX_TILE];
-    float corr[KX_TILE];
+    const block_q4_0 *wb = (const block_q4_0 *)w + i;
+    __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
+    __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xf));
+    float dw = h2f(wb->d);
+    UNROLL
     for (int j = 0; j < nx; j++) {
-        acc[j] = _mm256_setzero_ps();
-        corr[j] = 0;
+        const kx_block *xb = x + j * xs + i;
+        __m256 p = mul_sum_us8(qw, _mm256_loadu_si256((const __m256i *)xb->qs));
+        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[j]);
+        corr[j] -= 8.0f * dw * xb->s;
     }
-    for (int i = 0; i < nb; i++) {
-        __m128i q = _mm_loadu_si128((const __m128i *)w[i].qs);
-        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
-        float dw = h2f(w[i].d);
-        for (int j = 0; j < nx; j++) {
-            const kx_block *xb = x + j * xs + i;
-            __m256 p = mul_sum_us8(qw, _mm256_loadu_si256((const __m256i *)xb->qs));
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[j]);
-            corr[j] += dw * xb->s;
-        }
-    }
-    for (int j = 0; j < nx; j++)
-        out[j] = hsum_ps(acc[j]) - 8.0f * corr[j];
 }
 
 /* ---- Q4_1: x = q * d + m.  dot = d_w * d_x * sum(q * qx) + m_w * s_x ---- */
 
-INLINE void dot_q4_1_n(const block_q4_1 *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+INLINE void blk_q4_1(const void *w, const kx_block *x, size_t xs, int nx, int i, __m256 *acc, float *corr)
 {
-    const __m256i lowmask = _mm256_set1_epi8(0xf);
-    __m256 acc[KX_TILE];
-    float corr[KX_TILE];
+    const block_q4_1 *wb = (const block_q4_1 *)w + i;
+    __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
+    __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xf));
+    float dw = h2f(wb->d), mw = h2f(wb->m);
+    UNROLL
     for (int j = 0; j < nx; j++) {
-        acc[j] = _mm256_setzero_ps();
-        corr[j] = 0;
+        const kx_block *xb = x + j * xs + i;
+        __m256 p = mul_sum_us8(qw, _mm256_loadu_si256((const __m256i *)xb->qs));
+        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[j]);
+        corr[j] += mw * xb->s;
     }
-    for (int i = 0; i < nb; i++) {
-        __m128i q = _mm_loadu_si128((const __m128i *)w[i].qs);
-        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
-        float dw = h2f(w[i].d), mw = h2f(w[i].m);
-        for (int j = 0; j < nx; j++) {
-            const kx_block *xb = x + j * xs + i;
-            __m256 p = mul_sum_us8(qw, _mm256_loadu_si256((const __m256i *)xb->qs));
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[j]);
-            corr[j] += mw * xb->s;
-        }
-    }
-    for (int j = 0; j < nx; j++)
-        out[j] = hsum_ps(acc[j]) + corr[j];
 }
 
 /* ---- Q8_0: signed x signed through |w| and sign(x, w) ---- */
 
-INLINE void dot_q8_0_n(const block_q8_0 *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+INLINE void blk_q8_0(const void *w, const kx_block *x, size_t xs, int nx, int i, __m256 *acc, float *corr)
 {
-    __m256 acc[KX_TILE];
-    for (int j = 0; j < nx; j++)
-        acc[j] = _mm256_setzero_ps();
-    for (int i = 0; i < nb; i++) {
-        __m256i qw = _mm256_loadu_si256((const __m256i *)w[i].qs);
-        __m256i aw = _mm256_sign_epi8(qw, qw);
-        float dw = h2f(w[i].d);
-        for (int j = 0; j < nx; j++) {
-            const kx_block *xb = x + j * xs + i;
-            __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), qw);
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), mul_sum_us8(aw, qx), acc[j]);
-        }
+    const block_q8_0 *wb = (const block_q8_0 *)w + i;
+    (void)corr;
+    __m256i qw = _mm256_loadu_si256((const __m256i *)wb->qs);
+    __m256i aw = _mm256_sign_epi8(qw, qw);
+    float dw = h2f(wb->d);
+    UNROLL
+    for (int j = 0; j < nx; j++) {
+        const kx_block *xb = x + j * xs + i;
+        __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), qw);
+        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), mul_sum_us8(aw, qx), acc[j]);
     }
-    for (int j = 0; j < nx; j++)
-        out[j] = hsum_ps(acc[j]);
 }
 
-/* ---- Q4_K: sub-block j of 32 = activation block j; x = d*sc_j*q - dmin*m_j ---- */
+/* ---- Q4_K: step i is one 256-element super-block; its sub-block j of 32 is activation block
+ * 8i + j. x = d*sc_j*q - dmin*m_j ---- */
 
 INLINE void q4k_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
 {
+    UNROLL
     for (int j = 0; j < 4; j++) {
         sc[j] = q[j] & 63;
         mn[j] = q[j + 4] & 63;
@@ -151,56 +139,233 @@ INLINE void q4k_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
     }
 }
 
-INLINE void dot_q4_K_n(const block_q4_K *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+INLINE void blk_q4_K(const void *w, const kx_block *x, size_t xs, int nx, int s, __m256 *acc, float *corr)
 {
+    const block_q4_K *b = (const block_q4_K *)w + s;
     const __m256i lowmask = _mm256_set1_epi8(0xf);
-    __m256 acc[KX_TILE];
-    float corr[KX_TILE];
-    for (int j = 0; j < nx; j++) {
-        acc[j] = _mm256_setzero_ps();
-        corr[j] = 0;
-    }
-    for (int s = 0; s < nb / 8; s++) {
-        const block_q4_K *b = &w[s];
-        float d = h2f(b->d), dmin = h2f(b->dmin);
-        uint8_t sc[8], mn[8];
-        q4k_scales(b->scales, sc, mn);
-        for (int g = 0; g < 4; g++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
-            __m256i lo = _mm256_and_si256(q, lowmask);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), lowmask);
-            float d_lo = d * sc[2 * g], d_hi = d * sc[2 * g + 1];
-            float m_lo = dmin * mn[2 * g], m_hi = dmin * mn[2 * g + 1];
-            for (int j = 0; j < nx; j++) {
-                const kx_block *xa = x + j * xs + 8 * s + 2 * g, *xb = xa + 1;
-                __m256 pa = mul_sum_us8(lo, _mm256_loadu_si256((const __m256i *)xa->qs));
-                __m256 pb = mul_sum_us8(hi, _mm256_loadu_si256((const __m256i *)xb->qs));
-                acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d_lo * xa->d), pa, acc[j]);
-                acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d_hi * xb->d), pb, acc[j]);
-                corr[j] += m_lo * xa->s + m_hi * xb->s;
-            }
+    float d = h2f(b->d), dmin = h2f(b->dmin);
+    uint8_t sc[8], mn[8];
+    q4k_scales(b->scales, sc, mn);
+    UNROLL
+    for (int g = 0; g < 4; g++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
+        __m256i lo = _mm256_and_si256(q, lowmask);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), lowmask);
+        float d_lo = d * sc[2 * g], d_hi = d * sc[2 * g + 1];
+        float m_lo = dmin * mn[2 * g], m_hi = dmin * mn[2 * g + 1];
+        UNROLL
+        for (int j = 0; j < nx; j++) {
+            const kx_block *xa = x + j * xs + 8 * s + 2 * g, *xb = xa + 1;
+            __m256 pa = mul_sum_us8(lo, _mm256_loadu_si256((const __m256i *)xa->qs));
+            __m256 pb = mul_sum_us8(hi, _mm256_loadu_si256((const __m256i *)xb->qs));
+            /* the two halves meet in one add, so the chain through acc is one op per group */
+            __m256 t = _mm256_fmadd_ps(_mm256_set1_ps(d_lo * xa->d), pa, _mm256_mul_ps(_mm256_set1_ps(d_hi * xb->d), pb));
+            acc[j] = _mm256_add_ps(acc[j], t);
+            corr[j] -= m_lo * xa->s + m_hi * xb->s;
         }
     }
-    for (int j = 0; j < nx; j++)
-        out[j] = hsum_ps(acc[j]) - corr[j];
 }
 
-/* ---- Q6_K: sub-blocks of 16 with int8 scales; x = d * sc * (q - 32) ---- */
+/* ---- Q6_K: step i is one super-block; 16 sub-blocks of 16 with int8 scales;
+ * x = d * sc * (q - 32) ---- */
 
 INLINE __m256i scale_pair(const int8_t *sc)
 {
     return _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
 }
 
-INLINE void dot_q6_K_n(const block_q6_K *w, const kx_block *x, size_t xs, int nx, int nb, float *out)
+INLINE void blk_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int s, __m256 *acc, float *corr)
 {
+    const block_q6_K *b = (const block_q6_K *)w + s;
     const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
-    __m256 acc[KX_TILE];
-    for (int j = 0; j < nx; j++)
-        acc[j] = _mm256_setzero_ps();
+    (void)corr;
+    float d = h2f(b->d);
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        const int8_t *sc = b->scales + 8 * h;
+        __m256i la = _mm256_loadu_si256((const __m256i *)ql);
+        __m256i lb = _mm256_loadu_si256((const __m256i *)(ql + 32));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+        __m256i q[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
+        q[1] = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
+        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            q[k] = _mm256_sub_epi8(q[k], off);
+        UNROLL
+        for (int j = 0; j < nx; j++) {
+            const kx_block *xb = x + j * xs + 8 * s + 4 * h;
+            __m256 p[4];
+            UNROLL
+            for (int k = 0; k < 4; k++) {
+                __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb[k].qs), q[k]);
+                __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q[k], q[k]), qx);
+                p[k] = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, scale_pair(sc + 2 * k)));
+            }
+            __m256 t0 = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[0].d), p[0], _mm256_mul_ps(_mm256_set1_ps(d * xb[1].d), p[1]));
+            __m256 t1 = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[2].d), p[2], _mm256_mul_ps(_mm256_set1_ps(d * xb[3].d), p[3]));
+            acc[j] = _mm256_add_ps(acc[j], _mm256_add_ps(t0, t1));
+        }
+    }
+}
+
+/* Runs a block step over n_steps steps for a compile-time nx. */
+#define DOT_DRIVER(NAME)                                                                           \
+    INLINE void dot_##NAME##_n(const void *w, const kx_block *x, size_t xs, int nx, int n_steps,   \
+                               float *out)                                                         \
+    {                                                                                              \
+        __m256 acc[2][KX_TILE];                                                                    \
+        float corr[2][KX_TILE];                                                                    \
+        UNROLL                                                                                 \
+        for (int u = 0; u < 2; u++)                                                                \
+            UNROLL                                                                             \
+            for (int j = 0; j < nx; j++) {                                                         \
+                acc[u][j] = _mm256_setzero_ps();                                                   \
+                corr[u][j] = 0;                                                                    \
+            }                                                                                      \
+        int i = 0;                                                                                 \
+        if (nx == 1)                                                                               \
+            for (; i + 1 < n_steps; i += 2) {                                                      \
+                blk_##NAME(w, x, xs, 1, i, acc[0], corr[0]);                                       \
+                blk_##NAME(w, x, xs, 1, i + 1, acc[1], corr[1]);                                   \
+            }                                                                                      \
+        for (; i < n_steps; i++)                                                                   \
+            blk_##NAME(w, x, xs, nx, i, acc[0], corr[0]);                                          \
+        UNROLL                                                                                 \
+        for (int j = 0; j < nx; j++)                                                               \
+            out[j] = hsum_ps(_mm256_add_ps(acc[0][j], acc[1][j])) + corr[0][j] + corr[1][j];       \
+    }
+DOT_DRIVER(q4_0)
+DOT_DRIVER(q4_1)
+DOT_DRIVER(q8_0)
+DOT_DRIVER(q4_K)
+DOT_DRIVER(q6_K)
+
+/* ---- 8 batch rows at once (B >= 8): the 8 integer block sums are reduced horizontally into one
+ * vector whose lanes are the batch rows, then scaled with one FMA against the activations' scales
+ * stored block-major (dT[i * ts + j] = d of row j, block i). Saves the per-row convert, broadcast
+ * and FMA of the generic tile. ---- */
+
+/* lanes j of the result = sum of all 8 lanes of p[j] */
+INLINE __m256i hsum8x8(const __m256i p[8])
+{
+    __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
+    __m256i h45 = _mm256_hadd_epi32(p[4], p[5]), h67 = _mm256_hadd_epi32(p[6], p[7]);
+    __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+INLINE __m256i madd_us8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+void kdot8_q4_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out)
+{
+    const block_q4_0 *wb = w;
+    const __m256i lowmask = _mm256_set1_epi8(0xf);
+    __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)wb[i].qs);
+        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
+        __m256 dw = _mm256_set1_ps(h2f(wb[i].d));
+        __m256i p[8];
+        UNROLL
+        for (int j = 0; j < 8; j++)
+            p[j] = madd_us8(qw, _mm256_loadu_si256((const __m256i *)x[j * xs + i].qs));
+        __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
+        acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_loadu_ps(dT + i * ts)), acc);
+        corr = _mm256_fmadd_ps(dw, _mm256_loadu_ps(sT + i * ts), corr);
+    }
+    _mm256_storeu_ps(out, _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), corr, acc));
+}
+
+void kdot8_q4_1(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out)
+{
+    const block_q4_1 *wb = w;
+    const __m256i lowmask = _mm256_set1_epi8(0xf);
+    __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)wb[i].qs);
+        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
+        __m256 dw = _mm256_set1_ps(h2f(wb[i].d)), mw = _mm256_set1_ps(h2f(wb[i].m));
+        __m256i p[8];
+        UNROLL
+        for (int j = 0; j < 8; j++)
+            p[j] = madd_us8(qw, _mm256_loadu_si256((const __m256i *)x[j * xs + i].qs));
+        __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
+        acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_loadu_ps(dT + i * ts)), acc);
+        corr = _mm256_fmadd_ps(mw, _mm256_loadu_ps(sT + i * ts), corr);
+    }
+    _mm256_storeu_ps(out, _mm256_add_ps(acc, corr));
+}
+
+void kdot8_q8_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out)
+{
+    const block_q8_0 *wb = w;
+    (void)sT;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        __m256i qw = _mm256_loadu_si256((const __m256i *)wb[i].qs);
+        __m256i aw = _mm256_sign_epi8(qw, qw);
+        __m256 dw = _mm256_set1_ps(h2f(wb[i].d));
+        __m256i p[8];
+        UNROLL
+        for (int j = 0; j < 8; j++)
+            p[j] = madd_us8(aw, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x[j * xs + i].qs), qw));
+        __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
+        acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_loadu_ps(dT + i * ts)), acc);
+    }
+    _mm256_storeu_ps(out, acc);
+}
+
+void kdot8_q4_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out)
+{
+    const block_q4_K *wb = w;
+    const __m256i lowmask = _mm256_set1_epi8(0xf);
+    __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
     for (int s = 0; s < nb / 8; s++) {
-        const block_q6_K *b = &w[s];
-        float d = h2f(b->d);
+        const block_q4_K *b = &wb[s];
+        float d = h2f(b->d), dmin = h2f(b->dmin);
+        uint8_t sc[8], mn[8];
+        q4k_scales(b->scales, sc, mn);
+        for (int g = 0; g < 4; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
+            __m256i half[2] = {_mm256_and_si256(q, lowmask), _mm256_and_si256(_mm256_srli_epi16(q, 4), lowmask)};
+            UNROLL
+            for (int hh = 0; hh < 2; hh++) {
+                int blk = 8 * s + 2 * g + hh;
+                __m256i p[8];
+                UNROLL
+                for (int j = 0; j < 8; j++)
+                    p[j] = madd_us8(half[hh], _mm256_loadu_si256((const __m256i *)x[j * xs + blk].qs));
+                __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
+                acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(_mm256_set1_ps(d * sc[2 * g + hh]), _mm256_loadu_ps(dT + blk * ts)),
+                                      acc);
+                corr = _mm256_fmadd_ps(_mm256_set1_ps(dmin * mn[2 * g + hh]), _mm256_loadu_ps(sT + blk * ts), corr);
+            }
+        }
+    }
+    _mm256_storeu_ps(out, _mm256_sub_ps(acc, corr));
+}
+
+void kdot8_q6_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out)
+{
+    const block_q6_K *wb = w;
+    const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    (void)sT;
+    __m256 acc = _mm256_setzero_ps();
+    for (int s = 0; s < nb / 8; s++) {
+        const block_q6_K *b = &wb[s];
+        __m256 d = _mm256_set1_ps(h2f(b->d));
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
             const int8_t *sc = b->scales + 8 * h;
@@ -213,43 +378,41 @@ INLINE void dot_q6_K_n(const block_q6_K *w, const kx_block *x, size_t xs, int nx
             q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
                                    _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
-            __m256i scv[4];
             for (int k = 0; k < 4; k++) {
-                q[k] = _mm256_sub_epi8(q[k], off);
-                scv[k] = scale_pair(sc + 2 * k);
-            }
-            for (int j = 0; j < nx; j++) {
-                const kx_block *xb = x + j * xs + 8 * s + 4 * h;
-                for (int k = 0; k < 4; k++) {
-                    __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb[k].qs), q[k]);
-                    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q[k], q[k]), qx);
-                    __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, scv[k]));
-                    acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[k].d), p, acc[j]);
+                __m256i qk = _mm256_sub_epi8(q[k], off), ak = _mm256_sign_epi8(qk, qk);
+                __m256i scv = scale_pair(sc + 2 * k);
+                int blk = 8 * s + 4 * h + k;
+                __m256i p[8];
+                UNROLL
+                for (int j = 0; j < 8; j++) {
+                    __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x[j * xs + blk].qs), qk);
+                    p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(ak, qx), scv);
                 }
+                __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
+                acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(d, _mm256_loadu_ps(dT + blk * ts)), acc);
             }
         }
     }
-    for (int j = 0; j < nx; j++)
-        out[j] = hsum_ps(acc[j]);
+    _mm256_storeu_ps(out, acc);
 }
 
 /* Instantiate each dot with a compile-time nx so the batch loops unroll into registers. */
-#define DISPATCH(NAME, BLOCK)                                                                      \
+#define DISPATCH(NAME, BLOCK_ELEMS)                                                                \
     void kdot_##NAME(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out)      \
     {                                                                                              \
-        const BLOCK *wb = w;                                                                       \
+        int steps = nb / ((BLOCK_ELEMS) / 32);                                                     \
         switch (nx) {                                                                              \
-        case 1: dot_##NAME##_n(wb, x, xs, 1, nb, out); break;                                      \
-        case 2: dot_##NAME##_n(wb, x, xs, 2, nb, out); break;                                      \
-        case 3: dot_##NAME##_n(wb, x, xs, 3, nb, out); break;                                      \
-        default: dot_##NAME##_n(wb, x, xs, 4, nb, out); break;                                     \
+        case 1: dot_##NAME##_n(w, x, xs, 1, steps, out); break;                                    \
+        case 2: dot_##NAME##_n(w, x, xs, 2, steps, out); break;                                    \
+        case 3: dot_##NAME##_n(w, x, xs, 3, steps, out); break;                                    \
+        default: dot_##NAME##_n(w, x, xs, 4, steps, out); break;                                   \
         }                                                                                          \
     }
-DISPATCH(q4_0, block_q4_0)
-DISPATCH(q4_1, block_q4_1)
-DISPATCH(q8_0, block_q8_0)
-DISPATCH(q4_K, block_q4_K)
-DISPATCH(q6_K, block_q6_K)
+DISPATCH(q4_0, QK4_0)
+DISPATCH(q4_1, QK4_1)
+DISPATCH(q8_0, QK8_0)
+DISPATCH(q4_K, QK_K)
+DISPATCH(q6_K, QK_K)
 
 /* ---- float weights ---- */
 
@@ -276,11 +439,13 @@ INLINE void dot_float_n(int type, const void *w, const float *x, size_t ldx, int
 {
     /* Two accumulators per row hide the FMA latency. */
     __m256 a0[KX_TILE], a1[KX_TILE];
+    UNROLL
     for (int j = 0; j < nx; j++)
         a0[j] = a1[j] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
         __m256 w0 = load8(type, w, k), w1 = load8(type, w, k + 8);
+        UNROLL
         for (int j = 0; j < nx; j++) {
             a0[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + j * ldx + k), a0[j]);
             a1[j] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + j * ldx + k + 8), a1[j]);
@@ -288,13 +453,16 @@ INLINE void dot_float_n(int type, const void *w, const float *x, size_t ldx, int
     }
     for (; k + 8 <= K; k += 8) {
         __m256 w0 = load8(type, w, k);
+        UNROLL
         for (int j = 0; j < nx; j++)
             a0[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + j * ldx + k), a0[j]);
     }
+    UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = hsum_ps(_mm256_add_ps(a0[j], a1[j]));
     for (; k < K; k++) {
         float wk = load1(type, w, k);
+        UNROLL
         for (int j = 0; j < nx; j++)
             out[j] += wk * x[j * ldx + k];
     }

@@ -32,6 +32,21 @@ void kdot_q8_0(const void *w, const kx_block *x, size_t xstride, int nx, int nb,
 void kdot_q4_K(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
 void kdot_q6_K(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
 
+/* 8 batch rows at once (AVX2 builds only): like kdot_*, plus the activation scales and sums laid
+ * out block-major, dT[i * ts + j] / sT[i * ts + j] for block i of row j. */
+typedef void (*kdot8_fn)(const void *w, const kx_block *x, size_t xstride, int nb, const float *dT,
+                         const float *sT, size_t ts, float *out);
+void kdot8_q4_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out);
+void kdot8_q4_1(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out);
+void kdot8_q8_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out);
+void kdot8_q4_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out);
+void kdot8_q6_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
+                float *out);
+
 /* Float weights (F32, F16, BF16) against F32 activations: out[j] = dot(w, x + j * ldx), K elements. */
 void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int64_t K, float *out);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
@@ -614,22 +615,6 @@ void model_free(model *m)
     free(m);
 }
 
-/* Stand-in until chat.h's detection lands: the family a Jinja chat template renders. */
-static const char *template_kind(const char *tpl)
-{
-    if (!tpl)
-        return "none";
-    if (strstr(tpl, "<|im_start|>"))
-        return "chatml";
-    if (strstr(tpl, "<|start_header_id|>"))
-        return "llama3";
-    if (strstr(tpl, "<start_of_turn>"))
-        return "gemma";
-    if (strstr(tpl, "[INST]"))
-        return "mistral";
-    return "unknown";
-}
-
 void model_summarize(const model *m, model_summary *s)
 {
     const model_impl *im = m->impl_;
@@ -640,7 +625,7 @@ void model_summarize(const model *m, model_summary *s)
     s->file_bytes = m->file_bytes;
     memcpy(s->dtype_count, im->dtype_count, sizeof s->dtype_count);
     s->tokenizer_kind = im->tok_kind;
-    s->template_kind = template_kind(m->chat_template);
+    s->template_kind = chat_kind_name(chat_detect(m->chat_template));
 }
 
 int model_info(const model *m, pwb_buf *out)

@@ -129,7 +129,7 @@ int tok_bpe_piece(const tokenizer *t, tok_work *w, const char *s, size_t n)
         if (k == 0) k = 1; /* input is repaired before this point; stay safe anyway */
         int32_t id = t->mode == TOK_BYTELEVEL ? t->byte_tok[u[i]] : tok_strmap_get(&t->vocab, s + i, k);
         if (id >= 0) {
-            if (unk_len >= 0) add_sym(w, &ns, t->unk, unk_start, (uint32_t)unk_len);
+            if (unk_len >= 0) add_sym(w, &ns, t->bpe_unk, unk_start, (uint32_t)unk_len);
             unk_len = -1;
             add_sym(w, &ns, id, (uint32_t)i, (uint32_t)k);
         } else {
@@ -143,10 +143,10 @@ int tok_bpe_piece(const tokenizer *t, tok_work *w, const char *s, size_t n)
                     fell_back = 1;
                 }
             }
-            if (!fell_back && t->unk >= 0) {
+            if (!fell_back && t->bpe_unk >= 0) {
                 if (unk_len >= 0 && t->fuse_unk) unk_len += (int32_t)k;
                 else {
-                    if (unk_len >= 0) add_sym(w, &ns, t->unk, unk_start, (uint32_t)unk_len);
+                    if (unk_len >= 0) add_sym(w, &ns, t->bpe_unk, unk_start, (uint32_t)unk_len);
                     unk_start = (uint32_t)i;
                     unk_len = (int32_t)k;
                 }
@@ -154,7 +154,7 @@ int tok_bpe_piece(const tokenizer *t, tok_work *w, const char *s, size_t n)
         }
         i += k;
     }
-    if (unk_len >= 0) add_sym(w, &ns, t->unk, unk_start, (uint32_t)unk_len);
+    if (unk_len >= 0) add_sym(w, &ns, t->bpe_unk, unk_start, (uint32_t)unk_len);
     if (ns == 0) return 0;
     tok_sym *sym = w->sym;
     sym[ns - 1].next = -1;

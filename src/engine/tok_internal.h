@@ -16,7 +16,7 @@
 #define TOK_MAX_VOCAB (1u << 22)          /* 4M tokens: far above any real vocabulary */
 #define TOK_MAX_TOKEN_LEN 4096u           /* bytes in one token string */
 #define TOK_MAX_MERGES (1u << 23)
-#define TOK_MAX_INPUT ((size_t)1 << 30)   /* bytes of text per encode call */
+#define TOK_MAX_INPUT ((size_t)64 << 20)  /* bytes of text per encode call */
 #define TOK_MAX_PRETOK 8                  /* steps in a pre-tokenizer sequence */
 
 /* ---- hash maps (tok_map.c) ---- */
@@ -136,6 +136,7 @@ struct tokenizer {
     int first_byte[2][256];  /* [normalized]: some added pattern starts with this byte */
 
     int32_t bos, eos, unk, pad;
+    int32_t bpe_unk;         /* what BPE emits for a character it has no token for (-1: drop it) */
     int add_bos, add_eos;
 
     /* normalizer (tokenizer.json): Prepend(U+2581) and Replace(" " -> U+2581) */
@@ -151,6 +152,7 @@ struct tokenizer {
     int dec_strip_space;     /* decoder drops up to this many leading spaces of the output */
     int dec_bytelevel;       /* decoder maps code points back to bytes */
     int dec_metaspace;       /* decoder turns U+2581 into a space */
+    int dec_ms_first;        /* HF Metaspace decoder: the first token's U+2581s are dropped */
 };
 
 /* Allocates the per-token arrays (all zero / NULL). */

@@ -226,7 +226,7 @@ static int parse_decoder(tokenizer *t, const cJSON *d, json_ctx *c)
     } else if (!strcmp(ty, "Metaspace")) {
         t->dec_metaspace = 1;
         const char *scheme = json_str(d, "prepend_scheme", NULL);
-        t->dec_strip_space = scheme ? strcmp(scheme, "never") != 0 : json_bool(d, "add_prefix_space", 1);
+        t->dec_ms_first = scheme ? strcmp(scheme, "never") != 0 : json_bool(d, "add_prefix_space", 1);
     } else return unsup(c, "decoder", ty);
     return PWB_OK;
 }
@@ -331,6 +331,7 @@ static int load(tokenizer *t, const cJSON *root, json_ctx *c)
     if ((rc = tok_build_vocab(t, c->e))) return rc;
     const char *unk = json_str(model, "unk_token", NULL);
     if (unk) t->unk = tokenizer_token_id(t, unk);
+    t->bpe_unk = t->unk;
     if ((rc = parse_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), c))) return rc;
 
     int nm = merges ? cJSON_GetArraySize(merges) : 0;

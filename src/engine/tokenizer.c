@@ -23,7 +23,7 @@ int tok_alloc(tokenizer *t, size_t n, pwb_err *e)
     t->attr = calloc(n, sizeof *t->attr);
     t->piece = calloc(n, sizeof *t->piece);
     t->piece_len = calloc(n, sizeof *t->piece_len);
-    t->bos = t->eos = t->unk = t->pad = -1;
+    t->bos = t->eos = t->unk = t->pad = t->bpe_unk = -1;
     for (int i = 0; i < 256; i++) t->byte_tok[i] = -1;
     if (!t->text || !t->len || !t->score || !t->attr || !t->piece || !t->piece_len)
         return err_set(e, PWB_ENOMEM, "tokenizer: out of memory");
@@ -290,6 +290,9 @@ int tokenizer_from_spec(tokenizer **out, const tok_vocab_spec *spec, pwb_err *e)
             goto fail;
         }
         t->n_pre = np;
+        /* llama.cpp takes a piece that is a whole token as it is for Llama 3 (HF ignore_merges). */
+        t->ignore_merges = spec->pre && (!strcmp(spec->pre, "llama-bpe") || !strcmp(spec->pre, "llama3") ||
+                                         !strcmp(spec->pre, "llama-v3"));
         if (tok_pairmap_init(&t->merges, spec->n_merges)) {
             rc = err_set(e, PWB_ENOMEM, "tokenizer: out of memory");
             goto fail;
@@ -503,7 +506,7 @@ int tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n, int rende
     if (!t || !out || (!ids && n)) return PWB_EINVAL;
     pwb_buf raw;
     buf_init(&raw);
-    int rc = PWB_OK;
+    int rc = PWB_OK, emitted = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         int32_t id = ids[i];
         if (id < 0 || (size_t)id >= t->n_vocab) {
@@ -525,9 +528,18 @@ int tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n, int rende
                     if (buf_append(&raw, "\xEF\xBF\xBD", 3)) rc = PWB_ENOMEM;
             }
             i = j - 1;
+            emitted = 1;
             continue;
         }
-        if (buf_append(&raw, t->piece[id], t->piece_len[id])) rc = PWB_ENOMEM;
+        if (t->dec_ms_first && !emitted) {
+            /* HF's Metaspace decoder drops every U+2581 of the first token. */
+            const char *s = t->text[id] ? t->text[id] : "";
+            for (size_t k = 0; k < t->len[id] && !rc; k++) {
+                if (k + 3 <= t->len[id] && memcmp(s + k, METASPACE, 3) == 0) k += 2;
+                else if (buf_putc(&raw, s[k])) rc = PWB_ENOMEM;
+            }
+        } else if (buf_append(&raw, t->piece[id], t->piece_len[id])) rc = PWB_ENOMEM;
+        emitted = 1;
     }
     size_t start = out->len;
     if (!rc && tok_utf8_lossy(out, raw.data ? raw.data : "", raw.len)) rc = PWB_ENOMEM;

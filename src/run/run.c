@@ -264,7 +264,15 @@ static int load_shots(runner *R, rds *d, pwb_err *e)
 {
     const char *fs = d->card.few_shot_split ? d->card.few_shot_split : "train";
     if (!card_split(&d->card, fs) || strcmp(fs, d->split) == 0) {
-        /* No separate split for shots: take them from the eval split, never the query itself. */
+        /* No separate split for shots (a single imported file): take them from the eval split,
+         * never the query itself. The card is our copy; the picker reads its few_shot_split. */
+        if (strcmp(fs, d->split) != 0) {
+            log_warn("%s has no '%s' split: few-shot examples come from '%s' itself (never the query)",
+                     d->card.path, fs, d->split);
+            free(d->card.few_shot_split);
+            if (!(d->card.few_shot_split = str_dup(d->split)))
+                return err_set(e, PWB_ENOMEM, "out of memory");
+        }
         d->shots_same = 1;
         if (!d->shot_split && !(d->shot_split = str_dup(d->split)))
             return err_set(e, PWB_ENOMEM, "out of memory");
@@ -406,11 +414,15 @@ static int prepare_cells(runner *R, pwb_err *e)
 {
     size_t max = (size_t)R->nds * (size_t)R->nmo * (size_t)R->nme;
     R->cells = calloc(max ? max : 1, sizeof *R->cells);
-    if (!R->cells)
+    char *ok = calloc((size_t)R->nds * (size_t)R->nme + 1, 1); /* method k applies to dataset d */
+    if (!R->cells || !ok) {
+        free(ok);
         return err_set(e, PWB_ENOMEM, "out of memory");
+    }
     pwb_buf scratch;
     buf_init(&scratch);
     int rc = PWB_OK;
+    /* Each (dataset, method): does it apply, and is the template right for the card? */
     for (int di = 0; di < R->nds && !rc; di++) {
         rds *d = &R->ds[di];
         int any = 0;
@@ -420,8 +432,14 @@ static int prepare_cells(runner *R, pwb_err *e)
                 log_info("%s does not apply to %s (task %s)", m->tpl_path, d->card.name, m->tpl.task);
                 continue;
             }
-            any = 1;
-            rc = template_check(&m->tpl, &d->card, e);
+            any = ok[di * R->nme + k] = 1;
+            if (m->tpl.shots > 0 && !d->needs_shots) {
+                /* first: it may point the card's few_shot_split at the eval split */
+                d->needs_shots = 1;
+                rc = load_shots(R, d, e);
+            }
+            if (!rc)
+                rc = template_check(&m->tpl, &d->card, e);
             if (!rc && m->rank && d->card.n_labels == 0)
                 rc = err_set(e, PWB_EINVAL, "%s: method '%s' ranks labels but card %s has none", R->suite.path,
                              m->sm->name, d->card.path);
@@ -430,30 +448,34 @@ static int prepare_cells(runner *R, pwb_err *e)
                     rc = err_set(e, PWB_EUNSUP, "%s: method '%s' ranks labels by log-likelihood, which needs the "
                                  "local engine; model '%s' (provider %s) can only generate",
                                  R->suite.path, m->sm->name, R->mo[mi].sm->name, R->mo[mi].sm->provider);
-            if (!rc && m->tpl.shots > 0 && !d->needs_shots) {
-                d->needs_shots = 1;
-                rc = load_shots(R, d, e);
-            }
-            for (int mi = 0; mi < R->nmo && !rc; mi++) {
+        }
+        if (!rc && !any)
+            rc = err_set(e, PWB_EINVAL, "%s: no method of the suite applies to dataset '%s'", R->suite.path,
+                         d->card.name);
+    }
+    /* The cells, in report order: dataset, model, method. */
+    for (int di = 0; di < R->nds && !rc; di++) {
+        for (int mi = 0; mi < R->nmo && !rc; mi++) {
+            for (int k = 0; k < R->nme && !rc; k++) {
+                if (!ok[di * R->nme + k])
+                    continue;
                 rcell *c = &R->cells[R->ncells++];
                 c->d = di;
                 c->m = mi;
                 c->k = k;
-                rc = scorer_init(&c->sc, &d->card, m->tpl.answer_pattern, e);
+                rc = scorer_init(&c->sc, &R->ds[di].card, R->me[k].tpl.answer_pattern, e);
                 if (rc)
                     break;
                 /* Render the first sampled example now: a template that cannot render fails here,
                  * before the database, not halfway through the run. */
                 item it;
                 memset(&it, 0, sizeof it);
-                rc = build_item(R, c, &it, d->sample[0], &scratch, e);
+                rc = build_item(R, c, &it, R->ds[di].sample[0], &scratch, e);
                 item_free(&it);
             }
         }
-        if (!rc && !any)
-            rc = err_set(e, PWB_EINVAL, "%s: no method of the suite applies to dataset '%s'", R->suite.path,
-                         d->card.name);
     }
+    free(ok);
     buf_free(&scratch);
     return rc;
 }

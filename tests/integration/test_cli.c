@@ -117,3 +117,25 @@ Test(cli, template_check_reports_file_and_line)
     free(t);
     free(dir);
 }
+
+/* The engine through the CLI: greedy ids from BOS match the reference in the model's PROVENANCE.md. */
+Test(cli, generate_matches_reference_greedy_ids)
+{
+    char model[1024];
+    snprintf(model, sizeof model, "%s/models/tinystories-656k/TinyStories-656K-Q8_0.gguf", it_env("PWB_SHARED", "../shared"));
+    if (!it_exists(model))
+        cr_skip_test("no %s", model);
+    proc_out p = RUN("generate", "--model", model, "--prompt", "", "--greedy", "--max-tokens", "24", "--ids", "-q");
+    cr_assert_eq(p.status, 0, "%s", p.err);
+    cr_assert(strstr(p.out, "output: 147 201 282 215 286 598 1662 356 499 826 1363 1145 1652 615 242 1482 951 628 499 "
+                            "826 872 921 318 385\n"),
+              "%s", p.out);
+    proc_out_free(&p);
+    p = RUN("model", "info", model);
+    cr_assert_eq(p.status, 0, "%s", p.err);
+    cr_assert(strstr(p.out, "llama"), "%s", p.out);
+    proc_out_free(&p);
+    p = RUN("model", "info", "no/such/model.gguf");
+    cr_assert_neq(p.status, 0);
+    proc_out_free(&p);
+}

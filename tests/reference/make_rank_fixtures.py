@@ -33,14 +33,21 @@ def continuation(llm, prompt_ids, prompt, label):
     return full[len(prompt_ids):]
 
 
+def last_log_softmax(llm):
+    """log-softmax of the last decoded position (logits_all=False: the only row llama.cpp outputs)."""
+    n_vocab = llm.n_vocab()
+    return log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,)))
+
+
 def score(llm, prompt_ids, label_ids):
     """Sum of log-softmax of label_ids following prompt_ids (fresh context, nothing reused)."""
     llm.reset()
-    seq = prompt_ids + label_ids[:-1]
-    llm.eval(seq)
+    llm.eval(prompt_ids)
     total = 0.0
     for j, t in enumerate(label_ids):
-        total += float(log_softmax(np.asarray(llm.scores[len(prompt_ids) - 1 + j]))[t])
+        if j:
+            llm.eval([label_ids[j - 1]])
+        total += float(last_log_softmax(llm)[t])
     return total
 
 
@@ -55,7 +62,7 @@ def main():
     rows = pwbref.read_sst2(a.sst2_dev)
     if a.limit:
         rows = rows[: a.limit]
-    llm = pwbref.load_llama(a.model, n_ctx=1024, logits_all=True, n_batch=1024)
+    llm = pwbref.load_llama(a.model, n_ctx=1024, logits_all=False, n_batch=1024)
     ver = pwbref.versions()
 
     # Verbalizer tokens, checked on the first prompt and re-checked on every prompt.
@@ -79,7 +86,7 @@ def main():
             # One forward pass: every label is scored from the last prompt position.
             llm.reset()
             llm.eval(ids)
-            ls = log_softmax(np.asarray(llm.scores[len(ids) - 1]))
+            ls = last_log_softmax(llm)
             lp = {k: float(ls[v[0]]) for k, v in lab.items()}
             lpc = {k: float(ls[v[0]]) for k, v in cap.items()}
         else:

@@ -86,7 +86,9 @@ def edge_texts():
         "na\u00efve caf\u00e9 r\u00e9sum\u00e9", "\u00df\u1e9e",
         # unusual whitespace and controls
         "a\u00a0b", "a\u2003b", "a\u3000b", "a\u200bb", "a\u0085b", "a\u2028b", "\ufeffbom", "nul\x00byte",
-        "\x1b[31mred\x1b[0m", "a\u180eb", "a\u202fb", "\u000b\u000c",
+        "\x1b[31mred\x1b[0m", "a\u180eb", " \u180e\u180e 1\u180e", "a\u202fb", "\u000b\u000c", "x\x04y\x7f",
+        # digits that Unicode 15/16 added (PCRE2 10.42 has Unicode 14 tables)
+        "x\U0001E4F0y 1\U0001E4F1\U0001E4F2 \U0001D2C0",
         # code and markup
         "def f(x):\n    return x**2  # square\n", '{"a": [1, 2.5, null], "b": "c"}',
         "https://example.com/path?q=1&r=two#frag", "foo.bar@example.com", "<html><body>hi</body></html>",
@@ -172,32 +174,87 @@ def write_dataset(out_dir, name, tok, tok_rel, shared, loader):
     return path, len(texts), n_ids
 
 
+def edge_row(tok, specials, text, add_special, parse_special):
+    row = {}
+    if isinstance(text, str) and "\x00" in text:
+        text = text.encode("utf-8")  # C strings stop at NUL: carry these as bytes
+    if isinstance(text, bytes):
+        row["hex"] = text.hex()
+        text = text.decode("utf-8", "replace")
+    else:
+        row["text"] = text
+    ids = encode(tok, text, add_special, parse_special)
+    row["ids"] = ids
+    row["add_special"] = add_special
+    row["parse_special"] = parse_special
+    d = decoded(tok, ids, specials)
+    if "\x00" in d:
+        row["decoded_hex"] = d.encode("utf-8").hex()
+    else:
+        row["decoded"] = d
+    return row
+
+
 def write_edge(out_dir, name, tok):
     specials = special_ids(tok)
     path = os.path.join(out_dir, f"{name}-edge.jsonl")
     n = 0
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for text, add_special, parse_special in edge_texts():
-            row = {}
-            if isinstance(text, str) and "\x00" in text:
-                text = text.encode("utf-8")  # C strings stop at NUL: carry these as bytes
-            if isinstance(text, bytes):
-                row["hex"] = text.hex()
-                text = text.decode("utf-8", "replace")
-            else:
-                row["text"] = text
-            ids = encode(tok, text, add_special, parse_special)
-            row["ids"] = ids
-            row["add_special"] = add_special
-            row["parse_special"] = parse_special
-            d = decoded(tok, ids, specials)
-            if "\x00" in d:
-                row["decoded_hex"] = d.encode("utf-8").hex()
-            else:
-                row["decoded"] = d
-            f.write(json.dumps(row, ensure_ascii=True, separators=(",", ":")) + "\n")
+            f.write(json.dumps(edge_row(tok, specials, text, add_special, parse_special), ensure_ascii=True,
+                               separators=(",", ":")) + "\n")
             n += 1
     return path, n
+
+
+LLAMA3_RE = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+             "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+QWEN2_RE = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+            "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+BYTELEVEL_NO_RE = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+
+# Other pre-tokenizer set-ups on the same vocabularies, so that the Llama 3 / Qwen2 regexes,
+# ignore_merges, ByteLevel's prefix space and Metaspace are checked against HF too. The C test
+# applies the same patch: top-level keys of "patch" replace the tokenizer.json's, "model" keys the
+# model's.
+VARIANTS = {
+    "llama3": ("smollm2", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": LLAMA3_RE}, "behavior": "Isolated", "invert": False},
+        BYTELEVEL_NO_RE]}}, {"ignore_merges": True}),
+    "qwen2": ("smollm2", {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": QWEN2_RE}, "behavior": "Isolated", "invert": False},
+        BYTELEVEL_NO_RE]}}, {}),
+    "gpt2prefix": ("smollm2", {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True,
+                                                  "trim_offsets": True, "use_regex": True}}, {}),
+    # transformers' LlamaConverter with legacy=False: Metaspace instead of the normalizer
+    "metaspace": ("tinystories", {"normalizer": None, "pre_tokenizer": {
+        "type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}}, {}),
+    # T5-style: pieces split at U+2581, Metaspace decoder
+    "metaspace-split": ("tinystories", {"normalizer": None, "pre_tokenizer": {
+        "type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
+        "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}}, {}),
+}
+
+
+def write_variant(out_dir, shared, name, base, patch, model_patch):
+    rel = TOKENIZERS[base]
+    with open(os.path.join(shared, rel), encoding="utf-8") as f:
+        j = json.load(f)
+    j.update(patch)
+    j["model"].update(model_patch)
+    tok = Tokenizer.from_str(json.dumps(j))
+    specials = special_ids(tok)
+    path = os.path.join(out_dir, f"variant-{name}.jsonl")
+    _, sst2, _ = sst2_texts(shared)
+    cases = edge_texts() + [(t, 1, 1) for t in sst2[:100]]
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(json.dumps({"tokenizer": rel, "tokenizer_sha256": sha256(os.path.join(shared, rel)),
+                            "patch": patch, "model": model_patch,
+                            "reference": f"tokenizers {TOKENIZERS_VERSION}"}, ensure_ascii=True) + "\n")
+        for text, add_special, parse_special in cases:
+            f.write(json.dumps(edge_row(tok, specials, text, add_special, parse_special), ensure_ascii=True,
+                               separators=(",", ":")) + "\n")
+    return path, len(cases)
 
 
 def main():
@@ -213,6 +270,9 @@ def main():
             path, n, n_ids = write_dataset(out_dir, name, tok, rel, shared, loader)
             print(f"{os.path.basename(path)}: {n} texts, {n_ids} ids")
         path, n = write_edge(out_dir, name, tok)
+        print(f"{os.path.basename(path)}: {n} texts")
+    for name, (base, patch, model_patch) in VARIANTS.items():
+        path, n = write_variant(out_dir, shared, name, base, patch, model_patch)
         print(f"{os.path.basename(path)}: {n} texts")
 
 

@@ -309,6 +309,11 @@ static void run_edge_fixture(const tokenizer *t, const char *fixture, const char
         if (n) {
             cJSON *row = json_parse(s, n, fixture, &e);
             cr_assert_not_null(row, "%s", e.msg);
+            if (line == 1 && cJSON_GetObjectItemCaseSensitive(row, "patch")) { /* variant header */
+                cJSON_Delete(row);
+                s += n + 1;
+                continue;
+            }
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(row, "text");
             buf_reset(&raw);
             if (cJSON_IsString(text)) {
@@ -379,9 +384,75 @@ Test(tokenizer_hf, tinystories_edge)
     tokenizer_free(t);
 }
 
+/* ---- variants: the same vocabularies with other pre-tokenizers (Llama 3 and Qwen2 regexes,
+ *      ignore_merges, ByteLevel prefix space, Metaspace), patched as the fixture header says ---- */
+
+static void replace_keys(cJSON *dst, const cJSON *patch)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, patch) {
+        cJSON *copy = cJSON_Duplicate(it, 1);
+        cr_assert_not_null(copy);
+        if (cJSON_HasObjectItem(dst, it->string)) cJSON_ReplaceItemInObjectCaseSensitive(dst, it->string, copy);
+        else cJSON_AddItemToObject(dst, it->string, copy);
+    }
+}
+
+static tokenizer *load_variant(const char *fixture, char *tmp_path, size_t cap)
+{
+    pwb_buf p, data;
+    buf_init(&p);
+    buf_init(&data);
+    root_path(&p, fixture);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(file_read_all(p.data, 16u << 20, &data, &e), PWB_OK, "%s", e.msg);
+    cJSON *hdr = json_parse(data.data, (size_t)(strchr(data.data, '\n') - data.data), fixture, &e);
+    cr_assert_not_null(hdr, "%s", e.msg);
+    buf_reset(&p);
+    shared_path(&p, json_str(hdr, "tokenizer", ""));
+    if (!file_exists(p.data)) cr_skip_test("%s not found (set PWB_SHARED)", p.data);
+    cJSON *j = json_parse_file(p.data, JSON_MAX_FILE, &e);
+    cr_assert_not_null(j, "%s", e.msg);
+    replace_keys(j, cJSON_GetObjectItemCaseSensitive(hdr, "patch"));
+    replace_keys(cJSON_GetObjectItemCaseSensitive(j, "model"), cJSON_GetObjectItemCaseSensitive(hdr, "model"));
+    char dir[] = "/tmp/pwb_tokv_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(tmp_path, cap, "%s/tokenizer.json", dir);
+    char *text = cJSON_PrintUnformatted(j);
+    cr_assert_not_null(text);
+    cr_assert_eq(file_write_atomic(tmp_path, text, strlen(text), &e), PWB_OK, "%s", e.msg);
+    free(text);
+    tokenizer *t = NULL;
+    cr_assert_eq(tokenizer_from_json(&t, tmp_path, &e), PWB_OK, "%s: %s", fixture, e.msg);
+    cJSON_Delete(j);
+    cJSON_Delete(hdr);
+    buf_free(&p);
+    buf_free(&data);
+    return t;
+}
+
+static void run_variant(const char *name)
+{
+    char fixture[128], tmp[256];
+    snprintf(fixture, sizeof fixture, "tests/fixtures/tokenizer/variant-%s.jsonl", name);
+    tokenizer *t = load_variant(fixture, tmp, sizeof tmp);
+    run_edge_fixture(t, fixture, name);
+    tokenizer_free(t);
+    remove(tmp);
+    *strrchr(tmp, '/') = 0;
+    rmdir(tmp);
+}
+
+Test(tokenizer_variant, llama3) { run_variant("llama3"); }
+Test(tokenizer_variant, qwen2) { run_variant("qwen2"); }
+Test(tokenizer_variant, gpt2prefix) { run_variant("gpt2prefix"); }
+Test(tokenizer_variant, metaspace) { run_variant("metaspace"); }
+Test(tokenizer_variant, metaspace_split) { run_variant("metaspace-split"); }
+
 /* ---- GGUF vocabularies: tokenizer_from_spec over the files' own metadata ---- */
 
-static tokenizer *load_gguf_vocab(const char *path, gguf_file **gf)
+static tokenizer *load_gguf_vocab_pre(const char *path, gguf_file **gf, const char *pre_override)
 {
     if (!file_exists(path)) cr_skip_test("%s not found", path);
     pwb_err e;
@@ -392,7 +463,7 @@ static tokenizer *load_gguf_vocab(const char *path, gguf_file **gf)
     memset(&sp, 0, sizeof sp);
     size_t n;
     sp.model = gguf_get_str(g, "tokenizer.ggml.model", NULL);
-    sp.pre = gguf_get_str(g, "tokenizer.ggml.pre", NULL);
+    sp.pre = pre_override ? pre_override : gguf_get_str(g, "tokenizer.ggml.pre", NULL);
     sp.tokens = gguf_get_arr_strs(g, "tokenizer.ggml.tokens", &sp.n_tokens);
     sp.scores = gguf_get_arr_f32(g, "tokenizer.ggml.scores", &n);
     sp.types = gguf_get_arr_i32(g, "tokenizer.ggml.token_type", &n);
@@ -407,6 +478,11 @@ static tokenizer *load_gguf_vocab(const char *path, gguf_file **gf)
     tokenizer *t = NULL;
     cr_assert_eq(tokenizer_from_spec(&t, &sp, &e), PWB_OK, "%s: %s", path, e.msg);
     return t;
+}
+
+static tokenizer *load_gguf_vocab(const char *path, gguf_file **gf)
+{
+    return load_gguf_vocab_pre(path, gf, NULL);
 }
 
 Test(tokenizer_gguf, tinystories_matches_json)
@@ -442,6 +518,25 @@ Test(tokenizer_gguf, smollm2_matches_json)
     run_edge_fixture(t, "tests/fixtures/tokenizer/smollm2-edge.jsonl", "smollm2 gguf edge");
     tokenizer_free(t);
     gguf_close(g);
+    buf_free(&p);
+}
+
+/* The "llama-bpe" and "qwen2" presets on SmolLM2's vocabulary against HF with those regexes. */
+Test(tokenizer_gguf, presets_match_variants)
+{
+    pwb_buf p;
+    buf_init(&p);
+    root_path(&p, "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    const char *pre[] = {"llama-bpe", "qwen2"}, *fix[] = {"variant-llama3.jsonl", "variant-qwen2.jsonl"};
+    for (int i = 0; i < 2; i++) {
+        gguf_file *g = NULL;
+        tokenizer *t = load_gguf_vocab_pre(p.data, &g, pre[i]);
+        char f[128];
+        snprintf(f, sizeof f, "tests/fixtures/tokenizer/%s", fix[i]);
+        run_edge_fixture(t, f, pre[i]);
+        tokenizer_free(t);
+        gguf_close(g);
+    }
     buf_free(&p);
 }
 

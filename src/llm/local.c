@@ -1,0 +1,429 @@
+#include "llm/local.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/chat.h"
+#include "engine/engine.h"
+#include "util/buf.h"
+#include "util/str.h"
+#include "util/timer.h"
+
+#define LOCAL_DEFAULT_MAX_TOKENS 256
+#define LOCAL_MAX_STOP_IDS 4
+
+typedef struct local_impl {
+    engine *en;
+    chat_template ct;
+    int32_t stop_ids[LOCAL_MAX_STOP_IDS];
+    int n_stop_ids;
+    engine_prefix *prefix; /* the last call's shared prefix, kept for the next call */
+    int batch;
+    char *name;
+} local_impl;
+
+/* One request, rendered and tokenized. */
+typedef struct local_prep {
+    int32_t *ids;
+    int n;
+    int32_t **conts;
+    int *clen;
+    int n_conts;
+    char *err;
+    double work;  /* tokens this request costs the engine: its share of a batch's time */
+} local_prep;
+
+static void prep_free(local_prep *p)
+{
+    free(p->ids);
+    for (int i = 0; p->conts && i < p->n_conts; i++)
+        free(p->conts[i]);
+    free(p->conts);
+    free(p->clen);
+    free(p->err);
+    memset(p, 0, sizeof *p);
+}
+
+static char *msg_dup(const pwb_err *e, const char *what)
+{
+    pwb_buf b;
+    buf_init(&b);
+    buf_printf(&b, "%s: %s", what, e->msg);
+    return buf_take(&b);
+}
+
+static int encode(const local_impl *im, const char *text, int add_special, int parse_special, int32_t **ids, int *n,
+                  pwb_err *e)
+{
+    size_t k = 0;
+    if (tokenizer_encode(engine_tokenizer(im->en), text, strlen(text), add_special, parse_special, ids, &k, e) < 0)
+        return e->code ? e->code : PWB_EPARSE;
+    if (k > (size_t)engine_n_ctx(im->en)) {
+        free(*ids);
+        *ids = NULL;
+        return err_set(e, PWB_ERANGE, "%zu tokens exceed the model's context of %d", k, engine_n_ctx(im->en));
+    }
+    *n = (int)k;
+    return PWB_OK;
+}
+
+/* Renders and tokenizes one request; failures land in p->err. */
+static void prep_request(local_impl *im, const llm_request *r, local_prep *p, pwb_buf *text)
+{
+    pwb_err e = {0};
+    buf_reset(text);
+    if (r->n_messages > 0) {
+        if (!r->messages) {
+            p->err = str_dup("request has n_messages but no messages");
+            return;
+        }
+        chat_msg stack[16], *msgs = r->n_messages <= 16 ? stack : malloc((size_t)r->n_messages * sizeof *msgs);
+        if (!msgs) {
+            p->err = str_dup("out of memory");
+            return;
+        }
+        for (int i = 0; i < r->n_messages; i++)
+            msgs[i] = (chat_msg){.role = r->messages[i].role, .content = r->messages[i].content};
+        int rc = chat_render(&im->ct, msgs, (size_t)r->n_messages, 1, text, &e);
+        if (msgs != stack)
+            free(msgs);
+        if (rc != PWB_OK) {
+            p->err = msg_dup(&e, "chat template");
+            return;
+        }
+    } else {
+        buf_puts(text, r->prompt ? r->prompt : "");
+    }
+    if (!text->data && buf_reserve(text, 0)) {
+        p->err = str_dup("out of memory");
+        return;
+    }
+    if (encode(im, text->data, 1, 1, &p->ids, &p->n, &e) != PWB_OK) {
+        p->err = msg_dup(&e, "tokenize");
+        return;
+    }
+    if (p->n == 0) {
+        p->err = str_dup("empty prompt");
+        return;
+    }
+    p->work = p->n;
+    if (r->mode != LLM_RANK)
+        return;
+    if (r->n_choices < 1 || !r->choices) {
+        p->err = str_dup("rank request without choices");
+        return;
+    }
+    p->conts = calloc((size_t)r->n_choices, sizeof *p->conts);
+    p->clen = calloc((size_t)r->n_choices, sizeof *p->clen);
+    if (!p->conts || !p->clen) {
+        p->err = str_dup("out of memory");
+        return;
+    }
+    p->n_conts = r->n_choices;
+    /* A prompt ending in spaces ("Answer: ") hands them to the choices, as lm-eval-harness does: a
+     * BPE vocabulary glues a space to the word after it, so " positive" is the natural token. */
+    size_t plen = text->len, nsp = 0;
+    while (nsp < plen && text->data[plen - 1 - nsp] == ' ')
+        nsp++;
+    if (nsp > 0 && nsp < plen) {
+        plen -= nsp;
+        text->data[plen] = '\0';
+        text->len = plen;
+        free(p->ids);
+        p->ids = NULL;
+        if (encode(im, text->data, 1, 1, &p->ids, &p->n, &e) != PWB_OK || p->n == 0) {
+            p->err = msg_dup(&e, "tokenize");
+            return;
+        }
+        p->work = p->n;
+    }
+    pwb_buf chb;
+    buf_init(&chb);
+    for (int c = 0; c < r->n_choices; c++) {
+        buf_reset(&chb);
+        for (size_t k = 0; k < nsp; k++)
+            buf_putc(&chb, ' ');
+        buf_puts(&chb, r->choices[c] ? r->choices[c] : "");
+        const char *ch = chb.data ? chb.data : "";
+        /* Tokenize as the model would read it after the prompt; fall back to the choice alone when
+         * joining the texts would change the prompt's own tokens. */
+        text->len = plen;
+        text->data[plen] = '\0';
+        buf_puts(text, ch);
+        int32_t *full = NULL;
+        int nf = 0;
+        if (encode(im, text->data, 1, 1, &full, &nf, &e) != PWB_OK) {
+            p->err = msg_dup(&e, "tokenize choice");
+            break;
+        }
+        if (nf > p->n && memcmp(full, p->ids, (size_t)p->n * sizeof *full) == 0) {
+            p->clen[c] = nf - p->n;
+            p->conts[c] = malloc((size_t)p->clen[c] * sizeof(int32_t));
+            if (p->conts[c])
+                memcpy(p->conts[c], full + p->n, (size_t)p->clen[c] * sizeof(int32_t));
+            free(full);
+        } else {
+            free(full);
+            if (encode(im, ch, 0, 0, &p->conts[c], &p->clen[c], &e) != PWB_OK) {
+                p->err = msg_dup(&e, "tokenize choice");
+                break;
+            }
+        }
+        if (!p->conts[c] || p->clen[c] < 1) {
+            p->err = str_dup(p->clen[c] < 1 ? "empty choice" : "out of memory");
+            break;
+        }
+        p->work += p->clen[c] - 1;
+    }
+    buf_free(&chb);
+    text->len = plen;
+    text->data[plen] = '\0';
+}
+
+static void set_error(llm_response *r, const char *msg)
+{
+    free(r->error);
+    r->error = str_dup(msg);
+}
+
+static const char *finish_name(int finish)
+{
+    return finish == ENGINE_FINISH_LENGTH ? "length" : "stop";
+}
+
+/* One batch of requests [i0, i1): everything in it runs as one engine call per mode. */
+static int run_batch(local_impl *im, const llm_request *reqs, local_prep *pp, size_t i0, size_t i1,
+                     llm_response *out, const double prefix_share[2], int lcp, pwb_err *e)
+{
+    size_t nb = i1 - i0;
+    engine_rank_item *ri = calloc(nb, sizeof *ri);
+    engine_gen_item *gi = calloc(nb, sizeof *gi);
+    size_t *rmap = calloc(nb, sizeof *rmap), *gmap = calloc(nb, sizeof *gmap);
+    int nr = 0, ng = 0, rc = PWB_OK;
+    if (!ri || !gi || !rmap || !gmap) {
+        rc = err_set(e, PWB_ENOMEM, "out of memory");
+        goto done;
+    }
+    double w0 = timer_wall(), c0 = timer_cpu(), work = 0;
+    for (size_t i = i0; i < i1; i++) {
+        const llm_request *r = &reqs[i];
+        local_prep *p = &pp[i];
+        if (p->err)
+            continue;
+        work += p->work;
+        if (r->mode == LLM_RANK) {
+            out[i].choice_logprob = calloc((size_t)p->n_conts, sizeof(double));
+            if (!out[i].choice_logprob) {
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+                goto done;
+            }
+            ri[nr] = (engine_rank_item){.prompt = p->ids + lcp, .n_prompt = p->n - lcp,
+                                        .conts = (const int32_t *const *)p->conts, .cont_lens = p->clen,
+                                        .n_conts = p->n_conts, .logprob = out[i].choice_logprob};
+            rmap[nr++] = i;
+        } else {
+            int mt = r->max_tokens > 0 ? r->max_tokens : LOCAL_DEFAULT_MAX_TOKENS;
+            gi[ng] = (engine_gen_item){.prompt = p->ids + lcp, .n_prompt = p->n - lcp, .max_tokens = mt,
+                                       .temperature = (float)r->temperature,
+                                       .top_p = r->top_p > 0 ? (float)r->top_p : 1.0f, .seed = r->seed,
+                                       .stop = r->stop, .n_stop = r->stop ? r->n_stop : 0,
+                                       .stop_ids = im->stop_ids, .n_stop_ids = im->n_stop_ids};
+            gmap[ng++] = i;
+        }
+    }
+    if (nr && (rc = engine_rank(im->en, im->prefix, ri, nr, e)) != PWB_OK)
+        goto done;
+    if (ng && (rc = engine_generate(im->en, im->prefix, gi, ng, e)) != PWB_OK)
+        goto done;
+    for (int k = 0; k < nr; k++) {
+        llm_response *o = &out[rmap[k]];
+        if (ri[k].status != PWB_OK) {
+            set_error(o, ri[k].status == PWB_ERANGE ? "prompt and choice exceed the model's context"
+                                                    : "invalid rank request");
+            free(o->choice_logprob);
+            o->choice_logprob = NULL;
+            continue;
+        }
+        o->choice = 0;
+        for (int c = 1; c < ri[k].n_conts; c++)
+            if (o->choice_logprob[c] > o->choice_logprob[o->choice])
+                o->choice = c;
+        o->tokens_out = 0;
+    }
+    for (int k = 0; k < ng; k++) {
+        llm_response *o = &out[gmap[k]];
+        if (gi[k].status != PWB_OK) {
+            set_error(o, gi[k].status == PWB_ERANGE ? "prompt exceeds the model's context" : "invalid request");
+            continue;
+        }
+        o->text = gi[k].text;
+        gi[k].text = NULL;
+        o->tokens_out = gi[k].n_out;
+        o->finish_reason = str_dup(finish_name(gi[k].finish));
+        pp[gmap[k]].work += gi[k].n_out;
+        work += gi[k].n_out;
+    }
+    /* Share the batch's time out by tokens. */
+    double wall = timer_wall() - w0, cpu = timer_cpu() - c0;
+    for (size_t i = i0; i < i1; i++) {
+        llm_response *o = &out[i];
+        o->tokens_in = pp[i].err ? -1 : pp[i].n;
+        if (pp[i].err || o->error) {
+            if (!o->error)
+                set_error(o, pp[i].err);
+            if (o->choice_logprob) {
+                free(o->choice_logprob);
+                o->choice_logprob = NULL;
+            }
+            o->choice = -1;
+            o->tokens_out = -1;
+            continue;
+        }
+        double share = work > 0 ? pp[i].work / work : 1.0 / (double)nb;
+        o->latency_s = wall * share + prefix_share[0];
+        o->cpu_s = cpu * share + prefix_share[1];
+        if (reqs[i].mode != LLM_RANK)
+            o->choice = -1;
+    }
+done:
+    for (int k = 0; gi && k < ng; k++)
+        engine_gen_item_clear(&gi[k]);
+    free(ri);
+    free(gi);
+    free(rmap);
+    free(gmap);
+    return rc;
+}
+
+static int local_run(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done,
+                     void *ctx, pwb_err *e)
+{
+    local_impl *im = b->impl;
+    if (n == 0)
+        return PWB_OK;
+    if (!reqs || !out)
+        return err_set(e, PWB_EINVAL, "local: no requests");
+    local_prep *pp = calloc(n, sizeof *pp);
+    if (!pp)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    pwb_buf text;
+    buf_init(&text);
+    for (size_t i = 0; i < n; i++) {
+        out[i].choice = -1;
+        prep_request(im, &reqs[i], &pp[i], &text);
+    }
+    buf_free(&text);
+
+    /* The call's longest common prefix, one token short of the shortest prompt (each request
+     * must run at least one token of its own to get its logits). */
+    int lcp = -1;
+    size_t first = n;
+    for (size_t i = 0; i < n; i++) {
+        if (pp[i].err)
+            continue;
+        if (first == n) {
+            first = i;
+            lcp = pp[i].n - 1;
+            continue;
+        }
+        int k = 0;
+        while (k < lcp && k < pp[i].n - 1 && pp[i].ids[k] == pp[first].ids[k])
+            k++;
+        lcp = k;
+    }
+    int rc = PWB_OK;
+    double prefix_share[2] = {0, 0}; /* wall, cpu per request */
+    if (first < n) {
+        double w0 = timer_wall(), c0 = timer_cpu();
+        if (!im->prefix)
+            rc = engine_prefix_new(im->en, NULL, 0, pp[first].ids, lcp, &im->prefix, e);
+        else
+            rc = engine_prefix_set_ids(im->en, im->prefix, pp[first].ids, lcp, e);
+        if (rc != PWB_OK) {
+            engine_prefix_free(im->prefix);
+            im->prefix = NULL;
+            goto done;
+        }
+        size_t nvalid = 0;
+        for (size_t i = 0; i < n; i++)
+            nvalid += !pp[i].err;
+        prefix_share[0] = (timer_wall() - w0) / (double)nvalid;
+        prefix_share[1] = (timer_cpu() - c0) / (double)nvalid;
+    } else {
+        lcp = 0;
+    }
+    size_t step = im->batch > 0 ? (size_t)im->batch : 1;
+    for (size_t i0 = 0; i0 < n; i0 += step) {
+        if (b->stop && *b->stop) {
+            rc = err_set(e, PWB_EINTR, "interrupted");
+            goto done;
+        }
+        size_t i1 = i0 + step < n ? i0 + step : n;
+        if ((rc = run_batch(im, reqs, pp, i0, i1, out, prefix_share, lcp, e)) != PWB_OK)
+            goto done;
+        for (size_t i = i0; done && i < i1; i++)
+            done(ctx, i, &out[i]);
+    }
+done:
+    for (size_t i = 0; i < n; i++)
+        prep_free(&pp[i]);
+    free(pp);
+    return rc;
+}
+
+static void local_destroy(llm_backend *b)
+{
+    if (!b)
+        return;
+    local_impl *im = b->impl;
+    if (im) {
+        engine_prefix_free(im->prefix);
+        engine_close(im->en);
+        chat_template_free(&im->ct);
+        free(im->name);
+        free(im);
+    }
+    free(b);
+}
+
+int llm_local_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
+{
+    *out = NULL;
+    if (!cfg || !cfg->model || !*cfg->model)
+        return err_set(e, PWB_EINVAL, "local backend: no model path given");
+    llm_backend *b = calloc(1, sizeof *b);
+    local_impl *im = calloc(1, sizeof *im);
+    if (!b || !im) {
+        free(b);
+        free(im);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    b->kind = "local";
+    b->run = local_run;
+    b->destroy = local_destroy;
+    b->impl = im;
+    im->batch = cfg->batch > 0 ? cfg->batch : 8;
+    im->name = str_dup(cfg->name ? cfg->name : cfg->model);
+    engine_opts o = {.n_threads = cfg->threads > 0 ? cfg->threads : 0, .batch_items = im->batch};
+    int rc = engine_open(&im->en, cfg->model, &o, e);
+    if (rc != PWB_OK) {
+        local_destroy(b);
+        return err_prefix(e, "model %s: ", im->name ? im->name : cfg->model);
+    }
+    const model *m = engine_model(im->en);
+    rc = chat_template_init(&im->ct, m->chat_template, cfg->chat_template, e);
+    if (rc != PWB_OK) {
+        local_destroy(b);
+        return err_prefix(e, "model %s: ", cfg->name ? cfg->name : cfg->model);
+    }
+    /* Turn-closing tokens end a generation like EOS does. */
+    const char *enders[] = {"<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end|>"};
+    const tokenizer *tok = engine_tokenizer(im->en);
+    for (size_t i = 0; i < sizeof enders / sizeof enders[0] && im->n_stop_ids < LOCAL_MAX_STOP_IDS; i++) {
+        int32_t id = tokenizer_token_id(tok, enders[i]);
+        if (id >= 0 && id != tokenizer_eos(tok))
+            im->stop_ids[im->n_stop_ids++] = id;
+    }
+    *out = b;
+    return PWB_OK;
+}

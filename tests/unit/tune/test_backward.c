@@ -1,0 +1,391 @@
+/* The backward pass to the input embeddings, checked against central finite differences (a random
+ * tiny Llama built in memory, TinyStories-656K in both its safetensors and Q8_0 GGUF forms) and
+ * against PyTorch autograd on SmolLM2-135M (vectors committed under tests/fixtures/grad/). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/backward.h"
+#include "engine/forward.h"
+#include "engine/model.h"
+#include "tune_helpers.h"
+#include "util/buf.h"
+#include "util/file.h"
+#include "util/json.h"
+#include "util/rng.h"
+
+/* Two sequences of different lengths sharing one soft prompt, each scored on its last two
+ * positions: the shape of a training batch (padding, shared prompt, several targets). With
+ * use_prefix the soft prompt and the first three ids form a prefix sequence the two continue. */
+typedef struct gc_batch {
+    int n_soft, d, use_prefix, n;
+    float *soft;
+    int32_t ids[2][16];
+    int lens[2];
+    int tpos[2][2];
+    int32_t tgt[2][2];
+    bwd_seq seqs[3];
+} gc_batch;
+
+#define GC_SHARED 3
+
+static void gc_batch_make(gc_batch *b, const model *m, int n_soft, uint64_t seed, int use_prefix)
+{
+    pwb_rng r;
+    rng_init(&r, seed);
+    memset(b, 0, sizeof *b);
+    b->n_soft = n_soft;
+    b->d = m->hp.n_embd;
+    b->use_prefix = use_prefix;
+    b->soft = malloc((size_t)n_soft * b->d * sizeof(float));
+    for (int i = 0; i < n_soft * b->d; i++)
+        b->soft[i] = (float)(rng_uniform(&r) - 0.5);
+    b->lens[0] = 5;
+    b->lens[1] = 11;
+    int V = m->hp.n_vocab < 1000 ? m->hp.n_vocab : 1000;
+    for (int s = 0; s < 2; s++) {
+        for (int j = 0; j < b->lens[s]; j++)
+            b->ids[s][j] = (int32_t)(3 + rng_below(&r, (uint64_t)V - 3));
+        for (int k = 0; k < 2; k++)
+            b->tgt[s][k] = (int32_t)(3 + rng_below(&r, (uint64_t)V - 3));
+    }
+    for (int j = 0; j < GC_SHARED; j++)
+        b->ids[1][j] = b->ids[0][j];
+    if (!use_prefix) {
+        b->n = 2;
+        bwd_seq_padded(b->seqs, 2, b->soft, n_soft, &b->ids[0][0], 16, b->lens, NULL);
+        for (int s = 0; s < 2; s++)
+            for (int k = 0; k < 2; k++)
+                b->tpos[s][k] = n_soft + b->lens[s] - 2 + k;
+    } else {
+        b->n = 3;
+        b->seqs[0] = (bwd_seq){.embeds = b->soft, .n_embeds = n_soft, .ids = b->ids[0], .n_ids = GC_SHARED};
+        for (int s = 0; s < 2; s++) {
+            b->seqs[s + 1] = (bwd_seq){.prefix = &b->seqs[0], .ids = b->ids[s] + GC_SHARED,
+                                       .n_ids = b->lens[s] - GC_SHARED};
+            for (int k = 0; k < 2; k++)
+                b->tpos[s][k] = b->lens[s] - GC_SHARED - 2 + k;
+        }
+    }
+    for (int s = 0; s < 2; s++) {
+        bwd_seq *q = &b->seqs[s + use_prefix];
+        q->n_tgt = 2;
+        q->tgt_pos = b->tpos[s];
+        q->targets = b->tgt[s];
+    }
+}
+
+static void gc_set_grad(gc_batch *b, float *g)
+{
+    for (int s = 0; s < b->n; s++)
+        b->seqs[s].d_embeds = b->seqs[s].n_embeds ? g : NULL;
+}
+
+static double gc_loss(bwd_ctx *c, gc_batch *b)
+{
+    double L = NAN;
+    pwb_err e;
+    int rc = bwd_run(c, b->seqs, b->n, 0, &L, &e);
+    cr_assert_eq(rc, PWB_OK, "%s", e.msg);
+    return L;
+}
+
+typedef struct gc_result {
+    double rel_l2;   /* ||fd - g|| / ||g|| over the checked coordinates */
+    double rel_dir;  /* |fd along g/|g| - |g|| / |g| */
+    double gnorm;
+    int n;
+} gc_result;
+
+/* Central differences on every coordinate of the soft prompt (or a seeded sample of max_coords
+ * of them) plus along the gradient's own direction. */
+static gc_result grad_check(const model *m, int exact, int n_soft, double eps, int max_coords, uint64_t seed,
+                            int use_prefix)
+{
+    bwd_opts o = {.exact = exact};
+    bwd_ctx *c;
+    pwb_err e;
+    /* Hundreds of tiny runs: one thread avoids waking a team for each (and spinning on a busy host). */
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    cr_assert_eq(bwd_ctx_new(&c, m, &o, &e), PWB_OK, "%s", e.msg);
+    gc_batch b;
+    gc_batch_make(&b, m, n_soft, seed, use_prefix);
+    const int N = n_soft * b.d;
+    float *g = calloc((size_t)N, sizeof *g);
+    gc_set_grad(&b, g);
+    double L0;
+    cr_assert_eq(bwd_run(c, b.seqs, b.n, 1, &L0, &e), PWB_OK, "%s", e.msg);
+    cr_assert(isfinite(L0) && L0 > 0);
+    double L0b = gc_loss(c, &b);
+    cr_assert_float_eq(L0, L0b, 1e-9 * fabs(L0) + 1e-12, "loss with and without grad: %.9g vs %.9g", L0, L0b);
+
+    pwb_rng r;
+    rng_init(&r, seed ^ 0x5eed);
+    int n = N < max_coords ? N : max_coords;
+    double num = 0, den = 0, gn = 0;
+    for (int i = 0; i < N; i++)
+        gn += (double)g[i] * g[i];
+    gn = sqrt(gn);
+    for (int k = 0; k < n; k++) {
+        int i = N <= max_coords ? k : (int)rng_below(&r, (uint64_t)N);
+        float keep = b.soft[i];
+        b.soft[i] = (float)(keep + eps);
+        double lp = gc_loss(c, &b);
+        b.soft[i] = (float)(keep - eps);
+        double lm = gc_loss(c, &b);
+        b.soft[i] = keep;
+        /* the step actually taken in float */
+        double h = ((double)(float)(keep + eps) - (double)(float)(keep - eps));
+        double fd = (lp - lm) / h;
+        num += (fd - g[i]) * (fd - g[i]);
+        den += (double)g[i] * g[i];
+    }
+    /* Along u = g / |g|: the directional derivative is |g|. */
+    float *base = malloc((size_t)N * sizeof *base);
+    memcpy(base, b.soft, (size_t)N * sizeof *base);
+    double dstep = eps;
+    for (int i = 0; i < N; i++)
+        b.soft[i] = (float)(base[i] + dstep * g[i] / gn);
+    double lp = gc_loss(c, &b);
+    for (int i = 0; i < N; i++)
+        b.soft[i] = (float)(base[i] - dstep * g[i] / gn);
+    double lm = gc_loss(c, &b);
+    double dir = (lp - lm) / (2 * dstep);
+    gc_result res = {sqrt(num / den), fabs(dir - gn) / gn, gn, n};
+    free(base);
+    free(g);
+    free(b.soft);
+    bwd_ctx_free(c);
+    omp_set_num_threads(threads);
+    return res;
+}
+
+static void expect_ok(const char *what, gc_result r)
+{
+    cr_log_info("%s: %d coords, |g| %.4g, rel L2 err %.2e, directional err %.2e", what, r.n, r.gnorm, r.rel_l2,
+                r.rel_dir);
+    cr_expect(r.gnorm > 0, "%s: zero gradient", what);
+    cr_expect_lt(r.rel_l2, 1e-2, "%s: relative L2 error %.3g", what, r.rel_l2);
+    cr_expect_lt(r.rel_dir, 1e-2, "%s: directional error %.3g", what, r.rel_dir);
+}
+
+Test(backward, tiny_random_model_finite_differences_adjacent_rope)
+{
+    tiny_model *t = tiny_model_new(11, 2, 32, 4, 2, 64, 48, ROPE_ADJACENT, 0);
+    cr_assert_not_null(t);
+    expect_ok("tiny adjacent", grad_check(&t->m, 1, 3, 1e-2, 1 << 30, 1, 0));
+    tiny_model_free(t);
+}
+
+Test(backward, tiny_random_model_finite_differences_half_rope_with_biases)
+{
+    tiny_model *t = tiny_model_new(12, 2, 32, 4, 2, 64, 48, ROPE_HALF, 1);
+    cr_assert_not_null(t);
+    expect_ok("tiny half+bias", grad_check(&t->m, 1, 3, 1e-2, 1 << 30, 2, 0));
+    tiny_model_free(t);
+}
+
+Test(backward, tiny_model_shared_prefix_finite_differences)
+{
+    tiny_model *t = tiny_model_new(13, 3, 32, 4, 4, 64, 48, ROPE_ADJACENT, 0);
+    cr_assert_not_null(t);
+    expect_ok("tiny mha, prefix", grad_check(&t->m, 0, 2, 1e-2, 1 << 30, 3, 1));
+    tiny_model_free(t);
+}
+
+static model *load_or_skip(const char *rel)
+{
+    const char *p = t_path(t_shared(), rel);
+    if (!file_exists(p))
+        cr_skip_test("%s not found (set PWB_SHARED)", p);
+    model *m = NULL;
+    pwb_err e;
+    cr_assert_eq(model_load(&m, p, &e), PWB_OK, "%s", e.msg);
+    return m;
+}
+
+#define TS_DIR "models/tinystories-656k"
+#define TS_GGUF "models/tinystories-656k/TinyStories-656K-Q8_0.gguf"
+
+Test(backward, tinystories_safetensors_finite_differences)
+{
+    model *m = load_or_skip(TS_DIR);
+    cr_assert_eq(m->hp.rope_layout, ROPE_HALF);
+    expect_ok("tinystories safetensors", grad_check(m, 1, 4, 1e-2, 160, 4, 0));
+    model_free(m);
+}
+
+Test(backward, tinystories_q8_0_gguf_finite_differences)
+{
+    model *m = load_or_skip(TS_GGUF);
+    cr_assert_eq(m->hp.rope_layout, ROPE_ADJACENT);
+    cr_assert_eq(m->layers[0].wq.type, DT_Q8_0);
+    expect_ok("tinystories q8_0 (exact), prefix", grad_check(m, 1, 4, 1e-2, 160, 5, 1));
+    model_free(m);
+}
+
+/* Runs a batch, returning the loss and the soft prompt's gradient (malloc'd). */
+static float *run_grad(bwd_ctx *c, gc_batch *b, double *loss)
+{
+    float *g = calloc((size_t)b->n_soft * b->d, sizeof *g);
+    gc_set_grad(b, g);
+    pwb_err e;
+    cr_assert_eq(bwd_run(c, b->seqs, b->n, 1, loss, &e), PWB_OK, "%s", e.msg);
+    return g;
+}
+
+static double rel_diff(const float *a, const float *b, int n, double *cosine)
+{
+    double num = 0, den = 0, ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    if (cosine)
+        *cosine = ab / sqrt(aa * bb);
+    return sqrt(num / den);
+}
+
+/* The same examples as one flat padded batch and as a shared prefix with two continuations: the
+ * same loss and the same gradient; and each example's share of a batch gradient is what it gets
+ * alone (the batch is the mean). */
+static void check_batch_forms(const model *m, int exact)
+{
+    bwd_opts o = {.exact = exact};
+    bwd_ctx *c;
+    pwb_err e;
+    cr_assert_eq(bwd_ctx_new(&c, m, &o, &e), PWB_OK, "%s", e.msg);
+    gc_batch flat, pre;
+    gc_batch_make(&flat, m, 3, 77, 0);
+    gc_batch_make(&pre, m, 3, 77, 1);
+    const int N = 3 * m->hp.n_embd;
+    double lf, lp;
+    float *gf = run_grad(c, &flat, &lf), *gp = run_grad(c, &pre, &lp);
+    cr_expect_float_eq(lf, lp, 1e-4 * lf, "flat %.7g vs prefix %.7g", lf, lp);
+    double rd = rel_diff(gp, gf, N, NULL);
+    cr_expect_lt(rd, 1e-4, "prefix vs flat gradient: %.3g", rd);
+    /* each alone */
+    double la, lb;
+    flat.n = 1;
+    float *ga = run_grad(c, &flat, &la);
+    bwd_seq keep = flat.seqs[0];
+    flat.seqs[0] = flat.seqs[1];
+    float *gb = run_grad(c, &flat, &lb);
+    flat.seqs[0] = keep;
+    cr_expect_float_eq((la + lb) / 2, lf, 1e-5 * lf);
+    for (int i = 0; i < N; i++)
+        ga[i] = (ga[i] + gb[i]) / 2;
+    rd = rel_diff(ga, gf, N, NULL);
+    cr_expect_lt(rd, 1e-4, "batch gradient vs the mean of single ones: %.3g", rd);
+    free(gf);
+    free(gp);
+    free(ga);
+    free(gb);
+    free(flat.soft);
+    free(pre.soft);
+    bwd_ctx_free(c);
+}
+
+Test(backward, batch_forms_agree_tiny)
+{
+    tiny_model *t = tiny_model_new(21, 2, 32, 4, 2, 64, 48, ROPE_HALF, 1);
+    check_batch_forms(&t->m, 1);
+    tiny_model_free(t);
+}
+
+Test(backward, batch_forms_agree_tinystories_gguf)
+{
+    model *m = load_or_skip(TS_GGUF);
+    check_batch_forms(m, 0);
+    model_free(m);
+}
+
+/* Engine mode (8-bit activations, transposed Q8_0 weights in the backward) against exact mode and
+ * against kernel_matmul_t: close, as the training needs; and its loss is what the engine's own
+ * forward gives for the same targets. */
+Test(backward, engine_mode_close_to_exact_and_to_forward)
+{
+    model *m = load_or_skip(TS_GGUF);
+    bwd_opts ox = {.exact = 1}, of = {0}, on = {.no_transposed = 1};
+    bwd_ctx *cx, *cf, *cn;
+    pwb_err e;
+    cr_assert_eq(bwd_ctx_new(&cx, m, &ox, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(bwd_ctx_new(&cf, m, &of, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(bwd_ctx_new(&cn, m, &on, &e), PWB_OK, "%s", e.msg);
+    cr_assert_gt(bwd_ctx_bytes(cf), bwd_ctx_bytes(cn), "transposed copies were not made");
+    gc_batch b;
+    gc_batch_make(&b, m, 4, 99, 0);
+    const int N = 4 * m->hp.n_embd;
+    double lx, lf, ln, cos_f, cos_n;
+    double lp_f[2][2];
+    float *gx = run_grad(cx, &b, &lx);
+    b.seqs[0].tgt_logprob = lp_f[0];
+    b.seqs[1].tgt_logprob = lp_f[1];
+    float *gf = run_grad(cf, &b, &lf), *gn = run_grad(cn, &b, &ln);
+    double rf = rel_diff(gf, gx, N, &cos_f), rn = rel_diff(gn, gx, N, &cos_n);
+    cr_log_info("engine mode vs exact: loss %.6f vs %.6f; grad rel %.3g (cos %.5f), without transposed copies "
+                "rel %.3g (cos %.5f)", lf, lx, rf, cos_f, rn, cos_n);
+    cr_expect_float_eq(lf, lx, 0.02 * lx);
+    cr_expect_float_eq(lf, ln, 1e-6 * lf);
+    cr_expect_gt(cos_f, 0.99);
+    cr_expect_gt(cos_n, 0.995);
+
+    /* The engine's forward on the same inputs scores the same log-probabilities. */
+    fwd_ctx *fc;
+    cr_assert_eq(fwd_ctx_new(&fc, m, 0, &e), PWB_OK, "%s", e.msg);
+    for (int s = 0; s < 2; s++) {
+        kv_cache *kv;
+        cr_assert_eq(kv_cache_new(&kv, m, NULL, 0, 32, &e), PWB_OK, "%s", e.msg);
+        double lp[2];
+        fwd_seq fs = {.kv = kv, .embeds = b.soft, .n_embeds = 4, .ids = b.ids[s], .n_ids = b.lens[s], .n_out = 2,
+                      .out_pos = b.tpos[s], .targets = b.tgt[s], .logprobs = lp};
+        cr_assert_eq(forward_batch(fc, &fs, 1, &e), PWB_OK, "%s", e.msg);
+        for (int k = 0; k < 2; k++)
+            cr_expect_float_eq(lp[k], lp_f[s][k], 1e-3 * fabs(lp[k]) + 1e-4, "seq %d target %d: %.6f vs %.6f", s, k,
+                               lp[k], lp_f[s][k]);
+        kv_cache_free(kv);
+    }
+    fwd_ctx_free(fc);
+    free(gx);
+    free(gf);
+    free(gn);
+    free(b.soft);
+    bwd_ctx_free(cx);
+    bwd_ctx_free(cf);
+    bwd_ctx_free(cn);
+    model_free(m);
+}
+
+Test(backward, rejects_bad_batches)
+{
+    tiny_model *t = tiny_model_new(5, 1, 32, 4, 2, 64, 48, ROPE_ADJACENT, 0);
+    bwd_ctx *c;
+    pwb_err e;
+    cr_assert_eq(bwd_ctx_new(&c, &t->m, NULL, &e), PWB_OK);
+    int32_t ids[4] = {1, 2, 3, 4}, bad_id[1] = {64}, tgt[1] = {5};
+    int pos_bad[1] = {4}, pos_ok[1] = {3};
+    double L;
+    bwd_seq s = {.ids = ids, .n_ids = 4, .n_tgt = 1, .tgt_pos = pos_bad, .targets = tgt};
+    cr_expect_eq(bwd_run(c, &s, 1, 1, &L, &e), PWB_EINVAL);
+    s.tgt_pos = pos_ok;
+    cr_expect_eq(bwd_run(c, &s, 1, 1, &L, &e), PWB_OK, "%s", e.msg);
+    s.ids = bad_id;
+    s.n_ids = 1;
+    s.n_tgt = 0;
+    cr_expect_eq(bwd_run(c, &s, 1, 1, &L, &e), PWB_EINVAL);
+    bwd_seq two[2] = {{.ids = ids, .n_ids = 4}, {.ids = ids, .n_ids = 4}};
+    two[0].prefix = &two[1]; /* a prefix must come first */
+    cr_expect_eq(bwd_run(c, two, 2, 0, &L, &e), PWB_EINVAL);
+    cr_expect_eq(bwd_run(c, two, 0, 0, &L, &e), PWB_EINVAL);
+    bwd_seq empty = {0};
+    cr_expect_eq(bwd_run(c, &empty, 1, 0, &L, &e), PWB_EINVAL);
+    bwd_ctx_free(c);
+    tiny_model_free(t);
+}
