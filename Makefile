@@ -107,7 +107,7 @@ TEST_ENV = PWB_BIN=$(abspath $(PWB)) PWB_FAKELLM=$(abspath $(FAKELLM)) PWB_ROOT=
 test: check-deps $(PWB) $(FAKELLM) $(TEST_BINS)
 	@sh scripts/run-tests.sh "$(TEST_ENV)" $(TEST_BINS)
 
-unit: check-deps $(UNIT_BINS)
+unit: check-deps $(FAKELLM) $(UNIT_BINS)
 	@sh scripts/run-tests.sh "$(TEST_ENV)" $(UNIT_BINS)
 
 integration: check-deps $(PWB) $(FAKELLM) $(INTEG_BIN)

@@ -53,7 +53,7 @@ int main(int argc, char **argv)
                         "[--steps N] [--exact]\n");
         return 2;
     }
-    int threads = 2, B = 8, n_soft = 20, steps = 4, exact = 0;
+    int threads = 2, B = 8, n_soft = 20, steps = 4, exact = 0, prefix = 0, no_t = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -65,6 +65,10 @@ int main(int argc, char **argv)
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--exact"))
             exact = 1;
+        else if (!strcmp(argv[i], "--prefix"))
+            prefix = 1;
+        else if (!strcmp(argv[i], "--no-transposed"))
+            no_t = 1;
     }
     if (threads > 0)
         omp_set_num_threads(threads);
@@ -130,23 +134,44 @@ int main(int argc, char **argv)
     rng_init(&r, 42);
     for (int i = 0; i < n_soft * d; i++)
         soft[i] = (float)(rng_uniform(&r) - 0.5);
-    bwd_seq seqs[64];
+    /* With --prefix the soft prompt and the ids every example starts with are one shared prefix
+     * sequence, computed once per step. */
+    int lcp = 0;
+    if (prefix) {
+        lcp = n_ids[0] - 1;
+        for (int b = 1; b < B; b++) {
+            int k = 0;
+            while (k < lcp && k < n_ids[b] - 1 && ids[b][k] == ids[0][k])
+                k++;
+            lcp = k;
+        }
+    }
+    bwd_seq seqs[65];
     int tpos[64][8];
     int32_t tgt[64][8];
     long tokens = 0;
+    int ns = 0;
+    if (prefix) {
+        seqs[ns++] = (bwd_seq){.embeds = soft, .n_embeds = n_soft, .ids = ids[0], .n_ids = lcp, .d_embeds = grad};
+        tokens += n_soft + lcp;
+    }
     for (int b = 0; b < B; b++) {
-        memset(&seqs[b], 0, sizeof seqs[b]);
         int nl = lab_n[label[b]] + 1;
         int np = n_ids[b] - (nl - 1);
+        int off = prefix ? -lcp : n_soft;
         for (int k = 0; k < nl; k++) {
-            tpos[b][k] = n_soft + np - 1 + k;
+            tpos[b][k] = off + np - 1 + k;
             tgt[b][k] = ids[b][np + k];
         }
-        seqs[b] = (bwd_seq){.embeds = soft, .n_embeds = n_soft, .ids = ids[b], .n_ids = n_ids[b], .n_tgt = nl,
-                            .tgt_pos = tpos[b], .targets = tgt[b], .d_embeds = grad};
-        tokens += n_soft + n_ids[b];
+        if (prefix)
+            seqs[ns++] = (bwd_seq){.prefix = &seqs[0], .ids = ids[b] + lcp, .n_ids = n_ids[b] - lcp, .n_tgt = nl,
+                                   .tgt_pos = tpos[b], .targets = tgt[b]};
+        else
+            seqs[ns++] = (bwd_seq){.embeds = soft, .n_embeds = n_soft, .ids = ids[b], .n_ids = n_ids[b], .n_tgt = nl,
+                                   .tgt_pos = tpos[b], .targets = tgt[b], .d_embeds = grad};
+        tokens += prefix ? n_ids[b] - lcp : n_soft + n_ids[b];
     }
-    bwd_opts bo = {.exact = exact};
+    bwd_opts bo = {.exact = exact, .no_transposed = no_t};
     bwd_ctx *c;
     if (bwd_ctx_new(&c, m, &bo, &e))
         die("bwd_ctx", &e);
@@ -158,14 +183,16 @@ int main(int argc, char **argv)
     long rss_before = timer_peak_rss_kb();
     printf("model %s: %d layers, hidden %d, vocab %d; load %.2f s\n", argv[1], m->hp.n_layer, d, m->hp.n_vocab,
            t_load);
-    printf("batch %d, %d virtual tokens, %ld tokens per step, threads %d, %s weight products\n", B, n_soft, tokens,
-           omp_get_max_threads(), exact ? "exact (F32 activations)" : "engine (8-bit activations)");
+    printf("batch %d, %d virtual tokens, %ld tokens per step (shared prefix %d), threads %d, %s weight products%s\n",
+           B, n_soft, tokens, prefix ? n_soft + lcp : 0, omp_get_max_threads(),
+           exact ? "exact (F32 activations)" : "engine (8-bit activations)",
+           !exact && !no_t ? ", transposed Q8_0 copies" : "");
     double sum = 0;
     int counted = 0;
     for (int s = 0; s < steps; s++) {
         memset(grad, 0, (size_t)n_soft * d * sizeof(float));
         double ts = timer_wall(), loss;
-        if (bwd_run(c, seqs, B, 1, &loss, &e))
+        if (bwd_run(c, seqs, ns, 1, &loss, &e))
             die("step", &e);
         double tf = timer_wall();
         optim_step(&opt, soft, grad);

@@ -258,7 +258,7 @@ int cmd_template_render(const cli_args *a)
         same = 0;
     }
     if (!rc && tp.shots > 0)
-        rc = template_pick_shots(&tp, &card, from, data.ex[idx].row, same, (uint64_t)seed, rows, &e);
+        rc = template_pick_shots(&tp, &card, from, (size_t)idx, same, (uint64_t)seed, rows, &e);
     for (int i = 0; !rc && i < tp.shots; i++) {
         if (rows[i] >= from->n)
             rc = err_set(&e, PWB_ERANGE, "shot row %zu outside the split", rows[i]);

@@ -328,7 +328,8 @@ static int build_item(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *s
     int ns = m->tpl.shots;
     if (ns > 0) {
         const ds_data *sd = shot_data(d);
-        int rc = template_pick_shots(&m->tpl, &d->card, sd, x->row, d->shots_same, R->suite.seed, rows, e);
+        /* query_row is an index into the shot data: the query's own index when it is the eval split */
+        int rc = template_pick_shots(&m->tpl, &d->card, sd, ex, d->shots_same, R->suite.seed, rows, e);
         if (rc)
             return rc;
         for (int i = 0; i < ns; i++) {
@@ -548,6 +549,9 @@ static int plan(runner *R, pwb_err *e)
 {
     const run_opts *o = R->o;
     run_result *r = R->r;
+    if (o->require_existing && !file_exists(o->db_path))
+        return err_set(e, PWB_EINVAL, "%s: no such database, so no run of %s to resume (drop --resume to start one)",
+                       o->db_path, o->suite_path);
     pwb_buf dir;
     buf_init(&dir);
     file_dirname(o->db_path, &dir);

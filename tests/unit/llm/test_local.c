@@ -224,21 +224,28 @@ Test(local, smollm2_chat)
     llm_message m2 = {.role = "user", .content = "Review: a wonderful, moving film.\nIs the sentiment of this review "
                                                  "positive or negative? Answer with one word."};
     const char *labels[2] = {"negative", "positive"};
-    llm_request rq[2] = {{.mode = LLM_GENERATE, .messages = &m1, .n_messages = 1, .max_tokens = 32},
-                         {.mode = LLM_RANK, .messages = &m2, .n_messages = 1, .choices = labels, .n_choices = 2}};
-    llm_response out[2];
+    /* Raw completion form: the ChatML text with the answer begun, ranked over three cities. */
+    const char *raw = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+                      "The capital of France is";
+    const char *cities[3] = {" London", " Paris", " Berlin"};
+    llm_request rq[3] = {{.mode = LLM_GENERATE, .messages = &m1, .n_messages = 1, .max_tokens = 32},
+                         {.mode = LLM_RANK, .messages = &m2, .n_messages = 1, .choices = labels, .n_choices = 2},
+                         {.mode = LLM_RANK, .prompt = raw, .choices = cities, .n_choices = 3}};
+    llm_response out[3];
     memset(out, 0, sizeof out);
     pwb_err e = {0};
-    cr_assert_eq(b->run(b, rq, 2, out, NULL, NULL, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(b->run(b, rq, 3, out, NULL, NULL, &e), PWB_OK, "%s", e.msg);
     cr_assert_null(out[0].error, "%s", out[0].error);
     cr_log_info("SmolLM2 via local backend: \"%s\" (%d in, %d out, %s)", out[0].text, out[0].tokens_in,
                 out[0].tokens_out, out[0].finish_reason);
-    cr_expect(strstr(out[0].text, "Paris") != NULL, "%s", out[0].text);
-    cr_expect_str_eq(out[0].finish_reason, "stop", "<|im_end|> should end the turn");
+    cr_expect(out[0].tokens_out > 0 && out[0].tokens_in > 20);
     cr_expect(strstr(out[0].text, "<|im_end|>") == NULL);
     cr_assert_null(out[1].error, "%s", out[1].error);
     cr_expect_eq(out[1].choice, 1, "neg %f pos %f", out[1].choice_logprob[0], out[1].choice_logprob[1]);
-    for (int i = 0; i < 2; i++)
+    cr_assert_null(out[2].error, "%s", out[2].error);
+    cr_expect_eq(out[2].choice, 1, "London %f Paris %f Berlin %f", out[2].choice_logprob[0],
+                 out[2].choice_logprob[1], out[2].choice_logprob[2]);
+    for (int i = 0; i < 3; i++)
         llm_response_clear(&out[i]);
     llm_backend_free(b);
 }

@@ -193,7 +193,7 @@ Test(backward, tiny_model_shared_prefix_finite_differences)
 {
     tiny_model *t = tiny_model_new(13, 3, 32, 4, 4, 64, 48, ROPE_ADJACENT, 0);
     cr_assert_not_null(t);
-    expect_ok("tiny mha, prefix", grad_check(&t->m, 0, 2, 1e-2, 1 << 30, 3, 1));
+    expect_ok("tiny mha, prefix", grad_check(&t->m, 1, 2, 1e-2, 1 << 30, 3, 1));
     tiny_model_free(t);
 }
 
@@ -268,9 +268,12 @@ static void check_batch_forms(const model *m, int exact)
     const int N = 3 * m->hp.n_embd;
     double lf, lp;
     float *gf = run_grad(c, &flat, &lf), *gp = run_grad(c, &pre, &lp);
+    /* Engine mode quantizes each gradient row to 8 bits before the backward products, and a
+     * prefix row sums what the flat rows carry separately: equal up to that rounding. */
+    const double tol = exact ? 1e-4 : 3e-2;
     cr_expect_float_eq(lf, lp, 1e-4 * lf, "flat %.7g vs prefix %.7g", lf, lp);
     double rd = rel_diff(gp, gf, N, NULL);
-    cr_expect_lt(rd, 1e-4, "prefix vs flat gradient: %.3g", rd);
+    cr_expect_lt(rd, tol, "prefix vs flat gradient: %.3g", rd);
     /* each alone */
     double la, lb;
     flat.n = 1;
@@ -283,7 +286,7 @@ static void check_batch_forms(const model *m, int exact)
     for (int i = 0; i < N; i++)
         ga[i] = (ga[i] + gb[i]) / 2;
     rd = rel_diff(ga, gf, N, NULL);
-    cr_expect_lt(rd, 1e-4, "batch gradient vs the mean of single ones: %.3g", rd);
+    cr_expect_lt(rd, tol, "batch gradient vs the mean of single ones: %.3g", rd);
     free(gf);
     free(gp);
     free(ga);
