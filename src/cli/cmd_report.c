@@ -17,8 +17,9 @@ int cmd_report(const cli_args *a)
         cli_usage_error(a->cmd, "--format must be md, csv or json (got '%s')", fmt);
         return EXIT_PWB_USAGE;
     }
-    long run_id;
-    if (cli_long(a, "run", 0, 1, 0x7fffffffffffffffL, &run_id))
+    long run_id, other;
+    if (cli_long(a, "run", 0, 1, 0x7fffffffffffffffL, &run_id) ||
+        cli_long(a, "compare", 0, 1, 0x7fffffffffffffffL, &other))
         return EXIT_PWB_USAGE;
     const char *path = cli_db_path(a);
     if (!file_exists(path)) {
@@ -31,7 +32,10 @@ int cmd_report(const cli_args *a)
         return cli_fail(&e);
     pwb_buf out;
     buf_init(&out);
-    rc = report_write(db, run_id, format, &out, &e);
+    if (other > 0)
+        rc = report_compare(db, other, run_id, format, &out, &e);
+    else
+        rc = report_write(db, run_id, format, &out, &e);
     db_close(db);
     if (rc) {
         buf_free(&out);

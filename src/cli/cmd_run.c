@@ -85,7 +85,8 @@ int cmd_run(const cli_args *a)
     pwb_err e;
     err_clear(&e);
     int rc = run_suite(&o, &r, &e);
-    print_summary(&o, &r);
+    if (!o.dry_run || rc == PWB_OK)
+        print_summary(&o, &r);
     fflush(stdout);
     int code = EXIT_PWB_OK;
     if (rc) {

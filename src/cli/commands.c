@@ -26,6 +26,7 @@ static const cli_opt run_opts[] = {
 static const cli_opt report_opts[] = {
     {"db", 0, "PATH", "results database (default $PWB_DB, else results/pwb.db)"},
     {"run", 'r', "ID", "the run to report (default: the latest)"},
+    {"compare", 'c', "ID", "compare with run ID instead: per cell, accuracy in both, delta, McNemar p"},
     {"format", 'f', "FMT", "md (default), csv or json"},
     {"output", 'o', "FILE", "write to FILE instead of stdout"},
     {0},
@@ -130,7 +131,9 @@ const cli_cmd cli_commands[] = {
     {"report", "", 0, 0, "render a report (markdown, CSV or JSON) of a run",
      "Renders one table per dataset for a run: method, model, n, accuracy with its 95% Wilson\n"
      "interval, invalid %, mean tokens in/out, latency p50/p95, cost per 1,000 examples, and the\n"
-     "majority-class baseline. The database is opened read-only.",
+     "majority-class baseline. With --compare A, compares run A with the run (B): accuracy in\n"
+     "both, B - A, and an exact McNemar test on the rows both evaluated. The database is opened\n"
+     "read-only.",
      report_opts, cmd_report},
     {"query", "SQL", 1, 1, "read-only SQL over the results database",
      "Runs SQL against the results database opened read-only. Views: v_runs, v_summary,\n"

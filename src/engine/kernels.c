@@ -201,6 +201,23 @@ static kdot8_fn quant_dot8(int type)
 #endif
 }
 
+static kdot4r_fn quant_dot4r(int type)
+{
+#ifdef KERNELS_AVX2
+    switch (type) {
+    case DT_Q4_0: return kdot4r_q4_0;
+    case DT_Q4_1: return kdot4r_q4_1;
+    case DT_Q8_0: return kdot4r_q8_0;
+    case DT_Q4_K: return kdot4r_q4_K;
+    case DT_Q6_K: return kdot4r_q6_K;
+    default: return NULL;
+    }
+#else
+    (void)type;
+    return NULL;
+#endif
+}
+
 /* Validates W and returns its row count M and row length K. */
 static int check_weight(const pwb_tensor *W, int64_t *M, int64_t *K, pwb_err *e)
 {
@@ -271,6 +288,19 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
                 dT[(size_t)i * B8 + b] = xq[(size_t)b * nb + i].d;
                 sT[(size_t)i * B8 + b] = xq[(size_t)b * nb + i].s;
             }
+    }
+
+    kdot4r_fn dot4r = B == 1 ? quant_dot4r(W->type) : NULL;
+    if (dot4r) {
+        /* One activation row: 4 weight rows per step. */
+        int64_t M4 = M / 4 * 4;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t m = 0; m < M4; m += 4)
+            dot4r(wdata + (size_t)m * row_bytes, row_bytes, xq, nb, y + m);
+        for (int64_t m = M4; m < M; m++)
+            dot(wdata + (size_t)m * row_bytes, xq, (size_t)nb, 1, nb, y + m);
+        free(xq);
+        return PWB_OK;
     }
 
 #pragma omp parallel for schedule(static) if (par)

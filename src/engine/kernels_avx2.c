@@ -98,13 +98,18 @@ INLINE void blk_q4_1(const void *w, const kx_block *x, size_t xs, int nx, int i,
     const block_q4_1 *wb = (const block_q4_1 *)w + i;
     __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
     __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xf));
-    float dw = h2f(wb->d), mw = h2f(wb->m);
+    /* d and m are adjacent halves, as are the activation block's d and s: one convert and one
+     * multiply give [d_w * d_x, m_w * s_x]. */
+    int32_t dm_bits;
+    memcpy(&dm_bits, wb, 4);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm_bits));
     UNROLL
     for (int j = 0; j < nx; j++) {
         const kx_block *xb = x + j * xs + i;
         __m256 p = mul_sum_us8(qw, _mm256_loadu_si256((const __m256i *)xb->qs));
-        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[j]);
-        corr[j] += mw * xb->s;
+        __m128 f = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double *)(const void *)&xb->d)));
+        acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), p, acc[j]);
+        corr[j] += _mm_cvtss_f32(_mm_movehdup_ps(f));
     }
 }
 
@@ -238,6 +243,35 @@ INLINE void blk_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int s,
         for (int j = 0; j < nx; j++)                                                               \
             out[j] = hsum_ps(_mm256_add_ps(acc[0][j], acc[1][j])) + corr[0][j] + corr[1][j];       \
     }
+/* One activation row against 4 consecutive weight rows: 4 independent accumulator chains, and
+ * the per-row call and reduction overhead shared (the B = 1 decode case). */
+#define ROWS4_DRIVER(NAME, BLOCK_ELEMS)                                                            \
+    void kdot4r_##NAME(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out)    \
+    {                                                                                              \
+        int steps = nb / ((BLOCK_ELEMS) / 32);                                                     \
+        __m256 acc[4];                                                                             \
+        float corr[4];                                                                             \
+        UNROLL                                                                                     \
+        for (int r = 0; r < 4; r++) {                                                              \
+            acc[r] = _mm256_setzero_ps();                                                          \
+            corr[r] = 0;                                                                           \
+        }                                                                                          \
+        for (int i = 0; i < steps; i++) {                                                          \
+            UNROLL                                                                                 \
+            for (int r = 0; r < 4; r++)                                                            \
+                blk_##NAME((const unsigned char *)w + r * row_bytes, x, 0, 1, i, &acc[r], &corr[r]); \
+        }                                                                                          \
+        __m256 h01 = _mm256_hadd_ps(acc[0], acc[1]), h23 = _mm256_hadd_ps(acc[2], acc[3]);         \
+        __m256 h = _mm256_hadd_ps(h01, h23);                                                       \
+        __m128 sum = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));           \
+        _mm_storeu_ps(out, _mm_add_ps(sum, _mm_loadu_ps(corr)));                                   \
+    }
+ROWS4_DRIVER(q4_0, QK4_0)
+ROWS4_DRIVER(q4_1, QK4_1)
+ROWS4_DRIVER(q8_0, QK8_0)
+ROWS4_DRIVER(q4_K, QK_K)
+ROWS4_DRIVER(q6_K, QK_K)
+
 DOT_DRIVER(q4_0)
 DOT_DRIVER(q4_1)
 DOT_DRIVER(q8_0)

@@ -47,6 +47,14 @@ void kdot8_q4_K(const void *w, const kx_block *x, size_t xs, int nb, const float
 void kdot8_q6_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
                 float *out);
 
+/* 4 consecutive weight rows (row_bytes apart) against one activation row (AVX2 builds only). */
+typedef void (*kdot4r_fn)(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
+void kdot4r_q4_0(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
+void kdot4r_q4_1(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
+void kdot4r_q8_0(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
+void kdot4r_q4_K(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
+void kdot4r_q6_K(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
+
 /* Float weights (F32, F16, BF16) against F32 activations: out[j] = dot(w, x + j * ldx), K elements. */
 void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int64_t K, float *out);
 

@@ -48,6 +48,8 @@ typedef struct llm_response {
     double *choice_logprob;/* LLM_RANK: malloc'd [n_choices] summed log-probabilities */
     int choice;            /* LLM_RANK: argmax index, -1 if none */
     char *finish_reason;   /* malloc'd, may be NULL */
+    int tokens_cached_in;  /* of tokens_in, read from the provider's prompt cache (billed at the
+                            * cached-input price); 0 when none or unknown */
 } llm_response;
 
 void llm_response_clear(llm_response *r); /* frees members, zeroes */
@@ -68,7 +70,21 @@ typedef struct llm_config {
     double backoff_max_s;
     int threads;               /* local: worker threads */
     int batch;                 /* local: examples per forward batch */
-    const char *chat_template; /* local: override ("chatml", "llama3", "gemma", "none") */
+    const char *chat_template; /* local: override ("chatml", "llama3", "gemma", "none");
+                                * openai-completions: renders chat messages into the prompt */
+    /* Remote providers (docs/http-backends.md). Zero values keep the behaviour above. */
+    const char *preset;        /* OpenAI-compatible server preset for base_url and auth: "openai",
+                                * "vllm", "llamacpp", "ollama-openai", "openrouter", "together",
+                                * "groq"; provider may also name one of them (but "openai") */
+    int stream;                /* HTTP: stream replies (SSE / NDJSON) and record ttft_s */
+    double rpm;                /* HTTP: requests per minute; <= 0: no limit */
+    double tpm;                /* HTTP: tokens per minute (prompt + completion); <= 0: no limit */
+    int adaptive_concurrency;  /* HTTP: halve concurrency on 429/503, +1 after a round of successes */
+    int allow_insecure_key;    /* HTTP: allow sending the key over http:// to a non-loopback host */
+    const char *tokenizer;     /* HTTP: tokenizer.json or GGUF that counts this model's tokens (dry run) */
+    int default_max_tokens;    /* anthropic: max_tokens sent when a request has none (0: 1024) */
+    const struct llm_price *price; /* HTTP: the model's price for the cost guard (caller-owned) */
+    struct llm_budget *budget; /* HTTP: the --max-cost guard, shared by a run's models (caller-owned) */
 } llm_config;
 
 void llm_config_defaults(llm_config *c);
@@ -86,7 +102,8 @@ struct llm_backend {
     void *impl;
 };
 
-/* Creates the backend named by cfg->provider. */
+/* Creates the backend named by cfg->provider: "openai", "openai-completions", "ollama",
+ * "anthropic", "local", or an OpenAI-compatible preset name (llm_config_resolve). */
 int llm_backend_create(llm_backend **out, const llm_config *cfg, pwb_err *e);
 void llm_backend_free(llm_backend *b);
 

@@ -11,6 +11,9 @@
 #include <time.h>
 
 #include "llm/backend.h"
+#include "llm/budget.h"
+#include "llm/prices.h"
+#include "llm/ratelimit.h"
 #include "util/buf.h"
 #include "util/err.h"
 
@@ -33,6 +36,12 @@ typedef struct http_opts {
     double backoff_max_s;
     size_t max_body;           /* reply cap in bytes; 0: HTTP_MAX_BODY */
     uint64_t jitter_seed;      /* 0: seeded from time and pid */
+    /* Added for remote providers; zero values keep the behaviour above. */
+    const char *auth_header;   /* send the secret as "<auth_header>: <secret>" (e.g. "x-api-key");
+                                * NULL: "Authorization: Bearer <secret>" */
+    ratelimit *limiter;        /* asked before every send, told every outcome; not owned */
+    llm_budget *budget;        /* cost guard: each attempt reserves its worst case; not owned */
+    llm_price price;           /* what the budget charges */
 } http_opts;
 
 /* The provider's half of a batch. */
@@ -45,6 +54,13 @@ typedef struct http_ops {
      * is retried; any other error fails it for good with e->msg as its error. */
     int (*parse)(void *ctx, size_t i, const char *body, size_t len, llm_response *r, pwb_err *e);
     void *ctx;
+    /* Optional: request i's estimated prompt tokens and the most it may generate, for the rate
+     * limiter (their sum) and the cost guard. Without it a request counts 0 tokens. */
+    void (*estimate)(void *ctx, size_t i, double *tokens_in, double *tokens_out_max);
+    /* Optional, for streamed replies: called as the body arrives with the complete lines not
+     * seen before (data[0..len), ending in '\n') until it returns 1, meaning they carry the first
+     * generated token; the time from sending the attempt to then becomes r->ttft_s. */
+    int (*first_token)(void *ctx, size_t i, const char *data, size_t len);
 } http_ops;
 
 typedef struct http_client http_client;
@@ -56,10 +72,19 @@ void http_client_free(http_client *c);
  * its error, http_status, retries and latency_s (first send to final answer, backoff included);
  * done(done_ctx, i, &out[i]) is called as each one completes. Returns PWB_OK when every request
  * got an answer or a final error; PWB_EINTR when *stop was set (every unfinished response then
- * carries the error "interrupted" and done is not called for it); another code only when the
- * batch could not run at all. */
+ * carries the error "interrupted" and done is not called for it); PWB_ELIMIT when the cost guard
+ * refused a request with nothing left in flight (unfinished responses carry the error "not sent:
+ * cost limit reached", done is not called for them, e says why); another code only when the
+ * batch could not run at all.
+ *
+ * With a limiter, a request waits until ratelimit_admit lets it go (the in-flight cap, RPM, TPM);
+ * with a budget, until its reservation fits (requests in flight may settle for less than they
+ * held). */
 int http_client_run(http_client *c, size_t n, const http_ops *ops, llm_response *out, llm_done_fn done,
                     void *done_ctx, volatile sig_atomic_t *stop, pwb_err *e);
+
+/* The client's limiter (NULL when none), for reports and tests. */
+const ratelimit *http_client_limiter(const http_client *c);
 
 /* Pieces exposed for tests. */
 

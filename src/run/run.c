@@ -974,6 +974,8 @@ int run_suite(const run_opts *o, run_result *r, pwb_err *e)
     buf_init(&R.suite_dir);
     pthread_mutex_init(&R.lock, NULL);
     int rc = prepare(&R, e);
+    if (!rc && stopped(&R)) /* Ctrl-C while loading: leave the database alone */
+        rc = err_set(e, PWB_EINTR, "interrupted before the run started");
     if (!rc && o->dry_run) {
         rc = dry_run_result(&R, e);
     } else if (!rc) {

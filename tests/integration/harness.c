@@ -175,7 +175,7 @@ int fake_start(fake_llm *f, const char *dir, const char *const *extra)
     argv[n++] = "--port";
     argv[n++] = "0";
     argv[n++] = "--idle-exit";
-    argv[n++] = "300";
+    argv[n++] = "30"; /* a test that fails midway leaves no server behind for long */
     for (int i = 0; extra && extra[i] && n < 62; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;

@@ -154,6 +154,10 @@ Test(run, sst2_generic_templates_end_to_end, .timeout = 240)
     cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM v_predictions a JOIN v_predictions b ON a.run_id = 1 AND "
                                  "b.run_id = 2 AND a.method = b.method AND a.row = b.row AND a.output IS b.output"),
                  4 * SST2_DEV, "cached answers equal the original ones");
+    p = it_run((const char *const[]){it_pwb(), "report", "--db", db, "--compare", "1", NULL});
+    cr_assert_eq(p.status, 0, "%s", p.err);
+    cr_assert(strstr(p.out, "run 1 vs run 2") && strstr(p.out, "+0.0"), "%s", p.out);
+    proc_out_free(&p);
 
     fake_stop(&f);
     it_rmtree(dir);

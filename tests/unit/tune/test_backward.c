@@ -16,6 +16,7 @@
 #include "util/file.h"
 #include "util/json.h"
 #include "util/rng.h"
+#include "util/timer.h"
 
 /* Two sequences of different lengths sharing one soft prompt, each scored on its last two
  * positions: the shape of a training batch (padding, shared prompt, several targets). With
@@ -391,4 +392,129 @@ Test(backward, rejects_bad_batches)
     cr_expect_eq(bwd_run(c, &empty, 1, 0, &L, &e), PWB_EINVAL);
     bwd_ctx_free(c);
     tiny_model_free(t);
+}
+
+/* ---- against PyTorch autograd on SmolLM2 (tests/reference/torch_grad_reference.py) ---------- */
+
+static float *read_f32(const char *path, size_t n)
+{
+    pwb_buf b;
+    buf_init(&b);
+    pwb_err e;
+    cr_assert_eq(file_read_all(path, 64u << 20, &b, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(b.len, n * sizeof(float), "%s: %zu bytes, expected %zu", path, b.len, n * sizeof(float));
+    float *out = malloc(n * sizeof *out);
+    memcpy(out, b.data, n * sizeof *out);
+    buf_free(&b);
+    return out;
+}
+
+static int32_t *json_ids(const cJSON *arr, int *n)
+{
+    cr_assert(cJSON_IsArray(arr));
+    *n = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc((size_t)(*n > 0 ? *n : 1) * sizeof *ids);
+    for (int i = 0; i < *n; i++)
+        ids[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valueint;
+    return ids;
+}
+
+Test(backward, smollm2_matches_torch_autograd, .timeout = 300)
+{
+    char mpath[4096], fdir[4096], jpath[4200], ppath[4200], gpath[4200];
+    snprintf(mpath, sizeof mpath, "%.4000s/models/SmolLM2-135M-Instruct.Q4_1.gguf", t_root());
+    if (!file_exists(mpath))
+        cr_skip_test("%s not found (make model)", mpath);
+    snprintf(fdir, sizeof fdir, "%.4000s/tests/fixtures/grad", t_root());
+    snprintf(jpath, sizeof jpath, "%s/smollm2_sst2.json", fdir);
+    pwb_err e;
+    cJSON *fx = json_parse_file(jpath, 1 << 20, &e);
+    cr_assert_not_null(fx, "%s", e.msg);
+    const int n_soft = json_int(fx, "n_soft", 0), d = json_int(fx, "hidden", 0);
+    const double ref_loss = json_num(fx, "loss", NAN);
+    snprintf(ppath, sizeof ppath, "%s/%s", fdir, json_str(fx, "prompt_file", ""));
+    snprintf(gpath, sizeof gpath, "%s/%s", fdir, json_str(fx, "grad_file", ""));
+    float *soft = read_f32(ppath, (size_t)n_soft * d), *ref = read_f32(gpath, (size_t)n_soft * d);
+
+    model *m;
+    cr_assert_eq(model_load(&m, mpath, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(m->hp.n_embd, d);
+    const cJSON *exs = cJSON_GetObjectItem(fx, "examples");
+    const int B = cJSON_GetArraySize(exs);
+    cr_assert(B >= 2 && B <= 4);
+    int32_t *ids[4], *tg[4];
+    int n_ids[4], n_tg[4], *pos[4];
+    double ref_lp[4][8];
+    for (int b = 0; b < B; b++) {
+        const cJSON *x = cJSON_GetArrayItem(exs, b);
+        ids[b] = json_ids(cJSON_GetObjectItem(x, "ids"), &n_ids[b]);
+        tg[b] = json_ids(cJSON_GetObjectItem(x, "targets"), &n_tg[b]);
+        int np;
+        int32_t *p32 = json_ids(cJSON_GetObjectItem(x, "tgt_pos"), &np);
+        cr_assert(np == n_tg[b] && np <= 8);
+        pos[b] = malloc((size_t)np * sizeof(int));
+        const cJSON *lp = cJSON_GetObjectItem(x, "logprobs");
+        for (int k = 0; k < np; k++) {
+            pos[b][k] = p32[k];
+            ref_lp[b][k] = cJSON_GetArrayItem(lp, k)->valuedouble;
+        }
+        free(p32);
+    }
+    /* As training runs it: the soft prompt and the ids all examples start with form one prefix. */
+    int lcp = n_ids[0] - 1;
+    for (int b = 1; b < B; b++) {
+        int k = 0;
+        while (k < lcp && k < n_ids[b] - 1 && ids[b][k] == ids[0][k])
+            k++;
+        lcp = k;
+    }
+    cr_assert_gt(lcp, 10);
+    bwd_seq seqs[5];
+    int cpos[4][8];
+    double lp[4][8];
+    seqs[0] = (bwd_seq){.embeds = soft, .n_embeds = n_soft, .ids = ids[0], .n_ids = lcp};
+    for (int b = 0; b < B; b++) {
+        for (int k = 0; k < n_tg[b]; k++)
+            cpos[b][k] = pos[b][k] - n_soft - lcp;
+        seqs[b + 1] = (bwd_seq){.prefix = &seqs[0], .ids = ids[b] + lcp, .n_ids = n_ids[b] - lcp, .n_tgt = n_tg[b],
+                                .tgt_pos = cpos[b], .targets = tg[b], .tgt_logprob = lp[b]};
+    }
+    const int N = n_soft * d;
+    for (int mode = 0; mode < 2; mode++) {
+        bwd_opts o = {.exact = mode == 0};
+        bwd_ctx *c;
+        cr_assert_eq(bwd_ctx_new(&c, m, &o, &e), PWB_OK, "%s", e.msg);
+        float *g = calloc((size_t)N, sizeof *g);
+        seqs[0].d_embeds = g;
+        double loss, cosine, t0 = timer_wall();
+        cr_assert_eq(bwd_run(c, seqs, B + 1, 1, &loss, &e), PWB_OK, "%s", e.msg);
+        double dt = timer_wall() - t0;
+        double rel = rel_diff(g, ref, N, &cosine), maxlp = 0;
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < n_tg[b]; k++)
+                maxlp = fmax(maxlp, fabs(lp[b][k] - ref_lp[b][k]));
+        cr_log_info("SmolLM2 vs torch (%s, %.1f s): loss %.6f vs %.6f, max |dlogp| %.2e, grad cosine %.6f, "
+                    "rel L2 %.3e", mode == 0 ? "exact" : "engine mode", dt, loss, ref_loss, maxlp, cosine, rel);
+        if (mode == 0) {
+            cr_expect_float_eq(loss, ref_loss, 1e-3 * ref_loss);
+            cr_expect_lt(maxlp, 1e-2);
+            cr_expect_gt(cosine, 0.999);
+            cr_expect_lt(rel, 1e-2);
+        } else {
+            /* 8-bit activations and gradients through 30 layers: close, not equal */
+            cr_expect_float_eq(loss, ref_loss, 0.1 * ref_loss);
+            cr_expect_gt(cosine, 0.99);
+        }
+        free(g);
+        bwd_ctx_free(c);
+    }
+    for (int b = 0; b < B; b++) {
+        free(ids[b]);
+        free(tg[b]);
+        free(pos[b]);
+    }
+    free(soft);
+    free(ref);
+    model_free(m);
+    cJSON_Delete(fx);
 }
