@@ -128,8 +128,14 @@ demo: all model
 	./pwb report --db results/demo.db -o reports/demo.md
 	@echo "wrote reports/demo.md"
 
-bench: all $(FAKELLM) model
-	@sh bench/run.sh
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: bench/%.c $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+
+bench: all $(FAKELLM) $(BENCH_BINS) model
+	@PWB_BIN=$(abspath $(PWB)) PWB_FAKELLM=$(abspath $(FAKELLM)) BENCH_DIR=$(abspath $(BUILD)/bench) \
+	  PWB_SHARED=$(PWB_SHARED) sh bench/run.sh
 
 clean:
 	rm -rf build build-asan pwb

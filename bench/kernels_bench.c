@@ -3,7 +3,9 @@
  *   cc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags libcjson) \
  *      bench/kernels_bench.c src/engine/quant.c src/engine/kernels.c src/engine/kernels_avx2.c \
  *      src/util/[a-z]*.c $(pkg-config --libs libcjson) -lm -o build/kernels_bench
- *   OMP_NUM_THREADS=2 build/kernels_bench [TYPE...]      (TYPE: Q4_1 Q8_0 Q4_0 Q4_K Q6_K F16 BF16 F32) */
+ *   OMP_NUM_THREADS=2 build/kernels_bench [TYPE...]      (TYPE: Q4_1 Q8_0 Q4_0 Q4_K Q6_K F16 BF16 F32)
+ * With no TYPE (or with "model" alone) it also times a whole SmolLM2-shaped pass over distinct,
+ * DRAM-resident weights, which is what decoding sees. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +53,54 @@ static double bench_one(const pwb_tensor *W, const float *x, int B, float *y, do
     return flops / best_w / 1e9;
 }
 
+/* A decode-like pass: SmolLM2-135M's 30 layers x 7 matrices plus the tied lm_head, all distinct
+ * memory (~100 MB in Q4_1, more than the L3), so weights stream from DRAM as in a real forward. */
+static void bench_model_pass(int type, int lm_type, const float *x, float *y, pwb_rng *r)
+{
+    static const int mats[7][2] = {{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
+    enum { NL = 30, NM = NL * 7 + 1 };
+    pwb_tensor W[NM];
+    double flops1 = 0;
+    for (int i = 0; i < NM; i++) {
+        int lm = i == NM - 1, M = lm ? 49152 : mats[i % 7][0], K = lm ? 576 : mats[i % 7][1];
+        int t = lm ? lm_type : type;
+        size_t rb = quant_row_size(t, K);
+        unsigned char *w = malloc(rb * (size_t)M);
+        float row[1536];
+        for (int m = 0; m < M; m++) {
+            for (int k = 0; k < K; k++)
+                row[k] = (float)rng_normal(r) * 0.05f;
+            quantize_row(t, row, w + rb * (size_t)m, K);
+        }
+        pwb_tensor tt = {"w", t, 2, {K, M, 1, 1}, w, rb * (size_t)M};
+        W[i] = tt;
+        flops1 += 2.0 * M * K;
+    }
+    static const int Bs[] = {1, 8, 32};
+    for (int bi = 0; bi < 3; bi++) {
+        int B = Bs[bi];
+        double best = 1e30, best_c = 1e30, start = timer_wall();
+        for (int pass = 0; pass < 50 && timer_wall() - start < 3.0; pass++) {
+            double t0 = timer_wall(), c0 = timer_cpu();
+            for (int i = 0; i < NM; i++)
+                kernel_matmul(&W[i], x, B, y, NULL);
+            double t = timer_wall() - t0, c = timer_cpu() - c0;
+            best = t < best ? t : best;
+            best_c = c < best_c ? c : best_c;
+        }
+        printf("model pass %s + %s lm_head, B=%-2d: %7.2f ms/pass  %6.1f GFLOP/s  (%.0f tokens/s); "
+               "%6.1f GFLOP per CPU-second\n", quant_type_name(type), quant_type_name(lm_type), B, best * 1e3,
+               flops1 * B / best / 1e9, B / best, flops1 * B / best_c / 1e9);
+    }
+    for (int i = 0; i < NM; i++)
+        free((void *)W[i].data);
+}
+
 int main(int argc, char **argv)
 {
     const char *def[] = {"Q4_1", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "F16", "F32"};
-    int ntypes = argc > 1 ? argc - 1 : (int)(sizeof def / sizeof def[0]);
+    int only_model = argc == 2 && strcmp(argv[1], "model") == 0;
+    int ntypes = only_model ? 0 : argc > 1 ? argc - 1 : (int)(sizeof def / sizeof def[0]);
     const char **types = argc > 1 ? (const char **)argv + 1 : def;
     pwb_rng r;
     rng_init(&r, 42);
@@ -93,6 +139,8 @@ int main(int argc, char **argv)
             free(row);
         }
     }
+    if (argc == 1 || only_model)
+        bench_model_pass(DT_Q4_1, DT_Q8_0, x, y, &r);
     free(x);
     free(y);
     return 0;

@@ -28,6 +28,13 @@ typedef struct http_slot {
     pwb_buf reply;
     char retry_after[64];
     char errbuf[CURL_ERROR_SIZE];
+    double sent_at;         /* this attempt's start */
+    double est_in, est_out; /* the request's estimated tokens (limiter and budget) */
+    double reserved;        /* USD this attempt holds in the budget */
+    int charged;            /* the limiter was charged for this attempt */
+    int got_first;          /* streamed: the first token arrived, at ttft after sent_at */
+    double ttft;
+    size_t scan_off;        /* streamed: reply bytes already shown to ops->first_token */
 } http_slot;
 
 struct http_client {
@@ -41,6 +48,8 @@ struct http_client {
     http_opts o;
     pwb_rng rng;
     double paused_until; /* a Retry-After holds back every send until then, not just its own */
+    const http_ops *ops; /* the running batch's, for the streaming check in on_write */
+    int in_flight;
 };
 
 /* A retry waiting for its time. */
@@ -264,6 +273,25 @@ static http_wait heap_pop(http_heap *h)
 
 /* ---- curl callbacks ---- */
 
+/* Streamed replies: shows the complete lines that arrived to ops->first_token until it sees the
+ * first generated token. Each byte is shown once, so this is linear in the reply. */
+static void scan_first_token(http_slot *s)
+{
+    const http_ops *ops = s->c->ops;
+    size_t len = s->reply.len;
+    if (len <= s->scan_off)
+        return;
+    const char *nl = memrchr(s->reply.data + s->scan_off, '\n', len - s->scan_off);
+    if (!nl)
+        return;
+    size_t upto = (size_t)(nl - s->reply.data) + 1;
+    if (ops->first_token(ops->ctx, s->idx, s->reply.data + s->scan_off, upto - s->scan_off)) {
+        s->got_first = 1;
+        s->ttft = timer_wall() - s->sent_at;
+    }
+    s->scan_off = upto;
+}
+
 static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
 {
     http_slot *s = ud;
@@ -272,6 +300,8 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
         s->over_cap = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
+    if (!s->got_first && s->c->ops && s->c->ops->first_token)
+        scan_first_token(s);
     return n;
 }
 
@@ -295,6 +325,19 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
 /* ---- client ---- */
 
 static int header_ok(const char *h) { return h && !strpbrk(h, "\r\n"); }
+
+/* An HTTP field name: RFC 9110 token characters only. */
+static int header_name_ok(const char *h)
+{
+    if (!h || !*h || strlen(h) > 64)
+        return 0;
+    for (; *h; h++)
+        if (!isalnum((unsigned char)*h) && !strchr("!#$%&'*+-.^_`|~", *h))
+            return 0;
+    return 1;
+}
+
+const ratelimit *http_client_limiter(const http_client *c) { return c ? c->o.limiter : NULL; }
 
 void http_client_free(http_client *c)
 {
@@ -384,6 +427,8 @@ int http_client_create(http_client **out, const http_opts *o, pwb_err *e)
         return err_set(e, PWB_EINVAL, "http: endpoint URL contains a line break");
     if (o->secret && !header_ok(o->secret))
         return err_set(e, PWB_EINVAL, "http: API key contains a line break");
+    if (o->auth_header && !header_name_ok(o->auth_header))
+        return err_set(e, PWB_EINVAL, "http: bad auth header name");
     for (int i = 0; i < o->n_headers; i++)
         if (!header_ok(o->headers[i]) || !strchr(o->headers[i], ':'))
             return err_set(e, PWB_EINVAL, "http: bad extra header #%d", i + 1);
@@ -415,7 +460,10 @@ int http_client_create(http_client **out, const http_opts *o, pwb_err *e)
     if (!rc && c->secret) {
         pwb_buf h;
         buf_init(&h);
-        if (buf_printf(&h, "Authorization: Bearer %s", c->secret))
+        int bad = o->auth_header ? buf_printf(&h, "%s: %s", o->auth_header, c->secret)
+                                 : buf_printf(&h, "Authorization: Bearer %s", c->secret);
+        c->o.auth_header = NULL; /* the caller's string; not needed past here */
+        if (bad)
             rc = err_set(e, PWB_ENOMEM, "http: out of memory");
         else
             rc = add_header(c, h.data, e);
@@ -456,7 +504,58 @@ typedef struct http_run {
     double *t0;
     http_heap wait;
     size_t finished;
+    size_t next; /* the next new request */
 } http_run;
+
+enum { GATE_GO = 0, GATE_WAIT, GATE_BUDGET };
+
+/* Asks the limiter and the budget whether request i may go now on slot s. On GATE_GO the slot
+ * holds the charges (given back by ungate when it is not sent after all, settled by complete);
+ * on GATE_WAIT *retry_at is when to ask again (0: when a transfer completes); GATE_BUDGET means
+ * the reservation does not fit (be says why). */
+static int gate(http_run *R, http_slot *s, size_t i, double now, double *retry_at, pwb_err *be)
+{
+    http_client *c = R->c;
+    s->est_in = s->est_out = s->reserved = 0;
+    s->charged = 0;
+    *retry_at = 0;
+    if (!c->o.limiter && !c->o.budget)
+        return GATE_GO;
+    if (R->ops->estimate) {
+        R->ops->estimate(R->ops->ctx, i, &s->est_in, &s->est_out);
+        if (!(s->est_in >= 0) || !isfinite(s->est_in))
+            s->est_in = 0;
+        if (!(s->est_out >= 0) || !isfinite(s->est_out))
+            s->est_out = 0;
+    }
+    if (c->o.limiter) {
+        if (!ratelimit_admit(c->o.limiter, now, c->in_flight, s->est_in + s->est_out, retry_at))
+            return GATE_WAIT;
+        s->charged = 1;
+    }
+    if (c->o.budget) {
+        double usd = llm_estimate_cost(&c->o.price, s->est_in, s->est_out, 0);
+        if (llm_budget_reserve(c->o.budget, usd, be) != PWB_OK) {
+            if (s->charged)
+                ratelimit_refund(c->o.limiter, s->est_in + s->est_out);
+            s->charged = 0;
+            return GATE_BUDGET;
+        }
+        s->reserved = usd;
+    }
+    return GATE_GO;
+}
+
+/* Gives back what gate charged for an attempt that was not sent. */
+static void ungate(http_client *c, http_slot *s)
+{
+    if (s->charged && c->o.limiter)
+        ratelimit_refund(c->o.limiter, s->est_in + s->est_out);
+    if (s->reserved > 0 && c->o.budget)
+        llm_budget_settle(c->o.budget, s->reserved, 0);
+    s->charged = 0;
+    s->reserved = 0;
+}
 
 static void finish(http_run *R, size_t i, double now)
 {
@@ -507,24 +606,32 @@ static int start(http_run *R, http_slot *s, size_t i, double now)
     s->over_cap = 0;
     s->retry_after[0] = '\0';
     s->errbuf[0] = '\0';
+    s->got_first = 0;
+    s->ttft = 0;
+    s->scan_off = 0;
     pwb_err be;
     err_clear(&be);
     if (R->ops->build(R->ops->ctx, i, &s->body, &be) != PWB_OK) {
+        ungate(c, s);
         fail(R, i, be.msg[0] ? be.msg : "could not build the request", now);
         return 0;
     }
     if (!s->body.data && buf_puts(&s->body, "")) {
+        ungate(c, s);
         fail(R, i, "out of memory", now);
         return 0;
     }
     curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body.data);
     curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body.len);
+    s->idx = i; /* before the transfer starts: on_write may need it */
+    s->sent_at = now;
     if (curl_multi_add_handle(c->multi, s->easy) != CURLM_OK) {
+        ungate(c, s);
         fail(R, i, "http: curl_multi_add_handle failed", now);
         return 0;
     }
-    s->idx = i;
     s->busy = 1;
+    c->in_flight++;
     return 1;
 }
 
@@ -548,6 +655,27 @@ static int curl_retryable(CURLcode rc)
     }
 }
 
+/* Settles an attempt's charges once it ended: with its reply's usage when r is given (a parsed
+ * 2xx), else a 2xx that could not be used is billed at what it held, anything else at nothing. */
+static void settle(http_client *c, http_slot *s, const llm_response *r)
+{
+    long status = 0;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    int known = r && r->tokens_in >= 0 && r->tokens_out >= 0;
+    if (c->o.limiter && s->charged && known)
+        ratelimit_settle(c->o.limiter, s->est_in + s->est_out, (double)r->tokens_in + r->tokens_out);
+    if (c->o.budget && (s->reserved > 0 || c->o.price.known)) {
+        double actual = 0;
+        if (known)
+            actual = llm_estimate_cost(&c->o.price, r->tokens_in, r->tokens_out, r->tokens_cached_in);
+        else if (status >= 200 && status < 300)
+            actual = s->reserved;
+        llm_budget_settle(c->o.budget, s->reserved, actual);
+    }
+    s->charged = 0;
+    s->reserved = 0;
+}
+
 /* Decides what a finished transfer means for its request: success, retry, or final error. */
 static void complete(http_run *R, http_slot *s, CURLcode rc, double now)
 {
@@ -558,9 +686,12 @@ static void complete(http_run *R, http_slot *s, CURLcode rc, double now)
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(c->multi, s->easy);
     s->busy = 0;
+    c->in_flight--;
     r->http_status = (int)status;
     /* The key could come back in anything the server echoes: scrub the raw reply first. */
     http_scrub(s->reply.data, s->reply.len, c->secret);
+    if (c->o.limiter)
+        ratelimit_feedback(c->o.limiter, now, s->sent_at, rc == CURLE_OK ? (int)status : 0);
 
     char *why = NULL;     /* malloc'd reason for a failed attempt */
     int retry = 0;
@@ -570,7 +701,9 @@ static void complete(http_run *R, http_slot *s, CURLcode rc, double now)
         err_clear(&pe);
         const char *body = s->reply.data ? s->reply.data : "";
         int prc = R->ops->parse(R->ops->ctx, i, body, s->reply.len, r, &pe);
+        settle(c, s, prc == PWB_OK ? r : NULL);
         if (prc == PWB_OK) {
+            r->ttft_s = s->got_first ? s->ttft : 0;
             if (r->text)
                 http_scrub(r->text, strlen(r->text), c->secret);
             if (r->finish_reason)
@@ -589,11 +722,13 @@ static void complete(http_run *R, http_slot *s, CURLcode rc, double now)
         buf_printf(&b, "HTTP %ld: %s", status, pe.msg[0] ? pe.msg : "unusable reply");
         why = buf_take(&b);
     } else if (rc == CURLE_OK) {
+        settle(c, s, NULL);
         why = http_error_text((int)status, s->reply.data ? s->reply.data : "", s->reply.len, c->secret);
         retry = http_status_retryable((int)status);
         if ((status == 429 || status == 503) && s->retry_after[0])
             retry_after = http_retry_after_parse(s->retry_after, time(NULL));
     } else {
+        settle(c, s, NULL);
         pwb_buf b;
         buf_init(&b);
         if (s->over_cap)
@@ -631,7 +766,9 @@ static void complete(http_run *R, http_slot *s, CURLcode rc, double now)
     free(why);
 }
 
-static void interrupt_all(http_run *R, double now)
+/* Abandons the batch: transfers in flight are dropped (their reservations count as spent: the
+ * server may still bill them) and every unfinished response gets msg as its error. */
+static void stop_all(http_run *R, double now, const char *msg)
 {
     http_client *c = R->c;
     for (int k = 0; k < c->n_slots; k++) {
@@ -639,6 +776,11 @@ static void interrupt_all(http_run *R, double now)
         if (s->busy) {
             curl_multi_remove_handle(c->multi, s->easy);
             s->busy = 0;
+            c->in_flight--;
+            if (c->o.budget && s->reserved > 0)
+                llm_budget_settle(c->o.budget, s->reserved, s->reserved);
+            s->reserved = 0;
+            s->charged = 0;
         }
     }
     for (size_t i = 0; i < R->n; i++) {
@@ -648,7 +790,7 @@ static void interrupt_all(http_run *R, double now)
         free(r->text);
         r->text = NULL;
         free(r->error);
-        r->error = str_dup("interrupted");
+        r->error = str_dup(msg);
         if (R->state[i] == REQ_SENT)
             r->latency_s = now - R->t0[i];
     }
@@ -670,30 +812,46 @@ int http_client_run(http_client *c, size_t n, const http_ops *ops, llm_response 
         return err_set(e, PWB_ENOMEM, "http: out of memory for %zu requests", n);
     }
     int rc = PWB_OK;
-    size_t next = 0;
+    c->ops = ops;
+    pwb_err be;
+    err_clear(&be);
     while (R.finished < n) {
         double now = timer_wall();
         if (stop && *stop) {
-            interrupt_all(&R, now);
+            stop_all(&R, now, "interrupted");
             rc = err_set(e, PWB_EINTR, "interrupted");
             break;
         }
-        /* Fill free slots: due retries first, then new requests. */
-        for (int k = 0; k < c->n_slots && now >= c->paused_until; k++) {
+        /* Fill free slots: due retries first, then new requests, each as the limiter and the
+         * budget allow; the first request held back holds back the rest (order is kept). */
+        int blocked = GATE_GO;
+        double gate_at = 0;
+        for (int k = 0; k < c->n_slots && now >= c->paused_until && blocked == GATE_GO; k++) {
             http_slot *s = &c->slots[k];
             while (!s->busy) {
-                if (R.wait.n && R.wait.v[0].at <= now)
-                    start(&R, s, heap_pop(&R.wait).idx, now);
-                else if (next < n)
-                    start(&R, s, next++, now);
-                else
+                int due = R.wait.n && R.wait.v[0].at <= now;
+                if (!due && R.next >= n)
                     break;
+                size_t i = due ? R.wait.v[0].idx : R.next;
+                if ((blocked = gate(&R, s, i, now, &gate_at, &be)) != GATE_GO)
+                    break;
+                if (due)
+                    heap_pop(&R.wait);
+                else
+                    R.next++;
+                start(&R, s, i, now);
             }
+        }
+        if (blocked == GATE_BUDGET && c->in_flight == 0) {
+            /* nothing in flight can settle for less: the limit is reached */
+            stop_all(&R, now, "not sent: cost limit reached");
+            rc = err_set(e, PWB_ELIMIT, "%s", be.msg);
+            break;
         }
         int running = 0;
         CURLMcode mc = curl_multi_perform(c->multi, &running);
         if (mc != CURLM_OK) {
-            interrupt_all(&R, now);
+            stop_all(&R, now, "interrupted");
             rc = err_set(e, PWB_EHTTP, "http: curl_multi_perform: %s", curl_multi_strerror(mc));
             break;
         }
@@ -714,26 +872,30 @@ int http_client_run(http_client *c, size_t n, const http_ops *ops, llm_response 
             break;
         /* Freed slots with work ready: loop at once rather than sleep. */
         now = timer_wall();
-        int work_ready = now >= c->paused_until && (next < n || (R.wait.n && R.wait.v[0].at <= now));
+        int work_ready = now >= c->paused_until && (R.next < n || (R.wait.n && R.wait.v[0].at <= now));
         if (freed && work_ready)
             continue;
         /* Sleep until socket activity, the next due work for a free slot, or 50 ms (the stop
-         * flag's latency). With every slot busy only a transfer can change anything. */
+         * flag's latency). With every slot busy, or a request waiting for the in-flight cap or
+         * for the budget, only a transfer can change anything. */
         int free_slot = 0;
         for (int k = 0; k < c->n_slots && !free_slot; k++)
             free_slot = !c->slots[k].busy;
         double wait_s = 0.05;
-        if (free_slot && (next < n || R.wait.n)) {
-            double at = next < n ? now : R.wait.v[0].at;
+        if (free_slot && (R.next < n || R.wait.n) && !(blocked != GATE_GO && gate_at <= 0)) {
+            double at = R.next < n ? now : R.wait.v[0].at;
             if (R.wait.n && R.wait.v[0].at < at)
                 at = R.wait.v[0].at;
             if (at < c->paused_until)
                 at = c->paused_until;
+            if (blocked == GATE_WAIT && gate_at > at)
+                at = gate_at;
             if (at - now < wait_s)
                 wait_s = at - now > 0 ? at - now : 0;
         }
         curl_multi_poll(c->multi, NULL, 0, (int)(wait_s * 1000.0 + 0.999), NULL);
     }
+    c->ops = NULL;
     free(R.wait.v);
     free(R.state);
     free(R.attempts);

@@ -10,16 +10,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/chat.h"
+#include "llm/estimate.h"
 #include "llm/http.h"
+#include "llm/logprobs.h"
+#include "llm/remote.h"
+#include "llm/stream.h"
 #include "util/str.h"
 
 #define OPENAI_MAX_STOP 16
 
 typedef struct openai_impl {
     llm_backend base; /* first: the backend pointer is the impl pointer */
-    http_client *http;
+    remote_conn conn;
     int chat;
-    char *model;
+    chat_template ct; /* completions: renders chat messages (cfg->chat_template) */
+    int have_ct;
+    openai_body_opts bo;
     const llm_request *reqs; /* the batch being run */
 } openai_impl;
 
@@ -28,8 +35,15 @@ typedef struct openai_impl {
 static int check_request(const llm_request *r, pwb_err *e)
 {
     if (r->mode == LLM_RANK)
-        return err_set(e, PWB_EUNSUP, "ranking (LLM_RANK) is not supported by OpenAI-compatible HTTP backends");
-    if (r->mode != LLM_GENERATE)
+        return err_set(e, PWB_EUNSUP,
+                       "ranking (LLM_RANK) over HTTP needs provider \"openai-completions\" (/v1/completions with "
+                       "echo and logprobs, as vLLM and llama.cpp serve it)");
+    return openai_check_common(r, e);
+}
+
+int openai_check_common(const llm_request *r, pwb_err *e)
+{
+    if (r->mode != LLM_GENERATE && r->mode != LLM_RANK)
         return err_set(e, PWB_EINVAL, "unknown request mode %d", r->mode);
     if (r->n_messages < 0 || (r->n_messages > 0 && !r->messages))
         return err_set(e, PWB_EINVAL, "request: bad message list");
@@ -79,6 +93,15 @@ static int add_params(cJSON *o, const llm_request *r)
     return 0;
 }
 
+/* "stream": true, and usage in the last chunk (OpenAI, vLLM and llama.cpp send it when asked). */
+static int add_stream(cJSON *o)
+{
+    if (!cJSON_AddTrueToObject(o, "stream"))
+        return -1;
+    cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
+    return so && cJSON_AddTrueToObject(so, "include_usage") ? 0 : -1;
+}
+
 static int finish_body(cJSON *o, pwb_buf *out, pwb_err *e)
 {
     char *s = cJSON_PrintUnformatted(o);
@@ -90,8 +113,9 @@ static int finish_body(cJSON *o, pwb_buf *out, pwb_err *e)
     return rc;
 }
 
-int openai_build_chat(const char *model, const llm_request *r, pwb_buf *out, pwb_err *e)
+static int build_chat(const openai_body_opts *bo, const llm_request *r, pwb_buf *out, pwb_err *e)
 {
+    const char *model = bo->model;
     int rc = check_request(r, e);
     if (rc)
         return rc;
@@ -117,6 +141,7 @@ int openai_build_chat(const char *model, const llm_request *r, pwb_buf *out, pwb
         bad |= !cJSON_AddStringToObject(m, "content", r->messages[k].content);
     }
     bad |= bad || add_params(o, r);
+    bad |= bad || (bo->stream && add_stream(o));
     if (bad) {
         cJSON_Delete(o);
         return err_set(e, PWB_ENOMEM, "request: out of memory");
@@ -124,33 +149,74 @@ int openai_build_chat(const char *model, const llm_request *r, pwb_buf *out, pwb
     return finish_body(o, out, e);
 }
 
-int openai_build_completion(const char *model, const llm_request *r, pwb_buf *out, pwb_err *e)
+int openai_prompt_text(const openai_body_opts *bo, const llm_request *r, pwb_buf *out, pwb_err *e)
 {
+    buf_reset(out);
+    if (r->n_messages == 0)
+        return buf_puts(out, r->prompt ? r->prompt : "") ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
+    if (bo && bo->ct) {
+        chat_msg stack[16], *msgs = r->n_messages <= 16 ? stack : malloc((size_t)r->n_messages * sizeof *msgs);
+        if (!msgs)
+            return err_set(e, PWB_ENOMEM, "request: out of memory");
+        for (int k = 0; k < r->n_messages; k++)
+            msgs[k] = (chat_msg){.role = r->messages[k].role, .content = r->messages[k].content};
+        int rc = chat_render(bo->ct, msgs, (size_t)r->n_messages, 1, out, e);
+        if (msgs != stack)
+            free(msgs);
+        if (rc)
+            return err_prefix(e, "chat template: ");
+    } else {
+        for (int k = 0; k < r->n_messages; k++)
+            if ((k && buf_puts(out, "\n\n")) || buf_puts(out, r->messages[k].content))
+                return err_set(e, PWB_ENOMEM, "request: out of memory");
+    }
+    if (!out->data && buf_puts(out, ""))
+        return err_set(e, PWB_ENOMEM, "request: out of memory");
+    return PWB_OK;
+}
+
+static int build_completion(const openai_body_opts *bo, const llm_request *r, pwb_buf *out, pwb_err *e)
+{
+    const char *model = bo->model;
     int rc = check_request(r, e);
     if (rc)
         return rc;
     pwb_buf joined;
     buf_init(&joined);
-    const char *prompt = r->prompt;
-    if (!prompt || r->n_messages > 0) {
-        for (int k = 0; k < r->n_messages; k++)
-            if ((k && buf_puts(&joined, "\n\n")) || buf_puts(&joined, r->messages[k].content)) {
-                buf_free(&joined);
-                return err_set(e, PWB_ENOMEM, "request: out of memory");
-            }
-        prompt = joined.data ? joined.data : "";
+    if ((rc = openai_prompt_text(bo, r, &joined, e))) {
+        buf_free(&joined);
+        return rc;
     }
+    const char *prompt = joined.data;
     cJSON *o = cJSON_CreateObject();
     int bad = !o;
     bad |= bad || (model && !cJSON_AddStringToObject(o, "model", model));
     bad |= bad || !cJSON_AddStringToObject(o, "prompt", prompt);
     bad |= bad || add_params(o, r);
+    bad |= bad || (bo->stream && add_stream(o));
     buf_free(&joined);
     if (bad) {
         cJSON_Delete(o);
         return err_set(e, PWB_ENOMEM, "request: out of memory");
     }
     return finish_body(o, out, e);
+}
+
+int openai_build(const openai_body_opts *bo, int chat, const llm_request *r, pwb_buf *out, pwb_err *e)
+{
+    return chat ? build_chat(bo, r, out, e) : build_completion(bo, r, out, e);
+}
+
+int openai_build_chat(const char *model, const llm_request *r, pwb_buf *out, pwb_err *e)
+{
+    openai_body_opts bo = {.model = model};
+    return build_chat(&bo, r, out, e);
+}
+
+int openai_build_completion(const char *model, const llm_request *r, pwb_buf *out, pwb_err *e)
+{
+    openai_body_opts bo = {.model = model};
+    return build_completion(&bo, r, out, e);
 }
 
 /* ---- replies ---- */
@@ -161,6 +227,14 @@ static int usage_count(const cJSON *usage, const char *key)
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 2e9)
         return -1;
     return (int)v->valuedouble;
+}
+
+/* usage.prompt_tokens_details.cached_tokens (OpenAI's prompt cache), 0 when absent. */
+static int cached_tokens(const cJSON *usage)
+{
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
+    int c = cJSON_IsObject(d) ? usage_count(d, "cached_tokens") : -1;
+    return c > 0 ? c : 0;
 }
 
 /* message.content as a string, or as a list of {"type":"text","text":...} parts. */
@@ -252,10 +326,123 @@ int openai_parse_reply(int chat, const char *body, size_t len, llm_response *r, 
     r->finish_reason = frc;
     r->tokens_in = cJSON_IsObject(usage) ? usage_count(usage, "prompt_tokens") : -1;
     r->tokens_out = cJSON_IsObject(usage) ? usage_count(usage, "completion_tokens") : -1;
+    r->tokens_cached_in = cached_tokens(usage);
 out:
     buf_free(&text);
     cJSON_Delete(j);
     return rc;
+}
+
+/* ---- streamed replies ---- */
+
+typedef struct sse_acc {
+    int chat;
+    pwb_buf text;
+    char finish[64];
+    int tokens_in, tokens_out, cached;
+    int done, events, garbled, oom;
+    char err[256];
+} sse_acc;
+
+static int on_chunk(void *ctx, const char *event, const char *data, size_t len)
+{
+    sse_acc *a = ctx;
+    a->events++;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        a->done = 1;
+        return 1;
+    }
+    cJSON *j = cJSON_ParseWithLength(data, len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        a->garbled = 1;
+        return 1;
+    }
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    if (err) {
+        const char *m = cJSON_IsObject(err) ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "message"))
+                                            : cJSON_GetStringValue(err);
+        snprintf(a->err, sizeof a->err, "server error: %.200s", m ? m : "(no message)");
+        cJSON_Delete(j);
+        return 1;
+    }
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
+    if (cJSON_IsObject(c0)) {
+        const cJSON *t = a->chat ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content")
+                                 : cJSON_GetObjectItemCaseSensitive(c0, "text");
+        if (cJSON_IsString(t) && t->valuestring && buf_puts(&a->text, t->valuestring))
+            a->oom = 1;
+        const char *fr = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c0, "finish_reason"));
+        if (fr)
+            str_copy(a->finish, sizeof a->finish, fr);
+    }
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
+    if (cJSON_IsObject(usage)) {
+        a->tokens_in = usage_count(usage, "prompt_tokens");
+        a->tokens_out = usage_count(usage, "completion_tokens");
+        a->cached = cached_tokens(usage);
+    }
+    cJSON_Delete(j);
+    return a->oom;
+}
+
+static int looks_like_object(const char *body, size_t len)
+{
+    size_t k = 0;
+    while (k < len && (body[k] == ' ' || body[k] == '\t' || body[k] == '\r' || body[k] == '\n'))
+        k++;
+    return k < len && body[k] == '{';
+}
+
+int openai_parse_stream(int chat, const char *body, size_t len, llm_response *r, pwb_err *e)
+{
+    if (looks_like_object(body, len)) /* the server ignored "stream" and answered in one piece */
+        return openai_parse_reply(chat, body, len, r, e);
+    sse_acc a = {.chat = chat, .tokens_in = -1, .tokens_out = -1};
+    buf_init(&a.text);
+    sse_each(body, len, on_chunk, &a);
+    int rc = PWB_OK;
+    if (a.oom)
+        rc = err_set(e, PWB_ENOMEM, "reply: out of memory");
+    else if (a.err[0])
+        rc = err_set(e, PWB_EHTTP, "%s", a.err);
+    else if (a.garbled)
+        rc = err_set(e, PWB_EPARSE, "stream: an event is not valid JSON (%zu bytes)", len);
+    else if (!a.events)
+        rc = err_set(e, PWB_EPARSE, "stream: no events in the reply (%zu bytes)", len);
+    else if (!a.done && !a.finish[0])
+        rc = err_set(e, PWB_EPARSE, "stream ended before [DONE]");
+    if (!rc && !a.text.data && buf_puts(&a.text, ""))
+        rc = err_set(e, PWB_ENOMEM, "reply: out of memory");
+    if (!rc) {
+        char *fr = a.finish[0] ? str_dup(a.finish) : NULL;
+        free(r->text);
+        free(r->finish_reason);
+        r->text = buf_take(&a.text);
+        r->finish_reason = fr;
+        r->tokens_in = a.tokens_in;
+        r->tokens_out = a.tokens_out;
+        r->tokens_cached_in = a.cached;
+    }
+    buf_free(&a.text);
+    return rc;
+}
+
+static int first_fn(void *ctx, const char *event, const char *data, size_t len)
+{
+    int chat = *(const int *)ctx;
+    cJSON *j = cJSON_ParseWithLength(data, len);
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
+    const cJSON *t = chat ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content")
+                          : cJSON_GetObjectItemCaseSensitive(c0, "text");
+    int got = cJSON_IsString(t) && t->valuestring && t->valuestring[0];
+    cJSON_Delete(j);
+    return got;
+}
+
+int openai_first_token(int chat, const char *data, size_t len)
+{
+    return stream_lines_each(1, data, len, first_fn, &chat) > 0;
 }
 
 /* ---- backend ---- */
@@ -263,14 +450,25 @@ out:
 static int op_build(void *ctx, size_t i, pwb_buf *body, pwb_err *e)
 {
     openai_impl *im = ctx;
-    return im->chat ? openai_build_chat(im->model, &im->reqs[i], body, e)
-                    : openai_build_completion(im->model, &im->reqs[i], body, e);
+    return openai_build(&im->bo, im->chat, &im->reqs[i], body, e);
 }
 
 static int op_parse(void *ctx, size_t i, const char *body, size_t len, llm_response *r, pwb_err *e)
 {
     openai_impl *im = ctx;
-    return openai_parse_reply(im->chat, body, len, r, e);
+    return im->bo.stream ? openai_parse_stream(im->chat, body, len, r, e) : openai_parse_reply(im->chat, body, len, r, e);
+}
+
+static void op_estimate(void *ctx, size_t i, double *in, double *out)
+{
+    openai_impl *im = ctx;
+    llm_request_estimate(&im->reqs[i], in, out);
+}
+
+static int op_first(void *ctx, size_t i, const char *data, size_t len)
+{
+    openai_impl *im = ctx;
+    return openai_first_token(im->chat, data, len);
 }
 
 static int openai_run(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done,
@@ -279,9 +477,14 @@ static int openai_run(llm_backend *b, const llm_request *reqs, size_t n, llm_res
     openai_impl *im = b->impl;
     if (n && (!reqs || !out))
         return err_set(e, PWB_EINVAL, "%s: no requests or no response array", b->kind);
+    if (!im->chat)
+        for (size_t i = 0; i < n; i++)
+            if (reqs[i].mode == LLM_RANK)
+                return logprobs_run(im->conn.http, &im->bo, reqs, n, out, done, ctx, b->stop, e);
     im->reqs = reqs;
-    http_ops ops = {.build = op_build, .parse = op_parse, .ctx = im};
-    int rc = http_client_run(im->http, n, &ops, out, done, ctx, b->stop, e);
+    http_ops ops = {.build = op_build, .parse = op_parse, .ctx = im, .estimate = op_estimate,
+                    .first_token = im->bo.stream ? op_first : NULL};
+    int rc = http_client_run(im->conn.http, n, &ops, out, done, ctx, b->stop, e);
     im->reqs = NULL;
     return rc;
 }
@@ -291,8 +494,9 @@ static void openai_destroy(llm_backend *b)
     if (!b)
         return;
     openai_impl *im = b->impl;
-    http_client_free(im->http);
-    free(im->model);
+    remote_conn_close(&im->conn);
+    if (im->have_ct)
+        chat_template_free(&im->ct);
     free(im);
 }
 
@@ -303,49 +507,24 @@ int llm_openai_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     int chat = strcmp(cfg->provider, "openai") == 0;
     if (!chat && strcmp(cfg->provider, "openai-completions") != 0)
         return err_set(e, PWB_EINVAL, "%s: provider '%.64s' is not OpenAI-compatible", name, cfg->provider);
-    if (!cfg->base_url || !*cfg->base_url)
-        return err_set(e, PWB_EINVAL, "%s: no base_url (e.g. http://127.0.0.1:8080/v1)", name);
-    const char *key = NULL;
-    if (cfg->api_key_env && *cfg->api_key_env) {
-        key = getenv(cfg->api_key_env);
-        if (!key || !*key)
-            return err_set(e, PWB_EINVAL, "%s: environment variable %.128s (api_key_env) is not set", name,
-                           cfg->api_key_env);
-    }
-    pwb_buf url;
-    buf_init(&url);
-    size_t blen = strlen(cfg->base_url);
-    while (blen > 0 && cfg->base_url[blen - 1] == '/')
-        blen--;
-    if (buf_append(&url, cfg->base_url, blen) || buf_puts(&url, chat ? "/chat/completions" : "/completions")) {
-        buf_free(&url);
-        return err_set(e, PWB_ENOMEM, "%s: out of memory", name);
-    }
     openai_impl *im = calloc(1, sizeof *im);
-    if (!im) {
-        buf_free(&url);
+    if (!im)
         return err_set(e, PWB_ENOMEM, "%s: out of memory", name);
-    }
     im->chat = chat;
-    im->model = cfg->model && *cfg->model ? str_dup(cfg->model) : NULL;
-    http_opts o = {
-        .url = url.data,
-        .secret = key,
-        .concurrency = cfg->concurrency,
-        .timeout_s = cfg->timeout_s,
-        .max_retries = cfg->max_retries < 0 ? 0 : cfg->max_retries,
-        .backoff_base_s = cfg->backoff_base_s,
-        .backoff_max_s = cfg->backoff_max_s,
-    };
-    int rc = (cfg->model && *cfg->model && !im->model) ? err_set(e, PWB_ENOMEM, "%s: out of memory", name)
-                                                       : http_client_create(&im->http, &o, e);
-    buf_free(&url);
+    int rc = remote_conn_open(&im->conn, cfg, chat ? "/chat/completions" : "/completions", NULL, NULL, 0, e);
+    if (!rc && !chat && cfg->chat_template && *cfg->chat_template) {
+        rc = chat_template_init(&im->ct, NULL, cfg->chat_template, e);
+        if (rc)
+            err_prefix(e, "%s: ", name);
+        else
+            im->have_ct = 1;
+    }
     if (rc) {
-        err_prefix(e, "%s: ", name);
-        free(im->model);
+        remote_conn_close(&im->conn);
         free(im);
         return rc;
     }
+    im->bo = (openai_body_opts){.model = im->conn.model, .stream = im->conn.stream, .ct = im->have_ct ? &im->ct : NULL};
     im->base.kind = chat ? "openai" : "openai-completions";
     im->base.run = openai_run;
     im->base.destroy = openai_destroy;

@@ -1,0 +1,234 @@
+/* Presets, keys, URLs and connections shared by the HTTP providers. See remote.h. */
+#include "llm/remote.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util/str.h"
+#include "util/timer.h"
+
+static const llm_preset g_presets[] = {
+    {"openai", "openai", "https://api.openai.com/v1", NULL, "OPENAI_API_KEY"},
+    {"vllm", "openai", "http://127.0.0.1:8000/v1", NULL, NULL},
+    {"llamacpp", "openai", "http://127.0.0.1:8080/v1", NULL, NULL},
+    {"ollama-openai", "openai", "http://127.0.0.1:11434/v1", NULL, NULL},
+    {"openrouter", "openai", "https://openrouter.ai/api/v1", NULL, "OPENROUTER_API_KEY"},
+    {"together", "openai", "https://api.together.xyz/v1", NULL, "TOGETHER_API_KEY"},
+    {"groq", "openai", "https://api.groq.com/openai/v1", NULL, "GROQ_API_KEY"},
+    {"ollama", "ollama", "http://127.0.0.1:11434", NULL, NULL},
+    {"anthropic", "anthropic", "https://api.anthropic.com", "x-api-key", "ANTHROPIC_API_KEY"},
+};
+
+const llm_preset *llm_preset_list(size_t *n)
+{
+    *n = sizeof g_presets / sizeof g_presets[0];
+    return g_presets;
+}
+
+const llm_preset *llm_preset_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof g_presets / sizeof g_presets[0]; i++)
+        if (strcmp(g_presets[i].name, name) == 0)
+            return &g_presets[i];
+    return NULL;
+}
+
+int llm_config_resolve(const llm_config *cfg, llm_config *out, pwb_err *e)
+{
+    *out = *cfg;
+    const char *name = cfg->name ? cfg->name : "model";
+    const char *p = cfg->provider;
+    if (!p || !*p)
+        return err_set(e, PWB_EINVAL, "model %s: no provider given", name);
+    const llm_preset *pr = NULL;
+    if (strcmp(p, "openai") == 0 || strcmp(p, "openai-completions") == 0) {
+        if (cfg->preset && *cfg->preset) {
+            pr = llm_preset_find(cfg->preset);
+            if (!pr || strcmp(pr->api, "openai") != 0)
+                return err_set(e, PWB_EINVAL,
+                               "model %s: unknown OpenAI-compatible preset '%.64s' (known: openai, vllm, llamacpp, "
+                               "ollama-openai, openrouter, together, groq)",
+                               name, cfg->preset);
+        }
+    } else if ((pr = llm_preset_find(p))) {
+        out->provider = strcmp(pr->api, "openai") == 0 ? "openai" : pr->api;
+        out->preset = pr->name;
+    }
+    if (pr && (!out->base_url || !*out->base_url))
+        out->base_url = pr->base_url;
+    if (pr && pr->key_env && (!cfg->api_key_env || !*cfg->api_key_env))
+        return err_set(e, PWB_EINVAL, "model %s: %s needs an API key: name its environment variable in api_key_env (e.g. %s)",
+                       name, pr->name, pr->key_env);
+    return PWB_OK;
+}
+
+int url_is_loopback(const char *url)
+{
+    if (!url)
+        return 0;
+    const char *p;
+    if (strncasecmp(url, "http://", 7) == 0)
+        p = url + 7;
+    else if (strncasecmp(url, "https://", 8) == 0)
+        p = url + 8;
+    else
+        return 0;
+    size_t alen = strcspn(p, "/?#");
+    /* userinfo ends at the last '@' of the authority */
+    for (size_t k = alen; k > 0; k--)
+        if (p[k - 1] == '@') {
+            p += k;
+            alen -= k;
+            break;
+        }
+    char host[256];
+    size_t hlen;
+    if (alen > 0 && p[0] == '[') {
+        const char *rb = memchr(p, ']', alen);
+        if (!rb)
+            return 0;
+        hlen = (size_t)(rb - p - 1);
+        p++;
+    } else {
+        const char *colon = memchr(p, ':', alen);
+        hlen = colon ? (size_t)(colon - p) : alen;
+    }
+    if (hlen == 0 || hlen >= sizeof host)
+        return 0;
+    memcpy(host, p, hlen);
+    host[hlen] = '\0';
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, host, &a6) == 1) {
+        if (IN6_IS_ADDR_LOOPBACK(&a6))
+            return 1;
+        return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+int remote_read_key(const llm_config *cfg, const char *url, const char **key, pwb_err *e)
+{
+    *key = NULL;
+    const char *name = cfg->name ? cfg->name : "model";
+    if (!cfg->api_key_env || !*cfg->api_key_env)
+        return PWB_OK;
+    const char *k = getenv(cfg->api_key_env);
+    if (!k || !*k)
+        return err_set(e, PWB_EINVAL, "%s: environment variable %.128s (api_key_env) is not set", name,
+                       cfg->api_key_env);
+    if (strncasecmp(url, "http://", 7) == 0 && !url_is_loopback(url) && !cfg->allow_insecure_key)
+        return err_set(e, PWB_EINVAL,
+                       "%s: refusing to send the API key from %.128s over plain http:// to a host that is not "
+                       "loopback; use https://, or set allow_insecure_key if this network is trusted",
+                       name, cfg->api_key_env);
+    *key = k;
+    return PWB_OK;
+}
+
+int remote_url(pwb_buf *out, const char *base, const char *path, pwb_err *e)
+{
+    buf_reset(out);
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    /* path's first segment ("/v1", "/api") when the base already ends with it */
+    const char *rest = path;
+    if (path[0] == '/') {
+        size_t seg = strcspn(path + 1, "/") + 1;
+        if (path[seg] == '/' && blen >= seg && memcmp(base + blen - seg, path, seg) == 0)
+            rest = path + seg;
+    }
+    if (buf_append(out, base, blen) || buf_puts(out, rest))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    return PWB_OK;
+}
+
+int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path, const char *auth_header,
+                     const char *const *headers, int n_headers, pwb_err *e)
+{
+    memset(conn, 0, sizeof *conn);
+    const char *name = cfg->name ? cfg->name : "model";
+    if (!cfg->base_url || !*cfg->base_url)
+        return err_set(e, PWB_EINVAL, "%s: no base_url (e.g. http://127.0.0.1:8080/v1)", name);
+    pwb_buf url;
+    buf_init(&url);
+    const char *key = NULL;
+    int rc = remote_url(&url, cfg->base_url, path, e);
+    if (!rc)
+        rc = remote_read_key(cfg, url.data, &key, e);
+    if (rc) {
+        buf_free(&url);
+        return rc;
+    }
+    conn->stream = cfg->stream != 0;
+    if (cfg->model && *cfg->model && !(conn->model = str_dup(cfg->model))) {
+        buf_free(&url);
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", name);
+    }
+    int conc = cfg->concurrency < 1 ? 1 : cfg->concurrency > HTTP_MAX_CONCURRENCY ? HTTP_MAX_CONCURRENCY : cfg->concurrency;
+    if (cfg->rpm > 0 || cfg->tpm > 0 || cfg->adaptive_concurrency) {
+        ratelimit_opts ro = {.max_concurrency = conc, .rpm = cfg->rpm, .tpm = cfg->tpm,
+                             .adaptive = cfg->adaptive_concurrency != 0};
+        ratelimit_init(&conn->rl, &ro, timer_wall());
+        conn->limited = 1;
+    }
+    http_opts o = {
+        .url = url.data,
+        .secret = key,
+        .headers = headers,
+        .n_headers = n_headers,
+        .concurrency = conc,
+        .timeout_s = cfg->timeout_s,
+        .max_retries = cfg->max_retries < 0 ? 0 : cfg->max_retries,
+        .backoff_base_s = cfg->backoff_base_s,
+        .backoff_max_s = cfg->backoff_max_s,
+        .auth_header = auth_header,
+        .limiter = conn->limited ? &conn->rl : NULL,
+        .budget = cfg->budget,
+    };
+    if (cfg->price)
+        o.price = *cfg->price;
+    rc = http_client_create(&conn->http, &o, e);
+    buf_free(&url);
+    if (rc) {
+        err_prefix(e, "%s: ", name);
+        remote_conn_close(conn);
+    }
+    return rc;
+}
+
+void remote_conn_close(remote_conn *conn)
+{
+    if (!conn)
+        return;
+    http_client_free(conn->http);
+    free(conn->model);
+    memset(conn, 0, sizeof *conn);
+}
+
+void remote_apply_stops(char *text, const char *const *stop, int n_stop)
+{
+    if (!text || !stop)
+        return;
+    char *cut = NULL;
+    for (int k = 0; k < n_stop; k++) {
+        if (!stop[k] || !*stop[k])
+            continue;
+        char *hit = strstr(text, stop[k]);
+        if (hit && (!cut || hit < cut))
+            cut = hit;
+    }
+    if (cut)
+        *cut = '\0';
+}

@@ -1,0 +1,73 @@
+/* What the HTTP providers (openai.c, ollama.c, anthropic.c) share: provider presets, the API key
+ * and where it may be sent, endpoint URLs, and one connection (http client + rate limiter) built
+ * from an llm_config.
+ *
+ * Presets (llm_preset_find): an OpenAI-compatible server's default base URL and how it takes the
+ * key. A model names one as its provider ("groq") or, with provider "openai" or
+ * "openai-completions", as cfg->preset. llm_config_resolve applies them.
+ *
+ * The key: read once from getenv(cfg->api_key_env); never sent over plain http:// to a host other
+ * than loopback (localhost, 127.0.0.0/8, ::1) unless cfg->allow_insecure_key. TLS verification is
+ * libcurl's default and pwb never turns it off. */
+#ifndef PWB_LLM_REMOTE_H
+#define PWB_LLM_REMOTE_H
+
+#include <stddef.h>
+
+#include "llm/backend.h"
+#include "llm/http.h"
+#include "llm/ratelimit.h"
+#include "util/buf.h"
+#include "util/err.h"
+
+typedef struct llm_preset {
+    const char *name;     /* "vllm" */
+    const char *api;      /* wire protocol: "openai", "ollama", "anthropic" */
+    const char *base_url; /* default base URL */
+    const char *auth;     /* the key's header: NULL = "Authorization: Bearer", else its name */
+    const char *key_env;  /* where people usually keep the key, for messages; NULL: keyless */
+} llm_preset;
+
+const llm_preset *llm_preset_find(const char *name);
+/* All presets, for help text. */
+const llm_preset *llm_preset_list(size_t *n);
+
+/* Copies cfg into out with its preset applied: a preset named as provider becomes provider
+ * "openai" (chat) with cfg->preset set; base_url defaults to the preset's (provider "ollama":
+ * http://127.0.0.1:11434, "anthropic": https://api.anthropic.com). The strings still belong to
+ * cfg or are static. PWB_EINVAL for an unknown preset. The runner should resolve before it keys
+ * its response cache, so that the base URL a preset implies is part of the key. */
+int llm_config_resolve(const llm_config *cfg, llm_config *out, pwb_err *e);
+
+/* 1 when url is http(s) to localhost, 127.0.0.0/8 or ::1. */
+int url_is_loopback(const char *url);
+
+/* Reads the key named by cfg->api_key_env (NULL when none is named) and checks that it may go to
+ * url. Errors name the variable, never the value. */
+int remote_read_key(const llm_config *cfg, const char *url, const char **key, pwb_err *e);
+
+/* base (trailing '/' dropped) + path, where a base that already ends with path's first segment
+ * does not repeat it: ("https://api.anthropic.com/v1", "/v1/messages") gives .../v1/messages. */
+int remote_url(pwb_buf *out, const char *base, const char *path, pwb_err *e);
+
+/* One model's connection. Lives inside its backend (the limiter's address is handed to http.c). */
+typedef struct remote_conn {
+    http_client *http;
+    ratelimit rl;
+    int limited;          /* rl is in use */
+    char *model;          /* model id sent to the server, NULL when none */
+    int stream;
+} remote_conn;
+
+/* Opens conn for cfg (already resolved): the URL from cfg->base_url + path, the key sent as
+ * auth_header (NULL: Bearer), extra headers, the limiter from cfg->rpm/tpm/adaptive_concurrency,
+ * the budget and price from cfg. */
+int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path, const char *auth_header,
+                     const char *const *headers, int n_headers, pwb_err *e);
+void remote_conn_close(remote_conn *conn);
+
+/* Applies stop strings to generated text the way a server would (cut at the earliest); for
+ * providers that cannot take some stops (Anthropic rejects whitespace-only ones). */
+void remote_apply_stops(char *text, const char *const *stop, int n_stop);
+
+#endif
