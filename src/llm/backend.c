@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm/anthropic.h"
+#include "llm/ollama.h"
 #include "llm/openai.h"
+#include "llm/remote.h"
 
 #if defined(__has_include)
 #if __has_include("llm/local.h")
@@ -48,12 +51,22 @@ int llm_backend_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     if (!cfg || !cfg->provider || !*cfg->provider)
         return err_set(e, PWB_EINVAL, "model%s%s: no provider given", cfg && cfg->name ? " " : "",
                        cfg && cfg->name ? cfg->name : "");
-    const char *p = cfg->provider;
+    llm_config rc;
+    int r = llm_config_resolve(cfg, &rc, e);
+    if (r)
+        return r;
+    const char *p = rc.provider;
     if (strcmp(p, "openai") == 0 || strcmp(p, "openai-completions") == 0)
-        return llm_openai_create(out, cfg, e);
+        return llm_openai_create(out, &rc, e);
+    if (strcmp(p, "ollama") == 0)
+        return llm_ollama_create(out, &rc, e);
+    if (strcmp(p, "anthropic") == 0)
+        return llm_anthropic_create(out, &rc, e);
     if (strcmp(p, "local") == 0)
         return llm_local_create(out, cfg, e);
-    return err_set(e, PWB_EUNSUP, "model %s: unknown provider '%.64s' (known: openai, openai-completions, local)",
+    return err_set(e, PWB_EUNSUP,
+                   "model %s: unknown provider '%.64s' (known: openai, openai-completions, ollama, anthropic, local, "
+                   "and the presets vllm, llamacpp, ollama-openai, openrouter, together, groq)",
                    cfg->name ? cfg->name : "?", p);
 }
 
