@@ -15,7 +15,23 @@
 #define SUITE_MAX_BYTES (4u << 20)
 #define SUITE_MAX_ITEMS 1000
 
+/* A sweep's grid is bounded so a typo cannot ask for a million cells. */
+#define SUITE_MAX_SWEEP_AXES 4
+#define SUITE_MAX_SWEEP_VALUES 64
+#define SUITE_MAX_SWEEP_POINTS 256
+
 void suite_init(pwb_suite *s) { memset(s, 0, sizeof *s); }
+
+static void method_free(suite_method *m)
+{
+    free(m->name);
+    free(m->template_path);
+    free(m->scoring);
+    cJSON_Delete(m->soft_prompt);
+    free(m->sweep);
+    free(m->sweep_point);
+    memset(m, 0, sizeof *m);
+}
 
 void suite_free(pwb_suite *s)
 {
@@ -40,13 +56,8 @@ void suite_free(pwb_suite *s)
         cJSON_Delete(m->raw);
     }
     free(s->models);
-    for (int i = 0; i < s->n_methods; i++) {
-        suite_method *m = &s->methods[i];
-        free(m->name);
-        free(m->template_path);
-        free(m->scoring);
-        cJSON_Delete(m->soft_prompt);
-    }
+    for (int i = 0; i < s->n_methods; i++)
+        method_free(&s->methods[i]);
     free(s->methods);
     cJSON_Delete(s->json);
     suite_init(s);
@@ -241,21 +252,216 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
     return PWB_OK;
 }
 
+/* Room for one more method (sweeps add several per entry). */
+static int methods_grow(pwb_suite *s, sctx *x, int *cap, int need)
+{
+    if (s->n_methods + need <= *cap)
+        return PWB_OK;
+    if (s->n_methods + need > SUITE_MAX_ITEMS)
+        return err_set(x->e, PWB_ERANGE, "%s: 'methods' expands to more than %d methods", x->path, SUITE_MAX_ITEMS);
+    int nc = *cap ? *cap : 8;
+    while (nc < s->n_methods + need)
+        nc *= 2;
+    suite_method *nv = realloc(s->methods, (size_t)nc * sizeof *nv);
+    if (!nv)
+        return err_set(x->e, PWB_ENOMEM, "out of memory");
+    memset(nv + *cap, 0, (size_t)(nc - *cap) * sizeof *nv);
+    s->methods = nv;
+    *cap = nc;
+    return PWB_OK;
+}
+
+/* The last method's name is new: no other method and no sweep has it (a report would not tell
+ * the sweep "f" from a method "f"). */
+static int method_name_unique(const pwb_suite *s, sctx *x, const char *where)
+{
+    const suite_method *m = &s->methods[s->n_methods - 1];
+    for (int i = 0; i < s->n_methods - 1; i++) {
+        const suite_method *o = &s->methods[i];
+        if (!strcmp(o->name, m->name) || (o->sweep && !strcmp(o->sweep, m->name)) ||
+            (m->sweep && !strcmp(o->name, m->sweep)))
+            return err_set(x->e, PWB_EINVAL, "%s: %s: method name '%s' used twice", x->path, where,
+                           strcmp(o->name, m->name) && m->sweep && !strcmp(o->name, m->sweep) ? m->sweep : m->name);
+    }
+    return PWB_OK;
+}
+
+typedef struct sweep_axis {
+    const char *name;
+    const cJSON *values; /* array */
+    int n;
+} sweep_axis;
+
+/* Checks a sweep object against its method: a template method sweeps only "shots"; a soft prompt
+ * sweeps keys of its soft_prompt object ("tokens", "init", "lr", ...). */
+static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const char *where, sweep_axis *ax, int *nax,
+                       long *points)
+{
+    if (!cJSON_IsObject(sw) || !sw->child)
+        return err_set(x->e, PWB_EINVAL, "%s: %s.sweep must be an object of axes, e.g. {\"shots\": [0, 2, 4]}",
+                       x->path, where);
+    *nax = 0;
+    *points = 1;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, sw)
+    {
+        const char *k = it->string ? it->string : "";
+        if (*nax == SUITE_MAX_SWEEP_AXES)
+            return err_set(x->e, PWB_ERANGE, "%s: %s.sweep has more than %d axes", x->path, where,
+                           SUITE_MAX_SWEEP_AXES);
+        if (!k[0] || !ident_ok(k))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep: bad axis name '%s'", x->path, where, k);
+        for (int i = 0; i < *nax; i++)
+            if (!strcmp(ax[i].name, k))
+                return err_set(x->e, PWB_EINVAL, "%s: %s.sweep: axis '%s' given twice", x->path, where, k);
+        int shots = !strcmp(k, "shots");
+        if (!m->soft_prompt && !shots)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s: a template method sweeps only 'shots'", x->path, where,
+                           k);
+        if (m->soft_prompt && shots)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shots: a soft prompt has no shots", x->path, where);
+        if (shots && m->shots >= 0)
+            return err_set(x->e, PWB_EINVAL, "%s: %s: give shots or sweep.shots, not both", x->path, where);
+        int n = cJSON_IsArray(it) ? cJSON_GetArraySize(it) : 0;
+        if (n < 1 || n > SUITE_MAX_SWEEP_VALUES)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s must be an array of 1 to %d values", x->path, where, k,
+                           SUITE_MAX_SWEEP_VALUES);
+        int i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, it)
+        {
+            int ok;
+            if (shots)
+                ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 64 &&
+                     v->valuedouble == floor(v->valuedouble);
+            else if (!strcmp(k, "tokens"))
+                ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 10000 &&
+                     v->valuedouble == floor(v->valuedouble);
+            else if (!strcmp(k, "init"))
+                ok = cJSON_IsString(v) && (!strcmp(v->valuestring, "random") || !strcmp(v->valuestring, "vocab") ||
+                                           !strcmp(v->valuestring, "class") || !strcmp(v->valuestring, "text"));
+            else
+                ok = (cJSON_IsNumber(v) && isfinite(v->valuedouble)) ||
+                     (cJSON_IsString(v) && v->valuestring[0] && ident_ok(v->valuestring));
+            if (!ok) {
+                const char *what = shots                   ? "an integer from 0 to 64"
+                                   : !strcmp(k, "tokens") ? "an integer from 1 to 10000"
+                                   : !strcmp(k, "init")   ? "one of random, vocab, class, text"
+                                                          : "a number or a name (letters, digits, '_', '-', '.')";
+                return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s[%d] must be %s", x->path, where, k, i, what);
+            }
+            const cJSON *w = it->child;
+            for (int j = 0; j < i; j++, w = w->next)
+                if (cJSON_Compare(v, w, 1))
+                    return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s[%d] repeats an earlier value", x->path, where,
+                                   k, i);
+            i++;
+        }
+        ax[*nax].name = k;
+        ax[*nax].values = it;
+        ax[*nax].n = n;
+        (*nax)++;
+        *points *= n;
+        if (*points > SUITE_MAX_SWEEP_POINTS)
+            return err_set(x->e, PWB_ERANGE, "%s: %s.sweep has more than %d points", x->path, where,
+                           SUITE_MAX_SWEEP_POINTS);
+    }
+    return PWB_OK;
+}
+
+/* A value as it appears in a derived method name: integers without a decimal point. */
+static int sweep_value_text(pwb_buf *b, const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return buf_puts(b, v->valuestring);
+    return buf_printf(b, "%.6g", v->valuedouble);
+}
+
+/* Appends one method per grid point of the sweep to s->methods, the last axis varying fastest. */
+static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const sweep_axis *ax, int nax, long points,
+                        int *cap, const char *where)
+{
+    int rc = methods_grow(s, x, cap, (int)points);
+    if (rc)
+        return rc;
+    pwb_buf name;
+    buf_init(&name);
+    for (long p = 0; p < points && !rc; p++) {
+        int idx[SUITE_MAX_SWEEP_AXES];
+        long rest = p;
+        for (int a = nax - 1; a >= 0; a--) {
+            idx[a] = (int)(rest % ax[a].n);
+            rest /= ax[a].n;
+        }
+        suite_method *m = &s->methods[s->n_methods++];
+        memset(m, 0, sizeof *m);
+        m->shots = base->shots;
+        m->name = NULL;
+        m->template_path = base->template_path ? str_dup(base->template_path) : NULL;
+        m->scoring = str_dup(base->scoring);
+        m->sweep = str_dup(base->name);
+        m->soft_prompt = base->soft_prompt ? cJSON_Duplicate(base->soft_prompt, 1) : NULL;
+        cJSON *point = cJSON_CreateObject();
+        int oom = !m->scoring || !m->sweep || (base->template_path && !m->template_path) ||
+                  (base->soft_prompt && !m->soft_prompt) || !point;
+        buf_reset(&name);
+        oom |= buf_puts(&name, base->name) | buf_putc(&name, '[');
+        for (int a = 0; a < nax && !oom; a++) {
+            const cJSON *v = cJSON_GetArrayItem(ax[a].values, idx[a]);
+            oom |= (a ? buf_putc(&name, ',') : 0) | buf_puts(&name, ax[a].name) | buf_putc(&name, '=') |
+                   sweep_value_text(&name, v);
+            cJSON *pv = cJSON_Duplicate(v, 1);
+            if (!pv || !cJSON_AddItemToObject(point, ax[a].name, pv)) {
+                cJSON_Delete(pv);
+                oom = 1;
+                break;
+            }
+            if (!strcmp(ax[a].name, "shots")) {
+                m->shots = (int)v->valuedouble;
+            } else {
+                cJSON *sv = cJSON_Duplicate(v, 1);
+                cJSON_DeleteItemFromObjectCaseSensitive(m->soft_prompt, ax[a].name);
+                if (!sv || !cJSON_AddItemToObject(m->soft_prompt, ax[a].name, sv)) {
+                    cJSON_Delete(sv);
+                    oom = 1;
+                }
+            }
+        }
+        oom |= buf_putc(&name, ']');
+        if (!oom) {
+            m->name = str_dup(name.data);
+            m->sweep_point = cJSON_PrintUnformatted(point);
+            /* cJSON allocates with malloc unless hooks say otherwise; free() is right here. */
+            oom = !m->name || !m->sweep_point;
+        }
+        cJSON_Delete(point);
+        if (oom)
+            rc = err_set(x->e, PWB_ENOMEM, "out of memory");
+        else
+            rc = method_name_unique(s, x, where);
+    }
+    buf_free(&name);
+    return rc;
+}
+
 static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
 {
-    static const char *const keys[] = {"name", "template", "scoring", "shots", "soft_prompt", NULL};
+    static const char *const keys[] = {"name", "template", "scoring", "shots", "soft_prompt", "sweep", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "methods", &n, &rc);
     if (!a)
         return rc;
-    s->methods = calloc((size_t)n, sizeof *s->methods);
-    if (!s->methods)
-        return err_set(x->e, PWB_ENOMEM, "out of memory");
+    int cap = 0;
+    if ((rc = methods_grow(s, x, &cap, n)))
+        return rc;
     const cJSON *it;
+    int index = 0;
     cJSON_ArrayForEach(it, a)
     {
         char where[48];
-        snprintf(where, sizeof where, "methods[%d]", s->n_methods);
+        snprintf(where, sizeof where, "methods[%d]", index++);
+        if ((rc = methods_grow(s, x, &cap, 1)))
+            return rc;
         suite_method *m = &s->methods[s->n_methods++];
         m->shots = -1;
         if (!cJSON_IsObject(it))
@@ -285,9 +491,24 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         }
         if (!m->template_path && !m->soft_prompt)
             return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);
-        for (int i = 0; i < s->n_methods - 1; i++)
-            if (!strcmp(s->methods[i].name, m->name))
-                return err_set(x->e, PWB_EINVAL, "%s: %s: method name '%s' used twice", x->path, where, m->name);
+        if ((rc = method_name_unique(s, x, where)))
+            return rc;
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(it, "sweep");
+        if (!sw || cJSON_IsNull(sw))
+            continue;
+        sweep_axis ax[SUITE_MAX_SWEEP_AXES];
+        int nax = 0;
+        long points = 0;
+        if ((rc = sweep_check(x, sw, m, where, ax, &nax, &points)))
+            return rc;
+        /* The written method becomes its grid: take it out of the list, expand, free it. */
+        suite_method base = *m;
+        memset(m, 0, sizeof *m);
+        s->n_methods--;
+        rc = sweep_expand(s, x, &base, ax, nax, points, &cap, where);
+        method_free(&base);
+        if (rc)
+            return rc;
     }
     return PWB_OK;
 }

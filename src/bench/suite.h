@@ -41,6 +41,11 @@ typedef struct suite_method {
     char *scoring;        /* "generate" (default) or "rank" */
     int shots;            /* overrides the template's shot count when >= 0 */
     cJSON *soft_prompt;   /* soft prompt settings, NULL for hard prompts (owned) */
+    /* Sweeps: a method written with "sweep": {"axis": [values...], ...} becomes one method per
+     * grid point (the last axis varies fastest), named "<name>[axis=value,...]", with the point
+     * applied (shots -> shots; any axis of a soft prompt -> that key of soft_prompt). */
+    char *sweep;          /* the method's name as written; NULL outside a sweep */
+    char *sweep_point;    /* the point as minified JSON in axis order: {"tokens":20,"init":"class"} */
 } suite_method;
 
 typedef struct pwb_suite {

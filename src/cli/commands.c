@@ -116,6 +116,39 @@ static const cli_opt generate_opts[] = {
     {0},
 };
 
+/* pwb tune (cmd_tune.c) */
+int cmd_tune(const cli_args *a);
+static const cli_opt tune_opts[] = {
+    {"model", 'm', "PATH", "the frozen model: a GGUF file or a Hugging Face folder (required)"},
+    {"dataset", 'D', "NAME", "dataset card, a classification task (required)"},
+    {"out", 'o', "DIR", "the PEFT folder to write: adapter_config.json, adapter_model.safetensors (required)"},
+    {"template", 0, "NAME", "template rendering each input (default zero-shot)"},
+    {"split", 0, "SPLIT", "split to train on (default: the card's few-shot split, train)"},
+    {"tokens", 0, "N", "virtual tokens (default 20)"},
+    {"init", 0, "KIND", "random, vocab, class (default) or text"},
+    {"init-text", 0, "TEXT", "with --init text: the text whose embeddings start the prompt"},
+    {"steps", 0, "N", "optimizer steps (default: one epoch)"},
+    {"epochs", 0, "X", "epochs over the training examples when --steps is not given (default 1)"},
+    {"batch", 'b', "N", "examples per step (default 8)"},
+    {"lr", 0, "X", "learning rate (default 0.3 for adafactor, 1e-3 for adamw)"},
+    {"optimizer", 0, "NAME", "adafactor (default, as in Lester et al.) or adamw"},
+    {"warmup", 0, "N", "linear warmup steps, then linear decay (default: constant rate)"},
+    {"seed", 0, "N", "seed for initialisation, sampling and shuffling (default 1)"},
+    {"train-limit", 'n', "N", "train on at most N sampled examples (default: all)"},
+    {"eval-n", 0, "N", "held-out examples of the training split for evaluation (default 200; 0: none)"},
+    {"eval-every", 0, "K", "evaluate every K steps (default 50; 0: at the end only)"},
+    {"patience", 0, "N", "stop after N evaluations without improvement (default: never)"},
+    {"threads", 0, "N", "CPU threads (default: OMP_NUM_THREADS or all)"},
+    {"chat-template", 0, "NAME", "chatml, llama3, gemma, mistral, llama2 or none instead of the model's"},
+    {"exact", 0, NULL, "backward with F32 activations throughout (slower, for checks)"},
+    {"fresh", 0, NULL, "ignore the checkpoint in DIR and start over"},
+    {"test-split", 0, "SPLIT", "after training, score SPLIT (e.g. dev) by rank classification"},
+    {"test-limit", 0, "N", "with --test-split: at most N sampled examples"},
+    {"baseline", 0, NULL, "with --test-split: also score the template without the soft prompt"},
+    {"db", 0, "PATH", "record the soft prompt, each step and each evaluation (default $PWB_DB; none)"},
+    {0},
+};
+
 static const cli_opt no_opts[] = {{0}};
 
 const cli_cmd cli_commands[] = {
@@ -174,6 +207,15 @@ const cli_cmd cli_commands[] = {
      "Timing goes to stderr. Example:\n"
      "  pwb generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --chat --greedy --prompt \"Hi\"",
      generate_opts, cmd_generate},
+    {"tune", "", 0, 0, "train a soft prompt (prompt tuning) on a frozen local model",
+     "Trains a soft prompt (Lester et al. 2021): N vectors in front of the input embeddings of a\n"
+     "frozen model, learned by the cross-entropy of each example's label verbalizer given\n"
+     "[soft prompt][input rendered by the template and the chat template], as rank classification\n"
+     "scores it. A held-out slice of the training split is scored every K steps and the best prompt\n"
+     "is kept. The checkpoint in DIR makes an interrupted run resume. Writes a PEFT folder. Example:\n"
+     "  pwb tune --model models/SmolLM2-135M-Instruct.Q4_1.gguf --dataset sst2 --train-limit 2000 \\\n"
+     "    --tokens 20 --init class --out results/sst2-soft --test-split dev",
+     tune_opts, cmd_tune},
     {"model info", "PATH", 1, 1, "describe a model file or folder",
      "Prints what a model holds: architecture, dimensions, parameter count, tensor types, file size,\n"
      "tokenizer and chat template.",

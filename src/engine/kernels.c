@@ -203,7 +203,7 @@ static kdot8_fn quant_dot8(int type)
 
 static kdot4r_fn quant_dot4r(int type)
 {
-#if defined(KERNELS_AVX2) && !defined(NO_ROWS4)
+#ifdef KERNELS_AVX2
     switch (type) {
     case DT_Q4_0: return kdot4r_q4_0;
     case DT_Q4_1: return kdot4r_q4_1;

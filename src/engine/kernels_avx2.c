@@ -256,7 +256,13 @@ INLINE void blk_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int s,
             acc[r] = _mm256_setzero_ps();                                                          \
             corr[r] = 0;                                                                           \
         }                                                                                          \
+        /* Prefetch the next 4 rows (a contiguous region) spread over this group's steps: the   \
+         * hardware prefetchers follow 4 interleaved streams poorly. */                            \
+        const char *next = (const char *)w + 4 * row_bytes;                                        \
+        size_t per_step = (4 * row_bytes / (size_t)steps + 63) & ~(size_t)63;                     \
         for (int i = 0; i < steps; i++) {                                                          \
+            for (size_t o = 0; o < per_step; o += 64)                                              \
+                _mm_prefetch(next + (size_t)i * per_step + o, _MM_HINT_T0);                        \
             UNROLL                                                                                 \
             for (int r = 0; r < 4; r++)                                                            \
                 blk_##NAME((const unsigned char *)w + r * row_bytes, x, 0, 1, i, &acc[r], &corr[r]); \

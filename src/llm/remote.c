@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "llm/estimate.h"
 #include "util/str.h"
 #include "util/timer.h"
 
@@ -60,9 +61,13 @@ int llm_config_resolve(const llm_config *cfg, llm_config *out, pwb_err *e)
         out->provider = strcmp(pr->api, "openai") == 0 ? "openai" : pr->api;
         out->preset = pr->name;
     }
-    if (pr && (!out->base_url || !*out->base_url))
+    int hosted = 0; /* the preset's own (hosted) endpoint, which wants a key; a base_url of the
+                     * user's own (a proxy, a test server) may not */
+    if (pr && (!out->base_url || !*out->base_url)) {
         out->base_url = pr->base_url;
-    if (pr && pr->key_env && (!cfg->api_key_env || !*cfg->api_key_env))
+        hosted = 1;
+    }
+    if (hosted && pr->key_env && (!cfg->api_key_env || !*cfg->api_key_env))
         return err_set(e, PWB_EINVAL, "model %s: %s needs an API key: name its environment variable in api_key_env (e.g. %s)",
                        name, pr->name, pr->key_env);
     return PWB_OK;
@@ -231,4 +236,75 @@ void remote_apply_stops(char *text, const char *const *stop, int n_stop)
     }
     if (cut)
         *cut = '\0';
+}
+
+/* ---- a backend for one wire protocol ---- */
+
+static int rb_build(void *ctx, size_t i, pwb_buf *body, pwb_err *e)
+{
+    remote_backend *rb = ctx;
+    return rb->proto->build(rb, &rb->reqs[i], body, e);
+}
+
+static int rb_parse(void *ctx, size_t i, const char *body, size_t len, llm_response *r, pwb_err *e)
+{
+    remote_backend *rb = ctx;
+    return rb->proto->parse(rb, &rb->reqs[i], body, len, r, e);
+}
+
+static void rb_estimate(void *ctx, size_t i, double *in, double *out)
+{
+    remote_backend *rb = ctx;
+    llm_request_estimate(&rb->reqs[i], in, out);
+}
+
+static int rb_first(void *ctx, size_t i, const char *data, size_t len)
+{
+    remote_backend *rb = ctx;
+    return rb->proto->first_token(data, len);
+}
+
+static int rb_run(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done, void *ctx,
+                  pwb_err *e)
+{
+    remote_backend *rb = b->impl;
+    if (n && (!reqs || !out))
+        return err_set(e, PWB_EINVAL, "%s: no requests or no response array", b->kind);
+    rb->reqs = reqs;
+    http_ops ops = {.build = rb_build, .parse = rb_parse, .ctx = rb, .estimate = rb_estimate,
+                    .first_token = rb->conn.stream && rb->proto->first_token ? rb_first : NULL};
+    int rc = http_client_run(rb->conn.http, n, &ops, out, done, ctx, b->stop, e);
+    rb->reqs = NULL;
+    return rc;
+}
+
+static void rb_destroy(llm_backend *b)
+{
+    if (!b)
+        return;
+    remote_backend *rb = b->impl;
+    remote_conn_close(&rb->conn);
+    free(rb);
+}
+
+int remote_backend_create(llm_backend **out, const llm_config *cfg, const remote_proto *proto, const char *path,
+                          const char *auth_header, const char *const *headers, int n_headers, pwb_err *e)
+{
+    *out = NULL;
+    remote_backend *rb = calloc(1, sizeof *rb);
+    if (!rb)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    int rc = remote_conn_open(&rb->conn, cfg, path, auth_header, headers, n_headers, e);
+    if (rc) {
+        free(rb);
+        return rc;
+    }
+    rb->proto = proto;
+    rb->default_max_tokens = cfg->default_max_tokens > 0 ? cfg->default_max_tokens : 1024;
+    rb->base.kind = proto->kind;
+    rb->base.run = rb_run;
+    rb->base.destroy = rb_destroy;
+    rb->base.impl = rb;
+    *out = &rb->base;
+    return PWB_OK;
 }

@@ -34,7 +34,8 @@ const llm_preset *llm_preset_list(size_t *n);
 
 /* Copies cfg into out with its preset applied: a preset named as provider becomes provider
  * "openai" (chat) with cfg->preset set; base_url defaults to the preset's (provider "ollama":
- * http://127.0.0.1:11434, "anthropic": https://api.anthropic.com). The strings still belong to
+ * http://127.0.0.1:11434, "anthropic": https://api.anthropic.com); a hosted preset's endpoint
+ * without api_key_env is an error that names the usual variable. The strings still belong to
  * cfg or are static. PWB_EINVAL for an unknown preset. The runner should resolve before it keys
  * its response cache, so that the base URL a preset implies is part of the key. */
 int llm_config_resolve(const llm_config *cfg, llm_config *out, pwb_err *e);
@@ -65,6 +66,28 @@ typedef struct remote_conn {
 int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path, const char *auth_header,
                      const char *const *headers, int n_headers, pwb_err *e);
 void remote_conn_close(remote_conn *conn);
+
+/* A backend for one wire protocol on a remote_conn (ollama.c, anthropic.c). */
+typedef struct remote_backend remote_backend;
+typedef struct remote_proto {
+    const char *kind;
+    int (*build)(const remote_backend *rb, const llm_request *r, pwb_buf *body, pwb_err *e);
+    /* a 2xx reply, streamed or not as rb->conn.stream says; error codes as http_ops.parse */
+    int (*parse)(const remote_backend *rb, const llm_request *r, const char *body, size_t len, llm_response *out,
+                 pwb_err *e);
+    int (*first_token)(const char *data, size_t len); /* streamed: complete lines carry a token */
+} remote_proto;
+
+struct remote_backend {
+    llm_backend base; /* first */
+    remote_conn conn;
+    const remote_proto *proto;
+    int default_max_tokens;
+    const llm_request *reqs; /* the batch being run */
+};
+
+int remote_backend_create(llm_backend **out, const llm_config *cfg, const remote_proto *proto, const char *path,
+                          const char *auth_header, const char *const *headers, int n_headers, pwb_err *e);
 
 /* Applies stop strings to generated text the way a server would (cut at the earliest); for
  * providers that cannot take some stops (Anthropic rejects whitespace-only ones). */

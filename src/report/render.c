@@ -8,23 +8,78 @@
 #include "report/report.h"
 #include "report/report_internal.h"
 #include "report/svg.h"
+#include "util/str.h"
 
 #define DASH "\xe2\x80\x94" /* em dash: "no value" */
 
 int md_text(pwb_buf *b, const char *s)
 {
-    for (; s && *s; s++) {
+    size_t n = s ? strlen(s) : 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (n > 0) {
         int r;
-        if (*s == '|')
+        size_t len = report_utf8_seq(p, n);
+        if (len == 0) {
+            r = buf_putc(b, '?');
+            len = 1;
+        } else if (len > 1) {
+            r = buf_append(b, p, len);
+        } else if (*p == '|') {
             r = buf_puts(b, "\\|");
-        else if (*s == '\n' || *s == '\r' || *s == '\t')
-            r = buf_putc(b, ' ');
-        else
-            r = buf_putc(b, *s);
+        } else if (*p == '<') {
+            r = buf_puts(b, "&lt;");
+        } else if (*p == '>') {
+            r = buf_puts(b, "&gt;");
+        } else {
+            r = buf_putc(b, *p < 0x20 || *p == 0x7f ? ' ' : (char)*p);
+        }
         if (r)
             return -1;
+        p += len;
+        n -= len;
     }
     return 0;
+}
+
+cJSON *report_json_string(const char *value)
+{
+    if (!value)
+        return cJSON_CreateNull();
+    size_t n = strlen(value), i = 0;
+    while (i < n) {
+        size_t len = report_utf8_seq((const unsigned char *)value + i, n - i);
+        if (!len)
+            break;
+        i += len;
+    }
+    if (i == n)
+        return cJSON_CreateString(value);
+    char *c = malloc(n + 1);
+    if (!c)
+        return NULL;
+    size_t k = 0;
+    for (i = 0; i < n;) {
+        size_t len = report_utf8_seq((const unsigned char *)value + i, n - i);
+        if (!len) {
+            c[k++] = '?';
+            i++;
+        } else {
+            memcpy(c + k, value + i, len);
+            k += len;
+            i += len;
+        }
+    }
+    c[k] = 0;
+    cJSON *j = cJSON_CreateString(c);
+    free(c);
+    return j;
+}
+
+void report_json_str(cJSON *o, const char *key, const char *value)
+{
+    cJSON *j = report_json_string(value);
+    if (j && !cJSON_AddItemToObject(o, key, j))
+        cJSON_Delete(j);
 }
 
 int csv_text(pwb_buf *b, const char *s)
@@ -92,36 +147,169 @@ static const char *cost_header(int unit)
     return unit == REPORT_COST_USD ? "USD / 1k" : unit == REPORT_COST_CPU_S ? "CPU-s / 1k" : "cost / 1k";
 }
 
-static int md_soft_prompts(const report_group *g, pwb_buf *b)
+/* An integer with thousands separators: 18,560. */
+static int fmt_int(pwb_buf *b, int64_t v)
 {
-    int any = 0;
+    char d[32];
+    int n = snprintf(d, sizeof d, "%lld", (long long)(v < 0 ? -v : v)), r = v < 0 ? buf_putc(b, '-') : 0;
+    for (int i = 0; i < n && !r; i++) {
+        r |= buf_putc(b, d[i]);
+        if ((n - 1 - i) % 3 == 0 && i < n - 1)
+            r |= buf_putc(b, ',');
+    }
+    return r;
+}
+
+static int fmt_count(pwb_buf *b, int64_t v)
+{
+    return v < 0 ? buf_puts(b, DASH) : fmt_int(b, v);
+}
+
+static int fmt_g3(pwb_buf *b, double v)
+{
+    return isnan(v) ? buf_puts(b, DASH) : buf_printf(b, "%.3g", v);
+}
+
+static int fmt_break_even(pwb_buf *b, double v)
+{
+    if (isnan(v))
+        return buf_puts(b, DASH);
+    if (isinf(v))
+        return buf_puts(b, "never");
+    if (v > 9e15)
+        return buf_printf(b, "%.3g", v);
+    return fmt_int(b, (int64_t)v);
+}
+
+/* Alt text of an image: brackets would end it early; the rest as in a table cell. */
+static int md_alt(pwb_buf *b, const char *s)
+{
+    pwb_buf t;
+    buf_init(&t);
+    int r = md_text(&t, s);
+    for (size_t i = 0; i < t.len && !r; i++)
+        r = (t.data[i] == '[' || t.data[i] == ']') ? buf_putc(b, '\\') | buf_putc(b, t.data[i])
+                                                   : buf_putc(b, t.data[i]);
+    buf_free(&t);
+    return r ? -1 : 0;
+}
+
+/* The images of one group and kind (and sweep), when charts are on. */
+static int md_charts(const pwb_report *rep, const report_chart *charts, size_t nch, size_t g, int kind, size_t sweep,
+                     pwb_buf *b)
+{
+    int r = 0;
+    for (size_t i = 0; i < nch && !r; i++) {
+        const report_chart *c = &charts[i];
+        if (c->group != g || c->kind != kind || (kind == REPORT_CHART_SWEEP && c->sweep != sweep))
+            continue;
+        r |= buf_puts(b, "\n![") | md_alt(b, c->alt) | buf_puts(b, "](");
+        if (rep->chart_dir && *rep->chart_dir)
+            r |= buf_puts(b, rep->chart_dir) | buf_putc(b, '/');
+        r |= buf_puts(b, c->file) | buf_puts(b, ")\n");
+    }
+    return r;
+}
+
+static int any_soft(const report_group *g)
+{
     for (size_t i = 0; i < g->n_rows; i++)
-        any |= g->rows[i].has_soft_prompt;
-    if (!any)
-        return 0;
-    int r = buf_puts(b, "\nSoft prompt training (the one-off cost behind the soft rows):\n\n"
-                        "| method | virtual tokens | init | trainable params | steps | examples seen | "
-                        "train time | artifact bytes | best eval acc |\n"
-                        "|---|--:|---|--:|--:|--:|--:|--:|--:|\n");
+        if (g->rows[i].has_soft_prompt)
+            return 1;
+    return 0;
+}
+
+/* What each method cost to make, soft prompts beside the hard prompts' zero, and when a soft
+ * prompt's training is repaid by its shorter input. */
+static int md_training_cost(const report_group *g, pwb_buf *b)
+{
+    int r = buf_puts(b, "\n### Training cost and break-even\n\nSoft prompts are trained once on the frozen model; "
+                        "hard prompts cost nothing to make (0). *Break-even*: the number of inferences after "
+                        "which a soft prompt's training time is repaid by its cheaper input, compared with ");
+    if (g->few_shot_ref >= 0)
+        r |= buf_puts(b, "the most accurate few-shot method, **") | md_text(b, g->rows[g->few_shot_ref].method) |
+             buf_puts(b, "**: training seconds / (few-shot CPU-s per example \xe2\x88\x92 soft CPU-s per "
+                         "example); *never* when the soft prompt is not cheaper per example.\n\n");
+    else
+        r |= buf_puts(b, "a few-shot method; this group has none with CPU timings, so it is not computed.\n\n");
+    r |= buf_puts(b, "| method | kind | virtual tokens | init | trainable params | artifact bytes | steps | "
+                     "examples seen | training time | best held-out acc | CPU-s / example | break-even (inferences) |\n"
+                     "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (size_t i = 0; i < g->n_rows && !r; i++) {
         const report_row *w = &g->rows[i];
-        if (!w->has_soft_prompt)
+        if (w->is_baseline)
             continue;
+        r |= buf_puts(b, "| ") | md_text(b, w->method) | buf_puts(b, " | ") | md_text(b, w->kind);
+        if (!w->has_soft_prompt) {
+            r |= buf_puts(b, " | " DASH " | " DASH " | 0 | 0 | 0 | 0 | 0 s | " DASH " | ") |
+                 fmt_g3(b, w->cpu_per_example) | buf_puts(b, " | " DASH " |\n");
+            continue;
+        }
         const db_soft_prompt_info *sp = &w->soft_prompt;
-        r |= buf_puts(b, "| ") | md_text(b, w->method) | buf_printf(b, " | %d | ", sp->n_tokens) |
-             md_text(b, sp->init ? sp->init : DASH);
-        int64_t v[3] = {sp->trainable_params, sp->steps, sp->examples_seen};
-        for (int k = 0; k < 3; k++)
-            r |= v[k] >= 0 ? buf_printf(b, " | %lld", (long long)v[k]) : buf_puts(b, " | " DASH);
-        r |= buf_puts(b, " | ") | fmt_seconds(b, sp->train_seconds);
-        r |= sp->artifact_bytes >= 0 ? buf_printf(b, " | %lld", (long long)sp->artifact_bytes) : buf_puts(b, " | " DASH);
-        r |= isnan(sp->best_eval_acc) ? buf_puts(b, " | " DASH " |\n")
-                                      : buf_printf(b, " | %.1f%% |\n", 100.0 * sp->best_eval_acc);
+        r |= buf_puts(b, " | ") | (sp->n_tokens > 0 ? buf_printf(b, "%d", sp->n_tokens) : buf_puts(b, DASH)) |
+             buf_puts(b, " | ") | md_text(b, sp->init ? sp->init : DASH);
+        int64_t v[4] = {sp->trainable_params, sp->artifact_bytes, sp->steps, sp->examples_seen};
+        for (int k = 0; k < 4; k++)
+            r |= buf_puts(b, " | ") | fmt_count(b, v[k]);
+        r |= buf_puts(b, " | ") | fmt_seconds(b, sp->train_seconds) | buf_puts(b, " | ");
+        r |= isnan(sp->best_eval_acc) ? buf_puts(b, DASH) : buf_printf(b, "%.1f%%", 100.0 * sp->best_eval_acc);
+        r |= buf_puts(b, " | ") | fmt_g3(b, w->cpu_per_example) | buf_puts(b, " | ") |
+             fmt_break_even(b, w->break_even) | buf_puts(b, " |\n");
     }
     return r ? -1 : 0;
 }
 
-static int md_group(const pwb_report *rep, const report_group *g, pwb_buf *b)
+static int md_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b)
+{
+    int soft = 0;
+    for (size_t k = 0; k < sw->n_rows; k++)
+        soft |= g->rows[sw->rows[k]].has_soft_prompt;
+    int r = buf_puts(b, "\n### Sweep: ") | md_text(b, sw->name) | buf_puts(b, " (");
+    for (int a = 0; a < sw->n_axes; a++)
+        r |= (a ? buf_puts(b, " \xc3\x97 ") : 0) | md_text(b, sw->axes[a]);
+    r |= buf_puts(b, ")\n\n*p vs sweep best*: exact McNemar test against the sweep's most accurate point (bold).\n\n|");
+    if (!sw->n_axes) /* points stored without their values: name them */
+        r |= buf_puts(b, " method |");
+    for (int a = 0; a < sw->n_axes; a++)
+        r |= buf_putc(b, ' ') | md_text(b, sw->axes[a]) | buf_puts(b, " |");
+    r |= buf_printf(b, " n | accuracy [95%% CI] | p vs sweep best | tokens in | %s |%s\n|", cost_header(g->cost_unit),
+                    soft ? " training time |" : "");
+    r |= !sw->n_axes ? buf_puts(b, "---|") : 0;
+    for (int a = 0; a < sw->n_axes; a++)
+        r |= buf_puts(b, "--:|");
+    r |= buf_puts(b, "--:|---|--:|--:|--:|") | (soft ? buf_puts(b, "--:|") : 0) | buf_putc(b, '\n');
+    for (size_t k = 0; k < sw->n_rows && !r; k++) {
+        const report_row *w = &g->rows[sw->rows[k]];
+        r |= buf_putc(b, '|');
+        if (!sw->n_axes)
+            r |= buf_putc(b, ' ') | md_text(b, w->method) | buf_puts(b, " |");
+        for (int a = 0; a < sw->n_axes; a++) {
+            const char *v = a < w->n_sweep_values && w->sweep_values[a] ? w->sweep_values[a] : DASH;
+            r |= buf_putc(b, ' ') | (w->is_sweep_best ? buf_puts(b, "**") | md_text(b, v) | buf_puts(b, "**")
+                                                      : md_text(b, v)) |
+                 buf_puts(b, " |");
+        }
+        if (w->n_planned > w->n)
+            r |= buf_printf(b, " %ld/%ld | ", w->n, w->n_planned);
+        else
+            r |= buf_printf(b, " %ld | ", w->n);
+        r |= fmt_accuracy(b, w->n, w->accuracy, w->ci_lo, w->ci_hi) | buf_puts(b, " | ");
+        r |= w->is_sweep_best ? buf_puts(b, "best") : fmt_p(b, w->sweep_p);
+        r |= buf_puts(b, " | ") | fmt_num1(b, w->tokens_in_mean) | buf_puts(b, " | ") |
+             fmt_cost(b, g->cost_unit, w->cost_per_1k) | buf_puts(b, " |");
+        if (soft)
+            r |= buf_putc(b, ' ') |
+                 (w->has_soft_prompt ? fmt_seconds(b, w->soft_prompt.train_seconds) : buf_puts(b, DASH)) |
+                 buf_puts(b, " |");
+        r |= buf_putc(b, '\n');
+    }
+    if (g->baseline >= 0 && g->rows[g->baseline].n > 0)
+        r |= buf_printf(b, "\nMajority-class baseline: %.1f%%.\n", 100.0 * g->rows[g->baseline].accuracy);
+    return r ? -1 : 0;
+}
+
+static int md_group(const pwb_report *rep, const report_group *g, size_t gi, const report_chart *charts, size_t nch,
+                    pwb_buf *b)
 {
     int r = buf_puts(b, "\n## ") | md_text(b, g->dataset);
     if (g->split && *g->split)
@@ -158,14 +346,13 @@ static int md_group(const pwb_report *rep, const report_group *g, pwb_buf *b)
         r |= buf_puts(b, " | ") | fmt_seconds(b, w->latency_p50) | buf_puts(b, " / ") | fmt_seconds(b, w->latency_p95);
         r |= buf_puts(b, " | ") | fmt_cost(b, g->cost_unit, w->cost_per_1k) | buf_puts(b, " |\n");
     }
-    if (rep->chart_dir && !r) {
-        r |= buf_puts(b, "\n![accuracy by method: ") | md_text(b, g->dataset) | buf_puts(b, " \xc2\xb7 ") |
-             md_text(b, g->model) | buf_puts(b, "](");
-        if (*rep->chart_dir)
-            r |= buf_puts(b, rep->chart_dir) | buf_putc(b, '/');
-        r |= report_svg_filename(g, b) | buf_puts(b, ")\n");
-    }
-    r |= md_soft_prompts(g, b);
+    r |= md_charts(rep, charts, nch, gi, REPORT_CHART_ACCURACY, 0, b);
+    r |= md_charts(rep, charts, nch, gi, REPORT_CHART_COST, 0, b);
+    if (any_soft(g))
+        r |= md_training_cost(g, b);
+    r |= md_charts(rep, charts, nch, gi, REPORT_CHART_TRAINING, 0, b);
+    for (size_t k = 0; k < g->n_sweeps && !r; k++)
+        r |= md_sweep(g, &g->sweeps[k], b) | md_charts(rep, charts, nch, gi, REPORT_CHART_SWEEP, k, b);
     return r ? -1 : 0;
 }
 
@@ -192,11 +379,44 @@ int report_render_md(const pwb_report *rep, pwb_buf *b, pwb_err *e)
                      "(USD for priced remote models, CPU seconds for local ones).\n");
     if (rep->n_groups == 0)
         r |= buf_puts(b, "\nThis run has no cells yet.\n");
+    report_chart *charts = NULL;
+    size_t nch = 0;
+    if (!r && rep->chart_dir) {
+        int rc = report_charts_list(rep, &charts, &nch, e);
+        if (rc)
+            return rc;
+    }
     for (size_t g = 0; g < rep->n_groups && !r; g++)
-        r |= md_group(rep, &rep->groups[g], b);
+        r |= md_group(rep, &rep->groups[g], g, charts, nch, b);
+    report_charts_free(charts, nch);
     if (r)
         return err_set(e, PWB_ENOMEM, "report: out of memory");
     return PWB_OK;
+}
+
+static int csv_count(pwb_buf *b, int64_t v)
+{
+    return v < 0 ? 0 : buf_printf(b, "%lld", (long long)v);
+}
+
+/* trainable_params ... break_even_vs, each followed by a comma: hard prompts' zeros, the soft
+ * prompt's numbers, nothing for the baseline. */
+static int csv_training(pwb_buf *b, const report_group *g, const report_row *w)
+{
+    if (w->is_baseline)
+        return buf_puts(b, ",,,,,,,,,,,");
+    if (!w->has_soft_prompt)
+        return buf_puts(b, "0,0,0,0,0,,,,,,,");
+    const db_soft_prompt_info *sp = &w->soft_prompt;
+    int r = csv_count(b, sp->trainable_params) | buf_putc(b, ',') | csv_count(b, sp->artifact_bytes) |
+            buf_putc(b, ',') | csv_num(b, sp->train_seconds) | buf_putc(b, ',') | csv_count(b, sp->examples_seen) |
+            buf_putc(b, ',') | csv_count(b, sp->steps) | buf_putc(b, ',');
+    r |= (sp->n_tokens > 0 ? buf_printf(b, "%d", sp->n_tokens) : 0) | buf_putc(b, ',') | csv_text(b, sp->init) |
+         buf_putc(b, ',') | csv_num(b, sp->best_eval_acc) | buf_putc(b, ',');
+    r |= csv_num(b, isinf(w->break_even) ? NAN : w->break_even) | buf_putc(b, ',') |
+         buf_puts(b, isinf(w->break_even) ? "1," : isnan(w->break_even) ? "," : "0,");
+    r |= csv_text(b, w->break_even_ref >= 0 ? g->rows[w->break_even_ref].method : NULL) | buf_putc(b, ',');
+    return r;
 }
 
 int report_render_csv(const pwb_report *rep, pwb_buf *b, pwb_err *e)
@@ -204,7 +424,10 @@ int report_render_csv(const pwb_report *rep, pwb_buf *b, pwb_err *e)
     int r = buf_puts(b, "run_id,dataset,split,model,provider,method,kind,is_best,is_baseline,n,n_planned,"
                         "correct,accuracy,ci_low,ci_high,mcnemar_p,mcnemar_shared,mcnemar_b,mcnemar_c,"
                         "invalid,invalid_rate,errors,mean_tokens_in,mean_tokens_out,latency_p50_s,"
-                        "latency_p95_s,cost_usd,cost_usd_per_1k,cpu_s,cpu_s_per_1k\r\n");
+                        "latency_p95_s,cost_usd,cost_usd_per_1k,cpu_s,cpu_s_per_1k,cpu_s_per_example,"
+                        "trainable_params,artifact_bytes,train_seconds,examples_seen,train_steps,"
+                        "virtual_tokens,init,best_eval_acc,break_even_inferences,break_even_never,"
+                        "break_even_vs,sweep,sweep_point,sweep_mcnemar_p\r\n");
     for (size_t g = 0; g < rep->n_groups && !r; g++) {
         const report_group *grp = &rep->groups[g];
         for (size_t i = 0; i < grp->n_rows && !r; i++) {
@@ -225,7 +448,11 @@ int report_render_csv(const pwb_report *rep, pwb_buf *b, pwb_err *e)
                              w->is_baseline ? NAN : w->cpu_s,
                              cpu ? w->cost_per_1k : NAN};
             for (int k = 0; k < 8; k++)
-                r |= csv_num(b, cols[k]) | (k < 7 ? buf_putc(b, ',') : buf_puts(b, "\r\n"));
+                r |= csv_num(b, cols[k]) | buf_putc(b, ',');
+            r |= csv_num(b, w->is_baseline ? NAN : w->cpu_per_example) | buf_putc(b, ',');
+            r |= csv_training(b, grp, w);
+            r |= csv_text(b, w->sweep) | buf_putc(b, ',') | csv_text(b, w->sweep_point) | buf_putc(b, ',') |
+                 csv_num(b, w->sweep_p) | buf_puts(b, "\r\n");
         }
     }
     if (r)
@@ -243,10 +470,7 @@ static void add_num(cJSON *o, const char *k, double v)
 
 static void add_str(cJSON *o, const char *k, const char *v)
 {
-    if (v)
-        cJSON_AddStringToObject(o, k, v);
-    else
-        cJSON_AddNullToObject(o, k);
+    report_json_str(o, k, v);
 }
 
 static cJSON *json_row(const report_group *g, const report_row *w)
@@ -281,6 +505,38 @@ static cJSON *json_row(const report_group *g, const report_row *w)
     add_num(o, "cost_usd_per_1k", g->cost_unit == REPORT_COST_USD ? w->cost_per_1k : NAN);
     add_num(o, "cpu_s", w->is_baseline ? NAN : w->cpu_s);
     add_num(o, "cpu_s_per_1k", g->cost_unit == REPORT_COST_CPU_S ? w->cost_per_1k : NAN);
+    add_num(o, "cpu_s_per_example", w->is_baseline ? NAN : w->cpu_per_example);
+    if (!w->is_baseline) {
+        /* What the method cost to make: a hard prompt's zeros beside a soft prompt's training. */
+        const db_soft_prompt_info *sp = w->has_soft_prompt ? &w->soft_prompt : NULL;
+        cJSON *t = cJSON_AddObjectToObject(o, "training");
+        if (t) {
+            add_num(t, "trainable_params", !sp ? 0 : sp->trainable_params >= 0 ? (double)sp->trainable_params : NAN);
+            add_num(t, "artifact_bytes", !sp ? 0 : sp->artifact_bytes >= 0 ? (double)sp->artifact_bytes : NAN);
+            add_num(t, "train_seconds", !sp ? 0 : sp->train_seconds);
+            add_num(t, "examples_seen", !sp ? 0 : sp->examples_seen >= 0 ? (double)sp->examples_seen : NAN);
+            add_num(t, "steps", !sp ? 0 : sp->steps >= 0 ? (double)sp->steps : NAN);
+        }
+    }
+    if (w->has_soft_prompt) {
+        cJSON *be = cJSON_AddObjectToObject(o, "break_even");
+        if (be) {
+            add_num(be, "inferences", w->break_even);
+            cJSON_AddBoolToObject(be, "never", isinf(w->break_even));
+            add_str(be, "vs", w->break_even_ref >= 0 ? g->rows[w->break_even_ref].method : NULL);
+        }
+    }
+    if (w->sweep) {
+        add_str(o, "sweep", w->sweep);
+        size_t pl = strlen(w->sweep_point);
+        cJSON *pt = pl <= 65536 && str_utf8_valid(w->sweep_point, pl) ? cJSON_Parse(w->sweep_point) : NULL;
+        if (pt && cJSON_IsObject(pt))
+            cJSON_AddItemToObject(o, "sweep_point", pt);
+        else
+            cJSON_Delete(pt);
+        add_num(o, "sweep_mcnemar_p", w->sweep_p);
+        cJSON_AddBoolToObject(o, "is_sweep_best", w->is_sweep_best);
+    }
     if (w->has_soft_prompt) {
         const db_soft_prompt_info *sp = &w->soft_prompt;
         cJSON *s = cJSON_AddObjectToObject(o, "soft_prompt");
@@ -295,6 +551,30 @@ static cJSON *json_row(const report_group *g, const report_row *w)
             add_num(s, "artifact_bytes", sp->artifact_bytes >= 0 ? (double)sp->artifact_bytes : NAN);
             add_num(s, "train_seconds", sp->train_seconds);
             add_num(s, "best_eval_acc", sp->best_eval_acc);
+            cJSON *steps = cJSON_AddArrayToObject(s, "train_steps");
+            for (size_t k = 0; steps && k < w->n_train_steps; k++) {
+                const db_train_step_info *p = &w->train_steps[k];
+                cJSON *x = cJSON_CreateObject();
+                if (!x)
+                    break;
+                cJSON_AddItemToArray(steps, x);
+                add_num(x, "step", (double)p->step);
+                add_num(x, "loss", p->loss);
+                add_num(x, "lr", p->lr);
+                add_num(x, "seconds", p->seconds);
+                add_num(x, "examples_seen", p->examples_seen >= 0 ? (double)p->examples_seen : NAN);
+            }
+            cJSON *evals = cJSON_AddArrayToObject(s, "train_evals");
+            for (size_t k = 0; evals && k < w->n_train_evals; k++) {
+                const db_train_eval_info *p = &w->train_evals[k];
+                cJSON *x = cJSON_CreateObject();
+                if (!x)
+                    break;
+                cJSON_AddItemToArray(evals, x);
+                add_num(x, "step", (double)p->step);
+                add_num(x, "accuracy", p->accuracy);
+                add_num(x, "loss", p->loss);
+            }
         }
     }
     return o;
@@ -340,11 +620,29 @@ int report_render_json(const pwb_report *rep, pwb_buf *b, pwb_err *e)
                                  : grp->cost_unit == REPORT_COST_CPU_S ? "cpu_s"
                                                                        : NULL);
         add_str(go, "best_method", grp->best >= 0 ? grp->rows[grp->best].method : NULL);
+        add_str(go, "break_even_vs", grp->few_shot_ref >= 0 ? grp->rows[grp->few_shot_ref].method : NULL);
         cJSON *rows = cJSON_AddArrayToObject(go, "rows");
         for (size_t i = 0; rows && i < grp->n_rows; i++) {
             cJSON *ro = json_row(grp, &grp->rows[i]);
             if (ro)
                 cJSON_AddItemToArray(rows, ro);
+        }
+        cJSON *sweeps = cJSON_AddArrayToObject(go, "sweeps");
+        for (size_t k = 0; sweeps && k < grp->n_sweeps; k++) {
+            const report_sweep *sw = &grp->sweeps[k];
+            cJSON *so = cJSON_CreateObject();
+            if (!so)
+                break;
+            cJSON_AddItemToArray(sweeps, so);
+            add_str(so, "name", sw->name);
+            cJSON *axes = cJSON_AddArrayToObject(so, "axes");
+            for (int a = 0; axes && a < sw->n_axes; a++)
+                cJSON_AddItemToArray(axes, report_json_string(sw->axes[a]));
+            add_str(so, "x_axis", sw->n_axes ? sw->axes[sw->x_axis] : NULL);
+            add_str(so, "best_method", sw->best >= 0 ? grp->rows[sw->rows[sw->best]].method : NULL);
+            cJSON *ms = cJSON_AddArrayToObject(so, "methods");
+            for (size_t i = 0; ms && i < sw->n_rows; i++)
+                cJSON_AddItemToArray(ms, report_json_string(grp->rows[sw->rows[i]].method));
         }
     }
     char *txt = cJSON_Print(root);

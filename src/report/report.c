@@ -2,7 +2,9 @@
  * predictions to the numbers the tables show. */
 #include "report/report.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -30,6 +32,22 @@ static void row_free(report_row *w)
     free(w->kind);
     if (w->has_soft_prompt)
         db_soft_prompt_info_free(&w->soft_prompt);
+    free(w->train_steps);
+    free(w->train_evals);
+    free(w->sweep);
+    free(w->sweep_point);
+    for (int i = 0; i < w->n_sweep_values; i++)
+        free(w->sweep_values[i]);
+    free(w->sweep_values);
+}
+
+static void sweep_free(report_sweep *s)
+{
+    free(s->name);
+    for (int i = 0; i < s->n_axes; i++)
+        free(s->axes[i]);
+    free(s->axes);
+    free(s->rows);
 }
 
 static void group_free(report_group *g)
@@ -37,6 +55,9 @@ static void group_free(report_group *g)
     for (size_t i = 0; i < g->n_rows; i++)
         row_free(&g->rows[i]);
     free(g->rows);
+    for (size_t i = 0; i < g->n_sweeps; i++)
+        sweep_free(&g->sweeps[i]);
+    free(g->sweeps);
     free(g->dataset);
     free(g->split);
     free(g->model);
@@ -69,7 +90,7 @@ void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit
 {
     w->n = (long)n;
     double *lat = n ? malloc(n * sizeof *lat) : NULL;
-    size_t nlat = 0, ntin = 0, ntout = 0;
+    size_t nlat = 0, ntin = 0, ntout = 0, ncpu = 0;
     double tin = 0, tout = 0;
     for (size_t i = 0; i < n; i++) {
         w->correct += o[i].correct;
@@ -86,8 +107,10 @@ void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit
         }
         if (!isnan(o[i].cost_usd))
             w->cost_usd += o[i].cost_usd;
-        if (!isnan(o[i].cpu_s))
+        if (!isnan(o[i].cpu_s)) {
             w->cpu_s += o[i].cpu_s;
+            ncpu++;
+        }
         if (lat && !isnan(o[i].latency_s))
             lat[nlat++] = o[i].latency_s;
     }
@@ -103,7 +126,26 @@ void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit
         w->cost_per_1k = w->cost_usd / (double)n * 1000.0;
     else if (n && cost_unit == REPORT_COST_CPU_S)
         w->cost_per_1k = w->cpu_s / (double)n * 1000.0;
+    w->cost_per_example = w->cost_per_1k / 1000.0;
+    w->cpu_per_example = ncpu ? w->cpu_s / (double)ncpu : NAN;
     w->mcnemar_p = NAN;
+    w->sweep_p = NAN;
+    w->break_even = NAN;
+    w->break_even_ref = -1;
+}
+
+double report_break_even(double train_seconds, double few_shot_cpu_per_example, double soft_cpu_per_example)
+{
+    if (isnan(train_seconds) || isnan(few_shot_cpu_per_example) || isnan(soft_cpu_per_example) ||
+        train_seconds < 0 || few_shot_cpu_per_example < 0 || soft_cpu_per_example < 0)
+        return NAN;
+    if (train_seconds == 0)
+        return 0;
+    double saved = few_shot_cpu_per_example - soft_cpu_per_example;
+    if (!(saved > 0))
+        return INFINITY;
+    double n = ceil(train_seconds / saved);
+    return isfinite(n) ? n : INFINITY;
 }
 
 /* Discordant pairs between two outcome lists sorted by row. */
@@ -215,6 +257,147 @@ static int baseline_outcomes(const cell_data *cd, size_t ncd, db_outcome **out, 
     return 1;
 }
 
+/* The few-shot row soft prompts are weighed against is the most accurate few-shot method with
+ * CPU timings (the one a practitioner would otherwise deploy); ties go to the earlier method. */
+static void set_break_even(report_group *g)
+{
+    g->few_shot_ref = -1;
+    for (size_t i = 0; i < g->n_rows; i++) {
+        const report_row *w = &g->rows[i];
+        if (w->is_baseline || w->n <= 0 || strcmp(w->kind, "few-shot") != 0 || isnan(w->cpu_per_example))
+            continue;
+        if (g->few_shot_ref < 0 || w->accuracy > g->rows[g->few_shot_ref].accuracy)
+            g->few_shot_ref = (long)i;
+    }
+    for (size_t i = 0; i < g->n_rows; i++) {
+        report_row *w = &g->rows[i];
+        if (!w->has_soft_prompt || g->few_shot_ref < 0)
+            continue;
+        w->break_even_ref = g->few_shot_ref;
+        w->break_even = report_break_even(w->soft_prompt.train_seconds,
+                                          g->rows[g->few_shot_ref].cpu_per_example, w->cpu_per_example);
+    }
+}
+
+/* A sweep point's value as text: strings as they are, numbers as %.6g. NULL when absent. */
+static char *point_value(const cJSON *v, int *oom)
+{
+    char tmp[64];
+    const char *t;
+    if (cJSON_IsString(v)) {
+        t = v->valuestring;
+    } else if (cJSON_IsNumber(v)) {
+        snprintf(tmp, sizeof tmp, "%.6g", v->valuedouble);
+        t = tmp;
+    } else if (cJSON_IsBool(v)) {
+        t = cJSON_IsTrue(v) ? "true" : "false";
+    } else {
+        return NULL;
+    }
+    char *d = str_dup(t);
+    if (!d)
+        *oom = 1;
+    return d;
+}
+
+static int all_numeric(const report_group *g, const report_sweep *sw, int axis)
+{
+    for (size_t k = 0; k < sw->n_rows; k++) {
+        const report_row *w = &g->rows[sw->rows[k]];
+        double v;
+        if (axis >= w->n_sweep_values || !w->sweep_values[axis] || str_to_double(w->sweep_values[axis], &v))
+            return 0;
+    }
+    return 1;
+}
+
+/* Groups the rows that carry a sweep by its name; the first point fixes the axes. A point stored
+ * by hand may be anything: it is parsed as hostile JSON, and what is not an object counts as {}. */
+static int build_sweeps(report_group *g, const cell_data *cd, pwb_err *e)
+{
+    int oom = 0;
+    for (size_t i = 0; i < g->n_rows && !oom; i++) {
+        report_row *w = &g->rows[i];
+        if (!w->sweep)
+            continue;
+        size_t s = 0;
+        while (s < g->n_sweeps && strcmp(g->sweeps[s].name, w->sweep) != 0)
+            s++;
+        cJSON *pt = strlen(w->sweep_point) <= 65536 ? cJSON_Parse(w->sweep_point) : NULL;
+        if (s == g->n_sweeps) {
+            report_sweep *ns = realloc(g->sweeps, (g->n_sweeps + 1) * sizeof *ns);
+            if (!ns) {
+                cJSON_Delete(pt);
+                oom = 1;
+                break;
+            }
+            g->sweeps = ns;
+            report_sweep *sw = &g->sweeps[g->n_sweeps++];
+            memset(sw, 0, sizeof *sw);
+            sw->best = -1;
+            sw->name = str_dup(w->sweep);
+            int na = cJSON_IsObject(pt) ? cJSON_GetArraySize(pt) : 0;
+            if (na > 16)
+                na = 16;
+            sw->axes = calloc((size_t)(na ? na : 1), sizeof *sw->axes);
+            sw->rows = calloc(g->n_rows, sizeof *sw->rows);
+            oom |= !sw->name || !sw->axes || !sw->rows;
+            const cJSON *it = cJSON_IsObject(pt) ? pt->child : NULL;
+            for (; it && sw->n_axes < na && !oom; it = it->next) {
+                if (!(sw->axes[sw->n_axes] = str_dup(it->string ? it->string : "?")))
+                    oom = 1;
+                else
+                    sw->n_axes++;
+            }
+        }
+        report_sweep *sw = &g->sweeps[s];
+        if (!oom) {
+            sw->rows[sw->n_rows++] = i;
+            w->sweep_values = calloc((size_t)(sw->n_axes ? sw->n_axes : 1), sizeof *w->sweep_values);
+            oom |= !w->sweep_values;
+        }
+        for (int a = 0; !oom && a < sw->n_axes; a++) {
+            const cJSON *v = cJSON_IsObject(pt) ? cJSON_GetObjectItemCaseSensitive(pt, sw->axes[a]) : NULL;
+            w->sweep_values[a] = point_value(v, &oom);
+            w->n_sweep_values = a + 1;
+        }
+        cJSON_Delete(pt);
+    }
+    if (oom)
+        return err_set(e, PWB_ENOMEM, "report: out of memory");
+    for (size_t s = 0; s < g->n_sweeps; s++) {
+        report_sweep *sw = &g->sweeps[s];
+        sw->x_axis = 0;
+        for (int a = 0; a < sw->n_axes; a++)
+            if (all_numeric(g, sw, a)) {
+                sw->x_axis = a;
+                break;
+            }
+        for (size_t k = 0; k < sw->n_rows; k++) {
+            const report_row *w = &g->rows[sw->rows[k]];
+            if (w->n <= 0)
+                continue;
+            const report_row *b = sw->best >= 0 ? &g->rows[sw->rows[sw->best]] : NULL;
+            if (!b || w->accuracy > b->accuracy || (w->accuracy == b->accuracy && w->n > b->n))
+                sw->best = (long)k;
+        }
+        if (sw->best < 0)
+            continue;
+        size_t bi = sw->rows[sw->best];
+        g->rows[bi].is_sweep_best = 1;
+        for (size_t k = 0; k < sw->n_rows; k++) {
+            size_t ri = sw->rows[k];
+            if (ri == bi)
+                continue;
+            long shared, only_best, only_this;
+            report_pair(cd[bi].o, cd[bi].n, cd[ri].o, cd[ri].n, &shared, &only_best, &only_this);
+            if (shared > 0)
+                g->rows[ri].sweep_p = stats_mcnemar_exact(only_best, only_this);
+        }
+    }
+    return PWB_OK;
+}
+
 static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, pwb_err *e)
 {
     g->rows = calloc(ncd + 1, sizeof *g->rows);
@@ -230,11 +413,20 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, p
         w->cell_id = cd[i].cell->id;
         w->n_planned = cd[i].cell->n_planned;
         report_row_fill(w, cd[i].o, cd[i].n, g->cost_unit);
+        if (cd[i].cell->sweep && cd[i].cell->sweep[0]) {
+            w->sweep = str_dup(cd[i].cell->sweep);
+            w->sweep_point = str_dup(cd[i].cell->sweep_point ? cd[i].cell->sweep_point : "{}");
+            if (!w->sweep || !w->sweep_point)
+                return err_set(e, PWB_ENOMEM, "report: out of memory");
+        }
         if (cd[i].cell->soft_prompt_id > 0) {
             int rc = db_soft_prompt_get(db, cd[i].cell->soft_prompt_id, &w->soft_prompt, e);
             if (rc)
                 return rc;
             w->has_soft_prompt = 1;
+            if ((rc = db_train_steps_list(db, w->soft_prompt.id, &w->train_steps, &w->n_train_steps, e)) ||
+                (rc = db_train_evals_list(db, w->soft_prompt.id, &w->train_evals, &w->n_train_evals, e)))
+                return rc;
         }
         /* Best: highest accuracy; ties go to more rows, then to the earlier method. */
         if (w->n > 0) {
@@ -255,10 +447,16 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, p
                 w->mcnemar_p = stats_mcnemar_exact(w->mcnemar_b, w->mcnemar_c);
         }
     }
+    set_break_even(g);
+    int rc = build_sweeps(g, cd, e);
+    if (rc)
+        return rc;
     db_outcome *bo = NULL;
     size_t nbo = 0;
     int majority = 0, oom = 0;
+    g->baseline = -1;
     if (baseline_outcomes(cd, ncd, &bo, &nbo, &majority, &oom)) {
+        g->baseline = (long)g->n_rows;
         report_row *w = &g->rows[g->n_rows++];
         w->method = str_dup("majority class");
         w->kind = str_dup("baseline");

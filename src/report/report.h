@@ -36,7 +36,38 @@ typedef struct report_row {
     /* Soft prompts: the training that produced the prompt (has_soft_prompt 0 otherwise). */
     int has_soft_prompt;
     db_soft_prompt_info soft_prompt;
+    /* ---- added by the report layer ---- */
+    double cpu_per_example;    /* CPU seconds per prediction that recorded it; NAN unknown */
+    double cost_per_example;   /* cost_per_1k / 1000 (group unit); NAN unknown */
+    /* Break-even (soft prompts): inferences after which the training time is repaid by the
+     * cheaper input: train_seconds / (few-shot CPU-s per example - this row's). NAN: cannot be
+     * computed (no few-shot row, no timings); INFINITY: never (the soft row is not cheaper). */
+    double break_even;
+    long break_even_ref;       /* the few-shot row compared against (index in the group), -1 none */
+    /* The training curve of the soft prompt (empty otherwise). */
+    db_train_step_info *train_steps;
+    size_t n_train_steps;
+    db_train_eval_info *train_evals;
+    size_t n_train_evals;
+    /* Sweeps: the sweep this row is a point of (NULL outside one), its point as stored, and the
+     * point's value per axis of the sweep as text (NULL where the point lacks the axis). */
+    char *sweep, *sweep_point;
+    char **sweep_values;
+    int n_sweep_values;
+    int is_sweep_best;
+    double sweep_p;            /* exact McNemar vs the sweep's best point; NAN for that one */
 } report_row;
+
+/* A sweep within a group: the points of one suite method's grid, in suite order. */
+typedef struct report_sweep {
+    char *name;                /* the method's name as written in the suite */
+    char **axes;               /* axis names in the suite's order */
+    int n_axes;
+    int x_axis;                /* charted along x: the first all-numeric axis, else 0 */
+    size_t *rows;              /* indices into the group's rows */
+    size_t n_rows;
+    long best;                 /* index into rows[] of the most accurate point, -1 when none ran */
+} report_sweep;
 
 typedef struct report_group {
     char *dataset, *split, *model, *provider;
@@ -44,6 +75,10 @@ typedef struct report_group {
     report_row *rows;          /* methods in suite order, then the baseline (if labels exist) */
     size_t n_rows;
     long best;                 /* index of the best method row, -1 when no row has predictions */
+    report_sweep *sweeps;
+    size_t n_sweeps;
+    long few_shot_ref;         /* the row soft prompts break even against (best few-shot), -1 none */
+    long baseline;             /* index of the majority-class row, -1 when none */
 } report_group;
 
 typedef struct pwb_report {
@@ -53,6 +88,9 @@ typedef struct pwb_report {
     /* Set by the caller (not owned): when non-NULL the markdown links each group's chart as
      * "<chart_dir>/<report_svg_filename>" (the caller writes the SVG files, see svg.h). */
     const char *chart_dir;
+    /* Set by the caller (not owned): prefix of every chart file name, "x" -> "x-<slug>.svg" (the
+     * CLI passes the markdown file's stem, so reports/x.md gets reports/x-*.svg). */
+    const char *chart_prefix;
 } pwb_report;
 
 /* run_id 0: the latest run. */
@@ -68,7 +106,13 @@ int report_render(const pwb_report *r, int format, pwb_buf *out, pwb_err *e);
 int report_write(pwb_db *db, int64_t run_id, int format, pwb_buf *out, pwb_err *e);
 
 /* Run A against run B: for each (dataset, split, model, method) in either run, accuracy in A and
- * B, the delta B - A, and an exact McNemar test on the rows both runs evaluated. */
+ * B, the delta B - A, an exact McNemar test on the rows both runs evaluated, tokens in/out per
+ * example and cost per 1,000 examples in each. */
 int report_compare(pwb_db *db, int64_t run_a, int64_t run_b, int format, pwb_buf *out, pwb_err *e);
+
+/* Break-even of a soft prompt against a few-shot prompt, in inferences (rounded up): training
+ * seconds / (few-shot CPU-s per example - soft CPU-s per example). NAN when an input is unknown
+ * or negative, INFINITY when the difference is not positive (never repaid), 0 for free training. */
+double report_break_even(double train_seconds, double few_shot_cpu_per_example, double soft_cpu_per_example);
 
 #endif

@@ -597,6 +597,8 @@ static int plan(runner *R, pwb_err *e)
             .scoring = m->rank ? "rank" : "generate",
             .n_planned = (long)d->n_sample,
             .majority_label_correct_n = d->majority >= 0 ? (int)d->majority_n : -1,
+            .sweep = m->sm->sweep,
+            .sweep_point = m->sm->sweep_point,
         };
         rc = db_cell_upsert(R->db, &cell, &c->id, e);
     }

@@ -32,6 +32,9 @@ typedef struct db_cell {
     const char *template_path, *template_sha256, *scoring;
     long n_planned;
     int majority_label_correct_n; /* optional, -1 */
+    /* Sweeps (schema 2): the sweep's method name as written in the suite and the cell's grid point
+     * as a JSON object ({"shots":2}); both NULL for a method outside any sweep. */
+    const char *sweep, *sweep_point;
 } db_cell;
 
 /* Finds the cell (run, dataset, model, method) or creates it. */
@@ -117,6 +120,7 @@ typedef struct db_cell_info {
     int64_t id, run_id, soft_prompt_id; /* soft_prompt_id 0: none */
     char *dataset, *split, *model, *provider, *method, *kind, *template_path, *scoring;
     long n_planned;
+    char *sweep, *sweep_point; /* NULL outside a sweep (see db_cell) */
 } db_cell_info;
 
 /* The cells of a run in creation order (the suite's order). */
@@ -146,5 +150,20 @@ typedef struct db_soft_prompt_info {
 
 int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err *e);
 void db_soft_prompt_info_free(db_soft_prompt_info *sp);
+
+/* A soft prompt's training curve, ordered by step (malloc'd arrays; NAN / -1 unknown). */
+typedef struct db_train_step_info {
+    long step;
+    double loss, lr, seconds;
+    int64_t examples_seen;
+} db_train_step_info;
+
+typedef struct db_train_eval_info {
+    long step;
+    double accuracy, loss;
+} db_train_eval_info;
+
+int db_train_steps_list(pwb_db *db, int64_t soft_prompt_id, db_train_step_info **out, size_t *n, pwb_err *e);
+int db_train_evals_list(pwb_db *db, int64_t soft_prompt_id, db_train_eval_info **out, size_t *n, pwb_err *e);
 
 #endif

@@ -92,6 +92,8 @@ void db_cells_free(db_cell_info *cells, size_t n)
         free(c->kind);
         free(c->template_path);
         free(c->scoring);
+        free(c->sweep);
+        free(c->sweep_point);
     }
     free(cells);
 }
@@ -103,7 +105,8 @@ int db_cells_list(pwb_db *db, int64_t run_id, db_cell_info **cells, size_t *n, p
     sqlite3_stmt *s;
     int rc = prepare(db,
                      "SELECT id, run_id, soft_prompt_id, dataset, split, model, provider, method, kind,"
-                     " template_path, scoring, n_planned FROM cells WHERE run_id = ?1 ORDER BY id",
+                     " template_path, scoring, n_planned, sweep, sweep_point FROM cells WHERE run_id = ?1"
+                     " ORDER BY id",
                      &s, e);
     if (rc)
         return rc;
@@ -136,6 +139,8 @@ int db_cells_list(pwb_db *db, int64_t run_id, db_cell_info **cells, size_t *n, p
         c->template_path = db_col_dup(s, 9, &oom);
         c->scoring = db_col_dup(s, 10, &oom);
         c->n_planned = (long)col_i64(s, 11, 0);
+        c->sweep = db_col_dup(s, 12, &oom);
+        c->sweep_point = db_col_dup(s, 13, &oom);
         if (oom)
             break;
     }
@@ -258,5 +263,95 @@ int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err
         db_soft_prompt_info_free(out);
         return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
     }
+    return PWB_OK;
+}
+
+/* Training curves are read whole: a run of 10^5 steps is a few MB, and the charts thin them out. */
+#define DB_CURVE_MAX 10000000
+
+int db_train_steps_list(pwb_db *db, int64_t soft_prompt_id, db_train_step_info **out, size_t *n, pwb_err *e)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT step, loss, lr, seconds, examples_seen FROM train_steps"
+                     " WHERE soft_prompt_id = ?1 ORDER BY step",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, soft_prompt_id);
+    size_t cap = 0;
+    db_train_step_info *v = NULL;
+    int st;
+    while ((st = sqlite3_step(s)) == SQLITE_ROW && *n < DB_CURVE_MAX) {
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            db_train_step_info *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                rc = err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        db_train_step_info *p = &v[(*n)++];
+        p->step = (long)sqlite3_column_int64(s, 0);
+        p->loss = col_dbl(s, 1);
+        p->lr = col_dbl(s, 2);
+        p->seconds = col_dbl(s, 3);
+        p->examples_seen = col_i64(s, 4, -1);
+    }
+    if (!rc && st != SQLITE_DONE && st != SQLITE_ROW)
+        rc = db_fail(db, "read training steps", e);
+    sqlite3_finalize(s);
+    if (rc) {
+        free(v);
+        *n = 0;
+        return rc;
+    }
+    *out = v;
+    return PWB_OK;
+}
+
+int db_train_evals_list(pwb_db *db, int64_t soft_prompt_id, db_train_eval_info **out, size_t *n, pwb_err *e)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT step, accuracy, loss FROM train_evals WHERE soft_prompt_id = ?1 ORDER BY step",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, soft_prompt_id);
+    size_t cap = 0;
+    db_train_eval_info *v = NULL;
+    int st;
+    while ((st = sqlite3_step(s)) == SQLITE_ROW && *n < DB_CURVE_MAX) {
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 32;
+            db_train_eval_info *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                rc = err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        db_train_eval_info *p = &v[(*n)++];
+        p->step = (long)sqlite3_column_int64(s, 0);
+        p->accuracy = col_dbl(s, 1);
+        p->loss = col_dbl(s, 2);
+    }
+    if (!rc && st != SQLITE_DONE && st != SQLITE_ROW)
+        rc = db_fail(db, "read training evaluations", e);
+    sqlite3_finalize(s);
+    if (rc) {
+        free(v);
+        *n = 0;
+        return rc;
+    }
+    *out = v;
     return PWB_OK;
 }

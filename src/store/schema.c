@@ -155,5 +155,31 @@ static const char migration_1[] =
     "LEFT JOIN predictions p ON p.cell_id = c.id\n"
     "GROUP BY c.id;\n";
 
-const char *const db_migrations[] = {migration_1};
+/* Migration 2: sweeps. A suite method with a "sweep" expands into one method per grid point; the
+ * cell records the sweep it belongs to (the method's name as written) and its point as a JSON
+ * object in the sweep's axis order ({"tokens":20,"init":"class"}), so reports group them without
+ * parsing method names. v_summary gains the two columns and the soft prompt link, at its end. */
+static const char migration_2[] =
+    "ALTER TABLE cells ADD COLUMN sweep TEXT;\n"
+    "ALTER TABLE cells ADD COLUMN sweep_point TEXT;\n"
+    "DROP VIEW v_summary;\n"
+    "CREATE VIEW v_summary AS\n"
+    "SELECT c.run_id, c.id AS cell_id, c.dataset, c.split, c.model, c.provider, c.method, c.kind,\n"
+    "       c.scoring, c.n_planned,\n"
+    "       count(p.id) AS n,\n"
+    "       coalesce(sum(p.correct), 0) AS correct,\n"
+    "       CASE WHEN count(p.id) > 0 THEN 1.0 * sum(p.correct) / count(p.id) END AS accuracy,\n"
+    "       coalesce(sum(p.valid = 0), 0) AS invalid,\n"
+    "       coalesce(sum(p.error IS NOT NULL), 0) AS errors,\n"
+    "       avg(p.tokens_in) AS mean_tokens_in,\n"
+    "       avg(p.tokens_out) AS mean_tokens_out,\n"
+    "       coalesce(sum(p.cost_usd), 0) AS total_cost_usd,\n"
+    "       avg(p.latency_s) AS mean_latency_s,\n"
+    "       coalesce(sum(p.cpu_s), 0) AS total_cpu_s,\n"
+    "       c.sweep, c.sweep_point, c.soft_prompt_id\n"
+    "FROM cells c\n"
+    "LEFT JOIN predictions p ON p.cell_id = c.id\n"
+    "GROUP BY c.id;\n";
+
+const char *const db_migrations[] = {migration_1, migration_2};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

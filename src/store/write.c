@@ -116,6 +116,8 @@ int db_cell_upsert(pwb_db *db, const db_cell *c, int64_t *cell_id, pwb_err *e)
     db_bind_text(s, 9, c->template_sha256);
     db_bind_text(s, 10, c->scoring);
     sqlite3_bind_int64(s, 11, c->n_planned);
+    db_bind_text(s, 12, c->sweep);
+    db_bind_text(s, 13, c->sweep_point);
     if ((rc = step_done(db, s, "upsert cell", e)))
         return rc;
     if (!(s = db_stmt(db, ST_CELL_ID, e)))

@@ -46,6 +46,7 @@ typedef struct conn {
     double ready_at;  /* > 0: output held back until then (a slow reply) */
     int close_after;  /* close once the output is flushed */
     int sent_continue;
+    size_t hold_off;  /* > 0: a streamed reply; output past this offset waits --stream-gap-ms */
 } conn;
 
 static struct {
@@ -75,6 +76,12 @@ static struct {
     const char *require_key;
     int leak_auth;
     const char *model;
+    const char *favor;    /* --favor WORD: its fake log-probability is -0.05 */
+    int ignore_echo;      /* --ignore-echo: completions never echo the prompt */
+    int no_logprobs;      /* --no-logprobs: completions answer "logprobs": null */
+    int first_token_ms;   /* streamed replies start after this */
+    int stream_gap_ms;    /* ... and everything past the first token after this */
+    int max_inflight;     /* > 0: 429 when more slow replies than this are pending */
     /* state */
     pwb_rng rng;
     FILE *log;
@@ -82,6 +89,7 @@ static struct {
     long posts;
     long stat_fault[FK_COUNT];
     long stat_bad, stat_unauth, stat_conns, stat_other;
+    long stat_throttled, stat_peak_inflight;
     double draining; /* when --max-requests was reached */
 } S;
 
@@ -109,9 +117,17 @@ static void usage(void)
             "  --rule SUBSTR=REPLY   reply REPLY when the last user message contains SUBSTR\n"
             "  --prefix TEXT         prepended to every reply\n"
             "  --pad N               append N bytes of padding to every reply\n"
-            "  --require-key KEY     401 unless 'Authorization: Bearer KEY'\n"
+            "  --require-key KEY     401 unless 'Authorization: Bearer KEY' (x-api-key: KEY on /v1/messages)\n"
             "  --leak-auth           hostile: echo the Authorization header in replies and errors\n"
-            "  --model NAME          model name in replies (default: the request's)\n");
+            "  --model NAME          model name in replies (default: the request's)\n"
+            "  --favor WORD          completions logprobs: WORD gets -0.05 (others -(0.1 + fnv1a %% 400 / 100))\n"
+            "  --ignore-echo         completions ignore \"echo\" (prompt log-probabilities never come back)\n"
+            "  --no-logprobs         completions answer \"logprobs\": null\n"
+            "  --first-token-ms MS   streamed replies start after MS\n"
+            "  --stream-gap-ms MS    streamed replies: the rest after the first token follows after MS\n"
+            "  --max-inflight K      429 (and /stats throttled) when K slow replies are already pending\n"
+            "Endpoints: POST /v1/chat/completions, /v1/completions (echo + logprobs), /v1/messages\n"
+            "(Anthropic), /api/chat (Ollama); \"stream\": true answers SSE (NDJSON for Ollama).\n");
 }
 
 static int parse_kind(const char *s)
@@ -155,6 +171,12 @@ static int parse_args(int argc, char **argv)
         } else if (strcmp(a, "--retry-after-date") == 0) {
             S.retry_after_date = 1;
             takes = 0;
+        } else if (strcmp(a, "--ignore-echo") == 0) {
+            S.ignore_echo = 1;
+            takes = 0;
+        } else if (strcmp(a, "--no-logprobs") == 0) {
+            S.no_logprobs = 1;
+            takes = 0;
         } else if (!v) {
             fprintf(stderr, "fakellm: %s needs a value (see --help)\n", a);
             return -1;
@@ -169,7 +191,9 @@ static int parse_args(int argc, char **argv)
             S.rate[k] = d;
         } else if (strcmp(a, "--port") == 0 || strcmp(a, "--seed") == 0 || strcmp(a, "--slow-ms") == 0 ||
                    strcmp(a, "--retry-after") == 0 || strcmp(a, "--fail-first") == 0 ||
-                   strcmp(a, "--max-requests") == 0 || strcmp(a, "--idle-exit") == 0 || strcmp(a, "--pad") == 0) {
+                   strcmp(a, "--max-requests") == 0 || strcmp(a, "--idle-exit") == 0 || strcmp(a, "--pad") == 0 ||
+                   strcmp(a, "--first-token-ms") == 0 || strcmp(a, "--stream-gap-ms") == 0 ||
+                   strcmp(a, "--max-inflight") == 0) {
             if (num_arg(v, &d))
                 return -1;
             if (strcmp(a, "--port") == 0)
@@ -186,6 +210,12 @@ static int parse_args(int argc, char **argv)
                 S.max_requests = (long)d;
             else if (strcmp(a, "--idle-exit") == 0)
                 S.idle_exit = d;
+            else if (strcmp(a, "--first-token-ms") == 0)
+                S.first_token_ms = (int)d;
+            else if (strcmp(a, "--stream-gap-ms") == 0)
+                S.stream_gap_ms = (int)d;
+            else if (strcmp(a, "--max-inflight") == 0)
+                S.max_inflight = (int)d;
             else
                 S.pad = d < 0 ? 0 : d > 64e6 ? 64000000L : (long)d;
         } else if (strcmp(a, "--fail-kind") == 0) {
@@ -228,6 +258,8 @@ static int parse_args(int argc, char **argv)
             S.require_key = v;
         } else if (strcmp(a, "--model") == 0) {
             S.model = v;
+        } else if (strcmp(a, "--favor") == 0) {
+            S.favor = v;
         } else {
             fprintf(stderr, "fakellm: unknown option %s (see --help)\n", a);
             return -1;
@@ -338,38 +370,335 @@ static void retry_after_header(char *out, size_t cap)
     }
 }
 
-/* The completion proper: builds the reply JSON for a parsed request body. */
-static void answer(conn *c, int chat, const cJSON *req, const char *auth)
+/* The wire protocols fakellm speaks. */
+enum proto { P_CHAT, P_CMPL, P_ANTHROPIC, P_OLLAMA };
+
+/* Request headers handle() looks at. */
+typedef struct req_hdrs {
+    const char *auth;     /* Authorization */
+    const char *xkey;     /* x-api-key */
+    const char *version;  /* anthropic-version */
+} req_hdrs;
+
+/* The credential a protocol carries, for --leak-auth. */
+static const char *cred_of(int proto, const req_hdrs *h) { return proto == P_ANTHROPIC ? h->xkey : h->auth; }
+
+/* Splits text into tokens: each is its leading whitespace plus one word (the last may be
+ * whitespace only). Returns the count; starts[k] are byte offsets, starts[count] = strlen. */
+static int split_pieces(const char *text, size_t **starts)
 {
+    size_t n = strlen(text), cap = 16;
+    int k = 0;
+    *starts = malloc((cap + 1) * sizeof **starts);
+    size_t i = 0;
+    while (i < n && *starts) {
+        if ((size_t)k + 1 >= cap) {
+            cap *= 2;
+            size_t *t = realloc(*starts, (cap + 1) * sizeof *t);
+            if (!t) {
+                free(*starts);
+                *starts = NULL;
+                return 0;
+            }
+            *starts = t;
+        }
+        (*starts)[k++] = i;
+        while (i < n && strchr(" \t\r\n", text[i]))
+            i++;
+        while (i < n && !strchr(" \t\r\n", text[i]))
+            i++;
+    }
+    if (*starts)
+        (*starts)[k] = n;
+    return *starts ? k : 0;
+}
+
+static size_t codepoints(const char *s, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
+/* Deterministic fake log-probability of a token: -(0.1 + (fnv1a(word) % 400) / 100), where word
+ * is the token without its leading whitespace; --favor WORD gets -0.05. Tests compute the same. */
+static double fake_logprob(const char *tok, size_t n)
+{
+    while (n && strchr(" \t\r\n", *tok)) {
+        tok++;
+        n--;
+    }
+    char w[256];
+    size_t k = n < sizeof w - 1 ? n : sizeof w - 1;
+    memcpy(w, tok, k);
+    w[k] = '\0';
+    if (S.favor && strcmp(w, S.favor) == 0)
+        return -0.05;
+    return -(0.1 + (double)(fnv1a(w) % 400u) / 100.0);
+}
+
+/* Appends the tokens of text (at code-point offset base) to the logprobs arrays; the very first
+ * token of the echo has no log-probability (null), as OpenAI and llama.cpp answer. */
+static void add_logprob_tokens(cJSON *tokens, cJSON *lps, cJSON *offs, cJSON *tops, const char *text, size_t base,
+                               int first_is_start)
+{
+    size_t *st = NULL;
+    int n = split_pieces(text, &st);
+    for (int k = 0; k < n; k++) {
+        size_t a = st[k], len = st[k + 1] - st[k];
+        char *piece = str_ndup(text + a, len);
+        cJSON_AddItemToArray(tokens, cJSON_CreateString(piece ? piece : ""));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(base + codepoints(text, a))));
+        if (k == 0 && first_is_start) {
+            cJSON_AddItemToArray(lps, cJSON_CreateNull());
+            cJSON_AddItemToArray(tops, cJSON_CreateNull());
+        } else {
+            double lp = fake_logprob(text + a, len);
+            cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp));
+            cJSON *top = cJSON_CreateObject();
+            cJSON_AddNumberToObject(top, piece ? piece : "", lp);
+            cJSON_AddItemToArray(tops, top);
+        }
+        free(piece);
+    }
+    free(st);
+}
+
+static void respond_ct(conn *c, const char *ctype, const char *body, size_t len)
+{
+    buf_printf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", ctype, len,
+               c->close_after ? "Connection: close\r\n" : "");
+    buf_append(&c->out, body, len);
+}
+
+static void sse_event(pwb_buf *b, const char *event, cJSON *j)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    if (event)
+        buf_printf(b, "event: %s\n", event);
+    buf_printf(b, "data: %s\n\n", s ? s : "{}");
+    free(s);
+    cJSON_Delete(j);
+}
+
+static void ndjson_line(pwb_buf *b, cJSON *j)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    buf_printf(b, "%s\n", s ? s : "{}");
+    free(s);
+    cJSON_Delete(j);
+}
+
+static cJSON *usage_obj(int proto, int in, int out)
+{
+    cJSON *u = cJSON_CreateObject();
+    if (proto == P_ANTHROPIC) {
+        cJSON_AddNumberToObject(u, "input_tokens", in);
+        cJSON_AddNumberToObject(u, "output_tokens", out);
+    } else {
+        cJSON_AddNumberToObject(u, "prompt_tokens", in);
+        cJSON_AddNumberToObject(u, "completion_tokens", out);
+        cJSON_AddNumberToObject(u, "total_tokens", in + out);
+    }
+    return u;
+}
+
+static const char *anthropic_reason(const char *finish, int by_stop)
+{
+    return strcmp(finish, "length") == 0 ? "max_tokens" : by_stop ? "stop_sequence" : "end_turn";
+}
+
+/* The streamed body of a reply: one event per piece. Sets *hold to the offset in body just past
+ * the first piece (where --stream-gap-ms holds the rest back). */
+static void stream_body(pwb_buf *b, int proto, const char *model, const char *text, const char *finish, int by_stop,
+                        int in, int out, int include_usage, size_t *hold)
+{
+    size_t *st = NULL;
+    int n = split_pieces(text, &st);
+    *hold = 0;
+    if (proto == P_ANTHROPIC) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "type", "message_start");
+        cJSON *m = cJSON_AddObjectToObject(j, "message");
+        cJSON_AddStringToObject(m, "id", "msg_fake");
+        cJSON_AddStringToObject(m, "type", "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddArrayToObject(m, "content");
+        cJSON_AddStringToObject(m, "model", model);
+        cJSON_AddNullToObject(m, "stop_reason");
+        cJSON *u = cJSON_AddObjectToObject(m, "usage");
+        cJSON_AddNumberToObject(u, "input_tokens", in);
+        cJSON_AddNumberToObject(u, "output_tokens", 1);
+        sse_event(b, "message_start", j);
+        j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "type", "content_block_start");
+        cJSON_AddNumberToObject(j, "index", 0);
+        cJSON *cb = cJSON_AddObjectToObject(j, "content_block");
+        cJSON_AddStringToObject(cb, "type", "text");
+        cJSON_AddStringToObject(cb, "text", "");
+        sse_event(b, "content_block_start", j);
+        buf_puts(b, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
+    } else if (proto == P_CHAT) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON *c0 = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "choices"), c0);
+        cJSON_AddNumberToObject(c0, "index", 0);
+        cJSON *d = cJSON_AddObjectToObject(c0, "delta");
+        cJSON_AddStringToObject(d, "role", "assistant");
+        cJSON_AddStringToObject(d, "content", "");
+        cJSON_AddNullToObject(c0, "finish_reason");
+        sse_event(b, NULL, j);
+    }
+    for (int k = 0; k < n; k++) {
+        char *piece = str_ndup(text + st[k], st[k + 1] - st[k]);
+        cJSON *j = cJSON_CreateObject();
+        if (proto == P_ANTHROPIC) {
+            cJSON_AddStringToObject(j, "type", "content_block_delta");
+            cJSON_AddNumberToObject(j, "index", 0);
+            cJSON *d = cJSON_AddObjectToObject(j, "delta");
+            cJSON_AddStringToObject(d, "type", "text_delta");
+            cJSON_AddStringToObject(d, "text", piece ? piece : "");
+            sse_event(b, "content_block_delta", j);
+        } else if (proto == P_OLLAMA) {
+            cJSON_AddStringToObject(j, "model", model);
+            cJSON_AddStringToObject(j, "created_at", "2025-01-01T00:00:00Z");
+            cJSON *m = cJSON_AddObjectToObject(j, "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddStringToObject(m, "content", piece ? piece : "");
+            cJSON_AddFalseToObject(j, "done");
+            ndjson_line(b, j);
+        } else {
+            cJSON *c0 = cJSON_CreateObject();
+            cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "choices"), c0);
+            cJSON_AddNumberToObject(c0, "index", 0);
+            if (proto == P_CHAT)
+                cJSON_AddStringToObject(cJSON_AddObjectToObject(c0, "delta"), "content", piece ? piece : "");
+            else
+                cJSON_AddStringToObject(c0, "text", piece ? piece : "");
+            cJSON_AddNullToObject(c0, "finish_reason");
+            sse_event(b, NULL, j);
+        }
+        free(piece);
+        if (k == 0)
+            *hold = b->len;
+    }
+    free(st);
+    cJSON *j = cJSON_CreateObject();
+    if (proto == P_ANTHROPIC) {
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "type", "content_block_stop");
+        cJSON_AddNumberToObject(s, "index", 0);
+        sse_event(b, "content_block_stop", s);
+        cJSON_AddStringToObject(j, "type", "message_delta");
+        cJSON *d = cJSON_AddObjectToObject(j, "delta");
+        cJSON_AddStringToObject(d, "stop_reason", anthropic_reason(finish, by_stop));
+        cJSON_AddNullToObject(d, "stop_sequence");
+        cJSON *u = cJSON_AddObjectToObject(j, "usage");
+        cJSON_AddNumberToObject(u, "output_tokens", out);
+        sse_event(b, "message_delta", j);
+        buf_puts(b, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    } else if (proto == P_OLLAMA) {
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "created_at", "2025-01-01T00:00:00Z");
+        cJSON *m = cJSON_AddObjectToObject(j, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", "");
+        cJSON_AddTrueToObject(j, "done");
+        cJSON_AddStringToObject(j, "done_reason", finish);
+        cJSON_AddNumberToObject(j, "prompt_eval_count", in);
+        cJSON_AddNumberToObject(j, "eval_count", out);
+        ndjson_line(b, j);
+    } else {
+        cJSON *c0 = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "choices"), c0);
+        cJSON_AddNumberToObject(c0, "index", 0);
+        if (proto == P_CHAT)
+            cJSON_AddObjectToObject(c0, "delta");
+        else
+            cJSON_AddStringToObject(c0, "text", "");
+        cJSON_AddStringToObject(c0, "finish_reason", finish);
+        sse_event(b, NULL, j);
+        if (include_usage) {
+            j = cJSON_CreateObject();
+            cJSON_AddArrayToObject(j, "choices");
+            cJSON_AddItemToObject(j, "usage", usage_obj(proto, in, out));
+            sse_event(b, NULL, j);
+        }
+        buf_puts(b, "data: [DONE]\n\n");
+    }
+}
+
+/* The completion proper: builds the reply for a parsed request body. */
+static void answer(conn *c, int proto, const cJSON *req, const req_hdrs *h)
+{
+    const char *cred = cred_of(proto, h);
     pwb_buf text;
     buf_init(&text);
     const char *last = "";
     int words_in = 0;
-    if (chat) {
+    const cJSON *stop = NULL, *mt = NULL;
+    if (proto == P_CMPL) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(req, "prompt");
+        if (cJSON_IsArray(p))
+            p = cJSON_GetArrayItem(p, 0);
+        if (!cJSON_IsString(p)) {
+            S.stat_bad++;
+            respond_error(c, 400, "Bad Request", "'prompt' must be a string", cred, NULL);
+            return;
+        }
+        last = p->valuestring;
+        words_in = count_words(last);
+    } else {
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
         if (!cJSON_IsArray(msgs)) {
             S.stat_bad++;
-            respond_error(c, 400, "Bad Request", "'messages' must be an array", auth, NULL);
+            respond_error(c, 400, "Bad Request", "'messages' must be an array", cred, NULL);
             return;
         }
         const cJSON *m;
         cJSON_ArrayForEach(m, msgs) {
             words_in += count_words(content_of(m));
             const char *role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "role"));
+            if (proto == P_ANTHROPIC && (!role || (strcmp(role, "user") && strcmp(role, "assistant")))) {
+                S.stat_bad++;
+                respond_error(c, 400, "Bad Request", "messages: roles must be 'user' or 'assistant'", cred, NULL);
+                return;
+            }
             if (role && strcmp(role, "user") == 0)
                 last = content_of(m);
         }
-    } else {
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(req, "prompt");
-        if (cJSON_IsArray(p))
-            p = cJSON_GetArrayItem(p, 0);
-        if (!cJSON_IsString(p)) {
+    }
+    if (proto == P_ANTHROPIC) {
+        const char *sys = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req, "system"));
+        if (sys)
+            words_in += count_words(sys);
+        mt = cJSON_GetObjectItemCaseSensitive(req, "max_tokens");
+        if (!cJSON_IsNumber(mt) || mt->valuedouble < 1) {
             S.stat_bad++;
-            respond_error(c, 400, "Bad Request", "'prompt' must be a string", auth, NULL);
+            respond_error(c, 400, "Bad Request", "max_tokens: Field required", cred, NULL);
             return;
         }
-        last = p->valuestring;
-        words_in = count_words(last);
+        stop = cJSON_GetObjectItemCaseSensitive(req, "stop_sequences");
+        const cJSON *st;
+        cJSON_ArrayForEach(st, stop) {
+            const char *sv = cJSON_GetStringValue(st);
+            int blank = 1;
+            for (const char *q = sv ? sv : ""; *q; q++)
+                blank &= strchr(" \t\r\n", *q) != NULL;
+            if (blank) {
+                S.stat_bad++;
+                respond_error(c, 400, "Bad Request", "stop_sequences: each must contain non-whitespace", cred, NULL);
+                return;
+            }
+        }
+    } else if (proto == P_OLLAMA) {
+        const cJSON *opt = cJSON_GetObjectItemCaseSensitive(req, "options");
+        stop = cJSON_GetObjectItemCaseSensitive(opt, "stop");
+        mt = cJSON_GetObjectItemCaseSensitive(opt, "num_predict");
+    } else {
+        stop = cJSON_GetObjectItemCaseSensitive(req, "stop");
+        mt = cJSON_GetObjectItemCaseSensitive(req, "max_tokens");
     }
     if (S.prefix)
         buf_puts(&text, S.prefix);
@@ -389,54 +718,122 @@ static void answer(conn *c, int chat, const cJSON *req, const char *auth)
         buf_puts(&text, S.labels[fnv1a(last) % (uint32_t)S.n_labels]);
     else
         buf_printf(&text, "reply-%08x", fnv1a(last));
-    if (S.leak_auth && auth)
-        buf_printf(&text, " [auth: %s]", auth);
+    if (S.leak_auth && cred)
+        buf_printf(&text, " [auth: %s]", cred);
     for (long k = 0; k < S.pad; k++)
         buf_putc(&text, 'x'); /* one long word: max_tokens does not cut it */
     if (!text.data)
         buf_puts(&text, "");
     const char *finish = "stop";
-    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(req, "stop");
+    int by_stop = 0;
     const cJSON *st;
     cJSON_ArrayForEach(st, stop) {
-        const char *s = cJSON_GetStringValue(st);
-        char *hit = s && *s ? strstr(text.data, s) : NULL;
+        const char *sv = cJSON_GetStringValue(st);
+        char *hit = sv && *sv ? strstr(text.data, sv) : NULL;
         if (hit) {
             *hit = '\0';
             text.len = (size_t)(hit - text.data);
+            by_stop = 1;
         }
     }
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(req, "max_tokens");
     if (cJSON_IsNumber(mt) && mt->valuedouble >= 0 && mt->valuedouble < 1e9 && keep_words(text.data, (int)mt->valuedouble)) {
         text.len = strlen(text.data);
         finish = "length";
     }
     int words_out = count_words(text.data);
+    const char *model = S.model ? S.model : cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req, "model"));
+    if (!model)
+        model = "fakellm";
+    const cJSON *sv = cJSON_GetObjectItemCaseSensitive(req, "stream");
+    int stream = proto == P_OLLAMA ? !cJSON_IsFalse(sv) : cJSON_IsTrue(sv); /* Ollama streams by default */
+    if (stream) {
+        const cJSON *so = cJSON_GetObjectItemCaseSensitive(req, "stream_options");
+        int include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+        pwb_buf b;
+        buf_init(&b);
+        size_t hold = 0;
+        stream_body(&b, proto, model, text.data, finish, by_stop, words_in, words_out, include_usage, &hold);
+        respond_ct(c, proto == P_OLLAMA ? "application/x-ndjson" : "text/event-stream", b.data ? b.data : "", b.len);
+        if (S.first_token_ms > 0)
+            c->ready_at = timer_wall() + S.first_token_ms / 1000.0;
+        if (S.stream_gap_ms > 0 && hold > 0)
+            c->hold_off = c->out.len - b.len + hold;
+        buf_free(&b);
+        buf_free(&text);
+        return;
+    }
 
     cJSON *j = cJSON_CreateObject();
     char id[48];
-    snprintf(id, sizeof id, "%s-fake-%ld", chat ? "chatcmpl" : "cmpl", S.posts);
-    cJSON_AddStringToObject(j, "id", id);
-    cJSON_AddStringToObject(j, "object", chat ? "chat.completion" : "text_completion");
-    cJSON_AddNumberToObject(j, "created", 0);
-    const char *model = S.model ? S.model : cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req, "model"));
-    cJSON_AddStringToObject(j, "model", model ? model : "fakellm");
-    cJSON *choices = cJSON_AddArrayToObject(j, "choices");
-    cJSON *c0 = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, c0);
-    cJSON_AddNumberToObject(c0, "index", 0);
-    if (chat) {
-        cJSON *msg = cJSON_AddObjectToObject(c0, "message");
-        cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", text.data);
+    if (proto == P_ANTHROPIC) {
+        snprintf(id, sizeof id, "msg_fake_%ld", S.posts);
+        cJSON_AddStringToObject(j, "id", id);
+        cJSON_AddStringToObject(j, "type", "message");
+        cJSON_AddStringToObject(j, "role", "assistant");
+        cJSON *content = cJSON_AddArrayToObject(j, "content");
+        cJSON *blk = cJSON_CreateObject();
+        cJSON_AddItemToArray(content, blk);
+        cJSON_AddStringToObject(blk, "type", "text");
+        cJSON_AddStringToObject(blk, "text", text.data);
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "stop_reason", anthropic_reason(finish, by_stop));
+        cJSON_AddNullToObject(j, "stop_sequence");
+        cJSON_AddItemToObject(j, "usage", usage_obj(proto, words_in, words_out));
+    } else if (proto == P_OLLAMA) {
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "created_at", "2025-01-01T00:00:00Z");
+        cJSON *m = cJSON_AddObjectToObject(j, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", text.data);
+        cJSON_AddTrueToObject(j, "done");
+        cJSON_AddStringToObject(j, "done_reason", finish);
+        cJSON_AddNumberToObject(j, "total_duration", 1000);
+        cJSON_AddNumberToObject(j, "prompt_eval_count", words_in);
+        cJSON_AddNumberToObject(j, "eval_count", words_out);
     } else {
-        cJSON_AddStringToObject(c0, "text", text.data);
+        int chat = proto == P_CHAT;
+        snprintf(id, sizeof id, "%s-fake-%ld", chat ? "chatcmpl" : "cmpl", S.posts);
+        cJSON_AddStringToObject(j, "id", id);
+        cJSON_AddStringToObject(j, "object", chat ? "chat.completion" : "text_completion");
+        cJSON_AddNumberToObject(j, "created", 0);
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON *choices = cJSON_AddArrayToObject(j, "choices");
+        cJSON *c0 = cJSON_CreateObject();
+        cJSON_AddItemToArray(choices, c0);
+        cJSON_AddNumberToObject(c0, "index", 0);
+        if (chat) {
+            cJSON *msg = cJSON_AddObjectToObject(c0, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            cJSON_AddStringToObject(msg, "content", text.data);
+        } else {
+            int echo = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "echo")) && !S.ignore_echo;
+            const cJSON *lp = cJSON_GetObjectItemCaseSensitive(req, "logprobs");
+            int want_lp = cJSON_IsNumber(lp) && lp->valuedouble >= 0 && !S.no_logprobs;
+            pwb_buf all;
+            buf_init(&all);
+            if (echo)
+                buf_puts(&all, last);
+            buf_puts(&all, text.data);
+            cJSON_AddStringToObject(c0, "text", all.data ? all.data : "");
+            if (want_lp) {
+                /* prompt and completion are tokenized apart, as a server does */
+                cJSON *lo = cJSON_AddObjectToObject(c0, "logprobs");
+                cJSON *tokens = cJSON_AddArrayToObject(lo, "tokens");
+                cJSON *lps = cJSON_AddArrayToObject(lo, "token_logprobs");
+                cJSON *tops = cJSON_AddArrayToObject(lo, "top_logprobs");
+                cJSON *offs = cJSON_AddArrayToObject(lo, "text_offset");
+                size_t pcp = codepoints(last, strlen(last));
+                if (echo)
+                    add_logprob_tokens(tokens, lps, offs, tops, last, 0, 1);
+                add_logprob_tokens(tokens, lps, offs, tops, text.data, pcp, 0);
+            } else {
+                cJSON_AddNullToObject(c0, "logprobs");
+            }
+            buf_free(&all);
+        }
+        cJSON_AddStringToObject(c0, "finish_reason", finish);
+        cJSON_AddItemToObject(j, "usage", usage_obj(proto, words_in, words_out));
     }
-    cJSON_AddStringToObject(c0, "finish_reason", finish);
-    cJSON *usage = cJSON_AddObjectToObject(j, "usage");
-    cJSON_AddNumberToObject(usage, "prompt_tokens", words_in);
-    cJSON_AddNumberToObject(usage, "completion_tokens", words_out);
-    cJSON_AddNumberToObject(usage, "total_tokens", words_in + words_out);
     char *s = cJSON_PrintUnformatted(j);
     if (s)
         respond(c, 200, "OK", s, strlen(s), NULL);
@@ -528,6 +925,8 @@ static void stats(conn *c)
     cJSON_AddNumberToObject(j, "unauthorized", (double)S.stat_unauth);
     cJSON_AddNumberToObject(j, "connections", (double)S.stat_conns);
     cJSON_AddNumberToObject(j, "other", (double)S.stat_other);
+    cJSON_AddNumberToObject(j, "throttled", (double)S.stat_throttled);
+    cJSON_AddNumberToObject(j, "peak_inflight", (double)S.stat_peak_inflight);
     char *s = cJSON_PrintUnformatted(j);
     respond(c, 200, "OK", s ? s : "{}", s ? strlen(s) : 2, NULL);
     free(s);
@@ -535,11 +934,17 @@ static void stats(conn *c)
 }
 
 /* Handles one complete request. Returns -1 to drop the connection at once. */
-static int handle(conn *c, const char *method, const char *path, const char *head, size_t hlen, const char *auth,
+static int pending_slow(double now);
+
+static int handle(conn *c, const char *method, const char *path, const char *head, size_t hlen, const req_hdrs *h,
                   const char *body, size_t blen)
 {
     int chat = strcmp(path, "/v1/chat/completions") == 0 || strcmp(path, "/chat/completions") == 0;
     int cmpl = strcmp(path, "/v1/completions") == 0 || strcmp(path, "/completions") == 0;
+    int anth = strcmp(path, "/v1/messages") == 0 || strcmp(path, "/messages") == 0;
+    int olla = strcmp(path, "/api/chat") == 0;
+    int proto = chat ? P_CHAT : cmpl ? P_CMPL : anth ? P_ANTHROPIC : P_OLLAMA;
+    const char *auth = cred_of(proto, h);
     if (strcmp(method, "GET") == 0 && strcmp(path, "/stats") == 0) {
         stats(c);
         return 0;
@@ -548,7 +953,7 @@ static int handle(conn *c, const char *method, const char *path, const char *hea
         respond(c, 200, "OK", "\"ok\"", 4, NULL);
         return 0;
     }
-    if (!(chat || cmpl)) {
+    if (!(chat || cmpl || anth || olla)) {
         S.stat_other++;
         respond_error(c, 404, "Not Found", "no such endpoint", NULL, NULL);
         return 0;
@@ -565,10 +970,32 @@ static int handle(conn *c, const char *method, const char *path, const char *hea
         c->close_after = 1;
     if (S.require_key) {
         const char *want = S.require_key;
-        if (!auth || strncmp(auth, "Bearer ", 7) != 0 || strcmp(auth + 7, want) != 0) {
+        int ok = anth ? auth && strcmp(auth, want) == 0
+                      : auth && strncmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, want) == 0;
+        if (!ok) {
             log_request(method, path, head, hlen, body, blen, "unauthorized");
             S.stat_unauth++;
             respond_error(c, 401, "Unauthorized", "invalid API key", auth, NULL);
+            return 0;
+        }
+    }
+    if (anth && !h->version) {
+        log_request(method, path, head, hlen, body, blen, "bad");
+        S.stat_bad++;
+        respond_error(c, 400, "Bad Request", "anthropic-version: header is required", auth, NULL);
+        return 0;
+    }
+    if (S.max_inflight > 0) {
+        /* the replies still held back are the requests "in progress" at the server */
+        long inflight = pending_slow(timer_wall()) + 1;
+        if (inflight > S.stat_peak_inflight)
+            S.stat_peak_inflight = inflight;
+        if (inflight > S.max_inflight) {
+            log_request(method, path, head, hlen, body, blen, "throttled");
+            S.stat_throttled++;
+            char ra[128];
+            retry_after_header(ra, sizeof ra);
+            respond_error(c, 429, "Too Many Requests", "too many requests in flight", auth, ra);
             return 0;
         }
     }
@@ -603,7 +1030,7 @@ static int handle(conn *c, const char *method, const char *path, const char *hea
         S.stat_bad++;
         respond_error(c, 400, "Bad Request", "body is not a JSON object", auth, NULL);
     } else {
-        answer(c, chat, req, auth);
+        answer(c, proto, req, h);
     }
     cJSON_Delete(req);
     if (f == FK_SLOW)
@@ -648,8 +1075,8 @@ static int try_request(conn *c)
     int http10 = (size_t)(eol - sp2 - 1) == 8 && memcmp(sp2 + 1, "HTTP/1.0", 8) == 0;
     long clen = 0;
     int chunked = 0, close = http10, expect = 0, bad_len = 0;
-    char auth[512];
-    int have_auth = 0;
+    char auth[512], xkey[512], version[64];
+    int have_auth = 0, have_xkey = 0, have_version = 0;
     for (char *p = eol + 2; p < d + hlen - 2;) {
         char *le = memmem(p, (size_t)(d + hlen - p), "\r\n", 2);
         if (!le)
@@ -690,6 +1117,18 @@ static int try_request(conn *c)
                     auth[vl] = '\0';
                     have_auth = 1;
                 }
+            } else if (HDR("x-api-key")) {
+                if (vl < sizeof xkey) {
+                    memcpy(xkey, v, vl);
+                    xkey[vl] = '\0';
+                    have_xkey = 1;
+                }
+            } else if (HDR("anthropic-version")) {
+                if (vl < sizeof version) {
+                    memcpy(version, v, vl);
+                    version[vl] = '\0';
+                    have_version = 1;
+                }
             }
 #undef HDR
         }
@@ -713,7 +1152,8 @@ static int try_request(conn *c)
     }
     if (close)
         c->close_after = 1;
-    int rc = handle(c, method, path, d, hlen, have_auth ? auth : NULL, d + hlen, (size_t)clen);
+    req_hdrs h = {have_auth ? auth : NULL, have_xkey ? xkey : NULL, have_version ? version : NULL};
+    int rc = handle(c, method, path, d, hlen, &h, d + hlen, (size_t)clen);
     size_t used = hlen + (size_t)clen;
     memmove(c->in.data, c->in.data + used, c->in.len - used);
     c->in.len -= used;
@@ -726,6 +1166,14 @@ static int try_request(conn *c)
 
 static conn *g_conns[MAX_CONNS];
 static int g_nconns;
+
+static int pending_slow(double now)
+{
+    int n = 0;
+    for (int k = 0; k < g_nconns; k++)
+        n += g_conns[k]->ready_at > now;
+    return n;
+}
 
 static void conn_close(int k)
 {
@@ -745,7 +1193,14 @@ static int pump(conn *c, double now)
             return 0;
         c->ready_at = 0;
         while (c->out_off < c->out.len) {
-            ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+            if (c->hold_off && c->out_off >= c->hold_off) {
+                /* a streamed reply's first token is out: the rest follows after the gap */
+                c->hold_off = 0;
+                c->ready_at = timer_wall() + S.stream_gap_ms / 1000.0;
+                return 0;
+            }
+            size_t lim = c->hold_off > c->out_off ? c->hold_off : c->out.len;
+            ssize_t w = send(c->fd, c->out.data + c->out_off, lim - c->out_off, MSG_NOSIGNAL);
             if (w < 0) {
                 if (errno == EINTR)
                     continue;

@@ -23,6 +23,7 @@
 
 #include "report/report.h"
 #include "report/svg.h"
+#include "unit/report/svg_check.h"
 
 static char tmpdir[256];
 static char dbpath[300];
@@ -126,11 +127,19 @@ static const char expected_groups[] =
     "| soft | soft | 10 | 60.0% [31.3, 83.2] | 0.500 | 0.0% | 12.0 | 1.0 | 10.0 ms / 10.0 ms | 10.0 |\n"
     "| majority class (label 1) | baseline | 10 | 70.0% [39.7, 89.2] | 1.000 | \xe2\x80\x94 | \xe2\x80\x94 | "
     "\xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 |\n"
-    "\nSoft prompt training (the one-off cost behind the soft rows):\n\n"
-    "| method | virtual tokens | init | trainable params | steps | examples seen | train time | artifact bytes | "
-    "best eval acc |\n"
-    "|---|--:|---|--:|--:|--:|--:|--:|--:|\n"
-    "| soft | 8 | vocab | 4608 | 100 | 1600 | 42.50 s | 18560 | 75.0% |\n"
+    "\n### Training cost and break-even\n\nSoft prompts are trained once on the frozen model; hard prompts cost "
+    "nothing to make (0). *Break-even*: the number of inferences after which a soft prompt's training time is "
+    "repaid by its cheaper input, compared with the most accurate few-shot method, **fs**: training seconds / "
+    "(few-shot CPU-s per example \xe2\x88\x92 soft CPU-s per example); *never* when the soft prompt is not cheaper "
+    "per example.\n\n"
+    "| method | kind | virtual tokens | init | trainable params | artifact bytes | steps | examples seen | "
+    "training time | best held-out acc | CPU-s / example | break-even (inferences) |\n"
+    "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+    "| zs | zero-shot | \xe2\x80\x94 | \xe2\x80\x94 | 0 | 0 | 0 | 0 | 0 s | \xe2\x80\x94 | 0.05 | \xe2\x80\x94 |\n"
+    "| fs | few-shot | \xe2\x80\x94 | \xe2\x80\x94 | 0 | 0 | 0 | 0 | 0 s | \xe2\x80\x94 | 0.2 | \xe2\x80\x94 |\n"
+    "| cot | cot | \xe2\x80\x94 | \xe2\x80\x94 | 0 | 0 | 0 | 0 | 0 s | \xe2\x80\x94 | 1.5 | \xe2\x80\x94 |\n"
+    /* break-even: 42.5 s / (0.2 - 0.01) CPU-s per example = 223.7 -> 224 inferences */
+    "| soft | soft | 8 | vocab | 4,608 | 18,560 | 100 | 1,600 | 42.50 s | 75.0% | 0.01 | 224 |\n"
     "\n## sst2 (validation) \xc2\xb7 gpt-x (openai)\n\n"
     "| method | kind | n | accuracy [95% CI] | p vs best | invalid | tokens in | tokens out | latency p50 / p95 | USD / 1k |\n"
     "|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n"
@@ -210,9 +219,26 @@ Test(report, csv_rows)
         lines++;
     cr_assert_eq(lines, 1 + 5 + 2);
     cr_assert(strstr(b.data, "\r\n1,sst2,validation,tiny,local,zs,zero-shot,0,0,10,10,5,0.5,0.2365930905,"
-                             "0.7634069095,0.375,10,4,1,2,0.2,0,20,3,0.55,0.955,0,,0.5,50\r\n") != NULL,
+                             "0.7634069095,0.375,10,4,1,2,0.2,0,20,3,0.55,0.955,0,,0.5,50,0.05,0,0,0,0,0,,,,,,,,,"
+                             "\r\n") != NULL,
               "%s", b.data);
     cr_assert(strstr(b.data, "1,sst2,validation,gpt-x,openai,zs,zero-shot,1,0,4,4,3,0.75,") != NULL);
+    /* the soft prompt's training beside the hard prompts' zeros, and its break-even against fs */
+    cr_assert(strstr(b.data, ",10,0.01,4608,18560,42.5,1600,100,8,vocab,0.75,224,0,fs,,,\r\n") != NULL, "%s", b.data);
+    /* every line has as many fields as the header */
+    int header_fields = 1, fields = 1;
+    for (const char *p = b.data; *p && *p != '\r'; p++)
+        header_fields += *p == ',';
+    cr_assert_eq(header_fields, 45);
+    for (const char *p = strstr(b.data, "\r\n") + 2; *p; p++) {
+        if (*p == '\r') {
+            cr_assert_eq(fields, header_fields, "line before %.40s", p);
+            fields = 1;
+            p++;
+        } else {
+            fields += *p == ',';
+        }
+    }
     buf_free(&b);
     db_close(db);
 }
@@ -239,6 +265,12 @@ Test(report, json_document)
     cr_assert(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 1), "mcnemar_p")));
     cJSON *soft = cJSON_GetArrayItem(rows, 3);
     cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(soft, "soft_prompt"), "steps")->valuedouble, 100.0);
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(soft, "break_even"), "inferences")->valuedouble, 224.0);
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(soft, "break_even"), "vs")->valuestring, "fs");
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(zs, "training"), "trainable_params")->valuedouble, 0.0);
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(soft, "training"), "trainable_params")->valuedouble, 4608.0);
+    cr_assert_float_eq(cJSON_GetObjectItem(soft, "cpu_s_per_example")->valuedouble, 0.01, 1e-12);
+    cr_assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 4), "training")); /* baseline */
     cJSON_Delete(root);
     buf_free(&b);
     db_close(db);
@@ -251,21 +283,37 @@ Test(report, compare_runs)
     buf_init(&b);
     pwb_err e;
     cr_assert_eq(report_compare(db, 1, 2, REPORT_MD, &b, &e), PWB_OK, "%s", e.msg);
-    cr_assert(strstr(b.data, "| sst2 | tiny | zs | 10 | 50.0% [23.7, 76.3] | 10 | 90.0% [59.6, 98.2] | +40.0 | "
-                             "10 | 0 | 4 | 0.125 |\n") != NULL,
+    cr_assert(strstr(b.data, "\n## sst2 (validation) \xc2\xb7 tiny\n\n| method | n A | accuracy A [95% CI] | n B | "
+                             "accuracy B [95% CI] | delta | shared | A only | B only | p | tokens in A \xe2\x86\x92 B | "
+                             "tokens out A \xe2\x86\x92 B | CPU-s / 1k A \xe2\x86\x92 B |\n") != NULL,
               "%s", b.data);
-    cr_assert(strstr(b.data, "| sst2 | tiny | fs | 10 | 80.0% [49.0, 94.3] | 0 | \xe2\x80\x94 | \xe2\x80\x94 | "
-                             "0 | 0 | 0 | \xe2\x80\x94 |\n") != NULL,
+    cr_assert(strstr(b.data, "| zs | 10 | 50.0% [23.7, 76.3] | 10 | 90.0% [59.6, 98.2] | +40.0 | "
+                             "10 | 0 | 4 | 0.125 | 20.0 \xe2\x86\x92 20.0 | 3.0 \xe2\x86\x92 3.0 | "
+                             "50.0 \xe2\x86\x92 50.0 |\n") != NULL,
+              "%s", b.data);
+    cr_assert(strstr(b.data, "| fs | 10 | 80.0% [49.0, 94.3] | 0 | \xe2\x80\x94 | \xe2\x80\x94 | "
+                             "0 | 0 | 0 | \xe2\x80\x94 | 100.0 \xe2\x86\x92 \xe2\x80\x94 |") != NULL,
+              "%s", b.data);
+    /* the remote model is costed in dollars */
+    cr_assert(strstr(b.data, "| zs | 4 | 75.0% [30.1, 95.4] | 0 | \xe2\x80\x94 | \xe2\x80\x94 | 0 | 0 | 0 | "
+                             "\xe2\x80\x94 | \xe2\x80\x94 \xe2\x86\x92 \xe2\x80\x94 | 5.0 \xe2\x86\x92 "
+                             "\xe2\x80\x94 | $2.0000 \xe2\x86\x92 \xe2\x80\x94 |\n") != NULL,
               "%s", b.data);
     buf_reset(&b);
     cr_assert_eq(report_compare(db, 1, 2, REPORT_CSV, &b, &e), PWB_OK);
-    cr_assert(strstr(b.data, "1,2,sst2,validation,tiny,zs,10,5,0.5,10,9,0.9,0.4,10,0,4,0.125\r\n") != NULL, "%s",
-              b.data);
+    cr_assert(strstr(b.data, "1,2,sst2,validation,tiny,zs,10,5,0.5,10,9,0.9,0.4,10,0,4,0.125,20,20,3,3,cpu_s,50,50\r\n") !=
+                  NULL,
+              "%s", b.data);
     buf_reset(&b);
     cr_assert_eq(report_compare(db, 1, 2, REPORT_JSON, &b, &e), PWB_OK);
     cJSON *root = cJSON_Parse(b.data);
     cr_assert_not_null(root);
-    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(root, "rows")), 5);
+    cJSON *rows = cJSON_GetObjectItem(root, "rows");
+    cr_assert_eq(cJSON_GetArraySize(rows), 5);
+    cJSON *zs = cJSON_GetArrayItem(rows, 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(zs, "cost_unit")->valuestring, "cpu_s");
+    cr_assert_float_eq(cJSON_GetObjectItem(zs, "cost_per_1k_b")->valuedouble, 50.0, 1e-9);
+    cr_assert_float_eq(cJSON_GetObjectItem(zs, "mean_tokens_in_a")->valuedouble, 20.0, 1e-9);
     cJSON_Delete(root);
     cr_assert_eq(report_compare(db, 1, 99, REPORT_MD, &b, &e), PWB_EINVAL);
     buf_free(&b);
@@ -304,20 +352,50 @@ Test(report, svg_chart_and_markdown_link)
     cr_assert_eq(report_svg_group(&r.groups[0], &b, &e), PWB_OK);
     cr_assert(strncmp(b.data, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg ", 44) == 0);
     cr_assert(strstr(b.data, "</svg>\n") == b.data + b.len - 7);
-    /* background + one bar per row with predictions (4 methods + baseline) */
-    cr_assert_eq(count_of(b.data, "<rect "), 1 + 5);
+    const char *bad = svg_wellformed(b.data);
+    cr_assert_null(bad, "%s", bad);
+    bad = svg_in_bounds(b.data);
+    cr_assert_null(bad, "%s", bad);
+    /* background + one bar per row with predictions (4 methods + baseline) + 3 key swatches */
+    cr_assert_eq(count_of(b.data, "<rect "), 1 + 5 + 3);
     cr_assert_eq(count_of(b.data, "<path "), 5);
-    /* fs: 80% of a 400 px plot starting at 200 px; whiskers at 49.0% and 94.3% */
-    cr_assert(strstr(b.data, "width=\"320.0\" height=\"18\" fill=\"#2b6cb0\"><title>fs: 80.0% [49.0, 94.3], n=10") != NULL,
+    /* fs: 80% of the plot, the best hard prompt in dark blue. The label column fits "majority class"
+     * (14 x 0.62 x 12 px + 18 = 122.16 px), so the plot spans 760 - 122.16 - 70 = 567.84 px: the
+     * bar is 454.27 px and the whiskers sit at 49.02% (400.5) and 94.33% (657.8). */
+    cr_assert(strstr(b.data, "<rect x=\"122.2\" y=\"90.0\" width=\"454.3\" height=\"18.0\" fill=\"#2b6cb0\"><title>"
+                             "fs: 80.0% [49.0, 94.3], n=10") != NULL,
               "%s", b.data);
-    cr_assert(strstr(b.data, "M396.1 ") != NULL, "%s", b.data);
+    cr_assert(strstr(b.data, "M400.5 99.0H657.8") != NULL, "%s", b.data);
+    /* the soft prompt in orange */
+    cr_assert(strstr(b.data, "fill=\"#f6b26b\"><title>soft: 60.0%") != NULL, "%s", b.data);
     buf_reset(&b);
     cr_assert_eq(report_svg_filename(&r.groups[1], &b), 0);
     cr_assert_str_eq(b.data, "sst2-validation-gpt-x.svg");
     buf_reset(&b);
     r.chart_dir = "charts";
+    r.chart_prefix = "x";
     cr_assert_eq(report_render_md(&r, &b, &e), PWB_OK);
-    cr_assert(strstr(b.data, "\n![accuracy by method: sst2 \xc2\xb7 tiny](charts/sst2-validation-tiny.svg)\n") != NULL);
+    cr_assert(strstr(b.data, "\n![accuracy by method: sst2 \xc2\xb7 tiny](charts/x-sst2-validation-tiny-accuracy.svg)\n") !=
+                  NULL,
+              "%s", b.data);
+    cr_assert(strstr(b.data, "](charts/x-sst2-validation-tiny-cost.svg)\n") != NULL);
+    cr_assert(strstr(b.data, "](charts/x-sst2-validation-gpt-x-cost.svg)\n") != NULL);
+    /* no training curve was recorded, so no training chart */
+    cr_assert_null(strstr(b.data, "training.svg"));
+    report_chart *charts;
+    size_t nch;
+    cr_assert_eq(report_charts_list(&r, &charts, &nch, &e), PWB_OK);
+    cr_assert_eq(nch, 4);
+    for (size_t i = 0; i < nch; i++) {
+        buf_reset(&b);
+        cr_assert_eq(report_chart_render(&r, &charts[i], &b, &e), PWB_OK, "%s", e.msg);
+        bad = svg_wellformed(b.data);
+        cr_assert_null(bad, "%s: %s", charts[i].file, bad);
+        bad = svg_in_bounds(b.data);
+        cr_assert_null(bad, "%s: %s", charts[i].file, bad);
+        cr_assert(strstr(b.data, charts[i].kind == REPORT_CHART_COST ? "against cost" : "accuracy by method") != NULL);
+    }
+    report_charts_free(charts, nch);
     buf_free(&b);
     report_free(&r);
     db_close(db);
@@ -327,7 +405,8 @@ Test(report, svg_escapes_names)
 {
     report_row row = {.method = "a<b&\"c\"", .kind = "zero-shot", .n = 4, .correct = 2, .accuracy = 0.5,
                       .ci_lo = 0.15, .ci_hi = 0.85, .is_best = 1};
-    report_group g = {.dataset = "d&d", .split = "", .model = "m/1 <x>", .rows = &row, .n_rows = 1};
+    report_group g = {.dataset = "d&d", .split = "", .model = "m/1 <x>", .rows = &row, .n_rows = 1,
+                      .best = 0, .baseline = -1, .few_shot_ref = -1};
     pwb_buf b;
     buf_init(&b);
     pwb_err e;
@@ -335,6 +414,8 @@ Test(report, svg_escapes_names)
     cr_assert(strstr(b.data, "a&lt;b&amp;&quot;c&quot;") != NULL);
     cr_assert(strstr(b.data, "d&amp;d \xc2\xb7 m/1 &lt;x&gt;") != NULL);
     cr_assert_null(strstr(b.data, "a<b"));
+    const char *bad = svg_wellformed(b.data);
+    cr_assert_null(bad, "%s", bad);
     buf_reset(&b);
     cr_assert_eq(report_svg_filename(&g, &b), 0);
     cr_assert_str_eq(b.data, "d_d-m_1__x_.svg");
