@@ -53,6 +53,37 @@ static double bench_one(const pwb_tensor *W, const float *x, int B, float *y, do
     return flops / best_w / 1e9;
 }
 
+/* kernel_matmul_t (dx = dy W, the backward pass to the inputs) for the Q4_1 shapes. */
+static void bench_transposed(const float *x, float *y, pwb_rng *r)
+{
+    for (size_t s = 0; s < sizeof SHAPES / sizeof SHAPES[0] - 1; s++) {
+        int M = SHAPES[s].M, K = SHAPES[s].K;
+        size_t rb = quant_row_size(DT_Q4_1, K);
+        unsigned char *w = malloc(rb * (size_t)M);
+        float row[1536];
+        for (int m = 0; m < M; m++) {
+            for (int k = 0; k < K; k++)
+                row[k] = (float)rng_normal(r) * 0.05f;
+            quantize_row(DT_Q4_1, row, w + rb * (size_t)m, K);
+        }
+        pwb_tensor W = {"w", DT_Q4_1, 2, {K, M, 1, 1}, w, rb * (size_t)M};
+        double g[2];
+        for (int bi = 0; bi < 2; bi++) {
+            int B = bi ? 32 : 1;
+            double best = 1e30, start = timer_wall();
+            for (int call = 0; call < 500 && timer_wall() - start < 1.0; call++) {
+                double c0 = timer_cpu();
+                kernel_matmul_t(&W, x, B, y, 0, NULL);
+                double c = timer_cpu() - c0;
+                best = c < best ? c : best;
+            }
+            g[bi] = 2.0 * M * K * B / best / 1e9;
+        }
+        printf("matmul_t Q4_1 %-20s B=1 %6.1f  B=32 %6.1f GFLOP per CPU-second\n", SHAPES[s].what, g[0], g[1]);
+        free(w);
+    }
+}
+
 /* A decode-like pass: SmolLM2-135M's 30 layers x 7 matrices plus the tied lm_head, all distinct
  * memory (~100 MB in Q4_1, more than the L3), so weights stream from DRAM as in a real forward. */
 static void bench_model_pass(int type, int lm_type, const float *x, float *y, pwb_rng *r)
@@ -139,8 +170,10 @@ int main(int argc, char **argv)
             free(row);
         }
     }
-    if (argc == 1 || only_model)
+    if (argc == 1 || only_model) {
+        bench_transposed(x, y, &r);
         bench_model_pass(DT_Q4_1, DT_Q8_0, x, y, &r);
+    }
     free(x);
     free(y);
     return 0;

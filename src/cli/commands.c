@@ -28,7 +28,7 @@ static const cli_opt report_opts[] = {
     {"run", 'r', "ID", "the run to report (default: the latest)"},
     {"compare", 'c', "ID", "compare with run ID instead: per cell, accuracy in both, delta, McNemar p"},
     {"format", 'f', "FMT", "md (default), csv or json"},
-    {"output", 'o', "FILE", "write to FILE instead of stdout"},
+    {"output", 'o', "FILE", "write to FILE instead of stdout (markdown: with its SVG charts beside it)"},
     {0},
 };
 
@@ -162,11 +162,14 @@ const cli_cmd cli_commands[] = {
      "Prints a summary table per cell at the end: n, accuracy, invalid, errors, cost.",
      run_opts, cmd_run},
     {"report", "", 0, 0, "render a report (markdown, CSV or JSON) of a run",
-     "Renders one table per dataset for a run: method, model, n, accuracy with its 95% Wilson\n"
-     "interval, invalid %, mean tokens in/out, latency p50/p95, cost per 1,000 examples, and the\n"
-     "majority-class baseline. With --compare A, compares run A with the run (B): accuracy in\n"
-     "both, B - A, and an exact McNemar test on the rows both evaluated. The database is opened\n"
-     "read-only.",
+     "Renders one table per dataset and model for a run: method, n, accuracy with its 95% Wilson\n"
+     "interval, McNemar p against the best, invalid %, mean tokens in/out, latency p50/p95, cost\n"
+     "per 1,000 examples, and the majority-class baseline; soft prompts' training cost and\n"
+     "break-even point; one table per sweep. With -o FILE.md the charts (accuracy, accuracy\n"
+     "against cost, training curves, sweeps) are written beside it as FILE-*.svg. With\n"
+     "--compare A, compares run A with the run (B) per method: accuracy in both, B - A, an exact\n"
+     "McNemar test on the rows both evaluated, tokens and cost. The database is opened read-only.\n"
+     "See docs/reports.md.",
      report_opts, cmd_report},
     {"query", "SQL", 1, 1, "read-only SQL over the results database",
      "Runs SQL against the results database opened read-only. Views: v_runs, v_summary,\n"

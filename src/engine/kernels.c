@@ -168,6 +168,21 @@ void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int
     }
 }
 
+void kx_dequant(int type, const void *src, float *dst, int64_t n)
+{
+    dequant_row(type, src, dst, n);
+}
+
+void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx, int cn)
+{
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < mp; r++) {
+            float a = dy[b * ldy + r];
+            for (int k = 0; k < cn; k++)
+                dx[b * ldx + k] += a * w[r][k];
+        }
+}
+
 #endif /* !KERNELS_AVX2 */
 
 /* ---- drivers ---- */
@@ -263,60 +278,64 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
         return PWB_OK;
     }
 
-    /* Quantize every activation row once; all output rows reuse it. */
+    /* Quantize every activation row once; all output rows reuse it. Rows in groups of 8 go through
+     * the 8-wide tile, which wants their scales and sums block-major too (dT, sT). A single row
+     * goes 4 weight rows at a time. */
     int nb = (int)(K / 32);
-    kx_block *xq = malloc((size_t)B * (size_t)nb * sizeof *xq);
-    if (!xq)
-        return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
-#pragma omp parallel for schedule(static) if (par && B > 1)
-    for (int b = 0; b < B; b++)
-        kx_quantize(x + (size_t)b * ldx, xq + (size_t)b * nb, nb);
-
-    /* Batches of 8 rows go through the 8-wide tile, with the scales transposed block-major. */
     kdot8_fn dot8 = quant_dot8(W->type);
-    int B8 = dot8 ? B / 8 * 8 : 0;
-    float *dT = NULL, *sT = NULL;
-    if (B8) {
-        dT = malloc(sizeof(float) * (size_t)nb * (size_t)B8 * 2);
-        if (!dT) {
-            free(xq);
-            return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
-        }
-        sT = dT + (size_t)nb * B8;
-        for (int i = 0; i < nb; i++)
-            for (int b = 0; b < B8; b++) {
-                dT[(size_t)i * B8 + b] = xq[(size_t)b * nb + i].d;
-                sT[(size_t)i * B8 + b] = xq[(size_t)b * nb + i].s;
-            }
-    }
-
     kdot4r_fn dot4r = B == 1 ? quant_dot4r(W->type) : NULL;
-    if (dot4r) {
-        /* One activation row: 4 weight rows per step. */
-        int64_t M4 = M / 4 * 4;
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t m = 0; m < M4; m += 4)
-            dot4r(wdata + (size_t)m * row_bytes, row_bytes, xq, nb, y + m);
-        for (int64_t m = M4; m < M; m++)
-            dot(wdata + (size_t)m * row_bytes, xq, (size_t)nb, 1, nb, y + m);
+    int B8 = dot8 ? B / 8 * 8 : 0;
+    kx_block *xq = malloc((size_t)B * (size_t)nb * sizeof *xq);
+    float *dT = B8 ? malloc(sizeof(float) * (size_t)nb * (size_t)B8 * 2) : NULL;
+    if (!xq || (B8 && !dT)) {
         free(xq);
-        return PWB_OK;
+        free(dT);
+        return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
     }
+    float *sT = B8 ? dT + (size_t)nb * B8 : NULL;
+    int64_t n_groups = (M + 3) / 4;
 
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t m = 0; m < M; m++) {
-        const void *wr = wdata + (size_t)m * row_bytes;
-        float out[8];
-        for (int b0 = 0; b0 < B8; b0 += 8) {
-            dot8(wr, xq + (size_t)b0 * nb, (size_t)nb, nb, dT + b0, sT + b0, (size_t)B8, out);
-            for (int j = 0; j < 8; j++)
-                y[(size_t)(b0 + j) * ldy + m] = out[j];
+    /* One parallel region per call: on a busy machine every fork/join or barrier is a chance to
+     * wait for a descheduled thread. */
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            kx_block *xb = xq + (size_t)b * nb;
+            kx_quantize(x + (size_t)b * ldx, xb, nb);
+            if (b < B8)
+                for (int i = 0; i < nb; i++) {
+                    dT[(size_t)i * B8 + b] = xb[i].d;
+                    sT[(size_t)i * B8 + b] = xb[i].s;
+                }
         }
-        for (int b0 = B8; b0 < B; b0 += KX_TILE) {
-            int nx = B - b0 < KX_TILE ? B - b0 : KX_TILE;
-            dot(wr, xq + (size_t)b0 * nb, (size_t)nb, nx, nb, out);
-            for (int j = 0; j < nx; j++)
-                y[(size_t)(b0 + j) * ldy + m] = out[j];
+        if (dot4r) {
+#pragma omp for schedule(static)
+            for (int64_t g = 0; g < n_groups; g++) {
+                int64_t m = 4 * g;
+                if (m + 4 <= M)
+                    dot4r(wdata + (size_t)m * row_bytes, row_bytes, xq, nb, y + m);
+                else
+                    for (; m < M; m++)
+                        dot(wdata + (size_t)m * row_bytes, xq, (size_t)nb, 1, nb, y + m);
+            }
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < M; m++) {
+                const void *wr = wdata + (size_t)m * row_bytes;
+                float out[8];
+                for (int b0 = 0; b0 < B8; b0 += 8) {
+                    dot8(wr, xq + (size_t)b0 * nb, (size_t)nb, nb, dT + b0, sT + b0, (size_t)B8, out);
+                    for (int j = 0; j < 8; j++)
+                        y[(size_t)(b0 + j) * ldy + m] = out[j];
+                }
+                for (int b0 = B8; b0 < B; b0 += KX_TILE) {
+                    int nx = B - b0 < KX_TILE ? B - b0 : KX_TILE;
+                    dot(wr, xq + (size_t)b0 * nb, (size_t)nb, nx, nb, out);
+                    for (int j = 0; j < nx; j++)
+                        y[(size_t)(b0 + j) * ldy + m] = out[j];
+                }
+            }
         }
     }
     free(dT);
@@ -331,6 +350,11 @@ int kernel_matmul(const pwb_tensor *W, const float *x, int B, float *y, pwb_err 
     int64_t K = W->ne[0], M = W->ne[1] * W->ne[2] * W->ne[3];
     return kernel_matmul_ex(W, x, K > 0 ? (size_t)K : 0, B, y, M > 0 ? (size_t)M : 0, e);
 }
+
+/* Panels of KT_ROWS weight rows x KT_COLS columns are dequantized into a per-thread buffer (32 KiB)
+ * and multiplied into dx with a register-tiled kernel. */
+#define KT_ROWS 32
+#define KT_COLS 256
 
 int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int accumulate, pwb_err *e)
 {
@@ -347,6 +371,7 @@ int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int 
     const int64_t bs = (int64_t)quant_block_size(W->type), nblk = K / bs;
     const size_t row_bytes = quant_row_size(W->type, K), tsize = quant_type_size(W->type);
     const unsigned char *wdata = W->data;
+    const int is_f32 = W->type == DT_F32;
     int par = (double)M * (double)K * B >= PAR_MIN_WORK;
     int failed = 0;
     /* Each thread owns a range of columns (whole blocks), so dx needs no reduction. */
@@ -357,25 +382,29 @@ int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int 
         nt = omp_get_num_threads();
         t = omp_get_thread_num();
 #endif
-        int64_t b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt;
-        int64_t k0 = b0 * bs, n = (b1 - b0) * bs;
-        float *tmp = n > 0 && W->type != DT_F32 ? malloc((size_t)n * sizeof *tmp) : NULL;
-        if (n > 0 && W->type != DT_F32 && !tmp)
+        int64_t kb0 = nblk * t / nt, kb1 = nblk * (t + 1) / nt;
+        int64_t k_end = kb1 * bs;
+        float *panel = is_f32 ? NULL : malloc(sizeof(float) * KT_ROWS * KT_COLS);
+        if (!is_f32 && !panel)
             failed = 1;
-        for (int64_t m = 0; n > 0 && !failed && m < M; m++) {
-            const unsigned char *src = wdata + (size_t)m * row_bytes + (size_t)b0 * tsize;
-            const float *wr = (const float *)(const void *)src;
-            if (tmp) {
-                dequant_row(W->type, src, tmp, n);
-                wr = tmp;
-            }
-            for (int b = 0; b < B; b++) {
-                float a = dy[(size_t)b * (size_t)M + (size_t)m];
-                if (a != 0)
-                    kernel_axpy_f32(dx + (size_t)b * (size_t)K + k0, a, wr, n);
+        const float *rows[KT_ROWS];
+        for (int64_t kc = kb0 * bs; !failed && kc < k_end; kc += KT_COLS) {
+            int cn = (int)(k_end - kc < KT_COLS ? k_end - kc : KT_COLS);  /* a multiple of bs */
+            for (int64_t m0 = 0; m0 < M; m0 += KT_ROWS) {
+                int mp = (int)(M - m0 < KT_ROWS ? M - m0 : KT_ROWS);
+                for (int r = 0; r < mp; r++) {
+                    const unsigned char *src = wdata + (size_t)(m0 + r) * row_bytes + (size_t)(kc / bs) * tsize;
+                    if (is_f32) {
+                        rows[r] = (const float *)(const void *)src;
+                    } else {
+                        kx_dequant(W->type, src, panel + (size_t)r * KT_COLS, cn);
+                        rows[r] = panel + (size_t)r * KT_COLS;
+                    }
+                }
+                kt_panel(rows, mp, dy + m0, (size_t)M, B, dx + kc, (size_t)K, cn);
             }
         }
-        free(tmp);
+        free(panel);
     }
     if (failed)
         return err_set(e, PWB_ENOMEM, "kernel_matmul_t: out of memory");
@@ -392,7 +421,8 @@ int kernel_get_row(const pwb_tensor *W, int64_t row, float *dst, pwb_err *e)
         return err_set(e, PWB_EINVAL, "tensor '%s': row %lld out of range [0, %lld)", W->name ? W->name : "?",
                        (long long)row, (long long)M);
     const unsigned char *src = (const unsigned char *)W->data + (size_t)row * quant_row_size(W->type, K);
-    return dequant_row(W->type, src, dst, K);
+    kx_dequant(W->type, src, dst, K);
+    return PWB_OK;
 }
 
 /* ---- plain F32 helpers ---- */

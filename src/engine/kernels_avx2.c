@@ -528,6 +528,116 @@ void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int
     }
 }
 
+/* ---- dequantization (F16C / AVX2) for the transposed product and embedding rows ---- */
+
+INLINE void store_i8x32(float *dst, __m256i q, __m256 d, __m256 m)
+{
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    _mm256_storeu_ps(dst, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), m));
+    _mm256_storeu_ps(dst + 8, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), m));
+    _mm256_storeu_ps(dst + 16, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), m));
+    _mm256_storeu_ps(dst + 24, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), m));
+}
+
+void kx_dequant(int type, const void *src, float *dst, int64_t n)
+{
+    const __m256i lowmask = _mm256_set1_epi8(0xf);
+    const __m256 zero = _mm256_setzero_ps();
+    switch (type) {
+    case DT_Q8_0:
+        for (int64_t i = 0; i < n / 32; i++) {
+            const block_q8_0 *b = (const block_q8_0 *)src + i;
+            store_i8x32(dst + 32 * i, _mm256_loadu_si256((const __m256i *)b->qs), _mm256_set1_ps(h2f(b->d)), zero);
+        }
+        break;
+    case DT_Q4_0:
+        for (int64_t i = 0; i < n / 32; i++) {
+            const block_q4_0 *b = (const block_q4_0 *)src + i;
+            __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+            __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
+            store_i8x32(dst + 32 * i, _mm256_sub_epi8(qw, _mm256_set1_epi8(8)), _mm256_set1_ps(h2f(b->d)), zero);
+        }
+        break;
+    case DT_Q4_1:
+        for (int64_t i = 0; i < n / 32; i++) {
+            const block_q4_1 *b = (const block_q4_1 *)src + i;
+            __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+            __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
+            store_i8x32(dst + 32 * i, qw, _mm256_set1_ps(h2f(b->d)), _mm256_set1_ps(h2f(b->m)));
+        }
+        break;
+    case DT_F16:
+    case DT_BF16: {
+        int64_t k = 0;
+        for (; k + 8 <= n; k += 8)
+            _mm256_storeu_ps(dst + k, load8(type, src, k));
+        for (; k < n; k++)
+            dst[k] = load1(type, src, k);
+        break;
+    }
+    default:
+        dequant_row(type, src, dst, n);
+        break;
+    }
+}
+
+/* dx[b][0..cn) += sum_r dy[b][r] * w[r][0..cn) for r < mp, NB batch rows and NV vectors of 8
+ * columns held in registers across the whole panel. */
+INLINE void panel_tile(const float *const *w, int mp, const float *dy, size_t ldy, float *dx, size_t ldx, int k,
+                       int NB, int NV)
+{
+    __m256 acc[4][4];
+    UNROLL
+    for (int b = 0; b < NB; b++)
+        UNROLL
+        for (int v = 0; v < NV; v++)
+            acc[b][v] = _mm256_loadu_ps(dx + b * ldx + k + 8 * v);
+    for (int r = 0; r < mp; r++) {
+        __m256 wv[4];
+        UNROLL
+        for (int v = 0; v < NV; v++)
+            wv[v] = _mm256_loadu_ps(w[r] + k + 8 * v);
+        UNROLL
+        for (int b = 0; b < NB; b++) {
+            __m256 d = _mm256_broadcast_ss(dy + b * ldy + r);
+            UNROLL
+            for (int v = 0; v < NV; v++)
+                acc[b][v] = _mm256_fmadd_ps(d, wv[v], acc[b][v]);
+        }
+    }
+    UNROLL
+    for (int b = 0; b < NB; b++)
+        UNROLL
+        for (int v = 0; v < NV; v++)
+            _mm256_storeu_ps(dx + b * ldx + k + 8 * v, acc[b][v]);
+}
+
+void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx, int cn)
+{
+    int b = 0;
+    for (; b + 4 <= B; b += 4) {
+        int k = 0;
+        for (; k + 16 <= cn; k += 16)
+            panel_tile(w, mp, dy + b * ldy, ldy, dx + b * ldx, ldx, k, 4, 2);
+        for (; k + 8 <= cn; k += 8)
+            panel_tile(w, mp, dy + b * ldy, ldy, dx + b * ldx, ldx, k, 4, 1);
+        for (; k < cn; k++)
+            for (int bb = b; bb < b + 4; bb++)
+                for (int r = 0; r < mp; r++)
+                    dx[bb * ldx + k] += dy[bb * ldy + r] * w[r][k];
+    }
+    for (; b < B; b++) {
+        int k = 0;
+        for (; k + 32 <= cn; k += 32)
+            panel_tile(w, mp, dy + b * ldy, ldy, dx + b * ldx, ldx, k, 1, 4);
+        for (; k + 8 <= cn; k += 8)
+            panel_tile(w, mp, dy + b * ldy, ldy, dx + b * ldx, ldx, k, 1, 1);
+        for (; k < cn; k++)
+            for (int r = 0; r < mp; r++)
+                dx[b * ldx + k] += dy[b * ldy + r] * w[r][k];
+    }
+}
+
 #else
 typedef int kernels_avx2_empty_; /* ISO C forbids an empty translation unit */
 #endif

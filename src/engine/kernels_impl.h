@@ -55,6 +55,12 @@ void kdot4r_q8_0(const void *w, size_t row_bytes, const kx_block *x, int nb, flo
 void kdot4r_q4_K(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
 void kdot4r_q6_K(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
 
+/* Dequantizes n elements (SIMD where available; same values as dequant_row). */
+void kx_dequant(int type, const void *src, float *dst, int64_t n);
+/* The transposed product's inner kernel: dx[b][0..cn) += sum_r dy[b][r] * w[r][0..cn) for r < mp,
+ * b < B; dy rows ldy apart, dx rows ldx apart, w[r] a row of at least cn floats. */
+void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx, int cn);
+
 /* Float weights (F32, F16, BF16) against F32 activations: out[j] = dot(w, x + j * ldx), K elements. */
 void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int64_t K, float *out);
 

@@ -6,6 +6,10 @@
 #include <math.h>
 #include <string.h>
 
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+
 /* ---- type table (ggml_type codes; removed codes have size 0) ---- */
 
 typedef struct type_info {
@@ -135,6 +139,9 @@ static inline uint32_t f32_bits(float f)
 
 float fp16_to_f32(uint16_t h)
 {
+#ifdef __F16C__
+    return _cvtsh_ss(h);  /* exact, like the portable code below */
+#endif
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ffu;
     if (exp == 0) {
@@ -150,6 +157,9 @@ float fp16_to_f32(uint16_t h)
  * makes the FPU do the round-to-nearest-even. */
 uint16_t f32_to_fp16(float f)
 {
+#ifdef __F16C__
+    return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#endif
     float base = (fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
     uint32_t w = f32_bits(f);
     uint32_t shl1_w = w + w;

@@ -121,6 +121,31 @@ int logprobs_parse(const char *body, size_t len, size_t start, size_t end, doubl
     if (n > LOGPROBS_MAX_TOKENS)
         n = LOGPROBS_MAX_TOKENS;
     int have_tokens = cJSON_IsArray(tk) && cJSON_GetArraySize(tk) >= n;
+    /* Where the choice ends in the server's offsets: at the first generated token when usage says
+     * how many were generated. llama-cpp-python measures offsets in the detokenized text, where
+     * special tokens (<|im_start|>) count nothing, so the prompt's own length does not line up;
+     * the generated tokens always come last. Without usage: the prompt's length as sent. */
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
+    int gen = cJSON_IsObject(usage) ? count_of(usage, "completion_tokens") : -1;
+    if (gen >= 0 && gen <= n && n == cJSON_GetArraySize(tl) && n == cJSON_GetArraySize(to)) {
+        double g_at;
+        if (gen > 0) {
+            const cJSON *og = cJSON_GetArrayItem(to, n - gen);
+            g_at = cJSON_IsNumber(og) ? og->valuedouble : -1;
+        } else {
+            /* nothing generated: the end of the last token */
+            const cJSON *ol = cJSON_GetArrayItem(to, n - 1);
+            const cJSON *tl1 = have_tokens ? cJSON_GetArrayItem(tk, n - 1) : NULL;
+            g_at = cJSON_IsNumber(ol) && cJSON_IsString(tl1) && tl1->valuestring
+                       ? ol->valuedouble + (double)utf8_codepoints(tl1->valuestring, strlen(tl1->valuestring))
+                       : -1;
+        }
+        if (g_at >= (double)(end - start) && g_at < 1e12) {
+            size_t span = end - start;
+            end = (size_t)g_at;
+            start = end - span;
+        }
+    }
     /* Walk the arrays together (cJSON arrays are lists: indexing each would be quadratic). */
     const cJSON *l = tl->child, *o = to->child, *t = have_tokens ? tk->child : NULL;
     double sum = 0, prev_off = -1;
@@ -173,7 +198,6 @@ int logprobs_parse(const char *body, size_t len, size_t start, size_t end, doubl
     }
     *logprob = sum;
     *n_tokens = used;
-    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
     if (r) {
         r->tokens_in = cJSON_IsObject(usage) ? count_of(usage, "prompt_tokens") : -1;
         r->tokens_out = cJSON_IsObject(usage) ? count_of(usage, "completion_tokens") : -1;

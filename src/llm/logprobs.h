@@ -5,8 +5,11 @@
  * "max_tokens": 1, "temperature": 0}. (max_tokens 1, not 0: llama-cpp-python reads 0 as "until
  * the context is full", and the one generated token lies past the choice, so it is never
  * counted.) The reply's choices[0].logprobs gives each echoed token's text_offset (in characters,
- * i.e. Unicode code points, of the echoed text) and token_logprobs; the choice's score is the sum
- * over the tokens that overlap the choice's characters. Spaces that end the prompt are moved to
+ * i.e. Unicode code points) and token_logprobs; the choice's score is the sum over the tokens that
+ * overlap the choice's characters, which end where the generated tokens begin (the last
+ * usage.completion_tokens of them; llama-cpp-python counts offsets in the detokenized text, where
+ * special tokens such as <|im_start|> have no length), or, without usage, at the end of the prompt
+ * sent. Spaces that end the prompt are moved to
  * the front of the choice ("Answer: " + "positive" scores " positive"), as the local engine does.
  * A server that returns no prompt log-probabilities gets a clear error on the response. */
 #ifndef PWB_LLM_LOGPROBS_H

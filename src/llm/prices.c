@@ -170,6 +170,15 @@ int prices_lookup(const price_table *t, const char *model, llm_price *out)
     return 1;
 }
 
+int prices_resolve(const price_table *t, const char *model, const llm_price *suite, llm_price *out)
+{
+    if (suite && suite->known) {
+        *out = *suite;
+        return 1;
+    }
+    return prices_lookup(t, model, out);
+}
+
 double llm_estimate_cost(const llm_price *p, double tokens_in, double tokens_out, double cached_in)
 {
     if (!p || !p->known)

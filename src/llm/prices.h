@@ -50,6 +50,10 @@ int prices_find(pwb_buf *out, pwb_err *e);
 /* 1 and *out set when the table prices model; 0 (and out->known = 0) otherwise. */
 int prices_lookup(const price_table *t, const char *model, llm_price *out);
 
+/* The price a model is billed at: the suite's (suite->known) when it gives one, else the table's
+ * for model (t may be NULL). Returns out->known. */
+int prices_resolve(const price_table *t, const char *model, const llm_price *suite, llm_price *out);
+
 /* USD for tokens_in prompt tokens (of which cached_in were read from the provider's cache) and
  * tokens_out generated tokens. Negative counts count as 0; an unknown price costs 0. */
 double llm_estimate_cost(const llm_price *p, double tokens_in, double tokens_out, double cached_in);

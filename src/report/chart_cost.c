@@ -15,14 +15,35 @@
 #define Y0 60.0
 #define Y1 384.0
 #define LABEL_H 14.0
+#define LABEL_GAP 8.0 /* px kept free between two labels on one line */
+#define HALO "stroke=\"#ffffff\" stroke-width=\"3\" paint-order=\"stroke\""
 
 typedef struct box {
     double x0, y0, x1, y1;
 } box;
 
+typedef struct label {
+    size_t row;
+    double x, y;   /* the point */
+    double lx, ly; /* the text's anchor and baseline */
+    double tw;
+    int right;     /* text to the right of the point */
+} label;
+
+/* By column (anchor x, side), then by the point's height. */
+static int cmp_label(const void *pa, const void *pb)
+{
+    const label *a = pa, *b = pb;
+    if (a->lx != b->lx)
+        return (a->lx > b->lx) - (a->lx < b->lx);
+    if (a->right != b->right)
+        return a->right - b->right;
+    return (a->y > b->y) - (a->y < b->y);
+}
+
 static int overlaps(const box *a, const box *b)
 {
-    return a->x0 < b->x1 && b->x0 < a->x1 && a->y0 < b->y1 && b->y0 < a->y1;
+    return a->x0 < b->x1 + LABEL_GAP && b->x0 < a->x1 + LABEL_GAP && a->y0 < b->y1 && b->y0 < a->y1;
 }
 
 typedef struct axis {
@@ -100,8 +121,7 @@ int report_svg_cost(const report_group *g, pwb_buf *b, pwb_err *e)
     buf_printf(&t, " \xc2\xb7 %s: accuracy against cost", g->model);
     svg s;
     svg_begin(&s, b, W, H, t.data,
-              "95% Wilson intervals; blue: hard prompts, orange: soft prompts (inference cost only); "
-              "dashed: majority class");
+              "95% Wilson intervals \xc2\xb7 blue: hard prompts \xc2\xb7 orange: soft prompts (inference only)");
     char lab[48];
     for (int i = 0; i < nyt; i++) {
         if (yt[i] < -1e-9 || yt[i] > 1 + 1e-9)
@@ -123,71 +143,130 @@ int report_svg_cost(const report_group *g, pwb_buf *b, pwb_err *e)
     buf_printf(&t, "%s%s", unit, ax.log ? " (log scale)" : "");
     svg_text(&s, (X0 + X1) / 2, Y1 + 36, "middle", NULL, t.data);
     svg_text(&s, 14, (Y0 + Y1) / 2, "middle", "transform=\"rotate(-90 14 222)\"", "accuracy");
+    size_t n = 0;
+    for (size_t i = 0; i < g->n_rows; i++)
+        n += usable(&g->rows[i], ax.log);
+    box *placed = calloc(3 * n + 2, sizeof *placed);
+    double *px = calloc(3 * (g->n_rows + 1), sizeof *px), *lx_right = px ? px + g->n_rows + 1 : NULL,
+           *lx_left = px ? lx_right + g->n_rows + 1 : NULL;
+    size_t np = 0;
+    if (!placed || !px)
+        s.err = 1;
     if (base && base->n > 0) {
         double y = map_y(alo, ahi, base->accuracy);
         svg_line(&s, X0, y, X1, y, "#888888", 1.2, "5 4");
         snprintf(lab, sizeof lab, "majority class %.1f%%", 100 * base->accuracy);
-        svg_text(&s, X1 - 4, y - 5, "end", "fill=\"#666666\"", lab);
+        if (placed)
+            placed[np++] = (box){X1 - 4 - svg_text_width(lab, SVG_FONT), y - 16, X1, y - 2};
     }
-    size_t n = 0;
-    for (size_t i = 0; i < g->n_rows; i++)
-        n += usable(&g->rows[i], ax.log);
-    box *placed = calloc(2 * n + 1, sizeof *placed);
-    size_t np = 0;
-    if (!placed)
-        s.err = 1;
+    /* Methods of the same cost (soft prompts of one model often are) are spread a few pixels
+     * apart so their intervals stay readable. */
+    for (size_t i = 0; i < g->n_rows && px; i++) {
+        const report_row *w = &g->rows[i];
+        if (!usable(w, ax.log))
+            continue;
+        double x = map_x(&ax, w->cost_per_example);
+        size_t same = 0, before = 0;
+        for (size_t k = 0; k < g->n_rows; k++)
+            if (usable(&g->rows[k], ax.log) && fabs(map_x(&ax, g->rows[k].cost_per_example) - x) < 0.5) {
+                same++;
+                before += k < i;
+            }
+        double dx = ((double)before - (double)(same - 1) / 2.0) * fmin(7.0, 60.0 / (double)same);
+        px[i] = fmin(fmax(x + dx, X0 + 7), X1 - 7);
+        /* Labels of a cluster start right of its last point (or left of its first). */
+        double half = (double)(same - 1) / 2.0 * fmin(7.0, 60.0 / (double)same);
+        lx_right[i] = fmin(x + half, X1 - 7) + 9;
+        lx_left[i] = fmax(x - half, X0 + 7) - 9;
+    }
     /* Points first, then labels, so a label is never hidden under a later point. */
-    for (size_t i = 0; i < g->n_rows && placed; i++) {
+    for (size_t i = 0; i < g->n_rows && placed && px; i++) {
         const report_row *w = &g->rows[i];
         if (!usable(w, ax.log))
             continue;
         const int soft = w->has_soft_prompt || !strcmp(w->kind, "soft");
         const char *col = soft ? "#d46a00" : "#2b6cb0";
-        double x = map_x(&ax, w->cost_per_example), y = map_y(alo, ahi, w->accuracy);
+        double x = px[i], y = map_y(alo, ahi, w->accuracy);
         svg_vbar(&s, x, map_y(alo, ahi, w->ci_lo), map_y(alo, ahi, w->ci_hi), 3, col);
         buf_reset(&t);
         buf_printf(&t, "%s: %.1f%% [%.1f, %.1f] at %.4g %s", w->method, 100 * w->accuracy, 100 * w->ci_lo,
                    100 * w->ci_hi, w->cost_per_example, unit);
         svg_circle(&s, x, y, w->is_best ? 6 : 4.5, col, t.data);
-        placed[np++] = (box){x - 6, y - 6, x + 6, y + 6};
     }
-    for (size_t i = 0; i < g->n_rows && placed; i++) {
+    if (base && base->n > 0) { /* its text over the points, under the methods' labels */
+        snprintf(lab, sizeof lab, "majority class %.1f%%", 100 * base->accuracy);
+        svg_text(&s, X1 - 4, map_y(alo, ahi, base->accuracy) - 5, "end", "fill=\"#666666\" " HALO, lab);
+    }
+    /* Labels: each cluster's labels form a column beside it, in the order of their points' heights,
+     * pushed apart to one line each (with a leader line when moved); a label that still meets
+     * another column's label or the baseline's is moved up or down to a free line. */
+    size_t nl = 0;
+    label *labs = calloc(n + 1, sizeof *labs);
+    if (!labs)
+        s.err = 1;
+    for (size_t i = 0; i < g->n_rows && labs && px; i++) {
         const report_row *w = &g->rows[i];
         if (!usable(w, ax.log))
             continue;
-        double x = map_x(&ax, w->cost_per_example), y = map_y(alo, ahi, w->accuracy);
-        svg_fit(w->method, 180, SVG_FONT, &t);
-        double tw = svg_text_width(t.data, SVG_FONT);
-        int right = x + 9 + tw <= X1;
-        double lx = right ? x + 9 : x - 9;
-        box best = {0, 0, 0, 0};
-        double best_dy = 0;
-        int found = 0;
-        for (int k = 0; k < 13 && !found; k++) {
-            double dy = (k % 2 ? 1 : -1) * LABEL_H * ((k + 1) / 2);
-            double by = y + 4 + dy;
-            box bx = {right ? lx : lx - tw, by - 11, right ? lx + tw : lx, by + 3};
-            if (bx.y0 < Y0 || bx.y1 > Y1)
+        label *l = &labs[nl++];
+        l->row = i;
+        l->x = px[i];
+        l->y = map_y(alo, ahi, w->accuracy);
+        svg_fit(w->method, 240, SVG_FONT, &t);
+        l->tw = svg_text_width(t.data, SVG_FONT) * (w->is_best ? 1.1 : 1.0); /* bold is wider */
+        l->right = lx_right[i] + l->tw <= X1;
+        l->lx = l->right ? lx_right[i] : lx_left[i];
+        l->ly = l->y + 4;
+    }
+    if (labs)
+        qsort(labs, nl, sizeof *labs, cmp_label);
+    for (size_t a = 0; a < nl;) {
+        size_t z = a + 1;
+        while (z < nl && labs[z].lx == labs[a].lx && labs[z].right == labs[a].right)
+            z++;
+        for (size_t k = a + 1; k < z; k++)
+            labs[k].ly = fmax(labs[k].ly, labs[k - 1].ly + LABEL_H);
+        if (labs[z - 1].ly > Y1 - 3)
+            labs[z - 1].ly = Y1 - 3;
+        for (size_t k = z - 1; k > a; k--)
+            labs[k - 1].ly = fmin(labs[k - 1].ly, labs[k].ly - LABEL_H);
+        if (labs[a].ly < Y0 + 11)
+            for (size_t k = a; k < z; k++)
+                labs[k].ly = fmax(labs[k].ly, (k > a ? labs[k - 1].ly + LABEL_H : Y0 + 11));
+        a = z;
+    }
+    for (size_t k = 0; k < nl; k++) {
+        label *l = &labs[k];
+        const report_row *w = &g->rows[l->row];
+        box bx = {l->right ? l->lx : l->lx - l->tw, l->ly - 11, l->right ? l->lx + l->tw : l->lx, l->ly + 3};
+        int clash = 0;
+        for (size_t j = 0; j < np && !clash; j++)
+            clash = overlaps(&bx, &placed[j]);
+        for (int m = 1; m < 21 && clash; m++) {
+            double dy = (m % 2 ? 1 : -1) * LABEL_H * ((m + 1) / 2);
+            box b2 = {bx.x0, bx.y0 + dy, bx.x1, bx.y1 + dy};
+            if (b2.y0 < Y0 || b2.y1 > Y1)
                 continue;
-            int clash = 0;
+            clash = 0;
             for (size_t j = 0; j < np && !clash; j++)
-                clash = overlaps(&bx, &placed[j]);
+                clash = overlaps(&b2, &placed[j]);
             if (!clash) {
-                best = bx;
-                best_dy = dy;
-                found = 1;
+                bx = b2;
+                l->ly += dy;
             }
         }
-        if (!found) {
-            best_dy = 0;
-            best = (box){right ? lx : lx - tw, y - 7, right ? lx + tw : lx, y + 7};
-        }
-        if (best_dy != 0)
-            svg_line(&s, x, y, right ? lx - 2 : lx + 2, y + best_dy, "#bbbbbb", 0.8, NULL);
-        svg_text(&s, lx, y + 4 + best_dy, right ? "start" : "end", w->is_best ? "font-weight=\"bold\"" : NULL, t.data);
-        placed[np++] = best;
+        if (placed)
+            placed[np++] = bx;
+        if (fabs(l->ly - 4 - l->y) > 1 || fabs(l->lx - l->x) > 10)
+            svg_line(&s, l->x, l->y, l->right ? l->lx - 2 : l->lx + 2, l->ly - 4, "#999999", 1, NULL);
+        svg_fit(w->method, 240, SVG_FONT, &t);
+        /* A white halo keeps a label readable where it crosses another method's interval. */
+        svg_text(&s, l->lx, l->ly, l->right ? "start" : "end",
+                 w->is_best ? "font-weight=\"bold\" " HALO : HALO, t.data);
     }
+    free(labs);
     free(placed);
+    free(px);
     if (ax.log && any_zero)
         svg_text(&s, X0, H - 12, "start", "fill=\"#777777\"", "methods with zero cost are not shown on the log axis");
     buf_free(&t);

@@ -128,7 +128,8 @@ int report_svg_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b, 
 
     pwb_buf title;
     buf_init(&title);
-    buf_printf(&title, "%s \xc2\xb7 %s: sweep of %s", g->dataset, g->model, sw->name);
+    buf_printf(&title, "%s \xc2\xb7 %s: sweep %s, accuracy by %s", g->dataset, g->model, sw->name,
+               sw->n_axes ? sw->axes[sw->x_axis] : "point");
     svg s;
     svg_begin(&s, b, W, H, title.data, "accuracy with 95% Wilson interval; ringed: the sweep's best point");
     buf_free(&title);
@@ -159,7 +160,7 @@ int report_svg_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b, 
         double y = map_y(lo, hi, base->accuracy);
         svg_line(&s, X0, y, X1, y, "#888888", 1.2, "5 4");
         snprintf(lab, sizeof lab, "majority class %.1f%%", 100 * base->accuracy);
-        svg_text(&s, X1 - 4, y - 5, "end", "fill=\"#666666\"", lab);
+        svg_text(&s, X1 - 4, y - 5, "end", "fill=\"#666666\" stroke=\"#ffffff\" stroke-width=\"3\" paint-order=\"stroke\"", lab);
     }
     for (size_t j = 0; j < ns; j++) {
         const char *col = svg_color(j);

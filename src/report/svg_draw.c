@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Length of the valid UTF-8 sequence at p (at most n bytes), 0 when invalid. Overlongs,
@@ -137,6 +138,21 @@ int svg_finish(svg *s, pwb_err *e)
 
 void svg_text(svg *s, double x, double y, const char *anchor, const char *attrs, const char *text)
 {
+    /* Keep the text inside the picture: shift it by its estimated width when it would run over
+     * an edge (tick labels at the ends of an axis, labels near the border). Rotated text is left
+     * to its caller. */
+    if (!attrs || !strstr(attrs, "transform")) {
+        double fs = SVG_FONT;
+        const char *f = attrs ? strstr(attrs, "font-size=\"") : NULL;
+        if (f)
+            fs = strtod(f + 11, NULL);
+        double w = svg_text_width(text, fs);
+        double left = anchor && !strcmp(anchor, "end") ? x - w : anchor && !strcmp(anchor, "middle") ? x - w / 2 : x;
+        if (left + w > s->w - 2)
+            x -= left + w - (s->w - 2);
+        else if (left < 2 && w < s->w - 4)
+            x += 2 - left;
+    }
     s->err |= buf_printf(s->b, "<text x=\"%.1f\" y=\"%.1f\"", x, y);
     if (anchor && strcmp(anchor, "start") != 0)
         s->err |= buf_printf(s->b, " text-anchor=\"%s\"", anchor);
@@ -277,21 +293,15 @@ int svg_log_ticks(double *lo, double *hi, double t[16])
 
 void svg_tick_label(double v, double step, char *out, size_t cap)
 {
-    if (v == 0) {
+    /* Round away the float noise of lo + k * step first (0.30000000000000004), then print as
+     * short as possible: "0.25", "20", "0.0001", "2e-05", "1e+06". */
+    if (step > 0 && isfinite(step))
+        v = round(v / step) * step;
+    if (fabs(v) < 1e-300 || (step > 0 && fabs(v) < step * 1e-6)) {
         snprintf(out, cap, "0");
         return;
     }
-    double av = fabs(v);
-    if (av >= 1e6 || av < 1e-4) {
-        snprintf(out, cap, "%.0e", v);
-        return;
-    }
-    int dec = step > 0 ? (int)ceil(-log10(step) - 1e-9) : 2;
-    if (dec < 0)
-        dec = 0;
-    if (dec > 6)
-        dec = 6;
-    snprintf(out, cap, "%.*f", dec, v);
+    snprintf(out, cap, "%.6g", v);
 }
 
 static double legend_item_width(const char *name)

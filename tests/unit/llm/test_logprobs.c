@@ -94,8 +94,8 @@ static int parse(const char *body, size_t start, size_t end, double *lp, int *n,
 
 Test(logprobs_parse, sums_the_choice_tokens)
 {
-    const char *j = "{\"choices\":[{\"text\":\"The answer: yes\",\"logprobs\":{\"tokens\":[\"The\",\" answer\",\":\","
-                    "\" yes\"],\"token_logprobs\":[null,-1.0,-0.5,-0.25],\"text_offset\":[0,3,10,11]}}],"
+    const char *j = "{\"choices\":[{\"text\":\"The answer: yes!\",\"logprobs\":{\"tokens\":[\"The\",\" answer\",\":\","
+                    "\" yes\",\"!\"],\"token_logprobs\":[null,-1.0,-0.5,-0.25,-9],\"text_offset\":[0,3,10,11,15]}}],"
                     "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}";
     double lp;
     int n;
@@ -124,6 +124,41 @@ Test(logprobs_parse, sums_the_choice_tokens)
                     "\"token_logprobs\":[null,-1,-2,-3,-4],\"text_offset\":[0,1,2,3,5]}}]}";
     cr_assert_eq(parse(u, 3, 5, &lp, &n, NULL, &e), PWB_OK, "%s", e.msg);
     cr_assert_float_eq(lp, -3, 1e-12);
+}
+
+/* llama-cpp-python: offsets in the detokenized text, where <|im_start|> and <|im_end|> have no
+ * length; the generated tokens (usage.completion_tokens) anchor the choice's end. */
+Test(logprobs_parse, anchored_at_the_generated_tokens)
+{
+    const char *sent = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    size_t start = strlen(sent), end = start + strlen("positive");
+    const char *j = "{\"choices\":[{\"logprobs\":{\"tokens\":[\"user\",\"\\n\",\"Hi\",\"\\n\",\"ass\",\"istant\","
+                    "\"\\n\",\"positive\",\".\"],\"token_logprobs\":[null,-1,-2,-1,-3,-0.1,-0.2,-4.5,-1.5],"
+                    "\"text_offset\":[0,4,5,7,8,11,17,18,26]}}],\"usage\":{\"prompt_tokens\":12,"
+                    "\"completion_tokens\":1}}";
+    double lp;
+    int n;
+    llm_response r = {0};
+    pwb_err e;
+    cr_assert_eq(parse(j, start, end, &lp, &n, &r, &e), PWB_OK, "%s", e.msg);
+    cr_assert_float_eq(lp, -4.5, 1e-12);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(r.tokens_in, 12);
+    /* nothing generated (max_tokens 0, as vLLM allows): the end of the last token */
+    const char *j0 = "{\"choices\":[{\"logprobs\":{\"tokens\":[\"user\",\"\\n\",\"Hi\",\" positive\"],"
+                     "\"token_logprobs\":[null,-1,-2,-4.5],\"text_offset\":[0,4,5,7]}}],"
+                     "\"usage\":{\"completion_tokens\":0}}";
+    cr_assert_eq(parse(j0, 40, 49, &lp, &n, NULL, &e), PWB_OK, "%s", e.msg);
+    cr_assert_float_eq(lp, -4.5, 1e-12);
+    /* without usage the prompt's own length is used, which these offsets do not match */
+    const char *nu = strstr(j, ",\"usage\"");
+    char *copy = strndup(j, (size_t)(nu - j));
+    pwb_buf b;
+    buf_init(&b);
+    buf_printf(&b, "%s}", copy);
+    free(copy);
+    cr_assert_eq(parse(b.data, start, end, &lp, &n, NULL, &e), PWB_EUNSUP);
+    buf_free(&b);
 }
 
 Test(logprobs_parse, servers_that_cannot_rank_say_so)

@@ -62,6 +62,14 @@ Test(prices, shipped_table_loads_and_is_dated)
     cr_assert(!q.known);
     cr_assert(!prices_lookup(&t, "", &q));
     cr_assert(!prices_lookup(NULL, "gpt-4o", &q));
+    /* a suite's price wins over the table */
+    llm_price suite = {.known = 1, .in_per_m = 9, .out_per_m = 9, .cached_in_per_m = -1};
+    cr_assert(prices_resolve(&t, "gpt-4o-mini", &suite, &q));
+    cr_assert_float_eq(q.in_per_m, 9, 1e-12);
+    cr_assert(prices_resolve(&t, "gpt-4o-mini", NULL, &q));
+    cr_assert_float_eq(q.in_per_m, p.in_per_m, 1e-12);
+    llm_price none = {0};
+    cr_assert(!prices_resolve(&t, "my-local-model", &none, &q));
     prices_free(&t);
 
     /* prices_find: PWB_PRICES wins; a missing one is an error naming it */
