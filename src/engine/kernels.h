@@ -8,8 +8,14 @@
  *
  * Numerics: for Q4_0, Q4_1, Q8_0, Q4_K and Q6_K weights the activations are quantized to 8 bits
  * per 32-element block once per call (as llama.cpp does) and the dot products are integer SIMD;
- * this adds a relative error of about 0.2-0.5 % per dot product on top of the weights' own
- * quantization. F32, F16 and BF16 weights are dotted in F32 (FMA). */
+ * this moves each output by at most sum_k |W[m,k]| * d_x / 2 (d_x = max|x| / 127 over the block),
+ * typically 0.2-0.5 % relative, on top of the weights' own quantization. F32, F16 and BF16
+ * weights are dotted in F32 (FMA). Results are deterministic for a given call; a batch row's
+ * result may differ in the last bits from the same row computed alone (rows in groups of 8 use a
+ * different summation order).
+ *
+ * Threads: on a machine shared with other busy processes, OpenMP's default active waiting makes
+ * every barrier a long stall; run with OMP_WAIT_POLICY=passive (or fewer threads) there. */
 #ifndef PWB_ENGINE_KERNELS_H
 #define PWB_ENGINE_KERNELS_H
 
@@ -27,8 +33,8 @@ int kernel_matmul(const pwb_tensor *W, const float *x, int B, float *y, pwb_err 
 int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, float *y, size_t ldy,
                      pwb_err *e);
 /* Transposed product, for backpropagating to a matmul's input:
- * dx[b][k] (+)= sum_m dy[b][m] * W[m,k]. With accumulate = 0 dx is overwritten. F32 throughout
- * (weights are dequantized on the fly, activations are not quantized). */
+ * dx[b][k] (+)= sum_m dy[b][m] * W[m,k]. With accumulate = 0 dx is overwritten. F32 throughout:
+ * weights are dequantized on the fly in 32x256 panels, dy is not quantized. */
 int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int accumulate,
                     pwb_err *e);
 

@@ -24,7 +24,8 @@ int llm_budget_reserve(llm_budget *b, double usd, pwb_err *e)
         usd = 0;
     pthread_mutex_lock(&b->mu);
     int rc = PWB_OK;
-    if (b->limit_usd > 0 && b->spent_usd + b->reserved_usd + usd > b->limit_usd) {
+    /* a free request (a local server, an unpriced model) is never refused */
+    if (b->limit_usd > 0 && usd > 0 && b->spent_usd + b->reserved_usd + usd > b->limit_usd) {
         b->refused++;
         rc = err_set(e, PWB_ELIMIT,
                      "cost limit of $%.4f reached: $%.4f spent, $%.4f held for requests in flight, the next "

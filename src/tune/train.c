@@ -505,6 +505,22 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
     if (rc != PWB_OK)
         goto done;
 
+    /* Step 0: the initial prompt is the first candidate, so training never returns worse than it
+     * started (as the held-out slice sees it). */
+    if (n_eval > 0 && !found) {
+        double acc, el;
+        rc = evaluate_idx(en, out, ex, eval_idx, n_eval, &acc, &el, NULL, e);
+        if (rc != PWB_OK)
+            goto done;
+        memcpy(st.best.w, out->w, np * sizeof(float));
+        st.has_best = 1;
+        st.best_acc = acc;
+        st.best_loss = el;
+        st.best_step = 0;
+        tune_eval_info vi = {0, acc, el, (int)n_eval, 1};
+        if (hooks && hooks->on_eval && hooks->on_eval(hooks->ctx, &vi))
+            stopping = 2;
+    }
     for (long step = st.step + 1; step <= total && !stopping; step++) {
         double t0 = timer_wall();
         /* This step's examples from the stream of epochs. */

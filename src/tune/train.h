@@ -8,7 +8,8 @@
  *
  * Loop: a seeded held-out slice of the training examples is set aside; the rest (up to a limit)
  * is visited in seeded shuffled epochs, `batch` examples per step, for `steps` steps (or
- * `epochs`). Each step runs one forward/backward over the batch, the soft prompt and the ids all
+ * `epochs`). The held-out slice is scored before the first step (step 0: the initial prompt is the
+ * first candidate for best). Each step runs one forward/backward over the batch, the soft prompt and the ids all
  * the batch's inputs start with forming one shared prefix, computed once. Every eval_every steps
  * (and at the end) the held-out slice is scored by rank classification (engine_rank); the best
  * prompt so far is kept and returned, and training stops after `patience` evaluations without

@@ -171,6 +171,14 @@ Test(budget, reserve_settle_refuse)
     cr_assert_float_eq(llm_budget_spent(&b), 0.95, 1e-12);
     llm_budget_free(&b);
 
+    llm_budget over;
+    llm_budget_init(&over, 1.0, 5.0); /* a resumed run that already spent more than the limit */
+    cr_assert_eq(llm_budget_reserve(&over, 0, &e), PWB_OK, "a free request still goes");
+    cr_assert_eq(llm_budget_reserve(&over, 1e-9, &e), PWB_ELIMIT);
+    llm_budget_settle(&over, 0, -10);
+    cr_assert_float_eq(llm_budget_spent(&over), 5.0, 1e-12, "negative costs are ignored");
+    llm_budget_free(&over);
+
     llm_budget none;
     llm_budget_init(&none, 0, 0);
     cr_assert_eq(llm_budget_reserve(&none, 1e12, &e), PWB_OK, "no limit");

@@ -12,6 +12,7 @@
 #include "llm/openai.h"
 #include "llm/ratelimit.h"
 #include "util/timer.h"
+#include <cjson/cJSON.h>
 
 Test(ratelimit, rpm_bucket_paces_requests)
 {
@@ -238,4 +239,43 @@ Test(ratelimit_http, adaptive_concurrency_backs_off_on_429)
     cr_assert_eq(lim_fixed, 12);
     cr_assert(lim_adapt <= 6, "adaptive cap ends near the server's 3, got %d", lim_adapt);
     cr_assert(adapt * 3 < fixed, "adaptive: %ld 429s, fixed: %ld", adapt, fixed);
+}
+
+/* The limiter under faults: 20% of attempts fail (429 with Retry-After 0, 500, dropped
+ * connections, timeouts); with AIMD and an RPM limit on, every request still completes exactly
+ * once, the retries are counted, and nothing is left charged. */
+Test(ratelimit_http, faults_with_limits_complete_exactly_once)
+{
+    fakesrv_start(&g_srv, (const char *const[]){"--reply", "ok", "--seed", "12", "--rate-429", "0.06", "--retry-after",
+                                                "0", "--rate-500", "0.06", "--rate-drop", "0.04", "--rate-slow",
+                                                "0.04", "--slow-ms", "400", NULL});
+    test_reqs t;
+    test_reqs_init(&t, 400, 4);
+    ratelimit rl;
+    ratelimit_init(&rl, &(ratelimit_opts){.max_concurrency = 16, .rpm = 60000, .adaptive = 1}, timer_wall());
+    char url[128];
+    snprintf(url, sizeof url, "%s/chat/completions", g_srv.base);
+    http_opts o = {.url = url, .concurrency = 16, .timeout_s = 0.25, .max_retries = 20, .backoff_base_s = 0.005,
+                   .backoff_max_s = 0.02, .limiter = &rl, .jitter_seed = 3};
+    http_client *h = NULL;
+    pwb_err e;
+    cr_assert_eq(http_client_create(&h, &o, &e), PWB_OK, "%s", e.msg);
+    double dt = run_batch(h, &t);
+    long retries = 0;
+    for (size_t i = 0; i < t.n; i++)
+        retries += t.out[i].retries;
+    cJSON *s = fakesrv_stats(&g_srv);
+    int drops = cJSON_GetObjectItem(s, "drop")->valueint;
+    int faults = cJSON_GetObjectItem(s, "status_429")->valueint + cJSON_GetObjectItem(s, "status_500")->valueint +
+                 drops + cJSON_GetObjectItem(s, "slow")->valueint;
+    cJSON_Delete(s);
+    cr_log_info("400 requests, %d faults, %ld retries, %.2f s, final cap %d", faults, retries, dt, rl.limit);
+    cr_assert(faults >= 50, "%d", faults);
+    /* each fault costs one attempt, but curl itself resends a request whose reused connection was
+     * dropped (the server counts it, the client does not) */
+    cr_assert(retries >= faults - drops && retries <= faults, "retries %ld for %d faults (%d drops)", retries, faults,
+              drops);
+    cr_assert(rl.n_throttled > 0);
+    http_client_free(h);
+    test_reqs_free(&t);
 }

@@ -267,7 +267,7 @@ Test(train, loss_goes_down_on_a_learnable_task)
     pwb_err e;
     cr_assert_eq(tune_train(en, &cfg, ex, 40, &sp, &h, &res, &e), PWB_OK, "%s", e.msg);
     cr_assert_eq(r.n_steps, 30);
-    cr_expect_eq(r.n_evals, 3);
+    cr_expect_eq(r.n_evals, 4, "step 0, 10, 20, 30");
     double first = (r.loss[0] + r.loss[1] + r.loss[2]) / 3, last = (r.loss[27] + r.loss[28] + r.loss[29]) / 3;
     cr_log_info("toy task: loss %.4f -> %.4f, held-out accuracy %.3f", first, last, res.best_accuracy);
     cr_expect_lt(last, 0.7 * first, "loss %.4f -> %.4f", first, last);
@@ -367,7 +367,7 @@ Test(train, early_stopping_keeps_the_best)
     tune_result res;
     pwb_err e;
     cr_assert_eq(tune_train(en, &cfg, ex, 32, &sp, &h, &res, &e), PWB_OK, "%s", e.msg);
-    cr_expect_eq(r.n_evals, res.steps, "one evaluation per step");
+    cr_expect_eq(r.n_evals, res.steps + 1, "step 0, then one evaluation per step");
     cr_expect_eq(res.best_step, r.best_step_seen);
     cr_expect_float_eq(res.best_accuracy, r.best_seen, 1e-12);
     if (res.stopped_early)
