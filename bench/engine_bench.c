@@ -102,6 +102,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--rank-only"))
             rank_only = 1;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress visible when redirected */
     pwb_err e = {0};
     engine *en = NULL;
     engine_opts o = {.n_threads = threads, .batch_items = batch};

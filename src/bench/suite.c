@@ -53,6 +53,8 @@ void suite_free(pwb_suite *s)
         free(m->model);
         free(m->api_key_env);
         free(m->chat_template);
+        free(m->preset);
+        free(m->tokenizer);
         cJSON_Delete(m->raw);
     }
     free(s->models);
@@ -113,6 +115,50 @@ static int get_num(sctx *x, const cJSON *o, const char *key, const char *where, 
                        key, integer ? "an integer" : "a number", lo, hi);
     *out = v->valuedouble;
     return PWB_OK;
+}
+
+/* Optional boolean: absent/null leaves *out; true/false (or 0/1) otherwise. */
+static int get_bool(sctx *x, const cJSON *o, const char *key, const char *where, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v))
+        return PWB_OK;
+    if (cJSON_IsBool(v))
+        *out = cJSON_IsTrue(v);
+    else if (cJSON_IsNumber(v) && (v->valuedouble == 0 || v->valuedouble == 1))
+        *out = v->valuedouble == 1;
+    else
+        return err_set(x->e, PWB_EINVAL, "%s: %s.%s must be true or false", x->path, where, key);
+    return PWB_OK;
+}
+
+/* The providers and presets of src/llm (backend.c, remote.c). bench may not include llm/, so the
+ * names are repeated here; a test in tests/unit/run checks that the two lists agree. */
+static const char *const g_presets[] = {"vllm", "llamacpp", "ollama-openai", "openrouter", "together", "groq", NULL};
+
+static int in_list(const char *name, const char *const *list)
+{
+    for (int i = 0; name && list[i]; i++)
+        if (!strcmp(name, list[i]))
+            return 1;
+    return 0;
+}
+
+int suite_preset_known(const char *name) { return (name && !strcmp(name, "openai")) || in_list(name, g_presets); }
+
+int suite_provider_known(const char *name)
+{
+    static const char *const protocols[] = {"local", "openai", "openai-completions", "ollama", "anthropic", NULL};
+    return in_list(name, protocols) || in_list(name, g_presets);
+}
+
+int suite_provider_has_default_url(const char *provider, const char *preset)
+{
+    if (!provider)
+        return 0;
+    if (!strcmp(provider, "openai") || !strcmp(provider, "openai-completions"))
+        return preset && suite_preset_known(preset);
+    return !strcmp(provider, "ollama") || !strcmp(provider, "anthropic") || in_list(provider, g_presets);
 }
 
 static int ident_ok(const char *s)
@@ -183,8 +229,9 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
 {
     static const char *const keys[] = {"name", "provider", "base_url", "model", "api_key_env", "concurrency",
                                        "timeout_s", "max_retries", "price", "temperature", "max_tokens",
-                                       "chat_template", "options", NULL};
-    static const char *const price_keys[] = {"input", "output", "cpu_hour", NULL};
+                                       "chat_template", "options", "preset", "stream", "rpm", "tpm",
+                                       "adaptive_concurrency", "allow_insecure_key", "tokenizer", NULL};
+    static const char *const price_keys[] = {"input", "output", "cached_input", "cpu_hour", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "models", &n, &rc);
     if (!a)
@@ -205,20 +252,45 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
             (rc = get_str(x, it, "base_url", where, 0, &m->base_url)) ||
             (rc = get_str(x, it, "model", where, 1, &m->model)) ||
             (rc = get_str(x, it, "api_key_env", where, 0, &m->api_key_env)) ||
-            (rc = get_str(x, it, "chat_template", where, 0, &m->chat_template)))
+            (rc = get_str(x, it, "chat_template", where, 0, &m->chat_template)) ||
+            (rc = get_str(x, it, "preset", where, 0, &m->preset)) ||
+            (rc = get_str(x, it, "tokenizer", where, 0, &m->tokenizer)))
             return rc;
         if (!ident_ok(m->name))
             return err_set(x->e, PWB_EINVAL, "%s: %s.name '%s': use letters, digits, '_', '-', '.'", x->path, where,
                            m->name);
-        if (!ident_ok(m->provider))
-            return err_set(x->e, PWB_EINVAL, "%s: %s.provider '%s' is not a provider name", x->path, where,
-                           m->provider);
+        if (!ident_ok(m->provider) || !suite_provider_known(m->provider))
+            return err_set(x->e, PWB_EINVAL,
+                           "%s: %s.provider '%.64s' is not a provider (local, openai, openai-completions, ollama, "
+                           "anthropic, or a preset: vllm, llamacpp, ollama-openai, openrouter, together, groq)",
+                           x->path, where, m->provider);
         int local = !strcmp(m->provider, "local");
+        int oai = !strcmp(m->provider, "openai") || !strcmp(m->provider, "openai-completions");
+        if (m->preset && !oai)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.preset is for provider openai or openai-completions, not '%s'",
+                           x->path, where, m->provider);
+        if (m->preset && !suite_preset_known(m->preset))
+            return err_set(x->e, PWB_EINVAL,
+                           "%s: %s.preset '%.64s' is not a preset (openai, vllm, llamacpp, ollama-openai, "
+                           "openrouter, together, groq)",
+                           x->path, where, m->preset);
+        if (local && m->tokenizer)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.tokenizer: a local model counts with its own tokenizer",
+                           x->path, where);
         if (m->base_url && !str_starts(m->base_url, "http://") && !str_starts(m->base_url, "https://"))
             return err_set(x->e, PWB_EINVAL, "%s: %s.base_url must start with http:// or https://", x->path, where);
-        if (!local && !m->base_url)
-            return err_set(x->e, PWB_EINVAL, "%s: %s.base_url is required for provider '%s'", x->path, where,
-                           m->provider);
+        if (!local && !m->base_url && !suite_provider_has_default_url(m->provider, m->preset))
+            return err_set(x->e, PWB_EINVAL,
+                           "%s: %s.base_url is required for provider '%s' (or name a preset that gives one)",
+                           x->path, where, m->provider);
+        double rpm = 0, tpm = 0;
+        if ((rc = get_bool(x, it, "stream", where, &m->stream)) ||
+            (rc = get_bool(x, it, "adaptive_concurrency", where, &m->adaptive_concurrency)) ||
+            (rc = get_bool(x, it, "allow_insecure_key", where, &m->allow_insecure_key)) ||
+            (rc = get_num(x, it, "rpm", where, 0, 1e9, 0, &rpm)) || (rc = get_num(x, it, "tpm", where, 0, 1e12, 0, &tpm)))
+            return rc;
+        m->rpm = rpm;
+        m->tpm = tpm;
         double conc = local ? 1 : 4, timeout = 60, retries = 3, temp = 0, maxtok = 0;
         if ((rc = get_num(x, it, "concurrency", where, 1, 256, 1, &conc)) ||
             (rc = get_num(x, it, "timeout_s", where, 0.001, 86400, 0, &timeout)) ||
@@ -231,17 +303,25 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
         m->max_retries = (int)retries;
         m->temperature = temp;
         m->max_tokens = (int)maxtok;
+        m->price_cached_in_per_m = -1;
         const cJSON *price = cJSON_GetObjectItemCaseSensitive(it, "price");
         if (price && !cJSON_IsNull(price)) {
             char pw[64];
             snprintf(pw, sizeof pw, "%s.price", where);
             if (!cJSON_IsObject(price))
-                return err_set(x->e, PWB_EINVAL, "%s: %s must be an object {input, output, cpu_hour}", x->path, pw);
+                return err_set(x->e, PWB_EINVAL, "%s: %s must be an object {input, output, cached_input, cpu_hour}",
+                               x->path, pw);
             if ((rc = keys_ok(x, price, price_keys, pw)) ||
                 (rc = get_num(x, price, "input", pw, 0, 1e6, 0, &m->price_in_per_m)) ||
                 (rc = get_num(x, price, "output", pw, 0, 1e6, 0, &m->price_out_per_m)) ||
+                (rc = get_num(x, price, "cached_input", pw, 0, 1e6, 0, &m->price_cached_in_per_m)) ||
                 (rc = get_num(x, price, "cpu_hour", pw, 0, 1e6, 0, &m->price_cpu_hour)))
                 return rc;
+            for (int k = 0; k < 3; k++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(price, price_keys[k]);
+                if (v && !cJSON_IsNull(v))
+                    m->price_given = 1;
+            }
         }
         if (!(m->raw = cJSON_Duplicate(it, 1)))
             return err_set(x->e, PWB_ENOMEM, "out of memory");

@@ -19,7 +19,8 @@ typedef struct suite_dataset {
 
 typedef struct suite_model {
     char *name;
-    char *provider;     /* "openai", "openai-completions", "local" */
+    char *provider;     /* "openai", "openai-completions", "ollama", "anthropic", "local", or a preset
+                         * name ("vllm", "groq", ...; see suite_provider_known) */
     char *base_url;
     char *model;        /* server model id, or local model path */
     char *api_key_env;
@@ -33,6 +34,16 @@ typedef struct suite_model {
     double temperature;
     int max_tokens;          /* 0 = the template's */
     cJSON *raw;              /* the model object as written (owned) */
+    /* Remote providers (docs/http-backends.md). */
+    char *preset;            /* OpenAI-compatible preset for provider openai / openai-completions */
+    int stream;              /* stream replies, record time to first token */
+    double rpm, tpm;         /* requests / tokens per minute, 0 = no limit */
+    int adaptive_concurrency;/* halve concurrency on 429/503, grow again on success */
+    int allow_insecure_key;  /* allow the key over plain http:// to a non-loopback host */
+    char *tokenizer;         /* tokenizer.json / GGUF / HF folder counting this model's tokens (--dry-run) */
+    double price_cached_in_per_m; /* USD per million prompt tokens read from the provider's cache; < 0: not given */
+    int price_given;         /* the suite gives price.input, price.output or price.cached_input: it wins over
+                              * the shipped table */
 } suite_model;
 
 typedef struct suite_method {
@@ -71,6 +82,15 @@ int suite_load(pwb_suite *s, const char *path, pwb_err *e);
 int suite_parse(pwb_suite *s, const char *text, size_t n, const char *path, pwb_err *e);
 /* The method's template file: as written, beside the suite, then each of the ':'-separated
  * template_dirs; a bare name also tries "<name>.tmpl". */
+/* 1 when name is a provider a suite may name: local, openai, openai-completions, ollama,
+ * anthropic, or an OpenAI-compatible preset (vllm, llamacpp, ollama-openai, openrouter, together,
+ * groq). Kept in step with src/llm/remote.c, which bench may not include. */
+int suite_provider_known(const char *name);
+/* 1 when name is a preset a model may give as "preset" (with provider openai or openai-completions). */
+int suite_preset_known(const char *name);
+/* 1 when the provider has a default base URL (ollama, anthropic, a preset), so base_url may be left out. */
+int suite_provider_has_default_url(const char *provider, const char *preset);
+
 int suite_resolve_template(const pwb_suite *s, const suite_method *m, const char *template_dirs, pwb_buf *out,
                            pwb_err *e);
 

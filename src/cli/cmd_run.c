@@ -1,26 +1,61 @@
-/* pwb run SUITE: validate, run every cell, print a summary table. */
+/* pwb run SUITE: validate, run every cell, print a summary table (or, with --dry-run, what each
+ * cell would send and cost). */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "cli/table.h"
 #include "run/run.h"
 
+/* --dry-run: per cell what would be sent, and the total. */
+static void print_estimate(const run_opts *o, const run_result *r)
+{
+    printf("suite %s is valid: %d cells; dry run, nothing sent\n", o->suite_path, r->n_cells);
+    cli_table t;
+    table_init(&t, 9,
+               (const char *[]){"dataset", "model", "method", "requests", "calls", "tokens_in", "max_tokens_out",
+                                "max_cost_usd", "counted_with"});
+    int unpriced = 0, approx = 0;
+    for (int i = 0; i < r->n_cells; i++) {
+        const run_cell_result *c = &r->cells[i];
+        char req[32], calls[32], tin[32], tout[32], cost[32];
+        snprintf(req, sizeof req, "%ld", c->est.requests);
+        snprintf(calls, sizeof calls, "%ld", c->est.calls);
+        snprintf(tin, sizeof tin, "%.0f", c->est.tokens_in);
+        snprintf(tout, sizeof tout, "%.0f", c->est.tokens_out_max);
+        if (c->est_priced)
+            snprintf(cost, sizeof cost, "%.4f", c->est.cost_usd);
+        else
+            snprintf(cost, sizeof cost, "-");
+        unpriced |= !c->est_priced;
+        approx |= !c->est_exact;
+        /* "tokenizer /long/path/model.gguf": the file's name says enough in a table */
+        const char *how = c->est_method;
+        const char *slash = strrchr(how, '/');
+        char shown[128];
+        if (!strncmp(how, "tokenizer ", 10) && slash && slash[1]) {
+            snprintf(shown, sizeof shown, "tokenizer %s", slash + 1);
+            how = shown;
+        }
+        table_add(&t, (const char *[]){c->dataset, c->model, c->method, req, calls, tin, tout, cost, how});
+    }
+    table_print(&t, stdout, TABLE_PLAIN);
+    table_free(&t);
+    printf("total: %ld requests, %ld calls, %.0f prompt tokens, at most %.0f generated, at most $%.4f\n",
+           r->est.requests, r->est.calls, r->est.tokens_in, r->est.tokens_out_max, r->est.cost_usd);
+    printf("(the cost assumes every request generates its max_tokens; the response cache and rows a resumed run "
+           "already has are not subtracted%s%s)\n",
+           unpriced ? "; '-': no token price for the model (local CPU time, or none in the suite or prices.json)" : "",
+           approx ? "; bytes/4: no tokenizer for the model, give it one with \"tokenizer\"" : "");
+}
+
 static void print_summary(const run_opts *o, const run_result *r)
 {
     if (o->dry_run) {
-        printf("suite %s is valid: %d cells\n", o->suite_path, r->n_cells);
-        cli_table t;
-        table_init(&t, 4, (const char *[]){"dataset", "model", "method", "planned"});
-        for (int i = 0; i < r->n_cells; i++) {
-            const run_cell_result *c = &r->cells[i];
-            char planned[32];
-            snprintf(planned, sizeof planned, "%ld", c->n_planned);
-            table_add(&t, (const char *[]){c->dataset, c->model, c->method, planned});
-        }
-        table_print(&t, stdout, TABLE_PLAIN);
-        table_free(&t);
+        print_estimate(o, r);
         return;
     }
     if (r->n_cells == 0)
@@ -28,6 +63,9 @@ static void print_summary(const run_opts *o, const run_result *r)
     double rate = r->wall_s > 0 ? (double)r->n_new / r->wall_s : 0;
     printf("run %lld%s: %ld new predictions in %.1f s (%.0f/s), %ld from cache, %ld already done\n",
            (long long)r->run_id, r->resumed ? " (resumed)" : "", r->n_new, r->wall_s, rate, r->n_cached, r->n_skipped);
+    if (o->max_cost_usd > 0)
+        printf("spent $%.4f of the $%.4f limit (--max-cost)%s\n", r->spent_usd, o->max_cost_usd,
+               r->limited ? ": limit reached, the run is incomplete" : "");
     cli_table t;
     table_init(&t, 8, (const char *[]){"dataset", "model", "method", "n", "accuracy", "invalid", "errors", "cost_usd"});
     for (int i = 0; i < r->n_cells; i++) {
@@ -68,6 +106,16 @@ int cmd_run(const cli_args *a)
     if (cli_long(a, "limit", 0, 1, 100000000L, &limit) || cli_long(a, "concurrency", 0, 1, 4096, &conc) ||
         cli_long(a, "chunk", 256, 1, 65536, &chunk))
         return EXIT_PWB_USAGE;
+    const char *mc = cli_str(a, "max-cost", NULL);
+    if (mc) {
+        char *end = NULL;
+        double v = strtod(mc, &end);
+        if (!mc[0] || !end || *end || !isfinite(v) || v <= 0 || v > 1e9) {
+            cli_usage_error(a->cmd, "--max-cost: expected an amount in USD greater than 0, got '%s'", mc);
+            return EXIT_PWB_USAGE;
+        }
+        o.max_cost_usd = v;
+    }
     o.limit = limit;
     o.concurrency = (int)conc;
     o.chunk = (int)chunk;
@@ -89,7 +137,10 @@ int cmd_run(const cli_args *a)
         print_summary(&o, &r);
     fflush(stdout);
     int code = EXIT_PWB_OK;
-    if (rc) {
+    if (rc == PWB_ELIMIT) {
+        cli_fail(&e);
+        code = EXIT_PWB_LIMIT;
+    } else if (rc) {
         code = cli_fail(&e);
     } else {
         long errors = 0;

@@ -18,8 +18,10 @@ static const cli_opt run_opts[] = {
     {"limit", 'n', "N", "evaluate at most N sampled examples per dataset (overrides the suite)"},
     {"concurrency", 'j', "N", "requests in flight per HTTP model (overrides the suite)"},
     {"chunk", 0, "N", "requests per backend call and per database transaction (default 256)"},
-    {"dry-run", 0, NULL, "validate the suite, cards, data and templates; touch nothing"},
+    {"dry-run", 0, NULL, "validate everything and estimate each cell (requests, tokens, cost); send nothing, "
+                         "touch no database"},
     {"no-cache", 0, NULL, "neither read nor write the response cache"},
+    {"max-cost", 0, "USD", "stop before the run's spending (earlier invocations included) would pass USD; exit 6"},
     {0},
 };
 
@@ -159,7 +161,12 @@ const cli_cmd cli_commands[] = {
      "continues its last run, skipping the examples that already have a prediction. --fresh starts a\n"
      "new run. Ctrl-C stops cleanly: finished predictions are kept, and the next run resumes.\n"
      "Deterministic requests (temperature 0) are answered from the response cache when possible.\n"
-     "Prints a summary table per cell at the end: n, accuracy, invalid, errors, cost.",
+     "Prints a summary table per cell at the end: n, accuracy, invalid, errors, cost.\n"
+     "--dry-run prints, per cell, the requests, HTTP calls, prompt tokens (counted with the model's\n"
+     "own tokenizer where pwb has it: local models, or a model's `tokenizer` file; else bytes/4), the\n"
+     "most it may generate and the cost at the model's price, sending nothing. --max-cost USD stops\n"
+     "the run before it would spend more than USD (what a resumed run spent counts): finished\n"
+     "predictions are kept, exit 6, and a rerun with a higher limit continues.",
      run_opts, cmd_run},
     {"report", "", 0, 0, "render a report (markdown, CSV or JSON) of a run",
      "Renders one table per dataset and model for a run: method, n, accuracy with its 95% Wilson\n"

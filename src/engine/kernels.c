@@ -187,6 +187,31 @@ void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B,
 
 /* ---- drivers ---- */
 
+#ifdef KERNELS_AVX2
+static kdot8_fn quant_dot8(int type)
+{
+    switch (type) {
+    case DT_Q4_0: return kdot8_q4_0;
+    case DT_Q4_1: return kdot8_q4_1;
+    case DT_Q8_0: return kdot8_q8_0;
+    case DT_Q4_K: return kdot8_q4_K;
+    case DT_Q6_K: return kdot8_q6_K;
+    default: return NULL;
+    }
+}
+
+static kdot4r_fn quant_dot4r(int type)
+{
+    switch (type) {
+    case DT_Q4_0: return kdot4r_q4_0;
+    case DT_Q4_1: return kdot4r_q4_1;
+    case DT_Q8_0: return kdot4r_q8_0;
+    case DT_Q4_K: return kdot4r_q4_K;
+    case DT_Q6_K: return kdot4r_q6_K;
+    default: return NULL;
+    }
+}
+#else
 static kdot_fn quant_dot(int type)
 {
     switch (type) {
@@ -198,40 +223,7 @@ static kdot_fn quant_dot(int type)
     default: return NULL;
     }
 }
-
-static kdot8_fn quant_dot8(int type)
-{
-#ifdef KERNELS_AVX2
-    switch (type) {
-    case DT_Q4_0: return kdot8_q4_0;
-    case DT_Q4_1: return kdot8_q4_1;
-    case DT_Q8_0: return kdot8_q8_0;
-    case DT_Q4_K: return kdot8_q4_K;
-    case DT_Q6_K: return kdot8_q6_K;
-    default: return NULL;
-    }
-#else
-    (void)type;
-    return NULL;
 #endif
-}
-
-static kdot4r_fn quant_dot4r(int type)
-{
-#ifdef KERNELS_AVX2
-    switch (type) {
-    case DT_Q4_0: return kdot4r_q4_0;
-    case DT_Q4_1: return kdot4r_q4_1;
-    case DT_Q8_0: return kdot4r_q8_0;
-    case DT_Q4_K: return kdot4r_q4_K;
-    case DT_Q6_K: return kdot4r_q6_K;
-    default: return NULL;
-    }
-#else
-    (void)type;
-    return NULL;
-#endif
-}
 
 /* Validates W and returns its row count M and row length K. */
 static int check_weight(const pwb_tensor *W, int64_t *M, int64_t *K, pwb_err *e)
@@ -243,6 +235,93 @@ static int check_weight(const pwb_tensor *W, int64_t *M, int64_t *K, pwb_err *e)
     *M = W->ne[1] * W->ne[2] * W->ne[3];
     if (*K <= 0 || *M <= 0 || *M > INT32_MAX || *K > INT32_MAX)
         return err_set(e, PWB_EINVAL, "tensor '%s': empty or oversized matrix", W->name ? W->name : "?");
+    return PWB_OK;
+}
+
+/* Quantized weights: each activation row is quantized once, then every output row reuses it. */
+static int matmul_quant(const pwb_tensor *W, int64_t M, int64_t K, const float *x, size_t ldx, int B, float *y,
+                        size_t ldy, int par, pwb_err *e)
+{
+    const size_t row_bytes = quant_row_size(W->type, K);
+    const unsigned char *wdata = W->data;
+    const int nb = (int)(K / 32);
+    kx_block *xq = malloc((size_t)B * (size_t)nb * sizeof *xq);
+#ifdef KERNELS_AVX2
+    /* Batches go through 8-row tiles, which also want the activations' scales and sums
+     * block-major (dT, sT; rows padded to a multiple of 8 with zeros). One row goes 4 weight rows
+     * at a time. Both compute each row's result bit for bit the same way. */
+    kdot8_fn dot8 = quant_dot8(W->type);
+    kdot4r_fn dot4r = quant_dot4r(W->type);
+    const int Bp = (B + 7) / 8 * 8;
+    float *dT = B > 1 ? calloc((size_t)nb * (size_t)Bp * 2, sizeof(float)) : NULL;
+    float *sT = dT ? dT + (size_t)nb * Bp : NULL;
+    if (!xq || (B > 1 && !dT)) {
+        free(xq);
+        free(dT);
+        return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
+    }
+    const int64_t n_groups = (M + 3) / 4;
+    /* One parallel region per call: on a busy machine every fork, join or barrier is a chance to
+     * wait for a descheduled thread. */
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            kx_block *xb = xq + (size_t)b * nb;
+            kx_quantize(x + (size_t)b * ldx, xb, nb);
+            for (int i = 0; dT && i < nb; i++) {
+                dT[(size_t)i * Bp + b] = xb[i].d;
+                sT[(size_t)i * Bp + b] = xb[i].s;
+            }
+        }
+        if (B == 1) {
+#pragma omp for schedule(static)
+            for (int64_t g = 0; g < n_groups; g++) {
+                int64_t m = 4 * g;
+                int nr = M - m < 4 ? (int)(M - m) : 4;
+                float out[4];
+                dot4r(wdata + (size_t)m * row_bytes, row_bytes, nr, xq, nb, out);
+                for (int r = 0; r < nr; r++)
+                    y[m + r] = out[r];
+            }
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < M; m++) {
+                const void *wr = wdata + (size_t)m * row_bytes;
+                float out[8];
+                for (int b0 = 0; b0 < B; b0 += 8) {
+                    int nx = B - b0 < 8 ? B - b0 : 8;
+                    dot8(wr, xq + (size_t)b0 * nb, (size_t)nb, nx, nb, dT + b0, sT + b0, (size_t)Bp, out);
+                    for (int j = 0; j < nx; j++)
+                        y[(size_t)(b0 + j) * ldy + m] = out[j];
+                }
+            }
+        }
+    }
+    free(dT);
+#else
+    kdot_fn dot = quant_dot(W->type);
+    if (!xq)
+        return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++)
+            kx_quantize(x + (size_t)b * ldx, xq + (size_t)b * nb, nb);
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; m++) {
+            const void *wr = wdata + (size_t)m * row_bytes;
+            float out[KX_TILE];
+            for (int b0 = 0; b0 < B; b0 += KX_TILE) {
+                int nx = B - b0 < KX_TILE ? B - b0 : KX_TILE;
+                dot(wr, xq + (size_t)b0 * nb, (size_t)nb, nx, nb, out);
+                for (int j = 0; j < nx; j++)
+                    y[(size_t)(b0 + j) * ldy + m] = out[j];
+            }
+        }
+    }
+#endif
+    free(xq);
     return PWB_OK;
 }
 
@@ -260,9 +339,8 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
     size_t row_bytes = quant_row_size(W->type, K);
     const unsigned char *wdata = W->data;
     int par = (double)M * (double)K * B >= PAR_MIN_WORK;
-    kdot_fn dot = quant_dot(W->type);
 
-    if (!dot) {
+    if (quant_block_size(W->type) == 1) {
         /* F32 / F16 / BF16: float dot products, no activation quantization. */
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t m = 0; m < M; m++) {
@@ -277,70 +355,7 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
         }
         return PWB_OK;
     }
-
-    /* Quantize every activation row once; all output rows reuse it. Rows in groups of 8 go through
-     * the 8-wide tile, which wants their scales and sums block-major too (dT, sT). A single row
-     * goes 4 weight rows at a time. */
-    int nb = (int)(K / 32);
-    kdot8_fn dot8 = quant_dot8(W->type);
-    kdot4r_fn dot4r = B == 1 ? quant_dot4r(W->type) : NULL;
-    int B8 = dot8 ? B / 8 * 8 : 0;
-    kx_block *xq = malloc((size_t)B * (size_t)nb * sizeof *xq);
-    float *dT = B8 ? malloc(sizeof(float) * (size_t)nb * (size_t)B8 * 2) : NULL;
-    if (!xq || (B8 && !dT)) {
-        free(xq);
-        free(dT);
-        return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
-    }
-    float *sT = B8 ? dT + (size_t)nb * B8 : NULL;
-    int64_t n_groups = (M + 3) / 4;
-
-    /* One parallel region per call: on a busy machine every fork/join or barrier is a chance to
-     * wait for a descheduled thread. */
-#pragma omp parallel if (par)
-    {
-#pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            kx_block *xb = xq + (size_t)b * nb;
-            kx_quantize(x + (size_t)b * ldx, xb, nb);
-            if (b < B8)
-                for (int i = 0; i < nb; i++) {
-                    dT[(size_t)i * B8 + b] = xb[i].d;
-                    sT[(size_t)i * B8 + b] = xb[i].s;
-                }
-        }
-        if (dot4r) {
-#pragma omp for schedule(static)
-            for (int64_t g = 0; g < n_groups; g++) {
-                int64_t m = 4 * g;
-                if (m + 4 <= M)
-                    dot4r(wdata + (size_t)m * row_bytes, row_bytes, xq, nb, y + m);
-                else
-                    for (; m < M; m++)
-                        dot(wdata + (size_t)m * row_bytes, xq, (size_t)nb, 1, nb, y + m);
-            }
-        } else {
-#pragma omp for schedule(static)
-            for (int64_t m = 0; m < M; m++) {
-                const void *wr = wdata + (size_t)m * row_bytes;
-                float out[8];
-                for (int b0 = 0; b0 < B8; b0 += 8) {
-                    dot8(wr, xq + (size_t)b0 * nb, (size_t)nb, nb, dT + b0, sT + b0, (size_t)B8, out);
-                    for (int j = 0; j < 8; j++)
-                        y[(size_t)(b0 + j) * ldy + m] = out[j];
-                }
-                for (int b0 = B8; b0 < B; b0 += KX_TILE) {
-                    int nx = B - b0 < KX_TILE ? B - b0 : KX_TILE;
-                    dot(wr, xq + (size_t)b0 * nb, (size_t)nb, nx, nb, out);
-                    for (int j = 0; j < nx; j++)
-                        y[(size_t)(b0 + j) * ldy + m] = out[j];
-                }
-            }
-        }
-    }
-    free(dT);
-    free(xq);
-    return PWB_OK;
+    return matmul_quant(W, M, K, x, ldx, B, y, ldy, par, e);
 }
 
 int kernel_matmul(const pwb_tensor *W, const float *x, int B, float *y, pwb_err *e)

@@ -10,9 +10,8 @@
  * per 32-element block once per call (as llama.cpp does) and the dot products are integer SIMD;
  * this moves each output by at most sum_k |W[m,k]| * d_x / 2 (d_x = max|x| / 127 over the block),
  * typically 0.2-0.5 % relative, on top of the weights' own quantization. F32, F16 and BF16
- * weights are dotted in F32 (FMA). Results are deterministic for a given call; a batch row's
- * result may differ in the last bits from the same row computed alone (rows in groups of 8 use a
- * different summation order).
+ * weights are dotted in F32 (FMA). A row's result is bitwise the same whatever batch it is
+ * computed in (B, its position, the thread count): scores do not depend on how work was batched.
  *
  * Threads: on a machine shared with other busy processes, OpenMP's default active waiting makes
  * every barrier a long stall; run with OMP_WAIT_POLICY=passive (or fewer threads) there. */

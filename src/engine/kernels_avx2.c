@@ -1,7 +1,6 @@
-/* AVX2 + FMA + F16C row dot products. Integer dots use the llama.cpp idiom: maddubs (u8 x s8 ->
- * pairwise i16) then madd with ones or with per-sub-block scales (-> i32), converted to float and
- * scaled once per 32-element block. Each weight block is unpacked once per call and dotted with
- * up to KX_TILE activation rows. */
+/* AVX2 + FMA + F16C kernels. Integer dots use the llama.cpp idiom: maddubs (u8 x s8 -> pairwise
+ * i16) then madd with ones or with per-sub-block scales (-> i32); each 32-element block's sum is
+ * then scaled in float. */
 #include "engine/kernels_impl.h"
 
 #ifdef KERNELS_AVX2
@@ -27,13 +26,6 @@ INLINE float hsum_ps(__m256 v)
 INLINE float h2f(uint16_t h)
 {
     return _cvtsh_ss(h);
-}
-
-/* sum of 32 u8 x s8 products as 8 float lanes */
-INLINE __m256 mul_sum_us8(__m256i u, __m256i s)
-{
-    const __m256i ones = _mm256_set1_epi16(1);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
 }
 
 void kx_quantize(const float *x, kx_block *y, int nb)
@@ -74,222 +66,23 @@ void kx_quantize(const float *x, kx_block *y, int nb)
  * one activation row it alternates two accumulator sets, so consecutive blocks' FMAs do not wait
  * on each other. */
 
-/* ---- Q4_0: x = (q - 8) * d.  dot = d_w * (d_x * sum(q * qx) - 8 * s_x) ---- */
+/* ==== Quantized weights ====
+ *
+ * For one (weight row, activation row) pair every path computes exactly this, block by block in
+ * order: S_i = the integer dot product of block i (exact), then
+ *     acc  = fma((float)S_i, fl(wscale_i * d_x[i]), acc)
+ *     corr = fma(wmin_i, s_x[i], corr)          (Q4_0, Q4_1, Q4_K: offsets and mins)
+ * and finally combines acc and corr. The lanes of a vector are either 8 activation rows against
+ * one weight row (kdot8_*, batches) or 4 weight rows against one activation row (kdot4r_*,
+ * decoding). Either way each lane does the same float operations in the same order, so a row's
+ * result is bitwise the same whatever batch it comes in. */
 
-INLINE void blk_q4_0(const void *w, const kx_block *x, size_t xs, int nx, int i, __m256 *acc, float *corr)
+INLINE __m256i madd_us8(__m256i u, __m256i s)
 {
-    const block_q4_0 *wb = (const block_q4_0 *)w + i;
-    __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
-    __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xf));
-    float dw = h2f(wb->d);
-    UNROLL
-    for (int j = 0; j < nx; j++) {
-        const kx_block *xb = x + j * xs + i;
-        __m256 p = mul_sum_us8(qw, _mm256_loadu_si256((const __m256i *)xb->qs));
-        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), p, acc[j]);
-        corr[j] -= 8.0f * dw * xb->s;
-    }
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-/* ---- Q4_1: x = q * d + m.  dot = d_w * d_x * sum(q * qx) + m_w * s_x ---- */
-
-INLINE void blk_q4_1(const void *w, const kx_block *x, size_t xs, int nx, int i, __m256 *acc, float *corr)
-{
-    const block_q4_1 *wb = (const block_q4_1 *)w + i;
-    __m128i q = _mm_loadu_si128((const __m128i *)wb->qs);
-    __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xf));
-    /* d and m are adjacent halves, as are the activation block's d and s: one convert and one
-     * multiply give [d_w * d_x, m_w * s_x]. */
-    int32_t dm_bits;
-    memcpy(&dm_bits, wb, 4);
-    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm_bits));
-    UNROLL
-    for (int j = 0; j < nx; j++) {
-        const kx_block *xb = x + j * xs + i;
-        __m256 p = mul_sum_us8(qw, _mm256_loadu_si256((const __m256i *)xb->qs));
-        __m128 f = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double *)(const void *)&xb->d)));
-        acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), p, acc[j]);
-        corr[j] += _mm_cvtss_f32(_mm_movehdup_ps(f));
-    }
-}
-
-/* ---- Q8_0: signed x signed through |w| and sign(x, w) ---- */
-
-INLINE void blk_q8_0(const void *w, const kx_block *x, size_t xs, int nx, int i, __m256 *acc, float *corr)
-{
-    const block_q8_0 *wb = (const block_q8_0 *)w + i;
-    (void)corr;
-    __m256i qw = _mm256_loadu_si256((const __m256i *)wb->qs);
-    __m256i aw = _mm256_sign_epi8(qw, qw);
-    float dw = h2f(wb->d);
-    UNROLL
-    for (int j = 0; j < nx; j++) {
-        const kx_block *xb = x + j * xs + i;
-        __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), qw);
-        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), mul_sum_us8(aw, qx), acc[j]);
-    }
-}
-
-/* ---- Q4_K: step i is one 256-element super-block; its sub-block j of 32 is activation block
- * 8i + j. x = d*sc_j*q - dmin*m_j ---- */
-
-INLINE void q4k_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
-{
-    UNROLL
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        mn[j] = q[j + 4] & 63;
-        sc[j + 4] = (uint8_t)((q[j + 8] & 0xf) | ((q[j] >> 6) << 4));
-        mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
-    }
-}
-
-INLINE void blk_q4_K(const void *w, const kx_block *x, size_t xs, int nx, int s, __m256 *acc, float *corr)
-{
-    const block_q4_K *b = (const block_q4_K *)w + s;
-    const __m256i lowmask = _mm256_set1_epi8(0xf);
-    float d = h2f(b->d), dmin = h2f(b->dmin);
-    uint8_t sc[8], mn[8];
-    q4k_scales(b->scales, sc, mn);
-    UNROLL
-    for (int g = 0; g < 4; g++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
-        __m256i lo = _mm256_and_si256(q, lowmask);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), lowmask);
-        float d_lo = d * sc[2 * g], d_hi = d * sc[2 * g + 1];
-        float m_lo = dmin * mn[2 * g], m_hi = dmin * mn[2 * g + 1];
-        UNROLL
-        for (int j = 0; j < nx; j++) {
-            const kx_block *xa = x + j * xs + 8 * s + 2 * g, *xb = xa + 1;
-            __m256 pa = mul_sum_us8(lo, _mm256_loadu_si256((const __m256i *)xa->qs));
-            __m256 pb = mul_sum_us8(hi, _mm256_loadu_si256((const __m256i *)xb->qs));
-            /* the two halves meet in one add, so the chain through acc is one op per group */
-            __m256 t = _mm256_fmadd_ps(_mm256_set1_ps(d_lo * xa->d), pa, _mm256_mul_ps(_mm256_set1_ps(d_hi * xb->d), pb));
-            acc[j] = _mm256_add_ps(acc[j], t);
-            corr[j] -= m_lo * xa->s + m_hi * xb->s;
-        }
-    }
-}
-
-/* ---- Q6_K: step i is one super-block; 16 sub-blocks of 16 with int8 scales;
- * x = d * sc * (q - 32) ---- */
-
-INLINE __m256i scale_pair(const int8_t *sc)
-{
-    return _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
-}
-
-INLINE void blk_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int s, __m256 *acc, float *corr)
-{
-    const block_q6_K *b = (const block_q6_K *)w + s;
-    const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
-    (void)corr;
-    float d = h2f(b->d);
-    for (int h = 0; h < 2; h++) {
-        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-        const int8_t *sc = b->scales + 8 * h;
-        __m256i la = _mm256_loadu_si256((const __m256i *)ql);
-        __m256i lb = _mm256_loadu_si256((const __m256i *)(ql + 32));
-        __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
-        __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
-        q[1] = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
-        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
-        UNROLL
-        for (int k = 0; k < 4; k++)
-            q[k] = _mm256_sub_epi8(q[k], off);
-        UNROLL
-        for (int j = 0; j < nx; j++) {
-            const kx_block *xb = x + j * xs + 8 * s + 4 * h;
-            __m256 p[4];
-            UNROLL
-            for (int k = 0; k < 4; k++) {
-                __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb[k].qs), q[k]);
-                __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q[k], q[k]), qx);
-                p[k] = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, scale_pair(sc + 2 * k)));
-            }
-            __m256 t0 = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[0].d), p[0], _mm256_mul_ps(_mm256_set1_ps(d * xb[1].d), p[1]));
-            __m256 t1 = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[2].d), p[2], _mm256_mul_ps(_mm256_set1_ps(d * xb[3].d), p[3]));
-            acc[j] = _mm256_add_ps(acc[j], _mm256_add_ps(t0, t1));
-        }
-    }
-}
-
-/* Runs a block step over n_steps steps for a compile-time nx. */
-#define DOT_DRIVER(NAME)                                                                           \
-    INLINE void dot_##NAME##_n(const void *w, const kx_block *x, size_t xs, int nx, int n_steps,   \
-                               float *out)                                                         \
-    {                                                                                              \
-        __m256 acc[2][KX_TILE];                                                                    \
-        float corr[2][KX_TILE];                                                                    \
-        UNROLL                                                                                 \
-        for (int u = 0; u < 2; u++)                                                                \
-            UNROLL                                                                             \
-            for (int j = 0; j < nx; j++) {                                                         \
-                acc[u][j] = _mm256_setzero_ps();                                                   \
-                corr[u][j] = 0;                                                                    \
-            }                                                                                      \
-        int i = 0;                                                                                 \
-        if (nx == 1)                                                                               \
-            for (; i + 1 < n_steps; i += 2) {                                                      \
-                blk_##NAME(w, x, xs, 1, i, acc[0], corr[0]);                                       \
-                blk_##NAME(w, x, xs, 1, i + 1, acc[1], corr[1]);                                   \
-            }                                                                                      \
-        for (; i < n_steps; i++)                                                                   \
-            blk_##NAME(w, x, xs, nx, i, acc[0], corr[0]);                                          \
-        UNROLL                                                                                 \
-        for (int j = 0; j < nx; j++)                                                               \
-            out[j] = hsum_ps(_mm256_add_ps(acc[0][j], acc[1][j])) + corr[0][j] + corr[1][j];       \
-    }
-/* One activation row against 4 consecutive weight rows: 4 independent accumulator chains, and
- * the per-row call and reduction overhead shared (the B = 1 decode case). */
-#define ROWS4_DRIVER(NAME, BLOCK_ELEMS)                                                            \
-    void kdot4r_##NAME(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out)    \
-    {                                                                                              \
-        int steps = nb / ((BLOCK_ELEMS) / 32);                                                     \
-        __m256 acc[4];                                                                             \
-        float corr[4];                                                                             \
-        UNROLL                                                                                     \
-        for (int r = 0; r < 4; r++) {                                                              \
-            acc[r] = _mm256_setzero_ps();                                                          \
-            corr[r] = 0;                                                                           \
-        }                                                                                          \
-        /* Prefetch the next 4 rows (a contiguous region) spread over this group's steps: the   \
-         * hardware prefetchers follow 4 interleaved streams poorly. */                            \
-        const char *next = (const char *)w + 4 * row_bytes;                                        \
-        size_t per_step = (4 * row_bytes / (size_t)steps + 63) & ~(size_t)63;                     \
-        for (int i = 0; i < steps; i++) {                                                          \
-            for (size_t o = 0; o < per_step; o += 64)                                              \
-                _mm_prefetch(next + (size_t)i * per_step + o, _MM_HINT_T0);                        \
-            UNROLL                                                                                 \
-            for (int r = 0; r < 4; r++)                                                            \
-                blk_##NAME((const unsigned char *)w + r * row_bytes, x, 0, 1, i, &acc[r], &corr[r]); \
-        }                                                                                          \
-        __m256 h01 = _mm256_hadd_ps(acc[0], acc[1]), h23 = _mm256_hadd_ps(acc[2], acc[3]);         \
-        __m256 h = _mm256_hadd_ps(h01, h23);                                                       \
-        __m128 sum = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));           \
-        _mm_storeu_ps(out, _mm_add_ps(sum, _mm_loadu_ps(corr)));                                   \
-    }
-ROWS4_DRIVER(q4_0, QK4_0)
-ROWS4_DRIVER(q4_1, QK4_1)
-ROWS4_DRIVER(q8_0, QK8_0)
-ROWS4_DRIVER(q4_K, QK_K)
-ROWS4_DRIVER(q6_K, QK_K)
-
-DOT_DRIVER(q4_0)
-DOT_DRIVER(q4_1)
-DOT_DRIVER(q8_0)
-DOT_DRIVER(q4_K)
-DOT_DRIVER(q6_K)
-
-/* ---- 8 batch rows at once (B >= 8): the 8 integer block sums are reduced horizontally into one
- * vector whose lanes are the batch rows, then scaled with one FMA against the activations' scales
- * stored block-major (dT[i * ts + j] = d of row j, block i). Saves the per-row convert, broadcast
- * and FMA of the generic tile. ---- */
-
-/* lanes j of the result = sum of all 8 lanes of p[j] */
+/* lane j of the result = sum of the 8 lanes of p[j] */
 INLINE __m256i hsum8x8(const __m256i p[8])
 {
     __m256i h01 = _mm256_hadd_epi32(p[0], p[1]), h23 = _mm256_hadd_epi32(p[2], p[3]);
@@ -298,75 +91,125 @@ INLINE __m256i hsum8x8(const __m256i p[8])
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
 }
 
-INLINE __m256i madd_us8(__m256i u, __m256i s)
+/* lane j of the result = sum of the 8 lanes of p[j], j < 4 */
+INLINE __m128i hsum4x8(const __m256i p[4])
 {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-void kdot8_q4_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out)
+/* 16 bytes of nibbles -> 32 bytes 0..15: low nibbles first (elements 0-15), then high (16-31) */
+INLINE __m256i unpack_q4(const uint8_t *qs)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xf));
+}
+
+/* Q4_K: 6-bit scale and min of each of the 8 sub-blocks */
+INLINE void q4k_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((q[j + 8] & 0xf) | ((q[j] >> 6) << 4));
+        mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
+    }
+}
+
+/* Q6_K: the signed 6-bit values (q - 32) of quarter k (32 elements) of half h of a block */
+INLINE __m256i q6k_quarter(const block_q6_K *b, int h, int k)
+{
+    const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(0x30);
+    __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k & 1)));
+    __m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+    __m256i lo = k & 2 ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m4) : _mm256_and_si256(l, m4);
+    __m256i hi;
+    switch (k) {
+    case 0: hi = _mm256_slli_epi16(hb, 4); break;
+    case 1: hi = _mm256_slli_epi16(hb, 2); break;
+    case 2: hi = hb; break;
+    default: hi = _mm256_srli_epi16(hb, 2); break;
+    }
+    return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_and_si256(hi, m2)), _mm256_set1_epi8(32));
+}
+
+/* two 16-element sub-blocks' int8 scales: low 128 bits sc[0], high sc[1], as int16 */
+INLINE __m256i scale_pair(const int8_t *sc)
+{
+    return _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+}
+
+/* signed w x signed x, 32 products summed with per-16 scales */
+INLINE __m256i q6k_dot(__m256i qw, __m256i qx, __m256i scales)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw)), scales);
+}
+
+INLINE __m256i q8_dot(__m256i qw, __m256i qx)
+{
+    return madd_us8(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+}
+
+#define XQ(j, i) _mm256_loadu_si256((const __m256i *)x[(j) * xs + (i)].qs)
+
+/* ---- 8 activation rows (nx of them real; dT/sT lanes past nx are zero) ---- */
+
+INLINE void dot8_q4_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT,
+                      const float *sT, size_t ts, __m256 *res)
 {
     const block_q4_0 *wb = w;
-    const __m256i lowmask = _mm256_set1_epi8(0xf);
     __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++) {
-        __m128i q = _mm_loadu_si128((const __m128i *)wb[i].qs);
-        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
+        __m256i qw = unpack_q4(wb[i].qs), p[8];
         __m256 dw = _mm256_set1_ps(h2f(wb[i].d));
-        __m256i p[8];
         UNROLL
         for (int j = 0; j < 8; j++)
-            p[j] = madd_us8(qw, _mm256_loadu_si256((const __m256i *)x[j * xs + i].qs));
+            p[j] = j < nx ? madd_us8(qw, XQ(j, i)) : _mm256_setzero_si256();
         __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
         acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_loadu_ps(dT + i * ts)), acc);
         corr = _mm256_fmadd_ps(dw, _mm256_loadu_ps(sT + i * ts), corr);
     }
-    _mm256_storeu_ps(out, _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), corr, acc));
+    *res = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), corr, acc);
 }
 
-void kdot8_q4_1(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out)
+INLINE void dot8_q4_1(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT,
+                      const float *sT, size_t ts, __m256 *res)
 {
     const block_q4_1 *wb = w;
-    const __m256i lowmask = _mm256_set1_epi8(0xf);
     __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++) {
-        __m128i q = _mm_loadu_si128((const __m128i *)wb[i].qs);
-        __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
+        __m256i qw = unpack_q4(wb[i].qs), p[8];
         __m256 dw = _mm256_set1_ps(h2f(wb[i].d)), mw = _mm256_set1_ps(h2f(wb[i].m));
-        __m256i p[8];
         UNROLL
         for (int j = 0; j < 8; j++)
-            p[j] = madd_us8(qw, _mm256_loadu_si256((const __m256i *)x[j * xs + i].qs));
+            p[j] = j < nx ? madd_us8(qw, XQ(j, i)) : _mm256_setzero_si256();
         __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
         acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_loadu_ps(dT + i * ts)), acc);
         corr = _mm256_fmadd_ps(mw, _mm256_loadu_ps(sT + i * ts), corr);
     }
-    _mm256_storeu_ps(out, _mm256_add_ps(acc, corr));
+    *res = _mm256_add_ps(acc, corr);
 }
 
-void kdot8_q8_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out)
+INLINE void dot8_q8_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT,
+                      const float *sT, size_t ts, __m256 *res)
 {
     const block_q8_0 *wb = w;
     (void)sT;
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < nb; i++) {
-        __m256i qw = _mm256_loadu_si256((const __m256i *)wb[i].qs);
-        __m256i aw = _mm256_sign_epi8(qw, qw);
+        __m256i qw = _mm256_loadu_si256((const __m256i *)wb[i].qs), p[8];
         __m256 dw = _mm256_set1_ps(h2f(wb[i].d));
-        __m256i p[8];
         UNROLL
         for (int j = 0; j < 8; j++)
-            p[j] = madd_us8(aw, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x[j * xs + i].qs), qw));
+            p[j] = j < nx ? q8_dot(qw, XQ(j, i)) : _mm256_setzero_si256();
         __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
         acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_loadu_ps(dT + i * ts)), acc);
     }
-    _mm256_storeu_ps(out, acc);
+    *res = acc;
 }
 
-void kdot8_q4_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out)
+INLINE void dot8_q4_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT,
+                      const float *sT, size_t ts, __m256 *res)
 {
     const block_q4_K *wb = w;
     const __m256i lowmask = _mm256_set1_epi8(0xf);
@@ -385,74 +228,194 @@ void kdot8_q4_K(const void *w, const kx_block *x, size_t xs, int nb, const float
                 __m256i p[8];
                 UNROLL
                 for (int j = 0; j < 8; j++)
-                    p[j] = madd_us8(half[hh], _mm256_loadu_si256((const __m256i *)x[j * xs + blk].qs));
+                    p[j] = j < nx ? madd_us8(half[hh], XQ(j, blk)) : _mm256_setzero_si256();
                 __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
-                acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(_mm256_set1_ps(d * sc[2 * g + hh]), _mm256_loadu_ps(dT + blk * ts)),
-                                      acc);
-                corr = _mm256_fmadd_ps(_mm256_set1_ps(dmin * mn[2 * g + hh]), _mm256_loadu_ps(sT + blk * ts), corr);
+                __m256 scale = _mm256_set1_ps(d * (float)sc[2 * g + hh]);
+                __m256 mins = _mm256_set1_ps(dmin * (float)mn[2 * g + hh]);
+                acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(scale, _mm256_loadu_ps(dT + blk * ts)), acc);
+                corr = _mm256_fmadd_ps(mins, _mm256_loadu_ps(sT + blk * ts), corr);
             }
         }
     }
-    _mm256_storeu_ps(out, _mm256_sub_ps(acc, corr));
+    *res = _mm256_sub_ps(acc, corr);
 }
 
-void kdot8_q6_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out)
+INLINE void dot8_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT,
+                      const float *sT, size_t ts, __m256 *res)
 {
     const block_q6_K *wb = w;
-    const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
     (void)sT;
     __m256 acc = _mm256_setzero_ps();
     for (int s = 0; s < nb / 8; s++) {
         const block_q6_K *b = &wb[s];
         __m256 d = _mm256_set1_ps(h2f(b->d));
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-            const int8_t *sc = b->scales + 8 * h;
-            __m256i la = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i lb = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
-            q[1] = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+        for (int h = 0; h < 2; h++)
             for (int k = 0; k < 4; k++) {
-                __m256i qk = _mm256_sub_epi8(q[k], off), ak = _mm256_sign_epi8(qk, qk);
-                __m256i scv = scale_pair(sc + 2 * k);
+                __m256i qk = q6k_quarter(b, h, k), scv = scale_pair(b->scales + 8 * h + 2 * k), p[8];
                 int blk = 8 * s + 4 * h + k;
-                __m256i p[8];
                 UNROLL
-                for (int j = 0; j < 8; j++) {
-                    __m256i qx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x[j * xs + blk].qs), qk);
-                    p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(ak, qx), scv);
-                }
+                for (int j = 0; j < 8; j++)
+                    p[j] = j < nx ? q6k_dot(qk, XQ(j, blk), scv) : _mm256_setzero_si256();
                 __m256 sum = _mm256_cvtepi32_ps(hsum8x8(p));
                 acc = _mm256_fmadd_ps(sum, _mm256_mul_ps(d, _mm256_loadu_ps(dT + blk * ts)), acc);
             }
-        }
     }
-    _mm256_storeu_ps(out, acc);
+    *res = acc;
 }
 
-/* Instantiate each dot with a compile-time nx so the batch loops unroll into registers. */
-#define DISPATCH(NAME, BLOCK_ELEMS)                                                                \
-    void kdot_##NAME(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out)      \
+/* Instantiate each with a compile-time nx so the row loop unrolls into registers. */
+#define DISPATCH8(NAME)                                                                            \
+    void kdot8_##NAME(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT, \
+                      const float *sT, size_t ts, float *out)                                      \
     {                                                                                              \
-        int steps = nb / ((BLOCK_ELEMS) / 32);                                                     \
+        __m256 r;                                                                                  \
         switch (nx) {                                                                              \
-        case 1: dot_##NAME##_n(w, x, xs, 1, steps, out); break;                                    \
-        case 2: dot_##NAME##_n(w, x, xs, 2, steps, out); break;                                    \
-        case 3: dot_##NAME##_n(w, x, xs, 3, steps, out); break;                                    \
-        default: dot_##NAME##_n(w, x, xs, 4, steps, out); break;                                   \
+        case 1: dot8_##NAME(w, x, xs, 1, nb, dT, sT, ts, &r); break;                               \
+        case 2: dot8_##NAME(w, x, xs, 2, nb, dT, sT, ts, &r); break;                               \
+        case 3: dot8_##NAME(w, x, xs, 3, nb, dT, sT, ts, &r); break;                               \
+        case 4: dot8_##NAME(w, x, xs, 4, nb, dT, sT, ts, &r); break;                               \
+        case 5: dot8_##NAME(w, x, xs, 5, nb, dT, sT, ts, &r); break;                               \
+        case 6: dot8_##NAME(w, x, xs, 6, nb, dT, sT, ts, &r); break;                               \
+        case 7: dot8_##NAME(w, x, xs, 7, nb, dT, sT, ts, &r); break;                               \
+        default: dot8_##NAME(w, x, xs, 8, nb, dT, sT, ts, &r); break;                              \
         }                                                                                          \
+        _mm256_storeu_ps(out, r);                                                                  \
     }
-DISPATCH(q4_0, QK4_0)
-DISPATCH(q4_1, QK4_1)
-DISPATCH(q8_0, QK8_0)
-DISPATCH(q4_K, QK_K)
-DISPATCH(q6_K, QK_K)
+DISPATCH8(q4_0)
+DISPATCH8(q4_1)
+DISPATCH8(q8_0)
+DISPATCH8(q4_K)
+DISPATCH8(q6_K)
+
+/* ---- 4 weight rows (nr of them real) against one activation row ---- */
+
+/* Row pointers (rows past nr repeat row 0 and are discarded), and a prefetch of the next group
+ * of rows spread over the steps: the hardware prefetchers follow 4 interleaved streams poorly,
+ * and a model's weights stream from DRAM when decoding. */
+#define ROWS4_SETUP(BLOCK, STEPS)                                                                  \
+    const BLOCK *rw[4];                                                                            \
+    for (int k = 0; k < 4; k++)                                                                    \
+        rw[k] = (const BLOCK *)(const void *)((const char *)w + (size_t)(k < nr ? k : 0) * rb);    \
+    const char *next = (const char *)w + 4 * rb;                                                   \
+    size_t per_step = nr == 4 ? (4 * rb / (size_t)(STEPS) + 63) & ~(size_t)63 : 0
+#define ROWS4_PREFETCH(i)                                                                          \
+    for (size_t o = 0; o < per_step; o += 64)                                                      \
+        _mm_prefetch(next + (size_t)(i) * per_step + o, _MM_HINT_T0)
+
+/* 4 fp16 values (one per row) to floats */
+#define H4(a, b, c, d) _mm_cvtph_ps(_mm_setr_epi16((short)(a), (short)(b), (short)(c), (short)(d), 0, 0, 0, 0))
+
+void kdot4r_q4_0(const void *w, size_t rb, int nr, const kx_block *x, int nb, float *out)
+{
+    ROWS4_SETUP(block_q4_0, nb);
+    __m128 acc = _mm_setzero_ps(), corr = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        ROWS4_PREFETCH(i);
+        __m256i xq = _mm256_loadu_si256((const __m256i *)x[i].qs), p[4];
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            p[k] = madd_us8(unpack_q4(rw[k][i].qs), xq);
+        __m128 dw = H4(rw[0][i].d, rw[1][i].d, rw[2][i].d, rw[3][i].d);
+        __m128 sum = _mm_cvtepi32_ps(hsum4x8(p));
+        acc = _mm_fmadd_ps(sum, _mm_mul_ps(dw, _mm_set1_ps(x[i].d)), acc);
+        corr = _mm_fmadd_ps(dw, _mm_set1_ps(x[i].s), corr);
+    }
+    _mm_storeu_ps(out, _mm_fnmadd_ps(_mm_set1_ps(8.0f), corr, acc));
+}
+
+void kdot4r_q4_1(const void *w, size_t rb, int nr, const kx_block *x, int nb, float *out)
+{
+    ROWS4_SETUP(block_q4_1, nb);
+    __m128 acc = _mm_setzero_ps(), corr = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        ROWS4_PREFETCH(i);
+        __m256i xq = _mm256_loadu_si256((const __m256i *)x[i].qs), p[4];
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            p[k] = madd_us8(unpack_q4(rw[k][i].qs), xq);
+        __m128 dw = H4(rw[0][i].d, rw[1][i].d, rw[2][i].d, rw[3][i].d);
+        __m128 mw = H4(rw[0][i].m, rw[1][i].m, rw[2][i].m, rw[3][i].m);
+        __m128 sum = _mm_cvtepi32_ps(hsum4x8(p));
+        acc = _mm_fmadd_ps(sum, _mm_mul_ps(dw, _mm_set1_ps(x[i].d)), acc);
+        corr = _mm_fmadd_ps(mw, _mm_set1_ps(x[i].s), corr);
+    }
+    _mm_storeu_ps(out, _mm_add_ps(acc, corr));
+}
+
+void kdot4r_q8_0(const void *w, size_t rb, int nr, const kx_block *x, int nb, float *out)
+{
+    ROWS4_SETUP(block_q8_0, nb);
+    __m128 acc = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        ROWS4_PREFETCH(i);
+        __m256i xq = _mm256_loadu_si256((const __m256i *)x[i].qs), p[4];
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            p[k] = q8_dot(_mm256_loadu_si256((const __m256i *)rw[k][i].qs), xq);
+        __m128 dw = H4(rw[0][i].d, rw[1][i].d, rw[2][i].d, rw[3][i].d);
+        __m128 sum = _mm_cvtepi32_ps(hsum4x8(p));
+        acc = _mm_fmadd_ps(sum, _mm_mul_ps(dw, _mm_set1_ps(x[i].d)), acc);
+    }
+    _mm_storeu_ps(out, acc);
+}
+
+void kdot4r_q4_K(const void *w, size_t rb, int nr, const kx_block *x, int nb, float *out)
+{
+    ROWS4_SETUP(block_q4_K, nb / 8);
+    const __m256i lowmask = _mm256_set1_epi8(0xf);
+    __m128 acc = _mm_setzero_ps(), corr = _mm_setzero_ps();
+    for (int s = 0; s < nb / 8; s++) {
+        ROWS4_PREFETCH(s);
+        __m128 d = H4(rw[0][s].d, rw[1][s].d, rw[2][s].d, rw[3][s].d);
+        __m128 dmin = H4(rw[0][s].dmin, rw[1][s].dmin, rw[2][s].dmin, rw[3][s].dmin);
+        uint8_t sc[4][8], mn[4][8];
+        for (int k = 0; k < 4; k++)
+            q4k_scales(rw[k][s].scales, sc[k], mn[k]);
+        for (int g = 0; g < 4; g++) {
+            __m256i q[4];
+            UNROLL
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_loadu_si256((const __m256i *)(rw[k][s].qs + 32 * g));
+            UNROLL
+            for (int hh = 0; hh < 2; hh++) {
+                int blk = 8 * s + 2 * g + hh, j = 2 * g + hh;
+                __m256i xq = _mm256_loadu_si256((const __m256i *)x[blk].qs), p[4];
+                UNROLL
+                for (int k = 0; k < 4; k++) {
+                    __m256i half = hh ? _mm256_srli_epi16(q[k], 4) : q[k];
+                    p[k] = madd_us8(_mm256_and_si256(half, lowmask), xq);
+                }
+                __m128 scale = _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_setr_epi32(sc[0][j], sc[1][j], sc[2][j], sc[3][j])));
+                __m128 mins = _mm_mul_ps(dmin, _mm_cvtepi32_ps(_mm_setr_epi32(mn[0][j], mn[1][j], mn[2][j], mn[3][j])));
+                __m128 sum = _mm_cvtepi32_ps(hsum4x8(p));
+                acc = _mm_fmadd_ps(sum, _mm_mul_ps(scale, _mm_set1_ps(x[blk].d)), acc);
+                corr = _mm_fmadd_ps(mins, _mm_set1_ps(x[blk].s), corr);
+            }
+        }
+    }
+    _mm_storeu_ps(out, _mm_sub_ps(acc, corr));
+}
+
+void kdot4r_q6_K(const void *w, size_t rb, int nr, const kx_block *x, int nb, float *out)
+{
+    ROWS4_SETUP(block_q6_K, nb / 8);
+    __m128 acc = _mm_setzero_ps();
+    for (int s = 0; s < nb / 8; s++) {
+        ROWS4_PREFETCH(s);
+        __m128 d = H4(rw[0][s].d, rw[1][s].d, rw[2][s].d, rw[3][s].d);
+        for (int h = 0; h < 2; h++)
+            for (int kk = 0; kk < 4; kk++) {
+                int blk = 8 * s + 4 * h + kk;
+                __m256i xq = _mm256_loadu_si256((const __m256i *)x[blk].qs), p[4];
+                UNROLL
+                for (int k = 0; k < 4; k++)
+                    p[k] = q6k_dot(q6k_quarter(&rw[k][s], h, kk), xq, scale_pair(rw[k][s].scales + 8 * h + 2 * kk));
+                __m128 sum = _mm_cvtepi32_ps(hsum4x8(p));
+                acc = _mm_fmadd_ps(sum, _mm_mul_ps(d, _mm_set1_ps(x[blk].d)), acc);
+            }
+    }
+    _mm_storeu_ps(out, acc);
+}
 
 /* ---- float weights ---- */
 

@@ -17,43 +17,45 @@ typedef struct kx_block {
     int8_t qs[32];
 } kx_block;
 
-/* Batch rows handled per call of a dot function: each weight block is unpacked once and used
- * KX_TILE times. */
+/* Quantizes nb blocks of 32 activations (round to nearest, d = max|x| / 127). */
+void kx_quantize(const float *x, kx_block *y, int nb);
+
+/* Batch rows handled per call of the portable dot functions (and of kdot_float). */
 #define KX_TILE 4
 
-/* out[j] = dot(weight row w, activation row j) for j < nx (nx <= KX_TILE). Activation row j starts
- * at x + j * xstride (in blocks); nb is the number of 32-element blocks in the row. */
+/* Portable (non-AVX2) builds: out[j] = dot(weight row w, activation row j) for j < nx (nx <=
+ * KX_TILE). Activation row j starts at x + j * xstride (in blocks); nb is the number of
+ * 32-element blocks in the row. */
 typedef void (*kdot_fn)(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
+void kdot_q4_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out);
+void kdot_q4_1(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out);
+void kdot_q8_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out);
+void kdot_q4_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out);
+void kdot_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, float *out);
 
-void kx_quantize(const float *x, kx_block *y, int nb);
-void kdot_q4_0(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
-void kdot_q4_1(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
-void kdot_q8_0(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
-void kdot_q4_K(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
-void kdot_q6_K(const void *w, const kx_block *x, size_t xstride, int nx, int nb, float *out);
-
-/* 8 batch rows at once (AVX2 builds only): like kdot_*, plus the activation scales and sums laid
- * out block-major, dT[i * ts + j] / sT[i * ts + j] for block i of row j. */
-typedef void (*kdot8_fn)(const void *w, const kx_block *x, size_t xstride, int nb, const float *dT,
+/* AVX2 builds: one weight row against up to 8 activation rows (nx <= 8; out gets 8 values, those
+ * past nx are zero). The activations' scales and sums are also laid out block-major,
+ * dT[i * ts + j] / sT[i * ts + j] for block i of row j, zero for j >= nx. */
+typedef void (*kdot8_fn)(const void *w, const kx_block *x, size_t xstride, int nx, int nb, const float *dT,
                          const float *sT, size_t ts, float *out);
-void kdot8_q4_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out);
-void kdot8_q4_1(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out);
-void kdot8_q8_0(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out);
-void kdot8_q4_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out);
-void kdot8_q6_K(const void *w, const kx_block *x, size_t xs, int nb, const float *dT, const float *sT, size_t ts,
-                float *out);
-
-/* 4 consecutive weight rows (row_bytes apart) against one activation row (AVX2 builds only). */
-typedef void (*kdot4r_fn)(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
-void kdot4r_q4_0(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
-void kdot4r_q4_1(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
-void kdot4r_q8_0(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
-void kdot4r_q4_K(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
-void kdot4r_q6_K(const void *w, size_t row_bytes, const kx_block *x, int nb, float *out);
+void kdot8_q4_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT, const float *sT,
+                size_t ts, float *out);
+void kdot8_q4_1(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT, const float *sT,
+                size_t ts, float *out);
+void kdot8_q8_0(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT, const float *sT,
+                size_t ts, float *out);
+void kdot8_q4_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT, const float *sT,
+                size_t ts, float *out);
+void kdot8_q6_K(const void *w, const kx_block *x, size_t xs, int nx, int nb, const float *dT, const float *sT,
+                size_t ts, float *out);
+/* AVX2 builds: nr (<= 4) consecutive weight rows, row_bytes apart, against one activation row;
+ * out gets 4 values. Same per-row arithmetic as kdot8_*, bit for bit. */
+typedef void (*kdot4r_fn)(const void *w, size_t row_bytes, int nr, const kx_block *x, int nb, float *out);
+void kdot4r_q4_0(const void *w, size_t row_bytes, int nr, const kx_block *x, int nb, float *out);
+void kdot4r_q4_1(const void *w, size_t row_bytes, int nr, const kx_block *x, int nb, float *out);
+void kdot4r_q8_0(const void *w, size_t row_bytes, int nr, const kx_block *x, int nb, float *out);
+void kdot4r_q4_K(const void *w, size_t row_bytes, int nr, const kx_block *x, int nb, float *out);
+void kdot4r_q6_K(const void *w, size_t row_bytes, int nr, const kx_block *x, int nb, float *out);
 
 /* Dequantizes n elements (SIMD where available; same values as dequant_row). */
 void kx_dequant(int type, const void *src, float *dst, int64_t n);

@@ -86,7 +86,9 @@ int llm_counter_open(llm_counter **out, const llm_config *cfg, pwb_err *e)
             return rc;
         }
         const char *jinja = c->m ? c->m->chat_template : NULL;
-        if (jinja || (cfg->chat_template && *cfg->chat_template)) {
+        /* The local engine always renders with a template, "none" (contents joined by blank
+         * lines) when the model has none: count the same text, not the rule's role markers. */
+        if (jinja || (cfg->chat_template && *cfg->chat_template) || c->local) {
             pwb_err te;
             err_clear(&te);
             rc = chat_template_init(&c->ct, jinja, cfg->chat_template, &te);

@@ -76,6 +76,9 @@ int resp_encode(const llm_response *r, int n_choices, pwb_buf *out)
     bad = bad || add_str(o, "text", r->text);
     bad = bad || !cJSON_AddNumberToObject(o, "tokens_in", r->tokens_in);
     bad = bad || !cJSON_AddNumberToObject(o, "tokens_out", r->tokens_out);
+    /* only when there were some: entries stay as they were for providers without a prompt cache */
+    if (r->tokens_cached_in > 0)
+        bad = bad || !cJSON_AddNumberToObject(o, "tokens_cached_in", r->tokens_cached_in);
     bad = bad || !cJSON_AddNumberToObject(o, "latency_s", r->latency_s);
     bad = bad || !cJSON_AddNumberToObject(o, "cpu_s", r->cpu_s);
     bad = bad || !cJSON_AddNumberToObject(o, "http_status", r->http_status);
@@ -115,6 +118,8 @@ int resp_decode(const char *json, int n_choices, llm_response *out)
     const cJSON *v;
     out->tokens_in = (v = cJSON_GetObjectItemCaseSensitive(o, "tokens_in")) && cJSON_IsNumber(v) ? v->valueint : -1;
     out->tokens_out = (v = cJSON_GetObjectItemCaseSensitive(o, "tokens_out")) && cJSON_IsNumber(v) ? v->valueint : -1;
+    out->tokens_cached_in =
+        (v = cJSON_GetObjectItemCaseSensitive(o, "tokens_cached_in")) && cJSON_IsNumber(v) && v->valueint > 0 ? v->valueint : 0;
     out->latency_s = (v = cJSON_GetObjectItemCaseSensitive(o, "latency_s")) && cJSON_IsNumber(v) ? v->valuedouble : 0;
     out->cpu_s = (v = cJSON_GetObjectItemCaseSensitive(o, "cpu_s")) && cJSON_IsNumber(v) ? v->valuedouble : 0;
     out->http_status = (v = cJSON_GetObjectItemCaseSensitive(o, "http_status")) && cJSON_IsNumber(v) ? v->valueint : 0;

@@ -14,6 +14,10 @@
 #include "bench/suite.h"
 #include "bench/template.h"
 #include "llm/backend.h"
+#include "llm/budget.h"
+#include "llm/estimate.h"
+#include "llm/prices.h"
+#include "llm/remote.h"
 #include "run/request.h"
 #include "store/db.h"
 #include "util/buf.h"
@@ -55,9 +59,14 @@ typedef struct rmethod {
 
 typedef struct rmodel {
     const suite_model *sm;
-    llm_config cfg;
+    llm_config cfg;   /* resolved (llm_config_resolve): the preset applied */
     llm_backend *be;
-    int completion; /* sends a flat prompt, not messages */
+    int completion;   /* provider openai-completions: sends a prompt, not chat messages */
+    int messages;     /* requests carry chat messages (chat providers, and completions with a
+                       * chat_template, which renders them) */
+    int can_rank;     /* local, or a /v1/completions server's prompt log-probabilities */
+    llm_price price;  /* what its tokens cost: the suite's, else the shipped table's */
+    pwb_buf tokenizer;/* cfg.tokenizer resolved against the suite's folder */
 } rmodel;
 
 typedef struct rcell {
@@ -88,6 +97,11 @@ typedef struct runner {
     char prog_label[128];
     pthread_mutex_t lock;
     run_result *r;
+    price_table prices;  /* the shipped table, loaded when a model has no price of its own */
+    int prices_loaded;
+    llm_budget budget;   /* --max-cost, shared by every model */
+    int limited;         /* the budget stopped a batch */
+    pwb_err limit_err;   /* what it said */
 } runner;
 
 void run_opts_init(run_opts *o)
@@ -347,7 +361,7 @@ static int build_item(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *s
     llm_request *q = &it->req;
     memset(q, 0, sizeof *q);
     q->mode = m->rank ? LLM_RANK : LLM_GENERATE;
-    if (mo->completion) {
+    if (!mo->messages) {
         q->prompt = it->flat.data;
     } else {
         it->msgs = calloc((size_t)(it->prompt.n ? it->prompt.n : 1), sizeof *it->msgs);
@@ -375,6 +389,89 @@ static int build_item(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *s
     return PWB_OK;
 }
 
+/* The model's settings as the backend sees them, its preset applied (llm_config_resolve): the
+ * response cache is keyed on this, so the base URL a preset implies is part of every key. */
+static int model_config(runner *R, rmodel *m, int index, pwb_err *e)
+{
+    const suite_model *sm = m->sm;
+    llm_config raw;
+    llm_config_defaults(&raw);
+    raw.name = sm->name;
+    raw.provider = sm->provider;
+    raw.base_url = sm->base_url;
+    raw.model = sm->model;
+    raw.api_key_env = sm->api_key_env;
+    raw.chat_template = sm->chat_template;
+    if (sm->concurrency > 0)
+        raw.concurrency = sm->concurrency;
+    if (R->o->concurrency > 0)
+        raw.concurrency = R->o->concurrency;
+    if (sm->timeout_s > 0)
+        raw.timeout_s = sm->timeout_s;
+    if (sm->max_retries >= 0)
+        raw.max_retries = sm->max_retries;
+    raw.preset = sm->preset;
+    raw.stream = sm->stream;
+    raw.rpm = sm->rpm;
+    raw.tpm = sm->tpm;
+    raw.adaptive_concurrency = sm->adaptive_concurrency;
+    raw.allow_insecure_key = sm->allow_insecure_key;
+    buf_init(&m->tokenizer);
+    if (sm->tokenizer) {
+        /* as written (from the working directory), else beside the suite */
+        if (file_resolve(sm->tokenizer, ".", R->suite_dir.data, &m->tokenizer, NULL) != PWB_OK)
+            return err_set(e, PWB_EIO, "%s: models[%d].tokenizer: '%s' not found (looked in . and %s)", R->suite.path,
+                           index, sm->tokenizer, R->suite_dir.data);
+        raw.tokenizer = m->tokenizer.data;
+    }
+    int rc = llm_config_resolve(&raw, &m->cfg, e);
+    if (rc)
+        return err_prefix(e, "%s: models[%d] '%s': ", R->suite.path, index, sm->name);
+    const char *p = m->cfg.provider;
+    m->completion = strcmp(p, "openai-completions") == 0;
+    m->messages = !m->completion || (m->cfg.chat_template && m->cfg.chat_template[0]);
+    m->can_rank = m->completion || strcmp(p, "local") == 0;
+    return PWB_OK;
+}
+
+/* The model's price: the suite's wins; else the shipped table's for its model id (HTTP only: a
+ * local model's id is a file path and its cost is CPU time). */
+static int model_price(runner *R, rmodel *m, pwb_err *e)
+{
+    const suite_model *sm = m->sm;
+    llm_price suite_price = {0};
+    if (sm->price_given) {
+        suite_price.known = 1;
+        suite_price.in_per_m = sm->price_in_per_m;
+        suite_price.out_per_m = sm->price_out_per_m;
+        suite_price.cached_in_per_m = sm->price_cached_in_per_m;
+    }
+    const price_table *t = NULL;
+    if (!sm->price_given && strcmp(m->cfg.provider, "local") != 0) {
+        if (!R->prices_loaded) {
+            pwb_buf path;
+            buf_init(&path);
+            pwb_err fe;
+            err_clear(&fe);
+            int found = prices_find(&path, &fe) == PWB_OK;
+            /* a table that is there but broken is an error (it names the file); none at all is not */
+            int rc = found ? prices_load(&R->prices, path.data, e) : PWB_OK;
+            if (!found)
+                log_warn("no price table (%s): models without a suite price cost 0", fe.msg);
+            buf_free(&path);
+            if (rc)
+                return rc;
+            R->prices_loaded = 1;
+        }
+        t = &R->prices;
+    }
+    prices_resolve(t, m->cfg.model, &suite_price, &m->price);
+    if (!m->price.known && strcmp(m->cfg.provider, "local") != 0)
+        log_info("model %s: no price for '%s'; its tokens cost 0 (give the suite a price)", sm->name,
+                 m->cfg.model ? m->cfg.model : "?");
+    return PWB_OK;
+}
+
 static int prepare_models(runner *R, pwb_err *e)
 {
     R->nmo = R->suite.n_models;
@@ -383,26 +480,18 @@ static int prepare_models(runner *R, pwb_err *e)
         return err_set(e, PWB_ENOMEM, "out of memory");
     for (int i = 0; i < R->nmo; i++) {
         rmodel *m = &R->mo[i];
-        const suite_model *sm = m->sm = &R->suite.models[i];
-        llm_config_defaults(&m->cfg);
-        m->cfg.name = sm->name;
-        m->cfg.provider = sm->provider;
-        m->cfg.base_url = sm->base_url;
-        m->cfg.model = sm->model;
-        m->cfg.api_key_env = sm->api_key_env;
-        m->cfg.chat_template = sm->chat_template;
-        if (sm->concurrency > 0)
-            m->cfg.concurrency = sm->concurrency;
-        if (R->o->concurrency > 0)
-            m->cfg.concurrency = R->o->concurrency;
-        if (sm->timeout_s > 0)
-            m->cfg.timeout_s = sm->timeout_s;
-        if (sm->max_retries >= 0)
-            m->cfg.max_retries = sm->max_retries;
-        m->completion = sm->provider && strcmp(sm->provider, "openai-completions") == 0;
-        int rc = llm_backend_create(&m->be, &m->cfg, e);
+        m->sm = &R->suite.models[i];
+        int rc = model_config(R, m, i, e);
+        if (!rc)
+            rc = model_price(R, m, e);
+        if (rc)
+            return rc;
+        /* the backend's cost guard (HTTP) bills at the same price the runner stores */
+        m->cfg.price = &m->price;
+        m->cfg.budget = R->o->max_cost_usd > 0 ? &R->budget : NULL;
+        rc = llm_backend_create(&m->be, &m->cfg, e);
         if (rc) {
-            err_prefix(e, "%s: model '%s': ", R->suite.path, sm->name ? sm->name : "?");
+            err_prefix(e, "%s: model '%s': ", R->suite.path, m->sm->name ? m->sm->name : "?");
             return rc;
         }
         m->be->stop = R->o->stop;
@@ -445,10 +534,13 @@ static int prepare_cells(runner *R, pwb_err *e)
                 rc = err_set(e, PWB_EINVAL, "%s: method '%s' ranks labels but card %s has none", R->suite.path,
                              m->sm->name, d->card.path);
             for (int mi = 0; !rc && m->rank && mi < R->nmo; mi++)
-                if (strcmp(R->mo[mi].sm->provider, "local") != 0)
-                    rc = err_set(e, PWB_EUNSUP, "%s: method '%s' ranks labels by log-likelihood, which needs the "
-                                 "local engine; model '%s' (provider %s) can only generate",
-                                 R->suite.path, m->sm->name, R->mo[mi].sm->name, R->mo[mi].sm->provider);
+                if (!R->mo[mi].can_rank)
+                    rc = err_set(e, PWB_EUNSUP,
+                                 "%s: cell %s/%s/%s: method '%s' ranks labels by log-likelihood, which model '%s' "
+                                 "(provider %s) cannot give; use the local engine or provider openai-completions "
+                                 "(a /v1/completions server with prompt logprobs: vLLM, llama.cpp)",
+                                 R->suite.path, d->card.name, R->mo[mi].sm->name, m->sm->name, m->sm->name,
+                                 R->mo[mi].sm->name, R->mo[mi].sm->provider);
         }
         if (!rc && !any)
             rc = err_set(e, PWB_EINVAL, "%s: no method of the suite applies to dataset '%s'", R->suite.path,
@@ -670,15 +762,13 @@ static void on_done(void *ctx, size_t index, const llm_response *resp)
     pthread_mutex_unlock(&cc->R->lock);
 }
 
-static double cost_of(const suite_model *m, const llm_response *r)
+/* What a response cost, at the price the HTTP backend's cost guard also bills (so the stored
+ * costs add up to what --max-cost counted), plus CPU time at the suite's cpu_hour. */
+static double cost_of(const rmodel *m, const llm_response *r)
 {
-    double c = 0;
-    if (r->tokens_in > 0)
-        c += (double)r->tokens_in * m->price_in_per_m / 1e6;
-    if (r->tokens_out > 0)
-        c += (double)r->tokens_out * m->price_out_per_m / 1e6;
+    double c = llm_estimate_cost(&m->price, r->tokens_in, r->tokens_out, r->tokens_cached_in);
     if (r->cpu_s > 0)
-        c += r->cpu_s * m->price_cpu_hour / 3600.0;
+        c += r->cpu_s * m->sm->price_cpu_hour / 3600.0;
     return c;
 }
 
@@ -729,11 +819,14 @@ static int store_item(runner *R, rcell *c, item *it, pwb_buf *scratch, pwb_err *
     p.tokens_out = rp->tokens_out;
     /* A cached answer keeps what the original request cost, so a report describes the method and
      * not the cache; `cached` says that nothing was spent this time. */
-    p.cost_usd = cost_of(R->mo[c->m].sm, rp);
+    p.cost_usd = cost_of(&R->mo[c->m], rp);
     p.retries = rp->retries;
     p.http_status = rp->http_status;
     p.cached = it->cached;
     int rc = db_prediction_insert(R->db, &p, e);
+    /* HTTP backends bill the cost guard themselves; a local model's CPU time is added here */
+    if (!rc && !it->cached && R->o->max_cost_usd > 0 && !strcmp(R->mo[c->m].cfg.provider, "local"))
+        llm_budget_add(&R->budget, p.cost_usd);
     if (!rc && it->cacheable && !it->cached && !rp->error && (rp->text || rp->choice_logprob)) {
         if (resp_encode(rp, m->rank ? d->card.n_labels : 0, scratch))
             rc = err_set(e, PWB_ENOMEM, "out of memory");
@@ -780,6 +873,45 @@ static int lookup_cache(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
     return db_commit(R->db, e);
 }
 
+/* ---- the cost limit (--max-cost) ---------------------------------------------------------- */
+
+/* 1 when a local model with a price must not start another chunk: the limit is spent. (HTTP
+ * backends check every request themselves, before it is sent.) */
+static int budget_spent_for(runner *R, const rmodel *mo)
+{
+    if (R->o->max_cost_usd <= 0 || strcmp(mo->cfg.provider, "local") != 0)
+        return 0;
+    if (!(mo->sm->price_cpu_hour > 0) && !mo->price.known)
+        return 0;
+    return llm_budget_spent(&R->budget) >= R->o->max_cost_usd;
+}
+
+static int spent_row(void *ctx, int ncols, const char *const *names, const char *const *values)
+{
+    (void)names;
+    if (ncols > 0 && values[0])
+        *(double *)ctx = strtod(values[0], NULL);
+    return 0;
+}
+
+/* What earlier invocations of this run spent (answers from the cache cost nothing this time):
+ * it counts towards the limit, so resuming cannot spend the limit twice. */
+static int budget_resume(runner *R, pwb_err *e)
+{
+    if (R->o->max_cost_usd <= 0 || !R->r->run_id)
+        return PWB_OK;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce(sum(p.cost_usd), 0) FROM predictions p JOIN cells c ON c.id = p.cell_id "
+             "WHERE c.run_id = %lld AND p.cached = 0",
+             (long long)R->r->run_id);
+    double spent = 0;
+    int rc = db_query(R->db, sql, spent_row, &spent, e);
+    if (!rc && spent > 0)
+        llm_budget_add(&R->budget, spent);
+    return rc;
+}
+
 static int run_cell(runner *R, rcell *c, pwb_err *e)
 {
     size_t chunk = R->o->chunk > 0 ? (size_t)R->o->chunk : RUN_DEFAULT_CHUNK;
@@ -810,21 +942,30 @@ static int run_cell(runner *R, rcell *c, pwb_err *e)
             reqs[nm] = items[i].req;
             map[nm++] = i;
         }
-        int interrupted = 0;
-        if (!rc && nm > 0) {
+        int interrupted = 0, limited = 0;
+        if (!rc && nm > 0 && budget_spent_for(R, mo)) {
+            limited = 1; /* a local model's CPU time: counted after each chunk, checked before the next */
+            err_set(&R->limit_err, PWB_ELIMIT, "cost limit of $%.4f reached: $%.4f spent", R->o->max_cost_usd,
+                    llm_budget_spent(&R->budget));
+        } else if (!rc && nm > 0) {
             memset(out, 0, nm * sizeof *out);
             chunk_ctx cc = {R, items, map, 0};
             rc = mo->be->run(mo->be, reqs, nm, out, on_done, &cc, e);
             interrupted = rc == PWB_EINTR || stopped(R);
-            if (rc == PWB_EINTR)
+            /* Over the cost limit: like a stop, only the requests that completed (done was called
+             * for them) are kept; the unsent ones carry "not sent: cost limit reached". */
+            limited = rc == PWB_ELIMIT;
+            if (limited)
+                R->limit_err = *e;
+            if (rc == PWB_EINTR || limited)
                 rc = PWB_OK;
             for (size_t j = 0; j < nm; j++) {
                 items[map[j]].resp = out[j];
                 memset(&out[j], 0, sizeof out[j]);
-                if (!interrupted)
+                if (!interrupted && !limited)
                     items[map[j]].finished = 1;
             }
-            if (!interrupted)
+            if (!interrupted && !limited)
                 R->prog_done += (long)(nm - cc.n_cb); /* a backend that does not report each one */
         }
         progress_update(&R->prog, R->prog_done, R->prog_label);
@@ -846,7 +987,11 @@ static int run_cell(runner *R, rcell *c, pwb_err *e)
         }
         for (size_t i = 0; i < built; i++)
             item_free(&items[i]);
-        if (interrupted)
+        if (!rc && limited) {
+            R->limited = 1;
+            rc = PWB_ELIMIT;
+        }
+        if (interrupted || limited)
             break;
     }
     free(items);
@@ -896,12 +1041,18 @@ static int summary_row(void *ctx, int ncols, const char *const *names, const cha
 static int execute(runner *R, pwb_err *e)
 {
     double t0 = timer_wall();
-    int rc = PWB_OK;
+    int rc = budget_resume(R, e);
     for (int i = 0; i < R->ncells && !rc && !stopped(R); i++)
         rc = run_cell(R, &R->cells[i], e);
     R->r->wall_s = timer_wall() - t0;
     progress_finish(&R->prog);
-    if (!rc && stopped(R)) {
+    if (R->o->max_cost_usd > 0)
+        R->r->spent_usd = llm_budget_spent(&R->budget);
+    if (rc == PWB_ELIMIT && R->limited) {
+        R->r->limited = 1;
+        rc = err_set(e, PWB_ELIMIT, "%.700s; %ld predictions kept, the rest not sent: run again with a higher "
+                     "--max-cost to continue", R->limit_err.msg, R->r->n_new);
+    } else if (!rc && stopped(R)) {
         R->r->interrupted = 1;
         rc = err_set(e, PWB_EINTR, "interrupted: %ld predictions kept; run the suite again to resume", R->r->n_new);
     }
@@ -928,9 +1079,11 @@ static void runner_free(runner *R)
         free(R->me[i].tpl_path);
     }
     free(R->me);
-    for (int i = 0; i < R->nmo; i++)
+    for (int i = 0; i < R->nmo; i++) {
         if (R->mo[i].be)
             llm_backend_free(R->mo[i].be);
+        buf_free(&R->mo[i].tokenizer);
+    }
     free(R->mo);
     for (int i = 0; i < R->ncells; i++) {
         if (R->cells[i].sc)
@@ -938,11 +1091,83 @@ static void runner_free(runner *R)
         free(R->cells[i].todo);
     }
     free(R->cells);
+    prices_free(&R->prices);
+    llm_budget_free(&R->budget);
     if (R->db)
         db_close(R->db);
     suite_free(&R->suite);
     buf_free(&R->suite_dir);
     pthread_mutex_destroy(&R->lock);
+}
+
+/* ---- the dry run's estimate --------------------------------------------------------------- */
+
+/* Renders every sampled example of cell c, as the run would, and counts what its requests send. */
+static int estimate_cell(runner *R, rcell *c, llm_counter *counter, run_cell_result *cr, pwb_err *e)
+{
+    const rds *d = &R->ds[c->d];
+    const rmodel *mo = &R->mo[c->m];
+    size_t chunk = R->o->chunk > 0 && R->o->chunk <= RUN_MAX_CHUNK ? (size_t)R->o->chunk : RUN_DEFAULT_CHUNK;
+    item *items = calloc(chunk, sizeof *items);
+    llm_request *reqs = calloc(chunk, sizeof *reqs);
+    pwb_buf scratch;
+    buf_init(&scratch);
+    int rc = (!items || !reqs) ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+    for (size_t start = 0; !rc && start < d->n_sample && !stopped(R); start += chunk) {
+        size_t n = d->n_sample - start < chunk ? d->n_sample - start : chunk;
+        memset(items, 0, n * sizeof *items);
+        size_t built = 0;
+        for (; built < n && !rc; built++)
+            rc = build_item(R, c, &items[built], d->sample[start + built], &scratch, e);
+        for (size_t i = 0; !rc && i < n; i++)
+            reqs[i] = items[i].req;
+        if (!rc)
+            rc = llm_counter_add(counter, reqs, n, mo->price.known ? &mo->price : NULL, &cr->est, e);
+        if (rc)
+            err_prefix(e, "%s: cell %s/%s/%s: ", R->suite.path, cr->dataset, cr->model, cr->method);
+        for (size_t i = 0; i < built; i++)
+            item_free(&items[i]);
+    }
+    free(items);
+    free(reqs);
+    buf_free(&scratch);
+    cr->est_exact = llm_counter_exact(counter);
+    cr->est_priced = mo->price.known;
+    str_copy(cr->est_method, sizeof cr->est_method, llm_counter_method(counter));
+    return rc;
+}
+
+/* Per cell: requests, HTTP calls, prompt tokens (with the model's own tokenizer where pwb has it),
+ * the most that may be generated, and the cost at the model's price. Sends nothing. */
+static int dry_run_estimate(runner *R, pwb_err *e)
+{
+    run_result *r = R->r;
+    llm_counter **counters = calloc((size_t)(R->nmo ? R->nmo : 1), sizeof *counters);
+    if (!counters)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    int rc = PWB_OK;
+    for (int i = 0; i < R->ncells && !rc && !stopped(R); i++) {
+        rcell *c = &R->cells[i];
+        rmodel *mo = &R->mo[c->m];
+        if (!counters[c->m] && (rc = llm_counter_open(&counters[c->m], &mo->cfg, e))) {
+            err_prefix(e, "%s: model '%s': ", R->suite.path, mo->sm->name);
+            break;
+        }
+        run_cell_result *cr = &r->cells[i];
+        if ((rc = estimate_cell(R, c, counters[c->m], cr, e)))
+            break;
+        r->est.requests += cr->est.requests;
+        r->est.calls += cr->est.calls;
+        r->est.tokens_in += cr->est.tokens_in;
+        r->est.tokens_out_max += cr->est.tokens_out_max;
+        r->est.cost_usd += cr->est.cost_usd;
+    }
+    for (int i = 0; i < R->nmo; i++)
+        llm_counter_free(counters[i]);
+    free(counters);
+    if (!rc && stopped(R))
+        rc = err_set(e, PWB_EINTR, "interrupted");
+    return rc;
 }
 
 static int dry_run_result(runner *R, pwb_err *e)
@@ -962,7 +1187,7 @@ static int dry_run_result(runner *R, pwb_err *e)
         if (!cr->dataset || !cr->model || !cr->method)
             return err_set(e, PWB_ENOMEM, "out of memory");
     }
-    return PWB_OK;
+    return dry_run_estimate(R, e);
 }
 
 int run_suite(const run_opts *o, run_result *r, pwb_err *e)
@@ -975,6 +1200,8 @@ int run_suite(const run_opts *o, run_result *r, pwb_err *e)
     suite_init(&R.suite);
     buf_init(&R.suite_dir);
     pthread_mutex_init(&R.lock, NULL);
+    prices_init(&R.prices);
+    llm_budget_init(&R.budget, o->max_cost_usd, 0);
     int rc = prepare(&R, e);
     if (!rc && stopped(&R)) /* Ctrl-C while loading: leave the database alone */
         rc = err_set(e, PWB_EINTR, "interrupted before the run started");
@@ -991,7 +1218,11 @@ int run_suite(const run_opts *o, run_result *r, pwb_err *e)
             snprintf(sql, sizeof sql, "SELECT * FROM v_summary WHERE run_id = %lld", (long long)r->run_id);
             int rc2 = db_query(R.db, sql, summary_row, r, &e2);
             if (!rc2)
-                rc2 = db_run_finish(R.db, r->run_id, rc == PWB_OK ? "complete" : rc == PWB_EINTR ? "interrupted" : "failed",
+                rc2 = db_run_finish(R.db, r->run_id,
+                                    rc == PWB_OK       ? "complete"
+                                    : rc == PWB_EINTR  ? "interrupted"
+                                    : rc == PWB_ELIMIT ? "limited"
+                                                       : "failed",
                                     &e2);
             if (rc2 && !rc) {
                 *e = e2;

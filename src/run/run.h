@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "llm/estimate.h"
 #include "util/err.h"
 
 typedef struct run_opts {
@@ -23,7 +24,10 @@ typedef struct run_opts {
     long limit;                /* > 0: at most this many sampled examples per dataset */
     int concurrency;           /* > 0: overrides every model's concurrency */
     int chunk;                 /* requests per backend call / transaction (0: 256) */
-    int dry_run;               /* validate only; the database is not opened */
+    int dry_run;               /* validate and estimate (run_cell_result.est); nothing is sent and the
+                                * database is not opened */
+    double max_cost_usd;       /* > 0: stop before the run's spending (earlier invocations included)
+                                * would pass this many USD (--max-cost) */
     int no_cache;              /* neither read nor write the response cache */
     const char *card_dirs;     /* ':'-separated folders searched for "<name>.json" cards */
     const char *data_path;     /* ':'-separated folders searched for data files after the card's */
@@ -43,6 +47,11 @@ typedef struct run_cell_result {
     double cost_usd;
     long n_new;      /* predictions written by this invocation */
     long n_cached;   /* of which answered from the response cache */
+    /* --dry-run: what the whole cell would send (the cache and earlier invocations not counted). */
+    llm_estimate est;
+    int est_exact;         /* prompt tokens counted with the model's own tokenizer */
+    int est_priced;        /* the model has a token price (est.cost_usd means something) */
+    char est_method[96];   /* "tokenizer <file>" or "bytes/4" */
 } run_cell_result;
 
 typedef struct run_result {
@@ -54,13 +63,17 @@ typedef struct run_result {
     long n_new, n_cached, n_errors; /* this invocation */
     long n_skipped;      /* rows already done before this invocation */
     double wall_s;       /* time spent answering (after validation) */
+    int limited;         /* stopped by --max-cost (finished predictions committed) */
+    double spent_usd;    /* with --max-cost: what the run has spent, earlier invocations included */
+    llm_estimate est;    /* --dry-run: the sum over the cells */
 } run_result;
 
 void run_result_free(run_result *r);
 
 /* Returns PWB_OK when every cell is complete (some predictions may carry errors: see
- * r->n_errors), PWB_EINTR when stopped through o->stop (finished predictions committed), or an
- * error with e naming the file and line. */
+ * r->n_errors), PWB_EINTR when stopped through o->stop, PWB_ELIMIT when o->max_cost_usd would
+ * have been passed (in both cases the finished predictions are committed and a rerun continues),
+ * or an error with e naming the file and line. */
 int run_suite(const run_opts *o, run_result *r, pwb_err *e);
 
 #endif

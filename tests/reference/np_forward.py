@@ -4,6 +4,7 @@ reference tests: how far apart are two correct implementations of the same Q4_1 
 
   --mode f32       weights dequantized to F32, every activation in F32/F64 (what a straightforward
                    C engine computes)
+  --mode q8        only the activation quantization of llama.cpp (attention in F32)
   --mode llamacpp  emulates llama.cpp's CPU numerics: activations quantized to Q8_1 (before Q4_1
                    weights) or Q8_0 (before the Q8_0 tied output head), 32-element blocks with fp16
                    scales; Q, K and V rounded to fp16 (F16 KV cache) and the softmax weights too
@@ -147,7 +148,7 @@ class Model:
 
     def mm(self, x, w):
         W, ty = w
-        if self.mode == "llamacpp" and ty in (GGML_Q4_1, GGML_Q8_0):
+        if self.mode in ("llamacpp", "q8") and ty in (GGML_Q4_1, GGML_Q8_0):
             x = quant_act(x, "q8_1" if ty == GGML_Q4_1 else "q8_0")
         return x @ W.T
 
@@ -209,7 +210,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("fixtures")
-    ap.add_argument("--mode", choices=["f32", "llamacpp"], default="f32")
+    ap.add_argument("--mode", choices=["f32", "q8", "llamacpp"], default="f32")
     ap.add_argument("--prompts", default="0:210:10")
     ap.add_argument("--rank", default="0:872:4")
     a = ap.parse_args()
