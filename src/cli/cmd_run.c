@@ -46,6 +46,10 @@ static void print_estimate(const run_opts *o, const run_result *r)
     table_free(&t);
     printf("total: %ld requests, %ld calls, %.0f prompt tokens, at most %.0f generated, at most $%.4f\n",
            r->est.requests, r->est.calls, r->est.tokens_in, r->est.tokens_out_max, r->est.cost_usd);
+    if (o->max_cost_usd > 0)
+        printf("--max-cost $%.4f: %s\n", o->max_cost_usd,
+               r->est.cost_usd <= o->max_cost_usd ? "the run fits even if every reply uses all its max_tokens"
+                                                  : "the run may stop at the limit (exit 6); rerun with a higher one");
     printf("(the cost assumes every request generates its max_tokens; the response cache and rows a resumed run "
            "already has are not subtracted%s%s)\n",
            unpriced ? "; '-': no token price for the model (local CPU time, or none in the suite or prices.json)" : "",

@@ -166,7 +166,7 @@ Test(run_remote, thousand_examples_through_20_percent_faults, .timeout = 300)
     snprintf(text, sizeof text,
              "{\"name\": \"faults\", \"seed\": 2, \"datasets\": [{\"name\": \"ag_news\", \"limit\": 1000}],"
              " \"models\": [{\"name\": \"flaky\", \"provider\": \"openai\", \"base_url\": \"%s\", \"model\": \"flaky-1\","
-             " \"concurrency\": 32, \"max_retries\": 10, \"timeout_s\": 1}],"
+             " \"concurrency\": 64, \"max_retries\": 10, \"timeout_s\": 1}],"
              " \"methods\": [{\"name\": \"zero-shot\", \"template\": \"zero-shot\"}]}",
              f.base_url);
     char *suite = write_suite(dir, "faults.json", text);
@@ -193,8 +193,13 @@ Test(run_remote, thousand_examples_through_20_percent_faults, .timeout = 300)
                   stat_of(st, "slow") > 10,
               "every kind of fault happened");
     cr_assert_gt(retried, 150, "about 20%% of 1,000 requests fail at first: %ld retried", retried);
-    /* every attempt the server saw is one request or one recorded retry */
-    cr_assert_eq(retries, sent - 1000, "retries recorded %ld, attempts beyond the first %ld", retries, sent - 1000);
+    /* Every recorded retry is an attempt the server saw. The server saw a few more: when it drops
+     * a reused keep-alive connection without a byte of reply, libcurl itself resends the request
+     * once on a fresh connection (it takes that for an idle connection the server closed), so
+     * those attempts are neither failures nor retries to pwb. At most one per drop. */
+    cr_assert_leq(retries, sent - 1000, "retries recorded %ld, attempts beyond the first %ld", retries, sent - 1000);
+    cr_assert_geq(retries, sent - 1000 - stat_of(st, "drop"), "retries recorded %ld, attempts beyond the first %ld, "
+                  "drops %ld", retries, sent - 1000, stat_of(st, "drop"));
     cJSON_Delete(st);
     fake_stop(&f);
     it_rmtree(dir);
@@ -245,11 +250,11 @@ Test(run_remote, dry_run_estimate_within_5_percent_of_real_tokens, .timeout = 12
              model);
     char *suite = write_suite(dir, "est.json", text);
     char *db = it_path(dir, "est.db");
-    proc_out d = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "--dry-run", "--limit", "12", NULL});
+    proc_out d = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "--dry-run", "--limit", "8", NULL});
     cr_assert_eq(d.status, 0, "exit %d: %s%s", d.status, d.out, d.err);
     cr_assert(!it_exists(db), "--dry-run created the database");
     cr_assert(strstr(d.out, "tokenizer TinyStories-656K-Q8_0.gguf"), "counted with the model's tokenizer: %s", d.out);
-    proc_out p = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", "--limit", "12", NULL});
+    proc_out p = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", "--limit", "8", NULL});
     cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
     proc_out_free(&p);
     const char *methods[] = {"zero-shot", "role", "rank", "few-shot"};
@@ -261,10 +266,10 @@ Test(run_remote, dry_run_estimate_within_5_percent_of_real_tokens, .timeout = 12
                  methods[i]);
         long real = it_sql_long(db, sql);
         snprintf(sql, sizeof sql, "SELECT count(*) FROM v_predictions WHERE method = '%s' AND tokens_in > 0", methods[i]);
-        cr_assert_eq(it_sql_long(db, sql), 12, "%s: every prediction records its tokens", methods[i]);
+        cr_assert_eq(it_sql_long(db, sql), 8, "%s: every prediction records its tokens", methods[i]);
         cr_log_info("%s: dry run %.0f prompt tokens, the run used %ld", methods[i], est, real);
         cr_assert_gt(est, 0, "%s: no estimate in %s", methods[i], d.out);
-        cr_assert_gt(real, 12 * 10, "%s: %ld tokens", methods[i], real);
+        cr_assert_gt(real, 8 * 10, "%s: %ld tokens", methods[i], real);
         cr_assert_leq(fabs(est - (double)real), 0.05 * (double)real, "%s: estimate %.0f, real %ld", methods[i], est,
                       real);
     }
