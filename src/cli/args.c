@@ -209,7 +209,7 @@ void cli_print_help(const cli_cmd *cmd, FILE *f)
     fprintf(f, "common options:\n");
     print_opts(cli_common_opts, f);
     fprintf(f, "\nexit codes: 0 ok, 1 some predictions failed, 2 usage, 3 bad input, 4 database,\n"
-               "5 backend, 130 interrupted (docs/cli.md)\n");
+               "5 backend, 6 cost limit reached, 130 interrupted (docs/cli.md)\n");
 }
 
 void cli_print_group_help(const char *group, FILE *f)

@@ -24,6 +24,8 @@ int cli_exit_code(int code)
         return EXIT_PWB_BACKEND;
     case PWB_EINTR:
         return EXIT_PWB_INTERRUPTED;
+    case PWB_ELIMIT:
+        return EXIT_PWB_LIMIT;
     default:
         return EXIT_PWB_FAILED;
     }
