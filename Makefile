@@ -102,7 +102,7 @@ $(INTEG_BIN): $(patsubst tests/%.c,$(BUILD)/tests/obj/%.o,$(wildcard tests/integ
 PWB_SHARED ?= $(abspath ../shared)
 export PWB_SHARED
 TEST_ENV = PWB_BIN=$(abspath $(PWB)) PWB_FAKELLM=$(abspath $(FAKELLM)) PWB_ROOT=$(abspath .) \
-           PWB_DATA_PATH=$(PWB_SHARED)/datasets PWB_DB= OMP_NUM_THREADS=2
+           PWB_DATA_PATH=$(PWB_SHARED)/datasets PWB_DB= OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
 
 test: check-deps $(PWB) $(FAKELLM) $(TEST_BINS)
 	@sh scripts/run-tests.sh "$(TEST_ENV)" $(TEST_BINS)
@@ -127,7 +127,7 @@ $(SMOLLM2):
 	@sh scripts/fetch-model.sh $(MODEL_DIR)
 
 demo: all model
-	./pwb run suites/demo.json --db results/demo.db
+	OMP_WAIT_POLICY=passive ./pwb run suites/demo.json --db results/demo.db
 	./pwb report --db results/demo.db -o reports/demo.md
 	@echo "wrote reports/demo.md"
 

@@ -3,7 +3,7 @@
  * throughput at batch 1 and batched, and peak RSS.
  *
  * Build by hand (the Makefile's `make bench` wires it up):
- *   make BUILD=build lib && cc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Isrc \
+ *   make build/lib/libpwb_engine.a build/lib/libpwb_util.a && cc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Isrc \
  *     -o build/engine_bench bench/engine_bench.c build/lib/libpwb_engine.a build/lib/libpwb_util.a \
  *     -lcjson -lpcre2-8 -lm
  * Run:

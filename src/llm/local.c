@@ -405,16 +405,14 @@ int llm_local_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     im->batch = cfg->batch > 0 ? cfg->batch : 8;
     im->name = str_dup(cfg->name ? cfg->name : cfg->model);
     engine_opts o = {.n_threads = cfg->threads > 0 ? cfg->threads : 0, .batch_items = im->batch};
+    const char *who = cfg->name ? cfg->name : cfg->model;
     int rc = engine_open(&im->en, cfg->model, &o, e);
+    if (rc == PWB_OK)
+        rc = chat_template_init(&im->ct, engine_model(im->en)->chat_template, cfg->chat_template, e);
     if (rc != PWB_OK) {
+        err_prefix(e, "model %s: ", who);
         local_destroy(b);
-        return err_prefix(e, "model %s: ", im->name ? im->name : cfg->model);
-    }
-    const model *m = engine_model(im->en);
-    rc = chat_template_init(&im->ct, m->chat_template, cfg->chat_template, e);
-    if (rc != PWB_OK) {
-        local_destroy(b);
-        return err_prefix(e, "model %s: ", cfg->name ? cfg->name : cfg->model);
+        return rc;
     }
     /* Turn-closing tokens end a generation like EOS does. */
     const char *enders[] = {"<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end|>"};
