@@ -117,7 +117,8 @@ integration: check-deps $(PWB) $(FAKELLM) $(INTEG_BIN)
 # that takes far too long, and the same code paths are exercised by the engine's own unit tests.
 ASAN_FILTER ?= !(reference)/*
 asan:
-	PWB_TEST_FILTER='$(ASAN_FILTER)' $(MAKE) BUILD=build-asan OPT="-O1 -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	PWB_TEST_FILTER='$(ASAN_FILTER)' LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	  $(MAKE) BUILD=build-asan OPT="-O1 -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" test
 
 MODEL_DIR := models
