@@ -103,6 +103,12 @@ static void free_examples(tune_example *ex, size_t n)
     free(ex);
 }
 
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* Only rows with a gold label can train or score. */
 static size_t labelled_sample(const ds_data *d, long limit, uint64_t seed, size_t **idx)
 {
@@ -119,12 +125,7 @@ static size_t labelled_sample(const ds_data *d, long limit, uint64_t seed, size_
         rng_init(&r, seed ^ 0x7e57u);
         rng_shuffle_idx(&r, all, k);
         k = (size_t)limit;
-        for (size_t i = 1; i < k; i++)
-            for (size_t j = i; j > 0 && all[j - 1] > all[j]; j--) {
-                size_t t = all[j];
-                all[j] = all[j - 1];
-                all[j - 1] = t;
-            }
+        qsort(all, k, sizeof *all, cmp_size);
     }
     *idx = all;
     return k;
@@ -257,15 +258,20 @@ int cmd_tune(const cli_args *a)
     free(idx);
     idx = NULL;
 
-    /* What identifies this training: the checkpoint refuses to resume any other. */
+    /* What identifies this training: the checkpoint refuses to resume any other. The length is
+     * left out under a constant rate: the example stream and every update are the same whatever
+     * the total, so asking a finished run for more steps continues it exactly as a longer run
+     * would have gone. */
     if (!rc) {
-        char hex[65];
+        char hex[65], len[64] = "";
+        if (warmup > 0)
+            snprintf(len, sizeof len, " steps=%ld epochs=%g", steps, epochs);
         buf_printf(&key, "pwb-tune/1 model=%s dataset=%s split=%s template=%s tokens=%d init=%s init_text=%s "
-                         "steps=%ld epochs=%g batch=%d optimizer=%s lr=%g warmup=%ld seed=%ld train_limit=%ld "
-                         "eval_n=%ld eval_every=%ld patience=%ld exact=%d chat=%s",
-                   model_path, card.name, split, tp.name, cfg.n_tokens, init_name, init_text ? init_text : "", steps,
-                   epochs, cfg.batch, opt_name, cfg.opt.lr, warmup, seed, train_limit, eval_n, eval_every, patience,
-                   cfg.exact, chat_kind_name(ct.kind));
+                         "batch=%d optimizer=%s lr=%g warmup=%ld seed=%ld train_limit=%ld "
+                         "eval_n=%ld eval_every=%ld patience=%ld exact=%d chat=%s%s",
+                   model_path, card.name, split, tp.name, cfg.n_tokens, init_name, init_text ? init_text : "",
+                   cfg.batch, opt_name, cfg.opt.lr, warmup, seed, train_limit, eval_n, eval_every, patience,
+                   cfg.exact, chat_kind_name(ct.kind), len);
         sha256_hex(key.data, key.len, hex);
         buf_reset(&key);
         buf_puts(&key, hex);
