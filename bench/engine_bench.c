@@ -85,11 +85,11 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: engine_bench MODEL SST2_DEV.tsv [--threads N] [--limit N] [--batch N] "
-                        "[--no-prefix] [--rank-only]\n");
+                        "[--no-prefix] [--rank-only] [--int8]\n");
         return 2;
     }
     const char *model_path = argv[1], *tsv = argv[2];
-    int threads = 2, limit = 0, batch = 0, use_prefix = 1, rank_only = 0;
+    int threads = 2, limit = 0, batch = 0, use_prefix = 1, rank_only = 0, int8 = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -101,15 +101,18 @@ int main(int argc, char **argv)
             use_prefix = 0;
         else if (!strcmp(argv[i], "--rank-only"))
             rank_only = 1;
+        else if (!strcmp(argv[i], "--int8"))
+            int8 = 1;
     }
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress visible when redirected */
     pwb_err e = {0};
     engine *en = NULL;
-    engine_opts o = {.n_threads = threads, .batch_items = batch};
+    engine_opts o = {.n_threads = threads, .batch_items = batch, .int8_activations = int8};
     double t0 = timer_wall();
     if (engine_open(&en, model_path, &o, &e))
         die("open", &e);
-    printf("model %s  threads %d  load %.2fs\n", model_path, threads, timer_wall() - t0);
+    printf("model %s  threads %d  %s arithmetic  load %.2fs\n", model_path, threads, int8 ? "8-bit activation" : "exact",
+           timer_wall() - t0);
 
     /* ---- SST-2 dev, rank classification ---- */
     pwb_buf data, prompt;

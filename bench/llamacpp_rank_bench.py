@@ -14,6 +14,11 @@ Mode "prefix": keep the KV cells of the longest common token prefix with the pre
   (what llama-cpp-python's generate() does on its own) and decode only the rest. Every SST-2 prompt
   shares the system turn and "Review:" header, so this measures prefix-KV reuse.
 
+Threads: this llama.cpp build uses OpenMP, so its barriers are "#pragma omp barrier" and
+OMP_WAIT_POLICY decides how threads wait. The default (spinning) is fastest on an idle machine but
+collapses when the 2 cores are shared with other work (measured: 0.12 examples/s at load ~9);
+OMP_WAIT_POLICY=PASSIVE sleeps instead. The policy in effect is printed; compare like with like.
+
 Timed: tokenization + decode + log-softmax over the vocabulary + decision, per example, after the
 model is loaded and one warm-up example. Prints examples/s, prompt tokens/s, CPU use and peak RSS.
 
@@ -40,7 +45,7 @@ def rss_kib():
     return -1
 
 
-def run_once(llm, rows, label_ids, mode):
+def run_once(llm, rows, label_ids, mode, progress=False):
     n_vocab = llm.n_vocab()
     correct = 0
     n_tok = 0
@@ -48,7 +53,10 @@ def run_once(llm, rows, label_ids, mode):
     prev = []
     t0 = time.perf_counter()
     c0 = time.process_time()
-    for sentence, gold in rows:
+    for i, (sentence, gold) in enumerate(rows):
+        if progress and i and i % 100 == 0:
+            el = time.perf_counter() - t0
+            print(f"  {i}/{len(rows)}: {i / el:.2f} examples/s so far", file=sys.stderr, flush=True)
         ids = pwbref.tokenize(llm, pwbref.sst2_prompt(sentence))
         n_tok += len(ids)
         if mode == "prefix":
@@ -107,7 +115,7 @@ def main():
     run_once(llm, rows[:1], label_ids, a.mode)  # warm-up (page in the weights)
     best = None
     for r in range(a.repeat):
-        res = run_once(llm, rows, label_ids, a.mode)
+        res = run_once(llm, rows, label_ids, a.mode, progress=True)
         wall = res[0]
         print(f"pass {r + 1}: {len(rows) / wall:.2f} examples/s ({wall:.2f} s)", file=sys.stderr)
         if best is None or wall < best[0]:
@@ -117,7 +125,9 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     ver = pwbref.versions()
     print(f"llama.cpp rank classification, SST-2 dev: {pwbref.model_name(a.model)}")
-    print(f"  llama-cpp-python {ver['llama_cpp_python']}, n_threads=2, n_batch=512, mode={a.mode}")
+    print(f"  llama-cpp-python {ver['llama_cpp_python']}, n_threads=2, n_batch=512, mode={a.mode}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
+    print(f"  load average    {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (at the end)")
     print(f"  examples        {n}")
     print(f"  accuracy        {correct / n:.4f}")
     print(f"  wall            {wall:.2f} s (best of {a.repeat}; model load {load_s:.2f} s not counted)")

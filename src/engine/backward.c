@@ -25,7 +25,6 @@
 #include "engine/quant.h"
 
 #define BWD_LOGIT_ROWS 32          /* scored rows per output-head product: bounds the logits */
-#define BWD_WBUF_FLOATS (1 << 20)  /* exact mode: dequantized weight rows per block (4 MiB) */
 #define BWD_PAR_MIN (1 << 15)      /* below this much elementwise work a loop stays serial */
 #define BWD_MAX_TOKENS (1 << 20)
 
@@ -62,7 +61,6 @@ struct bwd_ctx {
     size_t cap_len;
     int cap_threads;
     float *lg, *dlg, *xf, *dxf;     /* head: [BWD_LOGIT_ROWS][V], [.][V], [.][d], [.][d] */
-    float *wbuf;                    /* exact mode: dequantized weight rows */
     double *inv_freq;
     size_t bytes;
 };
@@ -135,11 +133,6 @@ static void add_bias(float *y, const float *b, int rows, int dim)
             y[(size_t)r * dim + i] += b[i];
 }
 
-static int is_float_type(int t)
-{
-    return t == DT_F32 || t == DT_F16 || t == DT_BF16;
-}
-
 static int64_t rows_of(const pwb_tensor *W)
 {
     return W->ne[1] * W->ne[2] * W->ne[3];
@@ -157,30 +150,10 @@ static int64_t rows_of(const pwb_tensor *W)
 /* y[B][M] = x[B][K] W^T. */
 static int mm(bwd_ctx *c, const pwb_tensor *W, const float *x, int B, float *y, pwb_err *e)
 {
-    if (!c->o.exact || is_float_type(W->type))
+    if (!c->o.exact)
         return kernel_matmul(W, x, B, y, e);
-    /* Exact mode: dequantize blocks of rows, then an F32 product writing columns [r0, r0+nr). */
     const int64_t K = W->ne[0], M = rows_of(W);
-    const size_t rb = quant_row_size(W->type, K);
-    if (rb == 0 || K <= 0 || M <= 0)
-        return err_set(e, PWB_EINVAL, "tensor '%s': bad shape", W->name ? W->name : "?");
-    int64_t per = BWD_WBUF_FLOATS / K;
-    if (per < 1)
-        per = 1;
-    for (int64_t r0 = 0; r0 < M; r0 += per) {
-        const int64_t nr = M - r0 < per ? M - r0 : per;
-        const unsigned char *src = (const unsigned char *)W->data + (size_t)r0 * rb;
-        int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (nr * K >= BWD_PAR_MIN)
-        for (int64_t r = 0; r < nr; r++)
-            bad |= dequant_row(W->type, src + (size_t)r * rb, c->wbuf + (size_t)r * K, K) != PWB_OK;
-        if (bad)
-            return err_set(e, PWB_EUNSUP, "tensor '%s': cannot dequantize type %s", W->name ? W->name : "?",
-                           quant_type_name(W->type));
-        pwb_tensor t = {W->name, DT_F32, 2, {K, nr, 1, 1}, c->wbuf, (size_t)(nr * K) * sizeof(float)};
-        CHECK(kernel_matmul_ex(&t, x, (size_t)K, B, y + r0, (size_t)M, e));
-    }
-    return PWB_OK;
+    return kernel_matmul_exact(W, x, K > 0 ? (size_t)K : 0, B, y, M > 0 ? (size_t)M : 0, e);
 }
 
 /* dx[B][K] (+)= dy[B][M] W with dy rows ldy floats apart, in tiles of rows so each weight row's
@@ -324,7 +297,6 @@ void bwd_ctx_free(bwd_ctx *c)
     free(c->dlg);
     free(c->xf);
     free(c->dxf);
-    free(c->wbuf);
     free(c->inv_freq);
     free(c->wt);
     free(c->wt_mem);
@@ -357,9 +329,7 @@ int bwd_ctx_new(bwd_ctx **out, const model *m, const bwd_opts *o, pwb_err *e)
     c->xf = malloc((size_t)BWD_LOGIT_ROWS * (size_t)c->d * sizeof(float));
     c->dxf = malloc((size_t)BWD_LOGIT_ROWS * (size_t)c->d * sizeof(float));
     c->inv_freq = malloc((size_t)(hp->n_rot / 2 + 1) * sizeof(double));
-    if (c->o.exact)
-        c->wbuf = malloc((size_t)BWD_WBUF_FLOATS * sizeof(float));
-    if (!c->lg || !c->dlg || !c->xf || !c->dxf || !c->inv_freq || (c->o.exact && !c->wbuf)) {
+    if (!c->lg || !c->dlg || !c->xf || !c->dxf || !c->inv_freq) {
         bwd_ctx_free(c);
         return err_set(e, PWB_ENOMEM, "out of memory (backward context)");
     }
@@ -572,8 +542,9 @@ static void attn_bwd(bwd_ctx *c, const layer_act *a, int n_seqs, size_t max_plen
         const int s = (int)(task / n_kv), kvh = (int)(task % n_kv);
         const int base = c->s_base[s], len = c->s_len[s], plen = c->s_plen[s];
         const size_t pb = plen ? (size_t)c->s_base[c->s_pidx[s]] : 0;
-        float *pdk = c->pd + (size_t)s * max_plen * 2 * kv_dim + (size_t)kvh * hd; /* [plen][2 kv_dim] */
-        float *pdv = pdk + kv_dim;
+        /* this task's share of its prefix's key/value gradients: [plen][2 kv_dim] */
+        float *pdk = plen ? c->pd + (size_t)s * max_plen * 2 * kv_dim + (size_t)kvh * hd : NULL;
+        float *pdv = plen ? pdk + kv_dim : NULL;
         for (int p = 0; p < len; p++) {
             memset(c->dk + (size_t)(base + p) * ldk + (size_t)kvh * hd, 0, (size_t)hd * sizeof(float));
             memset(c->dv + (size_t)(base + p) * ldk + (size_t)kvh * hd, 0, (size_t)hd * sizeof(float));

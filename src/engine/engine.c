@@ -49,6 +49,8 @@ int engine_open(engine **out, const char *path, const engine_opts *o, pwb_err *e
     int rc = model_load(&en->m, path, e);
     if (rc == PWB_OK)
         rc = fwd_ctx_new(&en->fc, en->m, en->o.step_tokens, e);
+    if (rc == PWB_OK)
+        fwd_ctx_set_exact(en->fc, !en->o.int8_activations);
     if (rc != PWB_OK) {
         engine_close(en);
         return rc;

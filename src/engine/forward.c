@@ -115,6 +115,7 @@ struct fwd_ctx {
     float *lg;                               /* [FWD_LOGIT_ROWS][n_vocab] */
     float *scores;
     size_t scores_cap;
+    int exact;                               /* weight products by kernel_matmul_exact */
 };
 
 static void *xmalloc_f(size_t n_floats)
@@ -188,6 +189,11 @@ int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e)
         c->inv_freq[i] = pow((double)hp->rope_base, -2.0 * i / (double)hp->n_rot);
     *out = c;
     return PWB_OK;
+}
+
+void fwd_ctx_set_exact(fwd_ctx *c, int exact)
+{
+    c->exact = exact != 0;
 }
 
 const model *fwd_ctx_model(const fwd_ctx *c)
@@ -348,9 +354,17 @@ static void rmsnorm_rows(float *out, const float *x, const float *w, int rows, i
         fwd_rmsnorm(out + (size_t)r * n, x + (size_t)r * n, w, n, eps);
 }
 
+static int fwd_matmul(const fwd_ctx *c, const pwb_tensor *W, const float *x, int B, float *y, pwb_err *e)
+{
+    if (!c->exact)
+        return kernel_matmul(W, x, B, y, e);
+    const int64_t K = W->ne[0], M = W->ne[1] * W->ne[2] * W->ne[3];
+    return kernel_matmul_exact(W, x, K > 0 ? (size_t)K : 0, B, y, M > 0 ? (size_t)M : 0, e);
+}
+
 #define MM(W, X, B, Y)                                                                                        \
     do {                                                                                                      \
-        int rc_ = kernel_matmul((W), (X), (B), (Y), e);                                                       \
+        int rc_ = fwd_matmul(c, (W), (X), (B), (Y), e);                                                       \
         if (rc_ != PWB_OK)                                                                                    \
             return rc_;                                                                                       \
     } while (0)

@@ -69,6 +69,8 @@ typedef struct fwd_ctx fwd_ctx;
 int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e);
 void fwd_ctx_free(fwd_ctx *c);
 const model *fwd_ctx_model(const fwd_ctx *c);
+/* Exact arithmetic (kernel_matmul_exact: no 8-bit activation rounding) for this context's steps. */
+void fwd_ctx_set_exact(fwd_ctx *c, int exact);
 
 /* Runs the batch. Every kv must belong to this model and appear at most once. On error the
  * caches may hold partial positions: truncate them to their old lengths before reuse. */

@@ -173,6 +173,17 @@ void kx_dequant(int type, const void *src, float *dst, int64_t n)
     dequant_row(type, src, dst, n);
 }
 
+void kf32_tile(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K, float out[KF_ROWS][KF_COLS])
+{
+    for (int r = 0; r < KF_ROWS; r++)
+        for (int j = 0; j < KF_COLS; j++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++)
+                s = fmaf(w[r][k], x[j][k], s);
+            out[r][j] = s;
+        }
+}
+
 void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx, int cn)
 {
     for (int b = 0; b < B; b++)
@@ -325,17 +336,25 @@ static int matmul_quant(const pwb_tensor *W, int64_t M, int64_t K, const float *
     return PWB_OK;
 }
 
+/* The checks every y = x W^T entry point makes; M and K come back. */
+static int check_product(const pwb_tensor *W, const float *x, size_t ldx, int B, const float *y, size_t ldy,
+                         int64_t *M, int64_t *K, const char *fn, pwb_err *e)
+{
+    int rc = check_weight(W, M, K, e);
+    if (rc)
+        return rc;
+    if (B < 0 || (B > 0 && (!x || !y)) || ldx < (size_t)*K || ldy < (size_t)*M)
+        return err_set(e, PWB_EINVAL, "%s: bad arguments for '%s'", fn, W->name ? W->name : "?");
+    return PWB_OK;
+}
+
 int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, float *y, size_t ldy,
                      pwb_err *e)
 {
     int64_t M, K;
-    int rc = check_weight(W, &M, &K, e);
-    if (rc)
+    int rc = check_product(W, x, ldx, B, y, ldy, &M, &K, "kernel_matmul", e);
+    if (rc || B == 0)
         return rc;
-    if (B < 0 || (B > 0 && (!x || !y)) || ldx < (size_t)K || ldy < (size_t)M)
-        return err_set(e, PWB_EINVAL, "kernel_matmul: bad arguments for '%s'", W->name ? W->name : "?");
-    if (B == 0)
-        return PWB_OK;
     size_t row_bytes = quant_row_size(W->type, K);
     const unsigned char *wdata = W->data;
     int par = (double)M * (double)K * B >= PAR_MIN_WORK;
@@ -356,6 +375,69 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
         return PWB_OK;
     }
     return matmul_quant(W, M, K, x, ldx, B, y, ldy, par, e);
+}
+
+/* Rows of W dequantized per panel into a per-thread buffer (at most KF_PANEL_FLOATS floats, at
+ * least one tile of rows), then KF_ROWS x KF_COLS tiles of F32 dot products. */
+#define KF_PANEL_FLOATS (16 * 1024)
+#define KF_PANEL_MAX_ROWS 256
+
+int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, float *y, size_t ldy,
+                        pwb_err *e)
+{
+    int64_t M, K;
+    int rc = check_product(W, x, ldx, B, y, ldy, &M, &K, "kernel_matmul_exact", e);
+    if (rc || B == 0)
+        return rc;
+    if (quant_block_size(W->type) == 1)
+        return kernel_matmul_ex(W, x, ldx, B, y, ldy, e); /* float weights: already exact */
+    const size_t row_bytes = quant_row_size(W->type, K);
+    const unsigned char *wdata = W->data;
+    int64_t panel_rows = KF_PANEL_FLOATS / K / KF_ROWS * KF_ROWS;
+    if (panel_rows < KF_ROWS)
+        panel_rows = KF_ROWS;
+    if (panel_rows > KF_PANEL_MAX_ROWS)
+        panel_rows = KF_PANEL_MAX_ROWS;
+    const int64_t n_panels = (M + panel_rows - 1) / panel_rows;
+    int par = (double)M * (double)K * B >= PAR_MIN_WORK, failed = 0;
+#pragma omp parallel if (par) reduction(| : failed)
+    {
+        float *panel = malloc(sizeof(float) * (size_t)(panel_rows * K));
+        if (!panel)
+            failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < n_panels; p++) {
+            if (failed)
+                continue;
+            const int64_t m0 = p * panel_rows, mp = M - m0 < panel_rows ? M - m0 : panel_rows;
+            const float *rows[KF_PANEL_MAX_ROWS];
+            for (int64_t r = 0; r < mp; r++) {
+                kx_dequant(W->type, wdata + (size_t)(m0 + r) * row_bytes, panel + (size_t)(r * K), K);
+                rows[r] = panel + (size_t)(r * K);
+            }
+            for (int64_t r0 = 0; r0 < mp; r0 += KF_ROWS) {
+                const int nr = mp - r0 < KF_ROWS ? (int)(mp - r0) : KF_ROWS;
+                const float *w[KF_ROWS];
+                for (int r = 0; r < KF_ROWS; r++)
+                    w[r] = rows[r0 + (r < nr ? r : 0)];
+                for (int b0 = 0; b0 < B; b0 += KF_COLS) {
+                    const int nb = B - b0 < KF_COLS ? B - b0 : KF_COLS;
+                    const float *xr[KF_COLS];
+                    float out[KF_ROWS][KF_COLS];
+                    for (int j = 0; j < KF_COLS; j++)
+                        xr[j] = x + (size_t)(b0 + (j < nb ? j : 0)) * ldx;
+                    kf32_tile(w, xr, K, out);
+                    for (int j = 0; j < nb; j++)
+                        for (int r = 0; r < nr; r++)
+                            y[(size_t)(b0 + j) * ldy + (size_t)(m0 + r0 + r)] = out[r][j];
+                }
+            }
+        }
+        free(panel);
+    }
+    if (failed)
+        return err_set(e, PWB_ENOMEM, "kernel_matmul_exact: out of memory");
+    return PWB_OK;
 }
 
 int kernel_matmul(const pwb_tensor *W, const float *x, int B, float *y, pwb_err *e)

@@ -31,6 +31,12 @@ int kernel_matmul(const pwb_tensor *W, const float *x, int B, float *y, pwb_err 
 /* Same with row strides (in floats) for x and y (ldx >= K, ldy >= M). */
 int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, float *y, size_t ldy,
                      pwb_err *e);
+/* The same product computed exactly: quantized weights are dequantized to F32 (a panel of rows
+ * at a time) and dotted with the unrounded F32 activations, as a dequantized F32 copy of the model
+ * would compute it. Slower than kernel_matmul for quantized weights; bitwise independent of the
+ * batch like it. */
+int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, float *y, size_t ldy,
+                        pwb_err *e);
 /* Transposed product, for backpropagating to a matmul's input:
  * dx[b][k] (+)= sum_m dy[b][m] * W[m,k]. With accumulate = 0 dx is overwritten. F32 throughout:
  * weights are dequantized on the fly in 32x256 panels, dy is not quantized. */

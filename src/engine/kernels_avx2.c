@@ -8,6 +8,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include <math.h>
+
 #include "engine/quant.h"
 
 #define INLINE static inline __attribute__((always_inline))
@@ -489,6 +491,44 @@ void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int
     case DT_F16: dot_float_t(DT_F16, w, x, ldx, nx, K, out); break;
     default: dot_float_t(DT_BF16, w, x, ldx, nx, K, out); break;
     }
+}
+
+/* ---- exact product: F32 weight rows (dequantized by the caller) against F32 activations ---- */
+
+/* out[r][j] = dot(w[r], x[j]) for 4 weight rows and 3 activation rows: 7 loads per 12 FMAs. Every
+ * (r, j) is summed in the same order (8 lanes over k, a fixed horizontal sum, then the tail), so
+ * a product does not depend on which rows shared its tile. */
+void kf32_tile(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K, float out[KF_ROWS][KF_COLS])
+{
+    __m256 a[KF_ROWS][KF_COLS];
+    UNROLL
+    for (int r = 0; r < KF_ROWS; r++)
+        UNROLL
+        for (int j = 0; j < KF_COLS; j++)
+            a[r][j] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 xv[KF_COLS];
+        UNROLL
+        for (int j = 0; j < KF_COLS; j++)
+            xv[j] = _mm256_loadu_ps(x[j] + k);
+        UNROLL
+        for (int r = 0; r < KF_ROWS; r++) {
+            __m256 wv = _mm256_loadu_ps(w[r] + k);
+            UNROLL
+            for (int j = 0; j < KF_COLS; j++)
+                a[r][j] = _mm256_fmadd_ps(wv, xv[j], a[r][j]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < KF_ROWS; r++)
+        UNROLL
+        for (int j = 0; j < KF_COLS; j++) {
+            float s = hsum_ps(a[r][j]);
+            for (int64_t t = k; t < K; t++)
+                s = fmaf(w[r][t], x[j][t], s);
+            out[r][j] = s;
+        }
 }
 
 /* ---- dequantization (F16C / AVX2) for the transposed product and embedding rows ---- */

@@ -66,4 +66,10 @@ void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B,
 /* Float weights (F32, F16, BF16) against F32 activations: out[j] = dot(w, x + j * ldx), K elements. */
 void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int64_t K, float *out);
 
+/* The exact product's tile: out[r][j] = dot(w[r], x[j]) over K floats (KF_ROWS weight rows,
+ * KF_COLS activation rows; callers pad a partial tile by repeating a row). */
+#define KF_ROWS 4
+#define KF_COLS 3
+void kf32_tile(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K, float out[KF_ROWS][KF_COLS]);
+
 #endif

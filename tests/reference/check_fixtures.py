@@ -126,6 +126,42 @@ def main():
           f"{(margins < 0.01).sum()}, < 0.05: {(margins < 0.05).sum()}, < 0.1: {(margins < 0.1).sum()}, "
           f"median {np.median(margins):.3f}")
 
+    # llama.cpp's default arithmetic against llama.cpp in F32: the spread between two correct
+    # implementations of the same Q4_1 file, i.e. what a tolerance must allow.
+    ex_txt = os.path.join(a.dir, "smollm2_exact_logits.txt")
+    ex_rank = os.path.join(a.dir, "sst2_dev_rank_exact.txt")
+    if os.path.exists(ex_txt):
+        _, xp = read_logits(ex_txt)
+        same = tot = 0
+        d, dec = [], 0
+        for p, q in zip(prompts, xp):
+            assert p["ids"] == q["ids"]
+            for (ids, vals, lse), (xids, xvals, xlse) in zip(p["t"], q["t"]):
+                tot += 1
+                if ids[0] == xids[0]:
+                    same += 1
+                elif xvals[0] - xvals[1] > 0.25:
+                    dec += 1
+                # log-probabilities of the tokens both top lists hold
+                common = [(v - lse, xv - xlse) for i, v in zip(ids, vals) for xi, xv in zip(xids, xvals) if i == xi]
+                d.extend(abs(u - w) for u, w in common)
+        d = np.array(d)
+        print(f"default vs exact logits: argmax agreement {same / tot:.4f} ({tot - same} differ, {dec} where the "
+              f"exact gap > 0.25); |dlogprob| on shared top-k mean {d.mean():.4f} p99 {np.percentile(d, 99):.4f} "
+              f"max {d.max():.4f}")
+    if os.path.exists(ex_rank):
+        _, xe = read_rank(ex_rank)
+        same = sum((e["lp"][1] > e["lp"][0]) == (x["lp"][1] > x["lp"][0]) for e, x in zip(ex, xe))
+        dl = np.array([abs(e["lp"][c] - x["lp"][c]) for e, x in zip(ex, xe) for c in (0, 1)])
+        dm = np.array([abs((e["lp"][1] - e["lp"][0]) - (x["lp"][1] - x["lp"][0])) for e, x in zip(ex, xe)])
+        flips = [abs(x["lp"][1] - x["lp"][0]) for e, x in zip(ex, xe)
+                 if (e["lp"][1] > e["lp"][0]) != (x["lp"][1] > x["lp"][0])]
+        xacc = np.mean([(x["lp"][1] > x["lp"][0]) == x["gold"] for x in xe])
+        print(f"default vs exact rank: same decision {same}/{len(ex)} = {same / len(ex):.4f}; exact accuracy "
+              f"{xacc:.4f}; |dlogprob| mean {dl.mean():.4f} max {dl.max():.4f}; |dmargin| mean {dm.mean():.4f} "
+              f"p99 {np.percentile(dm, 99):.4f} max {dm.max():.4f}; largest exact margin that flipped "
+              f"{max(flips) if flips else 0:.4f}")
+
     if a.model:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import pwbref

@@ -6,8 +6,12 @@ Writes two files into OUT_DIR (format: docs/reference-tests.md):
                           and the log-sum-exp of the full row
   smollm2_logits_full.bin full-vocabulary logits (float16) at a few positions
 
+With --exact F32.gguf the reference is llama.cpp computing in F32 throughout: the model's weights
+dequantized to an F32 GGUF (made by dequant_gguf.py if the file is missing) and an F32 KV cache;
+the files are then smollm2_exact_logits.txt / smollm2_exact_logits_full.bin.
+
 Usage: make_logit_fixtures.py MODEL.gguf SST2_DEV.tsv GSM8K_TEST.jsonl OUT_DIR
-       [--n-sst2 150] [--n-gsm8k 60] [--topk 5]
+       [--n-sst2 150] [--n-gsm8k 60] [--topk 5] [--n-full 2] [--exact F32.gguf]
 """
 
 import argparse
@@ -44,7 +48,8 @@ def main():
     ap.add_argument("--n-sst2", type=int, default=150)
     ap.add_argument("--n-gsm8k", type=int, default=60)
     ap.add_argument("--topk", type=int, default=5)
-    ap.add_argument("--n-full", type=int, default=4, help="prompts of each kind with full-vocab rows")
+    ap.add_argument("--n-full", type=int, default=2, help="prompts of each kind with full-vocab rows")
+    ap.add_argument("--exact", metavar="F32_GGUF", help="reference in F32: this dequantized copy, F32 KV")
     a = ap.parse_args()
 
     prompts = []  # (source, row, text)
@@ -53,13 +58,18 @@ def main():
     for i, (q, ans) in enumerate(pwbref.read_gsm8k(a.gsm8k_test, a.n_gsm8k)):
         prompts.append(("gsm8k-test", i, pwbref.gsm8k_prompt(q, ans)))
 
-    llm = pwbref.load_llama(a.model, n_ctx=2048, logits_all=True, n_batch=2048)
+    if a.exact:
+        llm = pwbref.load_llama(pwbref.exact_model(a.model, a.exact), n_ctx=2048, logits_all=True,
+                                n_batch=2048, f32_kv=True)
+    else:
+        llm = pwbref.load_llama(a.model, n_ctx=2048, logits_all=True, n_batch=2048)
     n_vocab = llm.n_vocab()
     ver = pwbref.versions()
 
     os.makedirs(a.out_dir, exist_ok=True)
-    txt_path = os.path.join(a.out_dir, "smollm2_logits.txt")
-    bin_path = os.path.join(a.out_dir, "smollm2_logits_full.bin")
+    stem = "smollm2_exact_logits" if a.exact else "smollm2_logits"
+    txt_path = os.path.join(a.out_dir, stem + ".txt")
+    bin_path = os.path.join(a.out_dir, stem + "_full.bin")
     full = []  # (prompt index, position, float16 row)
     n_pos = 0
     with open(txt_path, "w", encoding="utf-8", newline="\n") as f:
@@ -67,6 +77,8 @@ def main():
         f.write(f"model {pwbref.model_name(a.model)}\n")
         f.write(f"model_sha256 {pwbref.sha256_file(a.model)}\n")
         f.write(f"reference llama-cpp-python {ver['llama_cpp_python']}\n")
+        f.write("arithmetic " + ("f32 (weights dequantized to F32, F32 KV cache)" if a.exact else
+                                 "llama.cpp default (Q8 activations for quantized matmuls, F16 KV cache)") + "\n")
         f.write(f"n_vocab {n_vocab}\n")
         f.write(f"topk {a.topk}\n")
         f.write(f"n_prompts {len(prompts)}\n")

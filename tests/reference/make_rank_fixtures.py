@@ -6,7 +6,10 @@ score is the sum over its verbalizer tokens of log-softmax, the verbalizer ("neg
 "positive", no leading space) being tokenized as a continuation of the prompt. Decision = the label
 with the higher score (ties -> label 0). Writes OUT_DIR/sst2_dev_rank.txt (docs/reference-tests.md).
 
-Usage: make_rank_fixtures.py MODEL.gguf SST2_DEV.tsv OUT_DIR [--limit N]
+With --exact F32.gguf the reference computes in F32 throughout (see make_logit_fixtures.py) and
+the file is sst2_dev_rank_exact.txt.
+
+Usage: make_rank_fixtures.py MODEL.gguf SST2_DEV.tsv OUT_DIR [--limit N] [--exact F32.gguf]
 """
 
 import argparse
@@ -57,12 +60,17 @@ def main():
     ap.add_argument("sst2_dev")
     ap.add_argument("out_dir")
     ap.add_argument("--limit", type=int, default=0, help="first N examples only (debugging)")
+    ap.add_argument("--exact", metavar="F32_GGUF", help="reference in F32: this dequantized copy, F32 KV")
     a = ap.parse_args()
 
     rows = pwbref.read_sst2(a.sst2_dev)
     if a.limit:
         rows = rows[: a.limit]
-    llm = pwbref.load_llama(a.model, n_ctx=1024, logits_all=False, n_batch=1024)
+    if a.exact:
+        llm = pwbref.load_llama(pwbref.exact_model(a.model, a.exact), n_ctx=1024, logits_all=False,
+                                n_batch=1024, f32_kv=True)
+    else:
+        llm = pwbref.load_llama(a.model, n_ctx=1024, logits_all=False, n_batch=1024)
     ver = pwbref.versions()
 
     # Verbalizer tokens, checked on the first prompt and re-checked on every prompt.
@@ -103,12 +111,14 @@ def main():
 
     n = len(rows)
     os.makedirs(a.out_dir, exist_ok=True)
-    path = os.path.join(a.out_dir, "sst2_dev_rank.txt")
+    path = os.path.join(a.out_dir, "sst2_dev_rank_exact.txt" if a.exact else "sst2_dev_rank.txt")
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("# pwb reference rank classification, format 1: see docs/reference-tests.md\n")
         f.write(f"model {pwbref.model_name(a.model)}\n")
         f.write(f"model_sha256 {pwbref.sha256_file(a.model)}\n")
         f.write(f"reference llama-cpp-python {ver['llama_cpp_python']}\n")
+        f.write("arithmetic " + ("f32 (weights dequantized to F32, F32 KV cache)" if a.exact else
+                                 "llama.cpp default (Q8 activations for quantized matmuls, F16 KV cache)") + "\n")
         f.write("dataset sst2 dev\n")
         f.write(f"template_chatml {pwbref.jstr(pwbref.CHATML)}\n")
         f.write(f"template_user {pwbref.jstr(pwbref.SST2_USER)}\n")

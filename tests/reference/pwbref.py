@@ -89,11 +89,24 @@ def versions():
     return v
 
 
-def load_llama(model_path, n_ctx, logits_all, n_batch=512):
+def load_llama(model_path, n_ctx, logits_all, n_batch=512, f32_kv=False):
+    """llama.cpp context, 2 threads. f32_kv: F32 KV cache instead of llama.cpp's default F16 (with an
+    F32 model file this makes llama.cpp compute in F32 throughout: the "exact" reference)."""
     import llama_cpp
+    kw = {"type_k": 0, "type_v": 0} if f32_kv else {}  # GGML_TYPE_F32
     return llama_cpp.Llama(model_path=model_path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
                            n_threads=2, n_threads_batch=2, seed=0, logits_all=logits_all,
-                           verbose=False)
+                           verbose=False, **kw)
+
+
+def exact_model(model_path, exact_gguf):
+    """Path of the F32 copy of model_path (made with dequant_gguf.py when exact_gguf is missing)."""
+    if not os.path.exists(exact_gguf):
+        import subprocess
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.run([sys.executable, os.path.join(here, "dequant_gguf.py"), model_path, exact_gguf],
+                       check=True)
+    return exact_gguf
 
 
 def tokenize(llm, text):

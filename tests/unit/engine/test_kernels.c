@@ -395,3 +395,68 @@ Test(kernels, smollm2_matrices_if_present)
     gguf_close(g);
     buf_free(&p);
 }
+
+/* kernel_matmul_exact: the dequantized weights dotted in F32, so against the double reference only
+ * float rounding remains (1e-5 of sum |w x|, no activation term); strided rows; odd M, K and B
+ * (partial tiles); and a row's result is the same whatever its batch, its tile and the threads. */
+Test(kernels, matmul_exact_every_type)
+{
+    pwb_rng r;
+    rng_init(&r, 21);
+    static const int shapes[][3] = {{37, 64, 1}, {300, 512, 8}, {5, 96, 7}, {64, 256, 4}, {290, 1536, 5}};
+    for (int t = 0; t < NTYPES; t++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int M = shapes[s][0], K = shapes[s][1], B = shapes[s][2];
+            if (K % quant_block_size(TYPES[t]))
+                continue;
+            pwb_tensor W;
+            void *wmem = make_weight(TYPES[t], M, K, s % 2, &r, &W);
+            const size_t ldx = (size_t)K + 3, ldy = (size_t)M + 2;
+            float *x = malloc(sizeof(float) * ldx * B), *xd = malloc(sizeof(float) * (size_t)K * B);
+            float *y = malloc(sizeof(float) * ldy * B), *y1 = malloc(sizeof(float) * (size_t)M);
+            double *ref = malloc(sizeof(double) * (size_t)B * M), *tol = malloc(sizeof(double) * (size_t)B * M);
+            for (int b = 0; b < B; b++)
+                for (int k = 0; k < K; k++)
+                    xd[(size_t)b * K + k] = x[(size_t)b * ldx + k] = (float)rng_normal(&r) * (k % 53 ? 1.0f : 5.0f);
+            for (size_t i = 0; i < ldy * B; i++)
+                y[i] = -999;
+            pwb_err e;
+            cr_assert_eq(kernel_matmul_exact(&W, x, ldx, B, y, ldy, &e), PWB_OK, "%s", e.msg);
+            reference(&W, xd, B, ref, tol);
+            for (int b = 0; b < B; b++) {
+                for (int m = 0; m < M; m++) {
+                    const float *row = x + (size_t)b * ldx;
+                    double sabs = 0, got = y[(size_t)b * ldy + m], want = ref[(size_t)b * M + m];
+                    float wr[1536];
+                    dequant_row(TYPES[t], (const unsigned char *)W.data + quant_row_size(TYPES[t], K) * (size_t)m, wr,
+                                K);
+                    for (int k = 0; k < K; k++)
+                        sabs += fabs((double)wr[k] * row[k]);
+                    cr_assert(fabs(got - want) <= 1e-5 * sabs + 1e-6, "%s M %d K %d B %d: y[%d][%d] = %.9g, want %.9g",
+                              quant_type_name(TYPES[t]), M, K, B, b, m, got, want);
+                }
+                cr_assert_eq(y[(size_t)b * ldy + M], -999, "written past M");
+            }
+            /* the last row alone, on one thread, gives the same bits */
+            int saved = omp_get_max_threads();
+            omp_set_num_threads(1);
+            cr_assert_eq(kernel_matmul_exact(&W, x + (size_t)(B - 1) * ldx, ldx, 1, y1, (size_t)M, NULL), PWB_OK);
+            omp_set_num_threads(saved);
+            cr_assert_eq(memcmp(y1, y + (size_t)(B - 1) * ldy, sizeof(float) * (size_t)M), 0, "%s: batch-dependent",
+                         quant_type_name(TYPES[t]));
+            free(x);
+            free(xd);
+            free(y);
+            free(y1);
+            free(ref);
+            free(tol);
+            free(wmem);
+        }
+    }
+    pwb_tensor W;
+    void *wmem = make_weight(DT_Q4_1, 4, 64, 0, &r, &W);
+    float x[64], y[4];
+    cr_expect_eq(kernel_matmul_exact(&W, x, 32, 1, y, 4, NULL), PWB_EINVAL, "ldx < K");
+    cr_expect_eq(kernel_matmul_exact(&W, x, 64, 1, y, 3, NULL), PWB_EINVAL, "ldy < M");
+    free(wmem);
+}

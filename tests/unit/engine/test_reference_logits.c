@@ -25,6 +25,33 @@
 
 static char g_model[4096];
 
+/* One reference set, the engine mode checked against it, and what it must meet. */
+typedef struct ref_set {
+    const char *logits, *full, *rank; /* fixture file names */
+    const char *who;                  /* for messages */
+    int int8;                         /* pwb's engine with engine_opts.int8_activations */
+    double min_argmax;                /* argmax agreement over the positions checked */
+    double decisive_gap;              /* reference top-1 lead beyond which the argmax must agree */
+    double max_mean_dlp;              /* mean |d log-prob| over the reference's top-k */
+    double max_kl;                    /* KL(reference || pwb) on the full rows */
+    double min_rank;                  /* same decision; with PWB_REF_FULL=1 over all 872 */
+    double decisive_margin;           /* reference margin beyond which the decision must agree */
+    double max_mean_dlp_rank;         /* mean |d log-prob| of the label tokens */
+} ref_set;
+
+#define F32_SET "smollm2_exact_logits.txt", "smollm2_exact_logits_full.bin", "sst2_dev_rank_exact.txt"
+#define LLAMACPP_SET "smollm2_logits.txt", "smollm2_logits_full.bin", "sst2_dev_rank.txt"
+
+/* The issue's targets (0.99 argmax, 0.995 rank) against llama.cpp computing the same function in
+ * F32 (the Q4_1 weights dequantized exactly, F32 KV cache): pwb's default, exact arithmetic. */
+static const ref_set EXACT_VS_F32 = {F32_SET, "llama.cpp F32", 0, 0.99, 1.0, 0.01, 0.001, 0.995, 0.05, 0.01};
+/* Against llama.cpp's default arithmetic (8-bit activation blocks, F16 K/V) no accurate engine
+ * reaches those targets: llama.cpp's own F32 run agrees with it on 0.979 of the argmaxes and 0.914
+ * of the decisions (docs/reference-tests.md). The bounds are that measured spread. */
+static const ref_set EXACT_VS_LLAMACPP = {LLAMACPP_SET, "llama.cpp", 0, 0.97, 1.0, 0.15, 0.01, 0.90, 0.40, 0.15};
+/* pwb's faster 8-bit path, held at its measured level (0.981 / 0.927 / KL 0.012 against F32). */
+static const ref_set INT8_VS_F32 = {F32_SET, "llama.cpp F32 (pwb int8)", 1, 0.97, 1.0, 0.15, 0.03, 0.90, 0.40, 0.15};
+
 static const char *root_dir(void)
 {
     const char *r = getenv("PWB_ROOT");
@@ -37,14 +64,14 @@ static int full_mode(void)
     return f && *f && strcmp(f, "0") != 0;
 }
 
-static engine *open_smollm2(void)
+static engine *open_smollm2(int int8)
 {
     snprintf(g_model, sizeof g_model, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", root_dir());
     if (!file_exists(g_model))
         cr_skip_test("models/ has no SmolLM2 GGUF (make model)");
     engine *en = NULL;
     pwb_err e = {0};
-    engine_opts o = {0};
+    engine_opts o = {.int8_activations = int8};
     cr_assert_eq(engine_open(&en, g_model, &o, &e), PWB_OK, "engine_open: %s", e.msg);
     cr_assert_eq(engine_n_vocab(en), 49152);
     return en;
@@ -136,9 +163,9 @@ static void ref_logits_free(ref_logits *r)
     free(r->p);
 }
 
-static void load_ref_logits(ref_logits *r, pwb_buf *b)
+static void load_ref_logits(ref_logits *r, pwb_buf *b, const char *name)
 {
-    read_fixture("smollm2_logits.txt", b);
+    read_fixture(name, b);
     lines l = {b->data, 0};
     memset(r, 0, sizeof *r);
     /* The header keys come in a fixed order; read them in one pass. */
@@ -225,12 +252,22 @@ static int argmax(const float *x, int n)
     return b;
 }
 
-Test(reference, smollm2_logits_vs_llama_cpp, .timeout = 900)
+static double log_sum_exp(const float *x, int n)
 {
-    engine *en = open_smollm2();
+    double m = x[0], z = 0;
+    for (int i = 1; i < n; i++)
+        m = fmax(m, x[i]);
+    for (int i = 0; i < n; i++)
+        z += exp(x[i] - m);
+    return m + log(z);
+}
+
+static void check_logits(const ref_set *rs)
+{
+    engine *en = open_smollm2(rs->int8);
     ref_logits r;
     pwb_buf b;
-    load_ref_logits(&r, &b);
+    load_ref_logits(&r, &b, rs->logits);
     cr_assert_eq(r.n_vocab, engine_n_vocab(en));
     int stride = full_mode() ? 1 : 15;
     int V = r.n_vocab, k = r.topk;
@@ -247,14 +284,16 @@ Test(reference, smollm2_logits_vs_llama_cpp, .timeout = 900)
             const int32_t *top = p->top + (size_t)j * k;
             const float *val = p->val + (size_t)j * k;
             int am = argmax(row, V);
+            double lse = log_sum_exp(row, V);
             pos++;
             /* A tie in pwb's row with the reference's argmax counts as agreement. */
             if (am == top[0] || row[am] == row[top[0]])
                 same++;
-            else if (val[0] - val[1] > 0.25f)
+            else if (val[0] - val[1] > rs->decisive_gap)
                 decisive_diff++;
+            /* Log-probabilities, not raw logits: a shift of a whole row changes nothing. */
             for (int t = 0; t < k; t++) {
-                double d = fabs((double)row[top[t]] - val[t]);
+                double d = fabs(((double)row[top[t]] - lse) - ((double)val[t] - p->lse[j]));
                 sum_d += d;
                 if (!(d <= max_d))
                     max_d = d;
@@ -263,31 +302,28 @@ Test(reference, smollm2_logits_vs_llama_cpp, .timeout = 900)
         free(out);
     }
     double agree = (double)same / (double)pos;
-    cr_log_info("reference logits: %ld positions, argmax agreement %.4f, |dlogit| on the top-%d mean %.4f "
-                "max %.4f, disagreements where llama.cpp's top-1 leads by > 0.25: %ld",
-                pos, agree, k, sum_d / (double)(pos * k), max_d, decisive_diff);
-    /* The issue's target is 0.99 agreement; measured: 0.978-0.981, mean |dlogit| 0.19. Both engines
-     * round activations to 8 bits but at different points (llama.cpp keeps an F16 KV cache, and its
-     * own logits move ~0.2 when only that changes), so near-ties flip. These bounds hold the
-     * measured level and still fail on any real fault (a wrong RoPE layout or kernel drops
-     * agreement below 0.5). Closing the last point is open work, see docs/reference-tests.md. */
-    cr_expect_geq(agree, 0.97, "argmax agreement %.4f < 0.97 over %ld positions", agree, pos);
-    cr_expect_leq(decisive_diff, 2, "%ld argmax disagreements where the reference is not near a tie",
-                  decisive_diff);
-    cr_expect_lt(sum_d / (double)(pos * k), 0.25, "mean |dlogit| %.4f", sum_d / (double)(pos * k));
+    double mean_d = sum_d / (double)(pos * k);
+    cr_log_info("vs %s logits: %ld positions, argmax agreement %.4f, |dlogprob| on the top-%d mean %.4f "
+                "max %.4f, disagreements where the reference's top-1 leads by > %.2f: %ld",
+                rs->who, pos, agree, k, mean_d, max_d, rs->decisive_gap, decisive_diff);
+    cr_expect_geq(agree, rs->min_argmax, "argmax agreement with %s %.4f < %.3f over %ld positions", rs->who,
+                  agree, rs->min_argmax, pos);
+    cr_expect_eq(decisive_diff, 0, "%ld argmax disagreements with %s where it leads by > %.2f", decisive_diff,
+                 rs->who, rs->decisive_gap);
+    cr_expect_leq(mean_d, rs->max_mean_dlp, "mean |dlogprob| vs %s %.4f", rs->who, mean_d);
     ref_logits_free(&r);
     buf_free(&b);
     engine_close(en);
 }
 
-/* Whole distributions at a few positions (smollm2_logits_full.bin, float16 rows). */
-Test(reference, smollm2_full_rows_vs_llama_cpp, .timeout = 600)
+/* Whole distributions at a few positions (the *_full.bin files, float16 rows). */
+static void check_full_rows(const ref_set *rs)
 {
-    engine *en = open_smollm2();
+    engine *en = open_smollm2(rs->int8);
     ref_logits r;
     pwb_buf b, fb;
-    load_ref_logits(&r, &b);
-    read_fixture("smollm2_logits_full.bin", &fb);
+    load_ref_logits(&r, &b, rs->logits);
+    read_fixture(rs->full, &fb);
     const unsigned char *d = (const unsigned char *)fb.data;
     cr_assert(fb.len >= 16 && memcmp(d, "PWBLOGF1", 8) == 0, "bad magic");
     uint32_t V, nrec;
@@ -339,10 +375,9 @@ Test(reference, smollm2_full_rows_vs_llama_cpp, .timeout = 600)
         worst_max = fmax(worst_max, maxd);
     }
     free(out);
-    cr_log_info("reference full rows: %u rows, worst KL(llama.cpp || pwb) %.5f, worst max |dlogit| %.4f",
+    cr_log_info("vs %s full rows: %u rows, worst KL(reference || pwb) %.5f, worst max |dlogit| %.4f", rs->who,
                 nrec, worst_kl, worst_max);
-    /* Measured worst KL 0.0177 (target was 0.01); same 8-bit rounding cause as above. */
-    cr_expect_lt(worst_kl, 0.03, "KL %.5f", worst_kl);
+    cr_expect_leq(worst_kl, rs->max_kl, "KL(%s || pwb) %.5f", rs->who, worst_kl);
     free(ref);
     buf_free(&fb);
     ref_logits_free(&r);
@@ -350,13 +385,13 @@ Test(reference, smollm2_full_rows_vs_llama_cpp, .timeout = 600)
     engine_close(en);
 }
 
-/* ---- sst2_dev_rank.txt ----------------------------------------------------------------------- */
+/* ---- sst2_dev_rank*.txt ---------------------------------------------------------------------- */
 
-Test(reference, smollm2_sst2_rank_vs_llama_cpp, .timeout = 900)
+static void check_rank(const ref_set *rs)
 {
-    engine *en = open_smollm2();
+    engine *en = open_smollm2(rs->int8);
     pwb_buf b;
-    read_fixture("sst2_dev_rank.txt", &b);
+    read_fixture(rs->rank, &b);
     lines l = {b.data, 0};
     int32_t lab[2] = {-1, -1};
     long n_ex = -1;
@@ -438,7 +473,7 @@ Test(reference, smollm2_sst2_rank_vs_llama_cpp, .timeout = 900)
         int rd = ref[i][1] > ref[i][0], pd = lp[i][1] > lp[i][0];
         if (rd == pd)
             same++;
-        else if (fabs(ref[i][1] - ref[i][0]) > 0.05)
+        else if (fabs(ref[i][1] - ref[i][0]) > rs->decisive_margin)
             decisive_diff++;
         for (int c = 0; c < 2; c++) {
             double d = fabs(lp[i][c] - ref[i][c]);
@@ -448,15 +483,14 @@ Test(reference, smollm2_sst2_rank_vs_llama_cpp, .timeout = 900)
         }
     }
     double agree = (double)same / n;
-    cr_log_info("reference rank: %d SST-2 dev examples, same decision %.4f, |dlogprob| mean %.4f max %.4f, "
-                "disagreements with llama.cpp's margin > 0.05: %d",
-                n, agree, sum_d / (2.0 * n), max_d, decisive_diff);
-    if (stride == 1)
-        cr_expect_geq(agree, 0.90, "same decision on %.4f < 0.90", agree);
-    /* Target 0.995 and no decisive difference; measured 0.927 with 3 decisions differing beyond a
-     * 0.05 margin and mean |dlogprob| 0.09 (same cause as above). */
-    cr_expect_leq(decisive_diff, 4, "%d decisions differ where llama.cpp's margin exceeds 0.05", decisive_diff);
-    cr_expect_lt(sum_d / (2.0 * n), 0.12, "mean |dlogprob| %.4f", sum_d / (2.0 * n));
+    double mean_d = sum_d / (2.0 * n);
+    cr_log_info("vs %s rank: %d SST-2 dev examples, same decision %.4f, |dlogprob| mean %.4f max %.4f, "
+                "disagreements where the reference's margin > %.2f: %d",
+                rs->who, n, agree, mean_d, max_d, rs->decisive_margin, decisive_diff);
+    cr_expect_geq(agree, rs->min_rank, "same decision as %s on %.4f < %.3f", rs->who, agree, rs->min_rank);
+    cr_expect_eq(decisive_diff, 0, "%d decisions differ where %s's margin exceeds %.2f", decisive_diff, rs->who,
+                 rs->decisive_margin);
+    cr_expect_leq(mean_d, rs->max_mean_dlp_rank, "mean |dlogprob| vs %s %.4f", rs->who, mean_d);
     for (int i = 0; i < n; i++)
         free(ids[i]);
     free(ids);
@@ -466,3 +500,12 @@ Test(reference, smollm2_sst2_rank_vs_llama_cpp, .timeout = 900)
     buf_free(&b);
     engine_close(en);
 }
+
+Test(reference, smollm2_logits_vs_f32, .timeout = 900) { check_logits(&EXACT_VS_F32); }
+Test(reference, smollm2_full_rows_vs_f32, .timeout = 600) { check_full_rows(&EXACT_VS_F32); }
+Test(reference, smollm2_sst2_rank_vs_f32, .timeout = 900) { check_rank(&EXACT_VS_F32); }
+Test(reference, smollm2_logits_vs_llama_cpp, .timeout = 900) { check_logits(&EXACT_VS_LLAMACPP); }
+Test(reference, smollm2_full_rows_vs_llama_cpp, .timeout = 600) { check_full_rows(&EXACT_VS_LLAMACPP); }
+Test(reference, smollm2_sst2_rank_vs_llama_cpp, .timeout = 900) { check_rank(&EXACT_VS_LLAMACPP); }
+Test(reference, smollm2_int8_logits_vs_f32, .timeout = 900) { check_logits(&INT8_VS_F32); }
+Test(reference, smollm2_int8_sst2_rank_vs_f32, .timeout = 900) { check_rank(&INT8_VS_F32); }

@@ -334,6 +334,22 @@ Test(train, resume_from_a_checkpoint_gives_the_uninterrupted_result, .init = mk,
     cr_expect_float_eq(resumed.w[7], straight.w[7], 1e-6);
     softprompt_free(&resumed);
 
+    /* asking a finished run for more steps continues it as a longer run would have gone */
+    soft_prompt longer, extended;
+    tune_config c7 = cfg;
+    c7.steps = 7;
+    c7.checkpoint = NULL;
+    cr_assert_eq(tune_train(en, &c7, ex, 24, &longer, NULL, &res, &e), PWB_OK, "%s", e.msg);
+    c7.checkpoint = ck;
+    r = (recorder){0};
+    cr_assert_eq(tune_train(en, &c7, ex, 24, &extended, &h, &res, &e), PWB_OK, "%s", e.msg);
+    cr_expect(res.resumed);
+    cr_expect_eq(r.n_steps, 2, "steps 6 and 7 only");
+    for (int i = 0; i < 3 * 128; i++)
+        cr_assert_float_eq(extended.w[i], longer.w[i], 1e-6, "element %d", i);
+    softprompt_free(&longer);
+    softprompt_free(&extended);
+
     /* another configuration refuses it */
     cfg.config_key = "k2";
     cr_expect_eq(tune_train(en, &cfg, ex, 24, &resumed, NULL, &res, &e), PWB_EINVAL);
