@@ -41,7 +41,7 @@ UNIT_BINS  := $(foreach l,$(TEST_LAYERS),$(BUILD)/tests/unit_$(l))
 INTEG_BIN  := $(BUILD)/tests/integration
 TEST_BINS  := $(UNIT_BINS) $(if $(wildcard tests/integration/*.c),$(INTEG_BIN))
 
-.PHONY: all deps test unit integration asan bench demo model clean help fuzz check-deps
+.PHONY: all deps test unit integration asan bench demo published model clean help fuzz check-deps
 all: check-deps $(PWB) pwb
 
 help:
@@ -51,6 +51,7 @@ help:
 	@echo "make model      fetch SmolLM2-135M-Instruct (GGUF) into models/, sha256 checked"
 	@echo "make demo       run suites/demo.json on the local engine and write reports/demo.md"
 	@echo "make bench      harness and engine benchmarks (see bench/README.md)"
+	@echo "make published  the published SST-2 and GSM8K comparisons (reports/sst2-smollm2.md, ~2 h on 2 cores)"
 	@echo "make deps       install missing Debian -dev packages (as root) or say which"
 	@echo "make clean      remove build outputs"
 
@@ -126,6 +127,9 @@ SMOLLM2   := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 model: $(SMOLLM2)
 $(SMOLLM2):
 	@sh scripts/fetch-model.sh $(MODEL_DIR)
+
+published: all model
+	./scripts/published.sh
 
 demo: all model
 	OMP_WAIT_POLICY=passive ./pwb run suites/demo.json --db results/demo.db

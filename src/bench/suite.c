@@ -230,7 +230,7 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
     static const char *const keys[] = {"name", "provider", "base_url", "model", "api_key_env", "concurrency",
                                        "timeout_s", "max_retries", "price", "temperature", "max_tokens",
                                        "chat_template", "options", "preset", "stream", "rpm", "tpm",
-                                       "adaptive_concurrency", "allow_insecure_key", "tokenizer", NULL};
+                                       "adaptive_concurrency", "allow_insecure_key", "tokenizer", "batch", NULL};
     static const char *const price_keys[] = {"input", "output", "cached_input", "cpu_hour", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "models", &n, &rc);
@@ -299,6 +299,13 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
             (rc = get_num(x, it, "max_tokens", where, 0, 100000, 1, &maxtok)))
             return rc;
         m->concurrency = (int)conc;
+        double batch = 0;
+        if ((rc = get_num(x, it, "batch", where, 0, 1024, 1, &batch)))
+            return rc;
+        if (batch > 0 && !local)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.batch is for local models (HTTP models use concurrency)", x->path,
+                           where);
+        m->batch = (int)batch;
         m->timeout_s = timeout;
         m->max_retries = (int)retries;
         m->temperature = temp;
@@ -329,6 +336,114 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
             if (!strcmp(s->models[i].name, m->name))
                 return err_set(x->e, PWB_EINVAL, "%s: %s: model name '%s' used twice", x->path, where, m->name);
     }
+    return PWB_OK;
+}
+
+/* ---- soft prompts ---------------------------------------------------------------------------- */
+
+static const char *const g_soft_keys[] = {"tokens", "init", "init_text", "steps", "epochs", "batch", "optimizer",
+                                          "lr", "weight_decay", "warmup", "clip", "seed", "train_limit", "eval_n",
+                                          "eval_every", "patience", "train_split", "exact", NULL};
+
+void suite_soft_prompt_defaults(suite_soft_prompt *s)
+{
+    memset(s, 0, sizeof *s);
+    s->tokens = 20;
+    s->init = "class";
+    s->epochs = 1.0;
+    s->batch = 8;
+    s->optimizer = "adafactor";
+    s->lr = -1;
+    s->weight_decay = -1;
+    s->clip = -1;
+    s->seed = 1;
+    s->eval_n = 200;
+    s->eval_every = 50;
+}
+
+/* A string setting: absent/null keeps the default; pointed into o (which outlives s). */
+static int soft_str(sctx *x, const cJSON *o, const char *key, const char *where, const char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v))
+        return PWB_OK;
+    if (!cJSON_IsString(v) || !v->valuestring[0])
+        return err_set(x->e, PWB_EINVAL, "%s: %s.%s must be a non-empty string", x->path, where, key);
+    *out = v->valuestring;
+    return PWB_OK;
+}
+
+int suite_soft_prompt_parse(const cJSON *o, const char *path, const char *where, suite_soft_prompt *s, pwb_err *e)
+{
+    sctx xx = {path ? path : "suite", e}, *x = &xx;
+    suite_soft_prompt_defaults(s);
+    if (!cJSON_IsObject(o))
+        return err_set(e, PWB_EINVAL, "%s: %s must be an object", x->path, where);
+    int rc = keys_ok(x, o, g_soft_keys, where);
+    /* the bounds of `pwb tune`'s options */
+    double tokens = s->tokens, steps = 0, epochs = s->epochs, batch = s->batch, lr = -1, wd = -1, warmup = 0,
+           clip = -1, seed = 1, limit = 0, eval_n = s->eval_n, eval_every = s->eval_every, patience = 0;
+    if (!rc)
+        rc = get_num(x, o, "tokens", where, 1, SUITE_SOFT_MAX_TOKENS, 1, &tokens);
+    if (!rc)
+        rc = get_num(x, o, "steps", where, 0, 1e8, 1, &steps);
+    if (!rc)
+        rc = get_num(x, o, "epochs", where, 1e-6, 1e6, 0, &epochs);
+    if (!rc)
+        rc = get_num(x, o, "batch", where, 1, 1024, 1, &batch);
+    if (!rc)
+        rc = get_num(x, o, "lr", where, 1e-12, 1e3, 0, &lr);
+    if (!rc)
+        rc = get_num(x, o, "weight_decay", where, 0, 1e3, 0, &wd);
+    if (!rc)
+        rc = get_num(x, o, "warmup", where, 0, 1e8, 1, &warmup);
+    if (!rc)
+        rc = get_num(x, o, "clip", where, 0, 1e6, 0, &clip);
+    if (!rc)
+        rc = get_num(x, o, "seed", where, 0, 9007199254740991.0, 1, &seed);
+    if (!rc)
+        rc = get_num(x, o, "train_limit", where, 0, 1e8, 1, &limit);
+    if (!rc)
+        rc = get_num(x, o, "eval_n", where, 0, 1e6, 1, &eval_n);
+    if (!rc)
+        rc = get_num(x, o, "eval_every", where, 0, 1e8, 1, &eval_every);
+    if (!rc)
+        rc = get_num(x, o, "patience", where, 0, 1e6, 1, &patience);
+    if (!rc)
+        rc = get_bool(x, o, "exact", where, &s->exact);
+    if (!rc)
+        rc = soft_str(x, o, "init", where, &s->init);
+    if (!rc)
+        rc = soft_str(x, o, "init_text", where, &s->init_text);
+    if (!rc)
+        rc = soft_str(x, o, "optimizer", where, &s->optimizer);
+    if (!rc)
+        rc = soft_str(x, o, "train_split", where, &s->train_split);
+    if (rc)
+        return rc;
+    static const char *const inits[] = {"random", "vocab", "class", "text", NULL};
+    static const char *const optimizers[] = {"adafactor", "adamw", NULL};
+    if (!in_list(s->init, inits))
+        return err_set(e, PWB_EINVAL, "%s: %s.init '%.64s' is not random, vocab, class or text", x->path, where,
+                       s->init);
+    if (!in_list(s->optimizer, optimizers))
+        return err_set(e, PWB_EINVAL, "%s: %s.optimizer '%.64s' is not adafactor or adamw", x->path, where,
+                       s->optimizer);
+    if (!strcmp(s->init, "text") && !s->init_text)
+        return err_set(e, PWB_EINVAL, "%s: %s.init_text is required with init \"text\"", x->path, where);
+    s->tokens = (int)tokens;
+    s->steps = (long)steps;
+    s->epochs = epochs;
+    s->batch = (int)batch;
+    s->lr = lr;
+    s->weight_decay = wd;
+    s->warmup = (long)warmup;
+    s->clip = clip;
+    s->seed = (uint64_t)seed;
+    s->train_limit = (long)limit;
+    s->eval_n = (int)eval_n;
+    s->eval_every = (long)eval_every;
+    s->patience = (int)patience;
     return PWB_OK;
 }
 
@@ -400,6 +515,8 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                            k);
         if (m->soft_prompt && shots)
             return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shots: a soft prompt has no shots", x->path, where);
+        if (m->soft_prompt && !in_list(k, g_soft_keys))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s is not a soft_prompt setting", x->path, where, k);
         if (shots && m->shots >= 0)
             return err_set(x->e, PWB_EINVAL, "%s: %s: give shots or sweep.shots, not both", x->path, where);
         int n = cJSON_IsArray(it) ? cJSON_GetArraySize(it) : 0;
@@ -415,7 +532,7 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                 ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 64 &&
                      v->valuedouble == floor(v->valuedouble);
             else if (!strcmp(k, "tokens"))
-                ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 10000 &&
+                ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= SUITE_SOFT_MAX_TOKENS &&
                      v->valuedouble == floor(v->valuedouble);
             else if (!strcmp(k, "init"))
                 ok = cJSON_IsString(v) && (!strcmp(v->valuestring, "random") || !strcmp(v->valuestring, "vocab") ||
@@ -425,7 +542,7 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                      (cJSON_IsString(v) && v->valuestring[0] && ident_ok(v->valuestring));
             if (!ok) {
                 const char *what = shots                   ? "an integer from 0 to 64"
-                                   : !strcmp(k, "tokens") ? "an integer from 1 to 10000"
+                                   : !strcmp(k, "tokens") ? "an integer from 1 to 4096"
                                    : !strcmp(k, "init")   ? "one of random, vocab, class, text"
                                                           : "a number or a name (letters, digits, '_', '-', '.')";
                 return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s[%d] must be %s", x->path, where, k, i, what);
@@ -476,6 +593,7 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         suite_method *m = &s->methods[s->n_methods++];
         memset(m, 0, sizeof *m);
         m->shots = base->shots;
+        m->limit = base->limit;
         m->name = NULL;
         m->template_path = base->template_path ? str_dup(base->template_path) : NULL;
         m->scoring = str_dup(base->scoring);
@@ -519,6 +637,11 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
             rc = err_set(x->e, PWB_ENOMEM, "out of memory");
         else
             rc = method_name_unique(s, x, where);
+        if (!rc && m->soft_prompt) {
+            char pw[160];
+            snprintf(pw, sizeof pw, "%s (point %.80s).soft_prompt", where, m->name);
+            rc = suite_soft_prompt_parse(m->soft_prompt, x->path, pw, &m->soft, x->e);
+        }
     }
     buf_free(&name);
     return rc;
@@ -526,7 +649,7 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
 
 static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
 {
-    static const char *const keys[] = {"name", "template", "scoring", "shots", "soft_prompt", "sweep", NULL};
+    static const char *const keys[] = {"name", "template", "scoring", "shots", "limit", "soft_prompt", "sweep", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "methods", &n, &rc);
     if (!a)
@@ -553,7 +676,10 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         if (!ident_ok(m->name))
             return err_set(x->e, PWB_EINVAL, "%s: %s.name '%s': use letters, digits, '_', '-', '.'", x->path, where,
                            m->name);
-        if (!m->scoring && !(m->scoring = str_dup("generate")))
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "soft_prompt");
+        const int soft = sp && !cJSON_IsNull(sp);
+        /* a soft prompt is trained for the label's tokens: rank them unless told otherwise */
+        if (!m->scoring && !(m->scoring = str_dup(soft ? "rank" : "generate")))
             return err_set(x->e, PWB_ENOMEM, "out of memory");
         if (strcmp(m->scoring, "generate") && strcmp(m->scoring, "rank"))
             return err_set(x->e, PWB_EINVAL, "%s: %s.scoring must be \"generate\" or \"rank\", not \"%s\"", x->path,
@@ -562,12 +688,22 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         if ((rc = get_num(x, it, "shots", where, -1, 64, 1, &shots)))
             return rc;
         m->shots = (int)shots;
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "soft_prompt");
-        if (sp && !cJSON_IsNull(sp)) {
+        double limit = 0;
+        if ((rc = get_num(x, it, "limit", where, 0, 1e9, 1, &limit)))
+            return rc;
+        m->limit = (long)limit;
+        if (soft) {
+            char sw[80];
+            snprintf(sw, sizeof sw, "%s.soft_prompt", where);
             if (!cJSON_IsObject(sp))
-                return err_set(x->e, PWB_EINVAL, "%s: %s.soft_prompt must be an object", x->path, where);
+                return err_set(x->e, PWB_EINVAL, "%s: %s must be an object", x->path, sw);
+            if (m->shots >= 0)
+                return err_set(x->e, PWB_EINVAL, "%s: %s.shots: a soft prompt is trained and scored without shots",
+                               x->path, where);
             if (!(m->soft_prompt = cJSON_Duplicate(sp, 1)))
                 return err_set(x->e, PWB_ENOMEM, "out of memory");
+            if ((rc = suite_soft_prompt_parse(m->soft_prompt, x->path, sw, &m->soft, x->e)))
+                return rc;
         }
         if (!m->template_path && !m->soft_prompt)
             return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);

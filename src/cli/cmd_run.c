@@ -10,6 +10,32 @@
 #include "cli/table.h"
 #include "run/run.h"
 
+/* Soft-prompt cells: what was (or, in a dry run, would be) trained or reused. */
+static void print_soft(const run_result *r, int dry)
+{
+    for (int i = 0; i < r->n_cells; i++) {
+        const run_cell_result *c = &r->cells[i];
+        if (c->soft == RUN_SOFT_NONE)
+            continue;
+        printf("soft prompt %s/%s/%s: ", c->dataset, c->model, c->method);
+        if (c->soft == RUN_SOFT_REUSED) {
+            printf("%s the one trained before", dry ? "reuses" : "reused");
+            if (!dry && c->soft_steps >= 0)
+                printf(" (%ld steps, %lld examples, %.1f s of training)", c->soft_steps, (long long)c->soft_examples,
+                       c->soft_seconds);
+        } else {
+            printf("%s %ld steps, %lld examples (%d training, %d held out)%s", dry ? "will train" : "trained",
+                   c->soft_steps, (long long)c->soft_examples, c->soft_n_train, c->soft_n_eval,
+                   c->soft_resumes ? (dry ? ", resuming its checkpoint" : ", resumed") : "");
+            if (!dry && c->soft_seconds >= 0)
+                printf(" in %.1f s", c->soft_seconds);
+        }
+        if (!dry && !isnan(c->soft_best_acc))
+            printf(", held-out accuracy %.3f", c->soft_best_acc);
+        printf("; %s\n", c->soft_dir ? c->soft_dir : "?");
+    }
+}
+
 /* --dry-run: per cell what would be sent, and the total. */
 static void print_estimate(const run_opts *o, const run_result *r)
 {
@@ -46,6 +72,7 @@ static void print_estimate(const run_opts *o, const run_result *r)
     table_free(&t);
     printf("total: %ld requests, %ld calls, %.0f prompt tokens, at most %.0f generated, at most $%.4f\n",
            r->est.requests, r->est.calls, r->est.tokens_in, r->est.tokens_out_max, r->est.cost_usd);
+    print_soft(r, 1);
     if (o->max_cost_usd > 0)
         printf("--max-cost $%.4f: %s\n", o->max_cost_usd,
                r->est.cost_usd <= o->max_cost_usd ? "the run fits even if every reply uses all its max_tokens"
@@ -90,6 +117,7 @@ static void print_summary(const run_opts *o, const run_result *r)
     }
     table_print(&t, stdout, TABLE_PLAIN);
     table_free(&t);
+    print_soft(r, 0);
 }
 
 int cmd_run(const cli_args *a)

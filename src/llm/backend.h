@@ -33,6 +33,15 @@ typedef struct llm_request {
     int n_stop;
     const char *const *choices;  /* LLM_RANK: candidate continuations (e.g. label verbalizers) */
     int n_choices;
+    /* Local backend: vectors read before the rendered input (a soft prompt), row-major
+     * [n_prefix_embeds][prefix_dim]; prefix_dim must be the model's hidden size. Requests of one
+     * call that share them should pass the same pointer (they share its KV). tokens_in counts
+     * the rendered input only, not these. */
+    const float *prefix_embeds;
+    int n_prefix_embeds;
+    int prefix_dim;
+    const char *prefix_id;       /* what identifies the vectors (sha256 of them): part of the
+                                  * response cache's key; a request with vectors but no id is not cached */
 } llm_request;
 
 typedef struct llm_response {

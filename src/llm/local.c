@@ -1,5 +1,6 @@
 #include "llm/local.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,8 @@ typedef struct local_impl {
     int32_t stop_ids[LOCAL_MAX_STOP_IDS];
     int n_stop_ids;
     engine_prefix *prefix; /* the last call's shared prefix, kept for the next call */
+    float *pfx_embeds;     /* a copy of the vectors the prefix starts with (a soft prompt), NULL: none */
+    int n_pfx_embeds;
     int batch;
     char *name;
 } local_impl;
@@ -72,6 +75,14 @@ static void prep_request(local_impl *im, const llm_request *r, local_prep *p, pw
 {
     pwb_err e = {0};
     buf_reset(text);
+    const int d = engine_n_embd(im->en);
+    if (r->n_prefix_embeds < 0 || (r->n_prefix_embeds > 0 && (!r->prefix_embeds || r->prefix_dim != d))) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "soft prompt of %d vectors of dimension %d; the model's hidden size is %d",
+                 r->n_prefix_embeds, r->prefix_dim, d);
+        p->err = str_dup(msg);
+        return;
+    }
     if (r->n_messages > 0) {
         if (!r->messages) {
             p->err = str_dup("request has n_messages but no messages");
@@ -104,6 +115,10 @@ static void prep_request(local_impl *im, const llm_request *r, local_prep *p, pw
     }
     if (p->n == 0) {
         p->err = str_dup("empty prompt");
+        return;
+    }
+    if (r->n_prefix_embeds > 0 && (int64_t)r->n_prefix_embeds + p->n >= engine_n_ctx(im->en)) {
+        p->err = str_dup("soft prompt and prompt exceed the model's context");
         return;
     }
     p->work = p->n;
@@ -295,6 +310,95 @@ done:
     return rc;
 }
 
+/* Points the kept prefix at embeds (n of them) + ids: its KV is kept where they agree with the
+ * last call's, computed afresh when the vectors differ. */
+static int set_prefix(local_impl *im, const float *embeds, int n_embeds, const int32_t *ids, int n_ids, pwb_err *e)
+{
+    const size_t bytes = (size_t)n_embeds * (size_t)engine_n_embd(im->en) * sizeof(float);
+    if (im->prefix && (n_embeds != im->n_pfx_embeds || (n_embeds > 0 && memcmp(embeds, im->pfx_embeds, bytes)))) {
+        engine_prefix_free(im->prefix);
+        im->prefix = NULL;
+    }
+    int rc;
+    if (!im->prefix) {
+        free(im->pfx_embeds);
+        im->pfx_embeds = NULL;
+        im->n_pfx_embeds = 0;
+        if (n_embeds > 0 && !(im->pfx_embeds = malloc(bytes)))
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        rc = engine_prefix_new(im->en, embeds, n_embeds, ids, n_ids, &im->prefix, e);
+        if (rc == PWB_OK && n_embeds > 0) {
+            memcpy(im->pfx_embeds, embeds, bytes);
+            im->n_pfx_embeds = n_embeds;
+        }
+    } else {
+        rc = engine_prefix_set_ids(im->en, im->prefix, ids, n_ids, e);
+    }
+    if (rc != PWB_OK) {
+        engine_prefix_free(im->prefix);
+        im->prefix = NULL;
+    }
+    return rc;
+}
+
+/* Requests [g0, g1), which share their leading vectors (or have none): one shared prefix, then
+ * batches. */
+static int run_group(llm_backend *b, local_impl *im, const llm_request *reqs, local_prep *pp, size_t g0, size_t g1,
+                     llm_response *out, llm_done_fn done, void *ctx, pwb_err *e)
+{
+    /* The group's longest common prefix, one token short of the shortest prompt (each request
+     * must run at least one token of its own to get its logits). */
+    int lcp = -1;
+    size_t first = g1;
+    for (size_t i = g0; i < g1; i++) {
+        if (pp[i].err)
+            continue;
+        if (first == g1) {
+            first = i;
+            lcp = pp[i].n - 1;
+            continue;
+        }
+        int k = 0;
+        while (k < lcp && k < pp[i].n - 1 && pp[i].ids[k] == pp[first].ids[k])
+            k++;
+        lcp = k;
+    }
+    int rc = PWB_OK;
+    double prefix_share[2] = {0, 0}; /* wall, cpu per request */
+    if (first < g1) {
+        double w0 = timer_wall(), c0 = timer_cpu();
+        const llm_request *r = &reqs[first];
+        rc = set_prefix(im, r->n_prefix_embeds > 0 ? r->prefix_embeds : NULL,
+                        r->n_prefix_embeds > 0 ? r->n_prefix_embeds : 0, pp[first].ids, lcp, e);
+        if (rc != PWB_OK)
+            return rc;
+        size_t nvalid = 0;
+        for (size_t i = g0; i < g1; i++)
+            nvalid += !pp[i].err;
+        prefix_share[0] = (timer_wall() - w0) / (double)nvalid;
+        prefix_share[1] = (timer_cpu() - c0) / (double)nvalid;
+    } else {
+        lcp = 0;
+    }
+    size_t step = im->batch > 0 ? (size_t)im->batch : 1;
+    for (size_t i0 = g0; i0 < g1; i0 += step) {
+        if (b->stop && *b->stop)
+            return err_set(e, PWB_EINTR, "interrupted");
+        size_t i1 = i0 + step < g1 ? i0 + step : g1;
+        if ((rc = run_batch(im, reqs, pp, i0, i1, out, prefix_share, lcp, e)) != PWB_OK)
+            return rc;
+        for (size_t i = i0; done && i < i1; i++)
+            done(ctx, i, &out[i]);
+    }
+    return PWB_OK;
+}
+
+static int same_vectors(const llm_request *a, const llm_request *b)
+{
+    int na = a->n_prefix_embeds > 0 ? a->n_prefix_embeds : 0, nb = b->n_prefix_embeds > 0 ? b->n_prefix_embeds : 0;
+    return na == nb && (na == 0 || a->prefix_embeds == b->prefix_embeds);
+}
+
 static int local_run(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done,
                      void *ctx, pwb_err *e)
 {
@@ -313,58 +417,14 @@ static int local_run(llm_backend *b, const llm_request *reqs, size_t n, llm_resp
         prep_request(im, &reqs[i], &pp[i], &text);
     }
     buf_free(&text);
-
-    /* The call's longest common prefix, one token short of the shortest prompt (each request
-     * must run at least one token of its own to get its logits). */
-    int lcp = -1;
-    size_t first = n;
-    for (size_t i = 0; i < n; i++) {
-        if (pp[i].err)
-            continue;
-        if (first == n) {
-            first = i;
-            lcp = pp[i].n - 1;
-            continue;
-        }
-        int k = 0;
-        while (k < lcp && k < pp[i].n - 1 && pp[i].ids[k] == pp[first].ids[k])
-            k++;
-        lcp = k;
-    }
+    /* Runs of requests with the same leading vectors share a prefix (a soft prompt's cell sends
+     * one run; hard prompts have none). */
     int rc = PWB_OK;
-    double prefix_share[2] = {0, 0}; /* wall, cpu per request */
-    if (first < n) {
-        double w0 = timer_wall(), c0 = timer_cpu();
-        if (!im->prefix)
-            rc = engine_prefix_new(im->en, NULL, 0, pp[first].ids, lcp, &im->prefix, e);
-        else
-            rc = engine_prefix_set_ids(im->en, im->prefix, pp[first].ids, lcp, e);
-        if (rc != PWB_OK) {
-            engine_prefix_free(im->prefix);
-            im->prefix = NULL;
-            goto done;
-        }
-        size_t nvalid = 0;
-        for (size_t i = 0; i < n; i++)
-            nvalid += !pp[i].err;
-        prefix_share[0] = (timer_wall() - w0) / (double)nvalid;
-        prefix_share[1] = (timer_cpu() - c0) / (double)nvalid;
-    } else {
-        lcp = 0;
+    for (size_t g0 = 0, g1; rc == PWB_OK && g0 < n; g0 = g1) {
+        for (g1 = g0 + 1; g1 < n && same_vectors(&reqs[g1], &reqs[g0]);)
+            g1++;
+        rc = run_group(b, im, reqs, pp, g0, g1, out, done, ctx, e);
     }
-    size_t step = im->batch > 0 ? (size_t)im->batch : 1;
-    for (size_t i0 = 0; i0 < n; i0 += step) {
-        if (b->stop && *b->stop) {
-            rc = err_set(e, PWB_EINTR, "interrupted");
-            goto done;
-        }
-        size_t i1 = i0 + step < n ? i0 + step : n;
-        if ((rc = run_batch(im, reqs, pp, i0, i1, out, prefix_share, lcp, e)) != PWB_OK)
-            goto done;
-        for (size_t i = i0; done && i < i1; i++)
-            done(ctx, i, &out[i]);
-    }
-done:
     for (size_t i = 0; i < n; i++)
         prep_free(&pp[i]);
     free(pp);
@@ -378,6 +438,7 @@ static void local_destroy(llm_backend *b)
     local_impl *im = b->impl;
     if (im) {
         engine_prefix_free(im->prefix);
+        free(im->pfx_embeds);
         engine_close(im->en);
         chat_template_free(&im->ct);
         free(im->name);
@@ -402,7 +463,7 @@ int llm_local_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     b->run = local_run;
     b->destroy = local_destroy;
     b->impl = im;
-    im->batch = cfg->batch > 0 ? cfg->batch : 8;
+    im->batch = cfg->batch > 0 ? cfg->batch : 16;
     im->name = str_dup(cfg->name ? cfg->name : cfg->model);
     engine_opts o = {.n_threads = cfg->threads > 0 ? cfg->threads : 0, .batch_items = im->batch};
     const char *who = cfg->name ? cfg->name : cfg->model;

@@ -8,7 +8,13 @@
 #include "util/sha256.h"
 #include "util/str.h"
 
-int req_cacheable(const llm_request *r) { return r->temperature == 0.0; }
+int req_cacheable(const llm_request *r)
+{
+    /* vectors nobody named cannot be told apart from other vectors, or from none */
+    if (r->n_prefix_embeds > 0 && (!r->prefix_id || !r->prefix_id[0]))
+        return 0;
+    return r->temperature == 0.0;
+}
 
 static int add_str(cJSON *o, const char *k, const char *v)
 {
@@ -26,6 +32,11 @@ int req_canonical(const llm_config *cfg, const llm_request *r, pwb_buf *out)
     if (cfg->chat_template)
         bad = bad || add_str(o, "chat_template", cfg->chat_template);
     bad = bad || add_str(o, "mode", r->mode == LLM_RANK ? "rank" : "generate");
+    /* only when there is one: hard-prompt keys stay what they were */
+    if (r->n_prefix_embeds > 0) {
+        bad = bad || add_str(o, "soft_prompt", r->prefix_id);
+        bad = bad || !cJSON_AddNumberToObject(o, "soft_tokens", r->n_prefix_embeds);
+    }
     if (!bad && r->n_messages > 0) {
         cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
         bad = !msgs;

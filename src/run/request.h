@@ -11,7 +11,8 @@
 int req_cacheable(const llm_request *r);
 /* The canonical request as minified JSON with a fixed key order: what the model sees and every
  * parameter that changes the answer (provider, base_url, model, messages or prompt, mode,
- * max_tokens, temperature, top_p, stop, choices). The API key is never part of it. */
+ * max_tokens, temperature, top_p, stop, choices, and a soft prompt's identity and length when the
+ * request carries one). The API key is never part of it. */
 int req_canonical(const llm_config *cfg, const llm_request *r, pwb_buf *out);
 /* sha256 hex of req_canonical. */
 int req_cache_key(const llm_config *cfg, const llm_request *r, char key[65], pwb_buf *scratch);

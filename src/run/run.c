@@ -19,6 +19,7 @@
 #include "llm/prices.h"
 #include "llm/remote.h"
 #include "run/request.h"
+#include "run/softjob.h"
 #include "store/db.h"
 #include "util/buf.h"
 #include "util/file.h"
@@ -27,6 +28,8 @@
 #include "util/sha256.h"
 #include "util/str.h"
 #include "util/timer.h"
+
+#include <math.h>
 
 #define RUN_DEFAULT_CHUNK 256
 #define RUN_MAX_CHUNK 65536
@@ -44,9 +47,12 @@ typedef struct rds {
     size_t *sample;    /* indices into eval.ex, ascending */
     size_t n_sample;
     int majority;      /* baseline label index, -1 when none */
-    long majority_n;   /* sampled examples carrying it */
     const char **rank_choices; /* the labels' verbalizers, for rank scoring */
     int examples_written;
+    char *soft_split;  /* where soft prompts train by default (the card's few-shot split, else "train") */
+    char **tr_names;   /* other splits loaded for soft prompts to train on */
+    ds_data *tr_data;
+    int n_tr;
 } rds;
 
 typedef struct rmethod {
@@ -55,6 +61,7 @@ typedef struct rmethod {
     char *tpl_path;
     char tpl_sha[65];
     int rank;
+    int soft;         /* a soft prompt: tpl is its input format (no shots) */
 } rmethod;
 
 typedef struct rmodel {
@@ -67,15 +74,21 @@ typedef struct rmodel {
     int can_rank;     /* local, or a /v1/completions server's prompt log-probabilities */
     llm_price price;  /* what its tokens cost: the suite's, else the shipped table's */
     pwb_buf tokenizer;/* cfg.tokenizer resolved against the suite's folder */
+    char sha[65];     /* local model file's sha256 (soft prompts' keys), "" until needed */
 } rmodel;
 
 typedef struct rcell {
     int d, m, k; /* dataset, model, method */
     scorer *sc;
     int64_t id;
+    const size_t *rows; /* the indices into eval.ex this cell scores: its dataset's sample, or */
+    size_t n_rows;      /* methods[].limit of them (own_rows), the rows a dataset limit would pick */
+    size_t *own_rows;
     size_t *todo; /* indices into eval.ex still without a prediction */
     size_t n_todo;
     run_cell_result *res;
+    softjob *job;  /* soft-prompt cells: the prompt's training */
+    char *soft_dir;/* its folder */
 } rcell;
 
 typedef struct runner {
@@ -121,6 +134,7 @@ void run_result_free(run_result *r)
         free(r->cells[i].dataset);
         free(r->cells[i].model);
         free(r->cells[i].method);
+        free(r->cells[i].soft_dir);
     }
     free(r->cells);
     memset(r, 0, sizeof *r);
@@ -206,6 +220,9 @@ static int prepare_datasets(runner *R, pwb_err *e)
                            d->card.path ? d->card.path : "?", split ? split : "(none)");
         if (!(d->split = str_dup(split)))
             return err_set(e, PWB_ENOMEM, "out of memory");
+        /* before load_shots may point few_shot_split at the eval split */
+        if (!(d->soft_split = str_dup(d->card.few_shot_split ? d->card.few_shot_split : "train")))
+            return err_set(e, PWB_ENOMEM, "out of memory");
         log_info("loading %s split %s", d->card.name, split);
         rc = dataset_load(&d->card, split, R->o->data_path, &d->eval, e);
         if (rc)
@@ -234,16 +251,16 @@ static int prepare_methods(runner *R, pwb_err *e)
     for (int i = 0; i < R->nme; i++) {
         rmethod *m = &R->me[i];
         m->sm = &R->suite.methods[i];
-        if (m->sm->soft_prompt) {
-            buf_free(&path);
-            return err_set(e, PWB_EUNSUP, "%s: method '%s': soft prompts are not supported by this runner yet",
-                           R->suite.path, m->sm->name);
-        }
-        if (!m->sm->template_path) {
+        m->soft = m->sm->soft_prompt != NULL;
+        if (!m->sm->template_path && !m->soft) {
             buf_free(&path);
             return err_set(e, PWB_EINVAL, "%s: method '%s' names no template", R->suite.path, m->sm->name);
         }
-        int rc = resolve_template(R, m->sm, &path, e);
+        /* a soft prompt's input format: zero-shot unless the method names a template */
+        suite_method sm = *m->sm;
+        if (!sm.template_path)
+            sm.template_path = (char *)"zero-shot";
+        int rc = resolve_template(R, &sm, &path, e);
         if (!rc)
             rc = template_load(&m->tpl, path.data, e);
         if (!rc)
@@ -256,6 +273,11 @@ static int prepare_methods(runner *R, pwb_err *e)
         }
         if (m->sm->shots >= 0)
             m->tpl.shots = m->sm->shots;
+        if (m->soft && m->tpl.shots > 0) {
+            log_warn("%s: method '%s': soft prompts are trained and scored without shots; %s's %d are left out",
+                     R->suite.path, m->sm->name, m->tpl_path, m->tpl.shots);
+            m->tpl.shots = 0;
+        }
         if (m->tpl.shots > RUN_MAX_SHOTS) {
             buf_free(&path);
             return err_set(e, PWB_ERANGE, "%s: %d shots is more than the limit of %d", m->tpl_path, m->tpl.shots,
@@ -383,6 +405,13 @@ static int build_item(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *s
         q->choices = R->ds[c->d].rank_choices;
         q->n_choices = R->ds[c->d].card.n_labels;
     }
+    if (c->job && c->job->prompt.w) {
+        /* the trained prompt before the rendered input; its values name it in the cache key */
+        q->prefix_embeds = c->job->prompt.w;
+        q->n_prefix_embeds = c->job->prompt.n_tokens;
+        q->prefix_dim = c->job->prompt.dim;
+        q->prefix_id = c->job->prompt_sha256;
+    }
     it->cacheable = !R->o->no_cache && req_cacheable(q);
     if (it->cacheable && req_cache_key(&mo->cfg, q, it->key, scratch))
         return err_set(e, PWB_ENOMEM, "out of memory");
@@ -404,6 +433,8 @@ static int model_config(runner *R, rmodel *m, int index, pwb_err *e)
     raw.chat_template = sm->chat_template;
     if (sm->concurrency > 0)
         raw.concurrency = sm->concurrency;
+    if (sm->batch > 0)
+        raw.batch = sm->batch;
     if (R->o->concurrency > 0)
         raw.concurrency = R->o->concurrency;
     if (sm->timeout_s > 0)
@@ -499,7 +530,160 @@ static int prepare_models(runner *R, pwb_err *e)
     return PWB_OK;
 }
 
+/* ---- soft prompts ------------------------------------------------------------------------- */
+
+/* The split of d named name, for a soft prompt to train on: one the dataset has loaded already,
+ * else loaded now (each kept at its own address: jobs point at it). */
+static int train_data(runner *R, rds *d, const char *name, const ds_data **out, pwb_err *e)
+{
+    if (!strcmp(name, d->split)) {
+        *out = &d->eval;
+        return PWB_OK;
+    }
+    for (int i = 0; i < d->n_tr; i++)
+        if (!strcmp(d->tr_names[i], name)) {
+            *out = &d->tr_data[i];
+            return PWB_OK;
+        }
+    if (!card_split(&d->card, name))
+        return err_set(e, PWB_EINVAL, "%s: dataset '%s': card %s has no split '%s' for a soft prompt to train on "
+                       "(name one with soft_prompt.train_split)", R->suite.path, d->sd->name, d->card.path, name);
+    if (d->n_tr >= d->card.n_splits)
+        return err_set(e, PWB_ERANGE, "%s: too many training splits", d->card.path);
+    if (!d->tr_names) {
+        d->tr_names = calloc((size_t)d->card.n_splits, sizeof *d->tr_names);
+        d->tr_data = calloc((size_t)d->card.n_splits, sizeof *d->tr_data);
+        if (!d->tr_names || !d->tr_data)
+            return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    ds_data *x = &d->tr_data[d->n_tr];
+    ds_data_init(x);
+    if (!(d->tr_names[d->n_tr] = str_dup(name)))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    d->n_tr++;
+    log_info("loading %s split %s (soft prompt training)", d->card.name, name);
+    int rc = dataset_load(&d->card, name, R->o->data_path, x, e);
+    if (rc)
+        return rc;
+    *out = x;
+    return PWB_OK;
+}
+
+/* Where trained prompts live: run_opts.soft_dir, else "soft" beside the database. */
+static void soft_root(const runner *R, pwb_buf *out)
+{
+    buf_reset(out);
+    if (R->o->soft_dir && R->o->soft_dir[0]) {
+        buf_puts(out, R->o->soft_dir);
+        return;
+    }
+    pwb_buf dir;
+    buf_init(&dir);
+    file_dirname(R->o->db_path ? R->o->db_path : "results.db", &dir);
+    file_join(out, dir.data ? dir.data : ".", "soft");
+    buf_free(&dir);
+}
+
+/* A soft-prompt cell: a local model, the training split, the job's keys and plan (nothing is
+ * trained or written here). */
+static int prepare_soft_cell(runner *R, rcell *c, pwb_err *e)
+{
+    rds *d = &R->ds[c->d];
+    rmethod *m = &R->me[c->k];
+    rmodel *mo = &R->mo[c->m];
+    if (strcmp(mo->cfg.provider, "local") != 0)
+        return err_set(e, PWB_EUNSUP,
+                       "%s: cell %s/%s/%s: method '%s' is a soft prompt, which is trained and scored on a local model "
+                       "(provider local); model '%s' is provider %s",
+                       R->suite.path, d->card.name, mo->sm->name, m->sm->name, m->sm->name, mo->sm->name,
+                       mo->sm->provider);
+    const suite_soft_prompt *sp = &m->sm->soft;
+    const char *split = sp->train_split ? sp->train_split : d->soft_split;
+    if (!strcmp(split, d->split)) {
+        if (!sp->train_split)
+            return err_set(e, PWB_EINVAL,
+                           "%s: cell %s/%s/%s: the soft prompt would train on '%s', the split it is scored on; "
+                           "name another with soft_prompt.train_split",
+                           R->suite.path, d->card.name, mo->sm->name, m->sm->name, split);
+        log_warn("%s: method '%s' trains its soft prompt on '%s', the split it is scored on", R->suite.path,
+                 m->sm->name, split);
+    }
+    const ds_data *data = NULL;
+    int rc = train_data(R, d, split, &data, e);
+    if (!rc && !mo->sha[0])
+        rc = softjob_model_sha256(mo->cfg.model, mo->sha, e);
+    if (rc)
+        return rc;
+    if (!(c->job = calloc(1, sizeof *c->job)))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    softjob_init(c->job);
+    pwb_buf root;
+    buf_init(&root);
+    soft_root(R, &root);
+    if (!root.data || !(c->soft_dir = str_dup(root.data))) {
+        buf_free(&root);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    buf_free(&root);
+    softjob_opts o = {.model_path = mo->cfg.model, .model_sha256 = mo->sha, .chat_template = mo->cfg.chat_template,
+                      .threads = mo->cfg.threads, .card = &d->card, .split = split, .data = data, .tpl = &m->tpl,
+                      .tpl_sha256 = m->tpl_sha, .sp = *sp, .root = c->soft_dir, .reuse = 1};
+    rc = softjob_prepare(c->job, &o, e);
+    if (rc)
+        err_prefix(e, "%s: cell %s/%s/%s: ", R->suite.path, d->card.name, mo->sm->name, m->sm->name);
+    return rc;
+}
+
+/* What a soft cell's job did (or, in a dry run, would do), for the summary. */
+static int soft_result(const rcell *c, run_cell_result *cr, int dry)
+{
+    const softjob *j = c->job;
+    free(cr->soft_dir);
+    if (!(cr->soft_dir = str_dup(j->dir)))
+        return -1;
+    cr->soft_n_train = j->n_train;
+    cr->soft_n_eval = j->n_eval;
+    cr->soft_resumes = j->resumable && !j->reusable;
+    if (dry) {
+        cr->soft = j->reusable ? RUN_SOFT_REUSED : RUN_SOFT_TRAINED;
+        cr->soft_steps = j->planned_steps;
+        cr->soft_examples = j->planned_examples;
+        cr->soft_seconds = 0;
+        cr->soft_best_acc = NAN;
+        return 0;
+    }
+    cr->soft = j->reused ? RUN_SOFT_REUSED : j->trained ? RUN_SOFT_TRAINED : RUN_SOFT_NONE;
+    cr->soft_steps = j->res.steps;
+    cr->soft_examples = j->res.examples_seen;
+    cr->soft_seconds = j->res.seconds;
+    cr->soft_best_acc = j->res.best_accuracy;
+    cr->soft_resumes = j->res.resumed;
+    if (j->res.n_train > 0) {
+        cr->soft_n_train = j->res.n_train;
+        cr->soft_n_eval = j->res.n_eval;
+    }
+    return 0;
+}
+
 /* Builds the cells and checks each: the template against the card, the scorer, one rendering. */
+/* The rows cell c scores. A method limit takes the first N of the same seeded permutation the
+ * dataset's own sample comes from, so they are the rows a dataset limit of N picks, and a subset of
+ * the dataset's sample. */
+static int cell_sample(runner *R, rcell *c, pwb_err *e)
+{
+    const rds *d = &R->ds[c->d];
+    const long lim = R->me[c->k].sm->limit;
+    c->rows = d->sample;
+    c->n_rows = d->n_sample;
+    if (lim <= 0 || (size_t)lim >= d->n_sample)
+        return PWB_OK;
+    if (!(c->own_rows = malloc((size_t)lim * sizeof *c->own_rows)))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    c->n_rows = dataset_sample(&d->eval, (size_t)lim, R->suite.seed, c->own_rows);
+    c->rows = c->own_rows;
+    return PWB_OK;
+}
+
 static int prepare_cells(runner *R, pwb_err *e)
 {
     size_t max = (size_t)R->nds * (size_t)R->nmo * (size_t)R->nme;
@@ -533,7 +717,8 @@ static int prepare_cells(runner *R, pwb_err *e)
             if (!rc && m->rank && d->card.n_labels == 0)
                 rc = err_set(e, PWB_EINVAL, "%s: method '%s' ranks labels but card %s has none", R->suite.path,
                              m->sm->name, d->card.path);
-            for (int mi = 0; !rc && m->rank && mi < R->nmo; mi++)
+            /* (a soft prompt needs a local model: prepare_soft_cell says so) */
+            for (int mi = 0; !rc && m->rank && !m->soft && mi < R->nmo; mi++)
                 if (!R->mo[mi].can_rank)
                     rc = err_set(e, PWB_EUNSUP,
                                  "%s: cell %s/%s/%s: method '%s' ranks labels by log-likelihood, which model '%s' "
@@ -556,14 +741,18 @@ static int prepare_cells(runner *R, pwb_err *e)
                 c->d = di;
                 c->m = mi;
                 c->k = k;
-                rc = scorer_init(&c->sc, &R->ds[di].card, R->me[k].tpl.answer_pattern, e);
+                rc = cell_sample(R, c, e);
+                if (!rc)
+                    rc = scorer_init(&c->sc, &R->ds[di].card, R->me[k].tpl.answer_pattern, e);
+                if (!rc && R->me[k].soft)
+                    rc = prepare_soft_cell(R, c, e);
                 if (rc)
                     break;
                 /* Render the first sampled example now: a template that cannot render fails here,
                  * before the database, not halfway through the run. */
                 item it;
                 memset(&it, 0, sizeof it);
-                rc = build_item(R, c, &it, R->ds[di].sample[0], &scratch, e);
+                rc = build_item(R, c, &it, c->rows[0], &scratch, e);
                 item_free(&it);
             }
         }
@@ -609,13 +798,22 @@ static int prepare(runner *R, pwb_err *e)
         /* The baseline predicts the most frequent label of the shot split when one is loaded (what
          * a model could learn), else of the eval split. */
         d->majority = dataset_majority_label(d->needs_shots && !d->shots_same ? &d->shots : &d->eval, &d->card);
-        for (size_t j = 0; j < d->n_sample && d->majority >= 0; j++)
-            d->majority_n += d->eval.ex[d->sample[j]].label == d->majority;
     }
     return PWB_OK;
 }
 
 /* ---- plan --------------------------------------------------------------------------------- */
+
+/* The cell's rows whose gold label is the dataset's majority label. */
+static int cell_majority_n(const rds *d, const rcell *c)
+{
+    if (d->majority < 0)
+        return -1;
+    int k = 0;
+    for (size_t j = 0; j < c->n_rows; j++)
+        k += d->eval.ex[c->rows[j]].label == d->majority;
+    return k;
+}
 
 static int write_examples(runner *R, rds *d, pwb_err *e)
 {
@@ -683,12 +881,12 @@ static int plan(runner *R, pwb_err *e)
             .model = mo->sm->name,
             .provider = mo->sm->provider,
             .method = m->sm->name,
-            .kind = template_kind_name(m->tpl.kind),
+            .kind = m->soft ? "soft" : template_kind_name(m->tpl.kind),
             .template_path = m->tpl_path,
             .template_sha256 = m->tpl_sha,
             .scoring = m->rank ? "rank" : "generate",
-            .n_planned = (long)d->n_sample,
-            .majority_label_correct_n = d->majority >= 0 ? (int)d->majority_n : -1,
+            .n_planned = (long)c->n_rows,
+            .majority_label_correct_n = cell_majority_n(d, c),
             .sweep = m->sm->sweep,
             .sweep_point = m->sm->sweep_point,
         };
@@ -714,7 +912,7 @@ static int plan(runner *R, pwb_err *e)
         cr->dataset = str_dup(d->card.name);
         cr->model = str_dup(R->mo[c->m].sm->name);
         cr->method = str_dup(R->me[c->k].sm->name);
-        cr->n_planned = (long)d->n_sample;
+        cr->n_planned = (long)c->n_rows;
         if (!cr->dataset || !cr->model || !cr->method)
             return err_set(e, PWB_ENOMEM, "out of memory");
         long *done = NULL;
@@ -726,12 +924,12 @@ static int plan(runner *R, pwb_err *e)
             free(done);
             return err_set(e, PWB_ENOMEM, "out of memory");
         }
-        for (size_t s = 0; s < d->n_sample; s++) {
-            long row = (long)d->eval.ex[d->sample[s]].row;
+        for (size_t s = 0; s < c->n_rows; s++) {
+            long row = (long)d->eval.ex[c->rows[s]].row;
             if (n_done && bsearch(&row, done, n_done, sizeof *done, cmp_long))
                 r->n_skipped++;
             else
-                c->todo[c->n_todo++] = d->sample[s];
+                c->todo[c->n_todo++] = c->rows[s];
         }
         free(done);
         total += (long)c->n_todo;
@@ -1038,17 +1236,67 @@ static int summary_row(void *ctx, int ncols, const char *const *names, const cha
     return 0;
 }
 
+/* A soft cell's prompt, before its rows are scored: loaded when its configuration was trained
+ * before, else trained (resuming a checkpoint); the cell is linked to its soft_prompts row. */
+static int soft_prompt_for(runner *R, rcell *c, pwb_err *e)
+{
+    softjob *j = c->job;
+    char label[64];
+    snprintf(label, sizeof label, "train %s", R->me[c->k].sm->name);
+    j->o.db = R->db;
+    j->o.stop = R->o->stop;
+    j->o.progress = R->o->progress;
+    j->o.progress_label = label;
+    if (R->o->progress && !j->reusable)
+        fprintf(R->o->progress, "pwb: %s/%s/%s: training a soft prompt of %d tokens, %ld steps of %d examples, "
+                "into %s\n", R->ds[c->d].card.name, R->mo[c->m].sm->name, R->me[c->k].sm->name,
+                j->cfg.n_tokens, j->planned_steps, j->cfg.batch, j->dir);
+    double t0 = timer_wall();
+    int rc = softjob_run(j, e);
+    j->o.progress_label = NULL;
+    /* training is no part of the answering rate the run's progress bar and summary show */
+    const double dt = timer_wall() - t0;
+    R->r->soft_wall_s += dt;
+    R->prog.start += dt;
+    if (soft_result(c, c->res, 0))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    if (rc == PWB_EINTR)
+        return err_set(e, PWB_EINTR, "interrupted while training the soft prompt of %s/%s/%s at step %ld of %ld "
+                       "(checkpoint in %s): run the suite again to resume", R->ds[c->d].card.name,
+                       R->mo[c->m].sm->name, R->me[c->k].sm->name, j->res.steps, j->planned_steps, j->dir);
+    if (rc)
+        return err_prefix(e, "%s/%s/%s: soft prompt: ", R->ds[c->d].card.name, R->mo[c->m].sm->name,
+                          R->me[c->k].sm->name);
+    softjob_close_model(j); /* the training engine's memory is no longer needed */
+    return j->sp_id > 0 ? db_cell_set_soft_prompt(R->db, c->id, j->sp_id, e) : PWB_OK;
+}
+
 static int execute(runner *R, pwb_err *e)
 {
     double t0 = timer_wall();
     int rc = budget_resume(R, e);
-    for (int i = 0; i < R->ncells && !rc && !stopped(R); i++)
-        rc = run_cell(R, &R->cells[i], e);
-    R->r->wall_s = timer_wall() - t0;
+    int soft_stop = 0;
+    for (int i = 0; i < R->ncells && !rc && !stopped(R); i++) {
+        rcell *c = &R->cells[i];
+        if (c->job && c->n_todo > 0) {
+            rc = soft_prompt_for(R, c, e);
+            if (rc == PWB_EINTR) {
+                soft_stop = 1;
+                break;
+            }
+        }
+        if (!rc)
+            rc = run_cell(R, c, e);
+        if (c->job) /* the vectors were for this cell only */
+            softprompt_free(&c->job->prompt);
+    }
+    R->r->wall_s = timer_wall() - t0 - R->r->soft_wall_s;
     progress_finish(&R->prog);
     if (R->o->max_cost_usd > 0)
         R->r->spent_usd = llm_budget_spent(&R->budget);
-    if (rc == PWB_ELIMIT && R->limited) {
+    if (soft_stop) {
+        R->r->interrupted = 1;
+    } else if (rc == PWB_ELIMIT && R->limited) {
         R->r->limited = 1;
         rc = err_set(e, PWB_ELIMIT, "%.700s; %ld predictions kept, the rest not sent: run again with a higher "
                      "--max-cost to continue", R->limit_err.msg, R->r->n_new);
@@ -1072,6 +1320,13 @@ static void runner_free(runner *R)
         free(d->split);
         free(d->shot_split);
         free(d->rank_choices);
+        free(d->soft_split);
+        for (int k = 0; k < d->n_tr; k++) {
+            free(d->tr_names[k]);
+            ds_data_free(&d->tr_data[k]);
+        }
+        free(d->tr_names);
+        free(d->tr_data);
     }
     free(R->ds);
     for (int i = 0; i < R->nme; i++) {
@@ -1089,6 +1344,10 @@ static void runner_free(runner *R)
         if (R->cells[i].sc)
             scorer_free(R->cells[i].sc);
         free(R->cells[i].todo);
+        free(R->cells[i].own_rows);
+        softjob_free(R->cells[i].job);
+        free(R->cells[i].job);
+        free(R->cells[i].soft_dir);
     }
     free(R->cells);
     prices_free(&R->prices);
@@ -1105,7 +1364,6 @@ static void runner_free(runner *R)
 /* Renders every sampled example of cell c, as the run would, and counts what its requests send. */
 static int estimate_cell(runner *R, rcell *c, llm_counter *counter, run_cell_result *cr, pwb_err *e)
 {
-    const rds *d = &R->ds[c->d];
     const rmodel *mo = &R->mo[c->m];
     size_t chunk = R->o->chunk > 0 && R->o->chunk <= RUN_MAX_CHUNK ? (size_t)R->o->chunk : RUN_DEFAULT_CHUNK;
     item *items = calloc(chunk, sizeof *items);
@@ -1113,12 +1371,12 @@ static int estimate_cell(runner *R, rcell *c, llm_counter *counter, run_cell_res
     pwb_buf scratch;
     buf_init(&scratch);
     int rc = (!items || !reqs) ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
-    for (size_t start = 0; !rc && start < d->n_sample && !stopped(R); start += chunk) {
-        size_t n = d->n_sample - start < chunk ? d->n_sample - start : chunk;
+    for (size_t start = 0; !rc && start < c->n_rows && !stopped(R); start += chunk) {
+        size_t n = c->n_rows - start < chunk ? c->n_rows - start : chunk;
         memset(items, 0, n * sizeof *items);
         size_t built = 0;
         for (; built < n && !rc; built++)
-            rc = build_item(R, c, &items[built], d->sample[start + built], &scratch, e);
+            rc = build_item(R, c, &items[built], c->rows[start + built], &scratch, e);
         for (size_t i = 0; !rc && i < n; i++)
             reqs[i] = items[i].req;
         if (!rc)
@@ -1183,8 +1441,8 @@ static int dry_run_result(runner *R, pwb_err *e)
         cr->dataset = str_dup(R->ds[c->d].card.name);
         cr->model = str_dup(R->mo[c->m].sm->name);
         cr->method = str_dup(R->me[c->k].sm->name);
-        cr->n_planned = (long)R->ds[c->d].n_sample;
-        if (!cr->dataset || !cr->model || !cr->method)
+        cr->n_planned = (long)c->n_rows;
+        if (!cr->dataset || !cr->model || !cr->method || (c->job && soft_result(c, cr, 1)))
             return err_set(e, PWB_ENOMEM, "out of memory");
     }
     return dry_run_estimate(R, e);

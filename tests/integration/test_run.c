@@ -289,3 +289,52 @@ Test(run, faults_are_retried_and_recorded, .timeout = 180)
     free(db);
     free(dir);
 }
+
+/* methods[].limit: a method scores the first N rows of the dataset's sample, the very rows a
+ * dataset limit of N picks, while the other methods score them all. */
+Test(run, method_limit_scores_a_prefix_of_the_sample, .timeout = 120)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    cr_assert_eq(fake_start(&f, dir, fake_labels), 0, "fakellm did not start");
+    char *suite = it_path(dir, "limit.json"), *small = it_path(dir, "small.json");
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"name\": \"limit\", \"seed\": 3, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": %d}],"
+             " \"models\": [{\"name\": \"fake\", \"provider\": \"openai\", \"base_url\": \"%s\", \"model\": \"m\"}],"
+             " \"methods\": [{\"name\": \"all\", \"template\": \"zero-shot\"},"
+             " {\"name\": \"some\", \"template\": \"role\"%s}]}",
+             60, f.base_url, ", \"limit\": 25");
+    it_write(suite, text);
+    snprintf(text, sizeof text,
+             "{\"name\": \"small\", \"seed\": 3, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": %d}],"
+             " \"models\": [{\"name\": \"fake\", \"provider\": \"openai\", \"base_url\": \"%s\", \"model\": \"m\"}],"
+             " \"methods\": [{\"name\": \"some\", \"template\": \"role\"%s}]}",
+             25, f.base_url, "");
+    it_write(small, text);
+    char *db = it_path(dir, "r.db"), *db2 = it_path(dir, "s.db");
+    proc_out p = pwb_run(suite, db, NULL);
+    cr_assert_eq(p.status, 0, "pwb run: exit %d\n%s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    p = pwb_run(small, db2, NULL);
+    cr_assert_eq(p.status, 0, "pwb run: exit %d\n%s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    cr_expect_eq(it_sql_long(db, "SELECT n FROM v_summary WHERE method = 'all'"), 60);
+    cr_expect_eq(it_sql_long(db, "SELECT n_planned FROM v_summary WHERE method = 'some'"), 25);
+    cr_expect_eq(it_sql_long(db, "SELECT n FROM v_summary WHERE method = 'some'"), 25);
+    char *rows_a = it_sql_text(db, "SELECT group_concat(row) FROM (SELECT p.row FROM predictions p JOIN cells c "
+                                   "ON c.id = p.cell_id WHERE c.method = 'some' ORDER BY p.row)");
+    char *rows_b = it_sql_text(db2, "SELECT group_concat(row) FROM (SELECT p.row FROM predictions p JOIN cells c "
+                                    "ON c.id = p.cell_id WHERE c.method = 'some' ORDER BY p.row)");
+    cr_assert(rows_a && rows_b);
+    cr_expect_str_eq(rows_a, rows_b, "a method limit of 25 and a dataset limit of 25 score the same rows");
+    free(rows_a);
+    free(rows_b);
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(suite);
+    free(small);
+    free(db);
+    free(db2);
+    free(dir);
+}

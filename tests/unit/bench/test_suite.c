@@ -132,3 +132,28 @@ Test(suite, missing_file)
     cr_assert_not_null(strstr(e.msg, "/nonexistent/suite.json"));
     cr_assert_null(s.name);
 }
+
+/* methods[].limit (also carried into every sweep point) and a local model's batch. */
+Test(suite, method_limit_and_local_batch)
+{
+    const char *json = "{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"local\",\"model\":\"x\","
+                       "\"batch\":32}],\"methods\":[{\"name\":\"z\",\"template\":\"zero-shot\"},"
+                       "{\"name\":\"f\",\"template\":\"few-shot\",\"limit\":200,\"sweep\":{\"shots\":[0,2]}}]}";
+    pwb_suite s;
+    suite_init(&s);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(suite_parse(&s, json, strlen(json), "suites/ok.json", &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.models[0].batch, 32);
+    cr_assert_eq(s.n_methods, 3);
+    cr_assert_eq(s.methods[0].limit, 0);
+    cr_assert_eq(s.methods[1].limit, 200);
+    cr_assert_eq(s.methods[2].limit, 200);
+    cr_assert_eq(s.methods[2].shots, 2);
+    suite_free(&s);
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"limit\":-1}]}",
+        "methods[0].limit must be an integer from 0");
+    bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"openai\",\"model\":\"x\","
+        "\"base_url\":\"http://127.0.0.1:1/v1\",\"batch\":4}]," ME "}",
+        "models[0].batch is for local models");
+}

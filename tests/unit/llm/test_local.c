@@ -9,22 +9,10 @@
 
 #include "engine/engine.h"
 #include "llm/backend.h"
+#include "tinystories.h"
 #include "llm/local.h"
 #include "util/file.h"
 
-static char g_path[4096];
-
-static const char *ts_gguf(void)
-{
-    const char *s = getenv("PWB_SHARED");
-    const char *root = getenv("PWB_ROOT");
-    const char *rel = "models/tinystories-656k/TinyStories-656K-Q8_0.gguf";
-    if (s && *s)
-        snprintf(g_path, sizeof g_path, "%s/%s", s, rel);
-    else
-        snprintf(g_path, sizeof g_path, "%s/../shared/%s", root && *root ? root : ".", rel);
-    return g_path;
-}
 
 static llm_backend *open_local(const char *path, int batch)
 {
