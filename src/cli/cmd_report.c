@@ -101,7 +101,17 @@ int cmd_report(const cli_args *a)
         return cli_fail(&e);
     }
     if (to_file) {
-        rc = file_write_atomic(dest, out.data ? out.data : "", out.len, &e);
+        /* -o reports/new/x.md: make the folder, as a user asking for that path expects */
+        pwb_buf parent;
+        buf_init(&parent);
+        const char *slash = strrchr(dest, '/');
+        if (slash && slash > dest && buf_append(&parent, dest, (size_t)(slash - dest)))
+            rc = err_set(&e, PWB_ENOMEM, "out of memory");
+        if (!rc && parent.len && !file_is_dir(parent.data))
+            rc = file_mkdirs(parent.data, &e);
+        buf_free(&parent);
+        if (!rc)
+            rc = file_write_atomic(dest, out.data ? out.data : "", out.len, &e);
         if (!rc && r.chart_dir)
             rc = write_charts(&r, dir.data ? dir.data : ".", &charts, &e);
         if (!rc && !a->quiet) {

@@ -79,7 +79,7 @@ int file_write_atomic(const char *path, const void *data, size_t n, pwb_err *e)
         return err_set(e, PWB_ENOMEM, "out of memory");
     FILE *f = fopen(tmp.data, "wb");
     if (!f) {
-        err_set(e, PWB_EIO, "%s: %s", tmp.data, strerror(errno));
+        err_set(e, PWB_EIO, "%s: cannot write: %s", path, strerror(errno));
         buf_free(&tmp);
         return e ? e->code : PWB_EIO;
     }

@@ -104,6 +104,16 @@ Test(report_sweep, sweep_table_and_charts_end_to_end, .timeout = 180)
                                  " > (SELECT avg(tokens_in) FROM v_predictions WHERE method = 'few-shot[shots=1]')"),
                  1);
 
+    /* -o into a folder that does not exist yet: pwb makes it */
+    char *md2 = it_path(dir, "new/deeper/rep.md");
+    p = it_run((const char *const[]){it_pwb(), "report", "--db", db, "-o", md2, NULL});
+    cr_assert_eq(p.status, 0, "%s", p.err);
+    proc_out_free(&p);
+    char *text2 = it_read(md2);
+    cr_assert(text2 && strstr(text2, "### Sweep: few-shot (shots)"), "no report in a new folder");
+    free(text2);
+    free(md2);
+
     char *md = it_path(dir, "rep.md");
     p = it_run((const char *const[]){it_pwb(), "report", "--db", db, "-o", md, NULL});
     cr_assert_eq(p.status, 0, "%s", p.err);
