@@ -380,35 +380,25 @@ int suite_soft_prompt_parse(const cJSON *o, const char *path, const char *where,
     if (!cJSON_IsObject(o))
         return err_set(e, PWB_EINVAL, "%s: %s must be an object", x->path, where);
     int rc = keys_ok(x, o, g_soft_keys, where);
-    /* the bounds of `pwb tune`'s options */
+    /* The numeric settings and the bounds of `pwb tune`'s options; each starts at its default. */
     double tokens = s->tokens, steps = 0, epochs = s->epochs, batch = s->batch, lr = -1, wd = -1, warmup = 0,
            clip = -1, seed = 1, limit = 0, eval_n = s->eval_n, eval_every = s->eval_every, patience = 0;
-    if (!rc)
-        rc = get_num(x, o, "tokens", where, 1, SUITE_SOFT_MAX_TOKENS, 1, &tokens);
-    if (!rc)
-        rc = get_num(x, o, "steps", where, 0, 1e8, 1, &steps);
-    if (!rc)
-        rc = get_num(x, o, "epochs", where, 1e-6, 1e6, 0, &epochs);
-    if (!rc)
-        rc = get_num(x, o, "batch", where, 1, 1024, 1, &batch);
-    if (!rc)
-        rc = get_num(x, o, "lr", where, 1e-12, 1e3, 0, &lr);
-    if (!rc)
-        rc = get_num(x, o, "weight_decay", where, 0, 1e3, 0, &wd);
-    if (!rc)
-        rc = get_num(x, o, "warmup", where, 0, 1e8, 1, &warmup);
-    if (!rc)
-        rc = get_num(x, o, "clip", where, 0, 1e6, 0, &clip);
-    if (!rc)
-        rc = get_num(x, o, "seed", where, 0, 9007199254740991.0, 1, &seed);
-    if (!rc)
-        rc = get_num(x, o, "train_limit", where, 0, 1e8, 1, &limit);
-    if (!rc)
-        rc = get_num(x, o, "eval_n", where, 0, 1e6, 1, &eval_n);
-    if (!rc)
-        rc = get_num(x, o, "eval_every", where, 0, 1e8, 1, &eval_every);
-    if (!rc)
-        rc = get_num(x, o, "patience", where, 0, 1e6, 1, &patience);
+    const struct {
+        const char *key;
+        double lo, hi;
+        int integer;
+        double *val;
+    } nums[] = {
+        {"tokens", 1, SUITE_SOFT_MAX_TOKENS, 1, &tokens}, {"steps", 0, 1e8, 1, &steps},
+        {"epochs", 1e-6, 1e6, 0, &epochs},                {"batch", 1, 1024, 1, &batch},
+        {"lr", 1e-12, 1e3, 0, &lr},                       {"weight_decay", 0, 1e3, 0, &wd},
+        {"warmup", 0, 1e8, 1, &warmup},                   {"clip", 0, 1e6, 0, &clip},
+        {"seed", 0, 9007199254740991.0, 1, &seed},        {"train_limit", 0, 1e8, 1, &limit},
+        {"eval_n", 0, 1e6, 1, &eval_n},                   {"eval_every", 0, 1e8, 1, &eval_every},
+        {"patience", 0, 1e6, 1, &patience},
+    };
+    for (size_t k = 0; !rc && k < sizeof nums / sizeof nums[0]; k++)
+        rc = get_num(x, o, nums[k].key, where, nums[k].lo, nums[k].hi, nums[k].integer, nums[k].val);
     if (!rc)
         rc = get_bool(x, o, "exact", where, &s->exact);
     if (!rc)
