@@ -4,7 +4,11 @@
 # the same suite on pwb's local engine, then prints each cell's accuracy side by side.
 # The server is started here on a free port and always stopped (trap), even on failure.
 #
-#   tests/integration/llamacpp_server.sh [--limit N] [--compare] [--threads T]
+#   tests/integration/llamacpp_server.sh [--limit N] [--compare] [--threads T] [--keep DIR]
+#
+# --keep DIR copies both databases (llamacpp.db, local.db) and the server's log into DIR before the
+# temporary folder goes. With --compare it also prints, per cell, how often the two backends
+# extracted the same answer for the same row.
 #
 # Needs: ./pwb or build/pwb (make), models/SmolLM2-135M-Instruct.Q4_1.gguf (make model),
 # python3 with llama_cpp.server, sqlite3 for the table. Exits 77 (skip) when something is missing.
@@ -15,12 +19,14 @@ set -eu
 LIMIT=50
 COMPARE=0
 THREADS=1
+KEEP=
 while [ $# -gt 0 ]; do
     case "$1" in
     --limit) LIMIT=$2; shift 2 ;;
     --compare) COMPARE=1; shift ;;
     --threads) THREADS=$2; shift 2 ;;
-    *) echo "usage: $0 [--limit N] [--compare] [--threads T]" >&2; exit 2 ;;
+    --keep) KEEP=$2; shift 2 ;;
+    *) echo "usage: $0 [--limit N] [--compare] [--threads T] [--keep DIR]" >&2; exit 2 ;;
     esac
 done
 
@@ -42,6 +48,9 @@ cleanup() {
         i=0
         while kill -0 "$SERVER_PID" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
         kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ -n "$KEEP" ]; then
+        mkdir -p "$KEEP" && cp "$TMP"/*.db "$TMP/server.log" "$KEEP"/ 2>/dev/null || true
     fi
     rm -rf "$TMP"
 }
@@ -91,6 +100,12 @@ if command -v sqlite3 >/dev/null 2>&1; then
     if [ "$COMPARE" = 1 ]; then
         echo "method | n | accuracy % (local engine)"
         sqlite3 -separator ' | ' "$TMP/local.db" "$q" 2>/dev/null || true
+        echo "method | rows in both | same extracted answer %"
+        sqlite3 -separator ' | ' "$TMP/llamacpp.db" "ATTACH '$TMP/local.db' AS l;
+            SELECT a.method, COUNT(*), ROUND(100.0 * SUM(pa.extracted IS pb.extracted) / COUNT(*), 1)
+            FROM predictions pa JOIN cells a ON a.id = pa.cell_id
+            JOIN l.cells b ON b.method = a.method JOIN l.predictions pb ON pb.cell_id = b.id AND pb.row = pa.row
+            GROUP BY a.method ORDER BY a.method;" 2>/dev/null || true
     fi
 fi
 exit $rc
