@@ -51,7 +51,7 @@ help:
 	@echo "make model      fetch SmolLM2-135M-Instruct (GGUF) into models/, sha256 checked"
 	@echo "make demo       run suites/demo.json on the local engine and write reports/demo.md"
 	@echo "make bench      harness and engine benchmarks (see bench/README.md)"
-	@echo "make published  the published SST-2 and GSM8K comparisons (reports/sst2-smollm2.md, ~2 h on 2 cores)"
+	@echo "make published  the published SST-2, GSM8K and AG News comparisons (reports/*.md, ~4 h on 2 cores)"
 	@echo "make deps       install missing Debian -dev packages (as root) or say which"
 	@echo "make clean      remove build outputs"
 

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Regenerates the published comparison: runs suites/sst2-smollm2.json and suites/gsm8k-smollm2.json
-# on the built-in engine (SmolLM2-135M-Instruct, `make model`) and renders reports/sst2-smollm2.md and
-# reports/gsm8k-smollm2.md with their SVG charts. `make published` calls this after building.
+# Regenerates the published comparison: runs suites/sst2-smollm2.json, suites/gsm8k-smollm2.json,
+# suites/agnews-smollm2.json and suites/agnews-smollm2-sweep.json on the built-in engine
+# (SmolLM2-135M-Instruct, `make model`) and renders reports/<suite>.md with their SVG charts.
+# `make published` calls this after building. PUBLISHED_SUITES="a b" runs only those.
 #
 # A rerun into the same databases resumes (finished cells are not recomputed, trained soft prompts
 # are reused from results/soft/); PUBLISHED_FRESH=1 starts over in new databases. Timings differ from
@@ -13,10 +14,11 @@ PWB=${PWB:-./pwb}
 : "${OMP_WAIT_POLICY:=passive}"
 export OMP_WAIT_POLICY
 mkdir -p results reports
+SUITES=${PUBLISHED_SUITES:-sst2-smollm2 gsm8k-smollm2 agnews-smollm2 agnews-smollm2-sweep}
 if [ "${PUBLISHED_FRESH:-0}" = 1 ]; then
-    rm -f results/sst2-smollm2.db* results/gsm8k-smollm2.db*
+    for s in $SUITES; do rm -f "results/$s.db" "results/$s.db-wal" "results/$s.db-shm"; done
 fi
-for s in sst2-smollm2 gsm8k-smollm2; do
+for s in $SUITES; do
     echo "== $s"
     "$PWB" run "suites/$s.json" --db "results/$s.db"
     "$PWB" report --db "results/$s.db" -o "reports/$s.md"
