@@ -128,11 +128,14 @@ model: $(SMOLLM2)
 $(SMOLLM2):
 	@sh scripts/fetch-model.sh $(MODEL_DIR)
 
+# The main jobs read the datasets from the shared folder too (after any PWB_DATA_PATH of the user's).
+RUN_ENV = PWB_DATA_PATH="$${PWB_DATA_PATH:+$$PWB_DATA_PATH:}$(PWB_SHARED)/datasets" OMP_WAIT_POLICY=passive
+
 published: all model
-	./scripts/published.sh
+	$(RUN_ENV) ./scripts/published.sh
 
 demo: all model
-	OMP_WAIT_POLICY=passive ./pwb run suites/demo.json --db results/demo.db
+	$(RUN_ENV) ./pwb run suites/demo.json --db results/demo.db
 	./pwb report --db results/demo.db -o reports/demo.md
 	@echo "wrote reports/demo.md"
 
