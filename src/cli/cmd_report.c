@@ -80,13 +80,14 @@ int cmd_report(const cli_args *a)
     pwb_report r;
     memset(&r, 0, sizeof r);
     int loaded = 0, charts = 0;
+    if (to_file)
+        split_output(dest, &dir, &stem);
     if (other > 0) {
         rc = report_compare(db, other, run_id, format, &out, &e);
     } else {
         rc = report_load(&r, db, run_id, &e);
         loaded = rc == PWB_OK;
         if (!rc && to_file && format == REPORT_MD) {
-            split_output(dest, &dir, &stem);
             r.chart_dir = "";
             r.chart_prefix = stem.data ? stem.data : "";
         }
@@ -98,22 +99,20 @@ int cmd_report(const cli_args *a)
         if (loaded)
             report_free(&r);
         buf_free(&out);
+        buf_free(&dir);
+        buf_free(&stem);
         return cli_fail(&e);
     }
     if (to_file) {
         /* -o reports/new/x.md: make the folder, as a user asking for that path expects */
-        pwb_buf parent;
-        buf_init(&parent);
-        const char *slash = strrchr(dest, '/');
-        if (slash && slash > dest && buf_append(&parent, dest, (size_t)(slash - dest)))
+        if (!dir.data)
             rc = err_set(&e, PWB_ENOMEM, "out of memory");
-        if (!rc && parent.len && !file_is_dir(parent.data))
-            rc = file_mkdirs(parent.data, &e);
-        buf_free(&parent);
+        else if (!file_is_dir(dir.data))
+            rc = file_mkdirs(dir.data, &e);
         if (!rc)
             rc = file_write_atomic(dest, out.data ? out.data : "", out.len, &e);
         if (!rc && r.chart_dir)
-            rc = write_charts(&r, dir.data ? dir.data : ".", &charts, &e);
+            rc = write_charts(&r, dir.data, &charts, &e);
         if (!rc && !a->quiet) {
             if (charts)
                 fprintf(stderr, "pwb: wrote %s and %d chart%s beside it\n", dest, charts, charts == 1 ? "" : "s");
