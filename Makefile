@@ -16,7 +16,7 @@ CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null)
 LDLIBS  += $(PKG_LIBS) -fopenmp -lm -lpthread
 CFLAGS  += $(PKG_CFLAGS)
 
-LINK_ORDER := run report llm tune engine bench store util
+LINK_ORDER := run report llm tune engine task store util
 LAYERS     := cli $(LINK_ORDER)
 layer_src   = $(wildcard src/$(1)/*.c)
 layer_obj   = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(call layer_src,$(1)))
@@ -26,10 +26,10 @@ LIBS        := $(foreach l,$(LINK_ORDER),$(if $(call layer_src,$(l)),$(BUILD)/li
 DEPS_util   := util
 DEPS_engine := engine util
 DEPS_tune   := tune engine util
-DEPS_bench  := bench util
+DEPS_task   := task util
 DEPS_store  := store util
 DEPS_llm    := llm tune engine util
-DEPS_report := report store bench util
+DEPS_report := report store task util
 DEPS_run    := $(LINK_ORDER)
 DEPS_cli    := $(LINK_ORDER)
 deplibs      = $(foreach l,$(DEPS_$(1)),$(if $(call layer_src,$(l)),$(BUILD)/lib/libpwb_$(l).a))
@@ -50,7 +50,7 @@ help:
 	@echo "make asan       the same tests under AddressSanitizer + UBSan (build-asan/)"
 	@echo "make model      fetch SmolLM2-135M-Instruct (GGUF) into models/, sha256 checked"
 	@echo "make demo       run suites/demo.json on the local engine and write reports/demo.md"
-	@echo "make bench      harness and engine benchmarks (see bench/README.md)"
+	@echo "make bench      harness and engine benchmarks (bench/run.sh; results in bench/out/)"
 	@echo "make published  the published SST-2, GSM8K and AG News comparisons (reports/*.md, ~4 h on 2 cores)"
 	@echo "make deps       install missing Debian -dev packages (as root) or say which"
 	@echo "make clean      remove build outputs"

@@ -82,7 +82,6 @@ void cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) __attribute__((fo
 /* --db, else $PWB_DB, else results/pwb.db. */
 const char *cli_db_path(const cli_args *a);
 /* ':'-separated card directories: --dir (if any), datasets/, then $PWB_DATA_PATH. */
-void cli_card_dirs(const char *extra, pwb_buf *out);
 const char *cli_data_path(void);
 /* Interrupt flag set by SIGINT/SIGTERM once cli_signals_install has run. */
 extern volatile sig_atomic_t cli_stop;

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench/dataset.h"
-#include "cli/catalog.h"
+#include "task/dataset.h"
+#include "task/catalog.h"
 #include "cli/cli.h"
 #include "cli/table.h"
 #include "util/str.h"
@@ -21,7 +21,7 @@ int cmd_dataset_list(const cli_args *a)
     pwb_buf dirs;
     buf_init(&dirs);
     card_dirs_for_listing(a, &dirs);
-    cli_list files = {0};
+    catalog_list files = {0};
     int bad = catalog_cards(dirs.data, &files) != 0;
     cli_table t;
     table_init(&t, 6, (const char *[]){"name", "task", "labels", "splits", "eval", "card"});
@@ -155,7 +155,7 @@ int cmd_dataset_show(const cli_args *a)
 
 int cmd_dataset_check(const cli_args *a)
 {
-    cli_list names = {0};
+    catalog_list names = {0};
     pwb_buf dirs;
     buf_init(&dirs);
     int bad = 0;

@@ -10,8 +10,8 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 
-#include "bench/dataset.h"
-#include "cli/catalog.h"
+#include "task/dataset.h"
+#include "task/catalog.h"
 #include "cli/cli.h"
 #include "util/file.h"
 #include "util/str.h"
@@ -22,7 +22,7 @@
 
 /* The file as a grid of strings: field names and up to IMPORT_MAX_ROWS rows. */
 typedef struct grid {
-    cli_list names;
+    catalog_list names;
     char ***rows; /* rows[r][f], NULL for a missing value */
     size_t nrows, cap;
     int nf;
@@ -291,7 +291,7 @@ static int read_text(grid *g, const char *s, size_t n, const char *pattern, pwb_
 {
     const char *p = s, *end = s + n, *line;
     size_t len, lines = 0, fasttext = 0;
-    cli_list firsts = {0};
+    catalog_list firsts = {0};
     while ((line = next_line(&p, end, &len)) && lines < 2000) {
         if (blank(line, len))
             continue;
@@ -364,7 +364,7 @@ static int field_index(const grid *g, const char *name)
 }
 
 /* Distinct values of a field (capped); -1 when beyond the cap. */
-static int distinct(const grid *g, int f, cli_list *out)
+static int distinct(const grid *g, int f, catalog_list *out)
 {
     for (size_t r = 0; r < g->nrows; r++) {
         const char *v = g->rows[r][f];
@@ -416,7 +416,7 @@ static int cmp_values(const void *a, const void *b)
 }
 
 /* Splits "a,b,c" into a list. */
-static int split_csv(const char *s, cli_list *out)
+static int split_csv(const char *s, catalog_list *out)
 {
     while (s && *s) {
         const char *c = strchr(s, ',');
@@ -511,7 +511,7 @@ int cmd_dataset_import(const cli_args *a)
     buf_init(&dir);
     grid g;
     memset(&g, 0, sizeof g);
-    cli_list labels = {0}, verbs = {0};
+    catalog_list labels = {0}, verbs = {0};
     cJSON *card = NULL;
     ds_card c;
     card_init(&c);
@@ -579,7 +579,7 @@ int cmd_dataset_import(const cli_args *a)
             for (int f = 0; f < g.nf; f++) {
                 if (f == fin)
                     continue;
-                cli_list d = {0};
+                catalog_list d = {0};
                 int nd = distinct(&g, f, &d);
                 list_free(&d);
                 if (nd < 2 || (size_t)nd > g.nrows / 2 + 1)

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/table.h"
 #include "run/run.h"
+#include "task/catalog.h"
 
 /* Soft-prompt cells: what was (or, in a dry run, would be) trained or reused. */
 static void print_soft(const run_result *r, int dry)
@@ -153,7 +154,7 @@ int cmd_run(const cli_args *a)
     o.chunk = (int)chunk;
     pwb_buf cards;
     buf_init(&cards);
-    cli_card_dirs(NULL, &cards);
+    catalog_card_dirs(NULL, &cards);
     o.card_dirs = cards.data;
     o.data_path = cli_data_path();
     o.stop = &cli_stop;

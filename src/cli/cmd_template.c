@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench/dataset.h"
-#include "bench/template.h"
-#include "cli/catalog.h"
+#include "task/dataset.h"
+#include "task/template.h"
+#include "task/catalog.h"
 #include "cli/cli.h"
 #include "cli/table.h"
 #include "util/str.h"
@@ -14,7 +14,7 @@ static const char *tpl_dir(const cli_args *a) { return cli_str(a, "dir", "templa
 
 int cmd_template_list(const cli_args *a)
 {
-    cli_list files = {0};
+    catalog_list files = {0};
     if (catalog_files(tpl_dir(a), ".tmpl", &files)) {
         fprintf(stderr, "pwb: out of memory\n");
         return EXIT_PWB_FAILED;
@@ -90,7 +90,7 @@ int cmd_template_show(const cli_args *a)
 
 int cmd_template_check(const cli_args *a)
 {
-    cli_list tfiles = {0}, cfiles = {0};
+    catalog_list tfiles = {0}, cfiles = {0};
     pwb_buf path, dirs;
     buf_init(&path);
     buf_init(&dirs);

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench/dataset.h"
-#include "bench/suite.h"
-#include "bench/template.h"
-#include "cli/catalog.h"
+#include "task/dataset.h"
+#include "run/suite.h"
+#include "task/template.h"
+#include "task/catalog.h"
 #include "cli/cli.h"
 #include "run/softjob.h"
 #include "store/db.h"

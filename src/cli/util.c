@@ -57,17 +57,6 @@ const char *cli_data_path(void)
     return p ? p : "";
 }
 
-void cli_card_dirs(const char *extra, pwb_buf *out)
-{
-    buf_reset(out);
-    if (extra && extra[0])
-        buf_printf(out, "%s:", extra);
-    buf_puts(out, "datasets");
-    const char *dp = cli_data_path();
-    if (dp[0])
-        buf_printf(out, ":%s", dp);
-}
-
 static void on_signal(int sig)
 {
     (void)sig;

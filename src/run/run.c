@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench/dataset.h"
-#include "bench/score.h"
-#include "bench/suite.h"
-#include "bench/template.h"
+#include "task/dataset.h"
+#include "task/score.h"
+#include "run/suite.h"
+#include "task/template.h"
 #include "llm/backend.h"
 #include "llm/budget.h"
 #include "llm/estimate.h"

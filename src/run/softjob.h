@@ -21,9 +21,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "bench/dataset.h"
-#include "bench/suite.h"
-#include "bench/template.h"
+#include "task/dataset.h"
+#include "run/suite.h"
+#include "task/template.h"
 #include "engine/chat.h"
 #include "engine/engine.h"
 #include "store/db.h"

@@ -3,7 +3,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "bench/suite.h"
+#include "run/suite.h"
 #include "llm/backend.h"
 #include "llm/remote.h"
 

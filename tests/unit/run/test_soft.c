@@ -1,4 +1,4 @@
-/* Soft-prompt methods in suites: the settings' validation (src/bench/suite.c), the response cache
+/* Soft-prompt methods in suites: the settings' validation (src/run/suite.c), the response cache
  * key's soft-prompt identity (src/run/request.c), and the runner end to end on TinyStories-656K
  * and SST-2 (src/run/run.c, src/run/softjob.c): train once, reuse after, resume an interrupted
  * training, refuse bad configurations before any database write. */
@@ -14,7 +14,7 @@
 
 #include <sqlite3.h>
 
-#include "bench/suite.h"
+#include "run/suite.h"
 #include "llm/backend.h"
 #include "run/request.h"
 #include "run/run.h"

@@ -8,7 +8,7 @@
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "tune/softprompt.h"
-#include "tune_helpers.h"
+#include "unit/engine/tiny_model.h"
 #include "util/rng.h"
 
 static model *load_ts(void)

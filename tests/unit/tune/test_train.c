@@ -12,7 +12,7 @@
 #include "engine/engine.h"
 #include "tune/peft.h"
 #include "tune/train.h"
-#include "tune_helpers.h"
+#include "unit/engine/tiny_model.h"
 #include "util/buf.h"
 #include "util/file.h"
 #include "util/json.h"

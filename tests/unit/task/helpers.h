@@ -1,6 +1,6 @@
-/* Shared helpers for the bench tests: repository/shared paths and scratch files. */
-#ifndef PWB_TEST_BENCH_HELPERS_H
-#define PWB_TEST_BENCH_HELPERS_H
+/* Shared helpers for the task tests: repository/shared paths and scratch files. */
+#ifndef PWB_TEST_TASK_HELPERS_H
+#define PWB_TEST_TASK_HELPERS_H
 
 #include <criterion/criterion.h>
 #include <ftw.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bench/dataset.h"
+#include "task/dataset.h"
 #include "util/buf.h"
 
 static inline const char *t_root(void)

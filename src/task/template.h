@@ -1,12 +1,12 @@
 /* Prompt templates: a `key: value` header, `---`, then a body with role sections ([system],
  * [user], [assistant]) and Mustache tags: {{var}}, {{#list}}..{{/list}}, {{^x}}..{{/x}}, {{! c }}. */
-#ifndef PWB_BENCH_TEMPLATE_H
-#define PWB_BENCH_TEMPLATE_H
+#ifndef PWB_TASK_TEMPLATE_H
+#define PWB_TASK_TEMPLATE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bench/dataset.h"
+#include "task/dataset.h"
 #include "util/buf.h"
 #include "util/err.h"
 

@@ -1,13 +1,13 @@
-/* Mustache subset for prompts (private to bench/): {{var}} (never HTML-escaped), {{{var}}} and
+/* Mustache subset for prompts (private to task/): {{var}} (never HTML-escaped), {{{var}}} and
  * {{&var}} (same), {{#s}}..{{/s}}, {{^s}}..{{/s}}, {{! comment }}, {{.}}, dotted names looked up
  * whole. Standalone section/comment tags take their line with them. With roles on, lines that
  * are exactly [system], [user] or [assistant] become role markers. */
-#ifndef PWB_BENCH_MUSTACHE_H
-#define PWB_BENCH_MUSTACHE_H
+#ifndef PWB_TASK_MUSTACHE_H
+#define PWB_TASK_MUSTACHE_H
 
 #include <stddef.h>
 
-#include "bench/template.h"
+#include "task/template.h"
 #include "util/buf.h"
 #include "util/err.h"
 

@@ -2,8 +2,8 @@
 #include <dirent.h>
 #include <string.h>
 
-#include "bench/dataset.h"
-#include "bench/template.h"
+#include "task/dataset.h"
+#include "task/template.h"
 #include "helpers.h"
 #include "util/str.h"
 

@@ -1,5 +1,5 @@
 /* Suites: parse and validate the JSON; errors name the file and the field. */
-#include "bench/suite.h"
+#include "run/suite.h"
 
 #include <math.h>
 #include <stdio.h>

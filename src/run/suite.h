@@ -1,7 +1,7 @@
 /* Suites: a JSON file naming datasets, models (backend, endpoint, price) and methods. Its cells
  * are the product dataset x model x method. */
-#ifndef PWB_BENCH_SUITE_H
-#define PWB_BENCH_SUITE_H
+#ifndef PWB_RUN_SUITE_H
+#define PWB_RUN_SUITE_H
 
 #include <stddef.h>
 #include <stdint.h>

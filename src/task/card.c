@@ -1,13 +1,13 @@
 /* Dataset cards: parsing and validation of the JSON, lookups. The loaders are in dataset.c. */
-#include "bench/dataset.h"
+#include "task/dataset.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "bench/mustache.h"
-#include "bench/rx.h"
+#include "task/mustache.h"
+#include "task/rx.h"
 #include "util/buf.h"
 #include "util/file.h"
 #include "util/json.h"

@@ -1,8 +1,9 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "bench/suite.h"
-#include "helpers.h"
+#include "run/suite.h"
+#include "unit/task/helpers.h"
+#include "util/rng.h"
 #include "util/sha256.h"
 #include "util/str.h"
 
@@ -12,7 +13,7 @@ Test(suite, parses_every_field)
     suite_init(&s);
     pwb_err e;
     err_clear(&e);
-    cr_assert_eq(suite_load(&s, t_repo("tests/fixtures/bench/suite_ok.json"), &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(suite_load(&s, t_repo("tests/fixtures/task/suite_ok.json"), &e), PWB_OK, "%s", e.msg);
     cr_assert_str_eq(s.name, "fixture-suite");
     cr_assert_eq(s.seed, 1234);
     cr_assert_eq(s.n_datasets, 2);
@@ -156,4 +157,26 @@ Test(suite, method_limit_and_local_batch)
     bad("{\"name\":\"x\"," DS ",\"models\":[{\"name\":\"m\",\"provider\":\"openai\",\"model\":\"x\","
         "\"base_url\":\"http://127.0.0.1:1/v1\",\"batch\":4}]," ME "}",
         "models[0].batch is for local models");
+}
+
+/* Hostile input: random text built from JSON's special characters never crashes the suite parser
+ * (run under `make asan` too); it may only fail with an error. */
+Test(suite, garbage_never_crashes)
+{
+    static const char alphabet[] = "a,b,x,y\"\"\n\r\t{}:[]\\\xc3\xa9";
+    pwb_rng r;
+    rng_init(&r, 7);
+    char buf[512];
+    for (int i = 0; i < 600; i++) {
+        size_t n = (size_t)rng_below(&r, sizeof buf - 1);
+        for (size_t k = 0; k < n; k++)
+            buf[k] = alphabet[rng_below(&r, sizeof alphabet - 1)];
+        buf[n] = '\0';
+        pwb_suite s;
+        pwb_err e;
+        suite_init(&s);
+        int rc = suite_parse(&s, buf, n, "x.json", &e);
+        cr_assert(rc == PWB_OK || e.msg[0], "a refused suite says why");
+        suite_free(&s);
+    }
 }

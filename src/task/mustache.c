@@ -1,4 +1,4 @@
-#include "bench/mustache.h"
+#include "task/mustache.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
-/* PCRE2 helpers shared by cards, templates and scoring (private to bench/). */
-#ifndef PWB_BENCH_RX_H
-#define PWB_BENCH_RX_H
+/* PCRE2 helpers shared by cards, templates and scoring (private to task/). */
+#ifndef PWB_TASK_RX_H
+#define PWB_TASK_RX_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

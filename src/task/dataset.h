@@ -1,7 +1,7 @@
 /* Dataset cards and their data: one JSON card describes a dataset; loaders read its original
  * files (JSONL, CSV with quoted fields, TSV, plain text) into examples. */
-#ifndef PWB_BENCH_DATASET_H
-#define PWB_BENCH_DATASET_H
+#ifndef PWB_TASK_DATASET_H
+#define PWB_TASK_DATASET_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -11,7 +11,7 @@
 #include "engine/backward.h"
 #include "engine/forward.h"
 #include "engine/model.h"
-#include "tune_helpers.h"
+#include "unit/engine/tiny_model.h"
 #include "util/buf.h"
 #include "util/file.h"
 #include "util/json.h"

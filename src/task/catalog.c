@@ -1,16 +1,26 @@
-#include "cli/catalog.h"
+#include "task/catalog.h"
 
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "util/file.h"
 #include "util/str.h"
 
+void catalog_card_dirs(const char *extra, pwb_buf *out)
+{
+    buf_reset(out);
+    if (extra && extra[0])
+        buf_printf(out, "%s:", extra);
+    buf_puts(out, "datasets");
+    const char *dp = getenv("PWB_DATA_PATH");
+    if (dp && dp[0])
+        buf_printf(out, ":%s", dp);
+}
+
 #define CATALOG_MAX 10000 /* files per folder: a sanity cap, not a feature */
 
-void list_free(cli_list *l)
+void list_free(catalog_list *l)
 {
     for (int i = 0; i < l->n; i++)
         free(l->v[i]);
@@ -18,7 +28,7 @@ void list_free(cli_list *l)
     memset(l, 0, sizeof *l);
 }
 
-int list_add(cli_list *l, const char *s)
+int list_add(catalog_list *l, const char *s)
 {
     if (l->n + 1 >= l->cap) {
         int cap = l->cap ? 2 * l->cap : 16;
@@ -36,12 +46,12 @@ int list_add(cli_list *l, const char *s)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-int catalog_files(const char *dir, const char *ext, cli_list *out)
+int catalog_files(const char *dir, const char *ext, catalog_list *out)
 {
     DIR *d = opendir(dir);
     if (!d)
         return 0;
-    cli_list names = {0};
+    catalog_list names = {0};
     struct dirent *de;
     int rc = 0;
     while ((de = readdir(d)) && names.n < CATALOG_MAX) {
@@ -86,9 +96,9 @@ static void card_stem(const char *path, char *out, size_t cap)
         out[n - 5] = '\0';
 }
 
-int catalog_cards(const char *dirs, cli_list *out)
+int catalog_cards(const char *dirs, catalog_list *out)
 {
-    cli_list seen = {0};
+    catalog_list seen = {0};
     pwb_buf dir, sub;
     buf_init(&dir);
     buf_init(&sub);
@@ -101,7 +111,7 @@ int catalog_cards(const char *dirs, cli_list *out)
         p = colon ? colon + 1 : p + n;
         if (!dir.len)
             continue;
-        cli_list files = {0};
+        catalog_list files = {0};
         rc = catalog_files(dir.data, ".json", &files);
         /* and <dir>/<name>/card.json */
         DIR *d = opendir(dir.data);
@@ -140,7 +150,7 @@ int catalog_load_card(const char *name, const char *extra_dirs, ds_card *c, pwb_
         return card_load(c, name, e);
     pwb_buf dirs;
     buf_init(&dirs);
-    cli_card_dirs(extra_dirs, &dirs);
+    catalog_card_dirs(extra_dirs, &dirs);
     int rc = card_find(c, name, dirs.data, e);
     buf_free(&dirs);
     return rc;

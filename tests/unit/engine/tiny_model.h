@@ -1,7 +1,7 @@
 /* Shared helpers for the soft-prompt tests: data paths and a random tiny Llama model built in
  * memory (F32 weights), so the backward pass can be checked without any file. */
-#ifndef PWB_TEST_TUNE_HELPERS_H
-#define PWB_TEST_TUNE_HELPERS_H
+#ifndef PWB_TEST_TINY_MODEL_H
+#define PWB_TEST_TINY_MODEL_H
 
 #include <math.h>
 #include <stdio.h>

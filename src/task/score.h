@@ -1,8 +1,8 @@
 /* Scoring: extract an answer from a generation (PCRE2), normalise, compare with the gold answer. */
-#ifndef PWB_BENCH_SCORE_H
-#define PWB_BENCH_SCORE_H
+#ifndef PWB_TASK_SCORE_H
+#define PWB_TASK_SCORE_H
 
-#include "bench/dataset.h"
+#include "task/dataset.h"
 #include "util/err.h"
 
 typedef struct scorer scorer;

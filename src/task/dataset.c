@@ -1,6 +1,6 @@
 /* Dataset loaders: JSONL, CSV (RFC 4180), TSV (GLUE style, no quoting) and plain text, mapped
  * into examples through the card's field and label mapping. */
-#include "bench/dataset.h"
+#include "task/dataset.h"
 
 #include <math.h>
 #include <strings.h>
@@ -10,9 +10,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "bench/mustache.h"
-#include "bench/rx.h"
-#include "bench/score.h"
+#include "task/mustache.h"
+#include "task/rx.h"
+#include "task/score.h"
 #include "util/buf.h"
 #include "util/file.h"
 #include "util/rng.h"

@@ -1,8 +1,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "bench/dataset.h"
-#include "bench/score.h"
+#include "task/dataset.h"
+#include "task/score.h"
 #include "helpers.h"
 
 typedef struct sc_case {

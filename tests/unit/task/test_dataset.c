@@ -2,9 +2,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bench/dataset.h"
-#include "bench/score.h"
-#include "bench/template.h"
+#include "task/dataset.h"
+#include "task/score.h"
+#include "task/template.h"
 #include "helpers.h"
 
 /* ---- the real shared datasets ---- */

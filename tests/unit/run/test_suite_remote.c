@@ -1,11 +1,11 @@
-/* Suite fields for remote models (src/bench/suite.c): presets, streaming, rate limits, keys over
+/* Suite fields for remote models (src/run/suite.c): presets, streaming, rate limits, keys over
  * http, a tokenizer for --dry-run, the cached-input price; and their errors, which name the file
  * and the field. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "bench/suite.h"
+#include "run/suite.h"
 
 #define HEAD "{\"name\":\"x\",\"datasets\":[\"sst2\"],\"methods\":[{\"name\":\"z\",\"template\":\"zero-shot\"}],"
 

@@ -1,4 +1,4 @@
-#include "bench/rx.h"
+#include "task/rx.h"
 
 #include <string.h>
 

@@ -1,7 +1,7 @@
 /* Scoring: the answer pattern (template's, else card's) narrows the generation to a span; the
  * span is then read by answer kind: a label mentioned as a whole word, yes/no, the last number,
  * or normalised text. */
-#include "bench/score.h"
+#include "task/score.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "bench/rx.h"
+#include "task/rx.h"
 #include "util/buf.h"
 #include "util/str.h"
 

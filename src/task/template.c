@@ -1,14 +1,14 @@
 /* Prompt templates: header, body (Mustache with role markers), checks against a card, few-shot
  * selection and rendering into role messages. */
-#include "bench/template.h"
+#include "task/template.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "bench/mustache.h"
-#include "bench/rx.h"
+#include "task/mustache.h"
+#include "task/rx.h"
 #include "util/file.h"
 #include "util/rng.h"
 #include "util/str.h"

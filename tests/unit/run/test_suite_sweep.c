@@ -1,0 +1,126 @@
+/* Sweep expansion in suites: "sweep" objects become one method per point, with their names and
+ * settings; bad sweeps are refused with a message. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "run/suite.h"
+
+
+static const char suite_head[] = "{\"name\": \"sw\", \"datasets\": [\"sst2\"], \"models\": [{\"name\": \"m\", "
+                                 "\"provider\": \"local\", \"model\": \"x.gguf\"}], \"methods\": [";
+
+static int parse(pwb_suite *s, const char *methods, pwb_err *e)
+{
+    char text[4096];
+    snprintf(text, sizeof text, "%s%s]}", suite_head, methods);
+    suite_init(s);
+    return suite_parse(s, text, strlen(text), "suites/sw.json", e);
+}
+
+Test(sweep, expands_shots)
+{
+    pwb_suite s;
+    pwb_err e;
+    cr_assert_eq(parse(&s,
+                       "{\"name\": \"zs\", \"template\": \"zero-shot\"},"
+                       "{\"name\": \"few-shot\", \"template\": \"few-shot\", \"sweep\": {\"shots\": [0, 1, 2, 4, 8]}},"
+                       "{\"name\": \"cot\", \"template\": \"cot\"}",
+                       &e),
+                 PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.n_methods, 7);
+    cr_assert_str_eq(s.methods[0].name, "zs");
+    cr_assert_null(s.methods[0].sweep);
+    const int shots[] = {0, 1, 2, 4, 8};
+    for (int i = 0; i < 5; i++) {
+        const suite_method *m = &s.methods[1 + i];
+        char name[32], point[32];
+        snprintf(name, sizeof name, "few-shot[shots=%d]", shots[i]);
+        snprintf(point, sizeof point, "{\"shots\":%d}", shots[i]);
+        cr_assert_str_eq(m->name, name);
+        cr_assert_eq(m->shots, shots[i]);
+        cr_assert_str_eq(m->sweep, "few-shot");
+        cr_assert_str_eq(m->sweep_point, point);
+        cr_assert_str_eq(m->template_path, "few-shot");
+        cr_assert_str_eq(m->scoring, "generate");
+    }
+    cr_assert_str_eq(s.methods[6].name, "cot");
+    suite_free(&s);
+}
+
+Test(sweep, expands_soft_prompt_grid)
+{
+    pwb_suite s;
+    pwb_err e;
+    cr_assert_eq(parse(&s,
+                       "{\"name\": \"soft\", \"soft_prompt\": {\"tokens\": 20, \"steps\": 100}, \"scoring\": \"rank\","
+                       " \"sweep\": {\"tokens\": [1, 5, 20, 50], \"init\": [\"random\", \"vocab\", \"class\"]}}",
+                       &e),
+                 PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.n_methods, 12);
+    /* the last axis varies fastest */
+    cr_assert_str_eq(s.methods[0].name, "soft[tokens=1,init=random]");
+    cr_assert_str_eq(s.methods[1].name, "soft[tokens=1,init=vocab]");
+    cr_assert_str_eq(s.methods[5].name, "soft[tokens=5,init=class]");
+    cr_assert_str_eq(s.methods[11].name, "soft[tokens=50,init=class]");
+    const suite_method *m = &s.methods[7]; /* tokens 20, vocab */
+    cr_assert_str_eq(m->name, "soft[tokens=20,init=vocab]");
+    cr_assert_str_eq(m->sweep, "soft");
+    cr_assert_str_eq(m->sweep_point, "{\"tokens\":20,\"init\":\"vocab\"}");
+    cr_assert_eq(cJSON_GetObjectItem(m->soft_prompt, "tokens")->valueint, 20);
+    cr_assert_str_eq(cJSON_GetObjectItem(m->soft_prompt, "init")->valuestring, "vocab");
+    /* other settings are kept */
+    cr_assert_eq(cJSON_GetObjectItem(m->soft_prompt, "steps")->valueint, 100);
+    cr_assert_eq(cJSON_GetObjectItem(s.methods[0].soft_prompt, "tokens")->valueint, 1);
+    cr_assert_str_eq(m->scoring, "rank");
+    cr_assert_null(m->template_path);
+    /* the suite's identity is its text, not the expansion */
+    cr_assert_eq(strlen(s.sha256), 64);
+    suite_free(&s);
+}
+
+static void expect_error(const char *methods, const char *needle)
+{
+    pwb_suite s;
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_neq(parse(&s, methods, &e), PWB_OK, "accepted: %s", methods);
+    cr_assert(strstr(e.msg, needle) != NULL, "error '%s' lacks '%s'", e.msg, needle);
+    cr_assert(strncmp(e.msg, "suites/sw.json: ", 16) == 0, "%s", e.msg);
+    suite_free(&s);
+}
+
+Test(sweep, rejects_bad_sweeps)
+{
+    expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": {\"tokens\": [1, 2]}}",
+                 "methods[0].sweep.tokens: a template method sweeps only 'shots'");
+    expect_error("{\"name\": \"s\", \"soft_prompt\": {}, \"sweep\": {\"shots\": [1]}}", "a soft prompt has no shots");
+    expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"shots\": 2, \"sweep\": {\"shots\": [1]}}",
+                 "give shots or sweep.shots, not both");
+    expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": {\"shots\": [1, 2, 1]}}",
+                 "sweep.shots[2] repeats an earlier value");
+    expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": {\"shots\": [65]}}",
+                 "sweep.shots[0] must be an integer from 0 to 64");
+    expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": {\"shots\": []}}",
+                 "sweep.shots must be an array of 1 to 64 values");
+    expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": []}", "sweep must be an object of axes");
+    expect_error("{\"name\": \"s\", \"soft_prompt\": {}, \"sweep\": {\"init\": [\"zeros\"]}}",
+                 "sweep.init[0] must be one of random, vocab, class, text");
+    expect_error("{\"name\": \"s\", \"soft_prompt\": {}, \"sweep\": {\"lr\": [\"a,b\"]}}",
+                 "sweep.lr[0] must be a number or a name");
+    /* 64 x 64 points */
+    char big[2048];
+    int n = snprintf(big, sizeof big, "{\"name\": \"s\", \"soft_prompt\": {}, \"sweep\": {\"tokens\": [");
+    for (int i = 1; i <= 20; i++)
+        n += snprintf(big + n, sizeof big - (size_t)n, "%s%d", i > 1 ? "," : "", i);
+    n += snprintf(big + n, sizeof big - (size_t)n, "], \"lr\": [");
+    for (int i = 1; i <= 20; i++)
+        n += snprintf(big + n, sizeof big - (size_t)n, "%s%d", i > 1 ? "," : "", i);
+    snprintf(big + n, sizeof big - (size_t)n, "]}}");
+    expect_error(big, "sweep has more than 256 points");
+    /* a derived name may not collide with a written one */
+    expect_error("{\"name\": \"f[shots=1]\", \"template\": \"x\"}", "use letters, digits");
+    expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": {\"shots\": [1]}},"
+                 "{\"name\": \"f\", \"template\": \"few-shot\"}",
+                 "method name 'f' used twice");
+}
