@@ -151,6 +151,20 @@ typedef struct db_soft_prompt_info {
 int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err *e);
 void db_soft_prompt_info_free(db_soft_prompt_info *sp);
 
+/* What a run's answers cost, cached ones left out (they were paid for by the request that stored
+ * them): the spending a resumed run counts towards its --max-cost. */
+int db_run_spent_usd(pwb_db *db, int64_t run_id, double *usd, pwb_err *e);
+
+/* A cell's predictions so far (v_summary). */
+typedef struct db_cell_tally {
+    int64_t cell_id; /* set by the caller */
+    long n, correct, invalid, errors;
+    double cost_usd;
+} db_cell_tally;
+
+/* Fills the tally of each of cells[0..n) that is a cell of run run_id; the others stay as they are. */
+int db_run_tallies(pwb_db *db, int64_t run_id, db_cell_tally *cells, size_t n, pwb_err *e);
+
 /* A soft prompt's training curve, ordered by step (malloc'd arrays; NAN / -1 unknown). */
 typedef struct db_train_step_info {
     long step;

@@ -355,3 +355,49 @@ int db_train_evals_list(pwb_db *db, int64_t soft_prompt_id, db_train_eval_info *
     *out = v;
     return PWB_OK;
 }
+
+int db_run_spent_usd(pwb_db *db, int64_t run_id, double *usd, pwb_err *e)
+{
+    *usd = 0;
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT coalesce(sum(p.cost_usd), 0) FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                     " WHERE c.run_id = ?1 AND p.cached = 0",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run_id);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *usd = sqlite3_column_double(s, 0);
+    else
+        rc = db_fail(db, "read the run's spending", e);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int db_run_tallies(pwb_db *db, int64_t run_id, db_cell_tally *cells, size_t n, pwb_err *e)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(db, "SELECT cell_id, n, correct, invalid, errors, total_cost_usd FROM v_summary WHERE run_id = ?1",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run_id);
+    int st;
+    while ((st = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0);
+        for (size_t i = 0; i < n; i++) {
+            if (cells[i].cell_id != id)
+                continue;
+            cells[i].n = (long)sqlite3_column_int64(s, 1);
+            cells[i].correct = (long)sqlite3_column_int64(s, 2);
+            cells[i].invalid = (long)sqlite3_column_int64(s, 3);
+            cells[i].errors = (long)sqlite3_column_int64(s, 4);
+            cells[i].cost_usd = sqlite3_column_double(s, 5);
+        }
+    }
+    if (st != SQLITE_DONE)
+        rc = db_fail(db, "read the run's summary", e);
+    sqlite3_finalize(s);
+    return rc;
+}

@@ -429,6 +429,38 @@ Test(store, views)
     db_close(db);
 }
 
+Test(store, run_tallies_and_spending)
+{
+    pwb_db *db = open_rw();
+    pwb_err e;
+    int64_t run;
+    int64_t cell = make_cell(db, &run, "zs");
+    int correct[3] = {1, 0, 1};
+    for (long r = 0; r < 3; r++) {
+        db_prediction p = pred(cell, r, correct[r]);
+        p.cost_usd = 0.25 * (double)(r + 1);
+        p.cached = r == 2; /* paid for once, by the request that stored it */
+        if (r == 1)
+            p.error = "timeout";
+        cr_assert_eq(db_prediction_insert(db, &p, &e), PWB_OK, "%s", e.msg);
+    }
+    double spent = -1;
+    cr_assert_eq(db_run_spent_usd(db, run, &spent, &e), PWB_OK, "%s", e.msg);
+    cr_assert_float_eq(spent, 0.75, 1e-12);
+    cr_assert_eq(db_run_spent_usd(db, run + 1, &spent, &e), PWB_OK);
+    cr_assert_float_eq(spent, 0.0, 1e-12);
+    /* the second entry names no cell of the run: left as it was */
+    db_cell_tally t[2] = {{.cell_id = cell}, {.cell_id = cell + 100, .n = 7}};
+    cr_assert_eq(db_run_tallies(db, run, t, 2, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(t[0].n, 3);
+    cr_assert_eq(t[0].correct, 2);
+    cr_assert_eq(t[0].errors, 1);
+    cr_assert_eq(t[0].invalid, 0);
+    cr_assert_float_eq(t[0].cost_usd, 1.5, 1e-12);
+    cr_assert_eq(t[1].n, 7);
+    db_close(db);
+}
+
 Test(store, soft_prompts_and_training_curve)
 {
     pwb_db *db = open_rw();

@@ -1,0 +1,151 @@
+/* Private to src/run: the runner's state, shared by its phases (run.c drives them):
+ *   prepare.c  - load and validate everything (suite, cards, splits, templates, scorers, backends)
+ *                without touching the database, so bad input leaves it as it was;
+ *   soft.c     - soft-prompt cells: their training split, job and result;
+ *   plan.c     - open the database, find or create the run, its cells and their finished rows;
+ *   execute.c  - per cell, per chunk of rows: render, cache, backend, score, one transaction;
+ *   estimate.c - the dry run: what each cell's requests would send and cost. */
+#ifndef PWB_RUN_RUN_INTERNAL_H
+#define PWB_RUN_RUN_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llm/backend.h"
+#include "llm/budget.h"
+#include "llm/prices.h"
+#include "run/run.h"
+#include "run/softjob.h"
+#include "run/suite.h"
+#include "store/db.h"
+#include "task/dataset.h"
+#include "task/score.h"
+#include "task/template.h"
+#include "util/buf.h"
+#include "util/err.h"
+#include "util/progress.h"
+
+#define RUN_DEFAULT_CHUNK 256
+#define RUN_MAX_CHUNK 65536
+#define RUN_MAX_SHOTS 64
+
+typedef struct rds {
+    const suite_dataset *sd;
+    ds_card card;
+    char *split;       /* eval split */
+    ds_data eval;
+    char *shot_split;  /* where shots come from */
+    ds_data shots;     /* loaded when some method needs shots and the split differs from eval */
+    int shots_same;    /* shots come from the eval split itself */
+    int needs_shots;
+    size_t *sample;    /* indices into eval.ex, ascending */
+    size_t n_sample;
+    int majority;      /* baseline label index, -1 when none */
+    const char **rank_choices; /* the labels' verbalizers, for rank scoring */
+    int examples_written;
+    char *soft_split;  /* where soft prompts train by default (the card's few-shot split, else "train") */
+    char **tr_names;   /* other splits loaded for soft prompts to train on */
+    ds_data *tr_data;
+    int n_tr;
+} rds;
+
+typedef struct rmethod {
+    const suite_method *sm;
+    pwb_template tpl;
+    char *tpl_path;
+    char tpl_sha[65];
+    int rank;
+    int soft;         /* a soft prompt: tpl is its input format (no shots) */
+} rmethod;
+
+typedef struct rmodel {
+    const suite_model *sm;
+    llm_config cfg;   /* resolved (llm_config_resolve): the preset applied */
+    llm_backend *be;
+    int completion;   /* provider openai-completions: sends a prompt, not chat messages */
+    int messages;     /* requests carry chat messages (chat providers, and completions with a
+                       * chat_template, which renders them) */
+    int can_rank;     /* local, or a /v1/completions server's prompt log-probabilities */
+    llm_price price;  /* what its tokens cost: the suite's, else the shipped table's */
+    pwb_buf tokenizer;/* cfg.tokenizer resolved against the suite's folder */
+    char sha[65];     /* local model file's sha256 (soft prompts' keys), "" until needed */
+} rmodel;
+
+typedef struct rcell {
+    int d, m, k; /* dataset, model, method */
+    scorer *sc;
+    int64_t id;
+    const size_t *rows; /* the indices into eval.ex this cell scores: its dataset's sample, or */
+    size_t n_rows;      /* methods[].limit of them (own_rows), the rows a dataset limit would pick */
+    size_t *own_rows;
+    size_t *todo; /* indices into eval.ex still without a prediction */
+    size_t n_todo;
+    run_cell_result *res;
+    softjob *job;  /* soft-prompt cells: the prompt's training */
+    char *soft_dir;/* its folder */
+} rcell;
+
+typedef struct runner {
+    const run_opts *o;
+    pwb_suite suite;
+    char run_key[65];
+    pwb_buf suite_dir;
+    rds *ds;
+    int nds;
+    rmethod *me;
+    int nme;
+    rmodel *mo;
+    int nmo;
+    rcell *cells;
+    int ncells;
+    pwb_db *db;
+    pwb_progress prog;
+    long prog_done;
+    char prog_label[128];
+    pthread_mutex_t lock;
+    run_result *r;
+    price_table prices;  /* the shipped table, loaded when a model has no price of its own */
+    int prices_loaded;
+    llm_budget budget;   /* --max-cost, shared by every model */
+    int limited;         /* the budget stopped a batch */
+    pwb_err limit_err;   /* what it said */
+} runner;
+
+/* Everything one example's request needs, owned per chunk. */
+typedef struct item {
+    size_t ex;          /* index into eval.ex */
+    tpl_prompt prompt;
+    llm_message *msgs;
+    pwb_buf flat;
+    char psha[65];
+    char key[65];
+    int cacheable;
+    llm_request req;
+    llm_response resp;
+    int cached;
+    int finished;
+} item;
+
+static inline int run_stopped(const runner *R) { return R->o->stop && *R->o->stop; }
+
+/* prepare.c */
+int run_prepare(runner *R, pwb_err *e);
+/* Renders example ex of eval for cell c and fills it->req (it zeroed by the caller). */
+int run_item_build(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scratch, pwb_err *e);
+void run_item_free(item *it);
+
+/* soft.c */
+int run_soft_prepare(runner *R, rcell *c, pwb_err *e);
+int run_soft_result(const rcell *c, run_cell_result *cr, int dry);
+
+/* plan.c: opens the database; fills R->r's cells and each cell's rows still to do. */
+int run_plan(runner *R, pwb_err *e);
+
+/* execute.c: scores every cell's rows still to do (training soft prompts first). */
+int run_execute(runner *R, pwb_err *e);
+
+/* estimate.c: the dry run's result, every cell's requests counted and priced. */
+int run_estimate(runner *R, pwb_err *e);
+
+#endif
