@@ -9,7 +9,7 @@ OPT     ?= -O2 -march=native
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -Wformat=2 -Isrc -MMD -MP $(EXTRA_CFLAGS)
-PKGS    := sqlite3 libcurl libcjson libpcre2-8
+PKGS    := sqlite3 libcurl libcjson libpcre2-8 libcrypto libutf8proc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null)

@@ -17,6 +17,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
   sh bench/harness.sh
   echo "## engine: SmolLM2-135M-Instruct Q4_1, 2 threads"
   "$bin/engine_bench" "$model" "$shared/datasets/sst2/dev.tsv" --threads 2
+  echo "## sha256 (a 250 MB file)"
+  "$bin/sha256_bench"
   echo "## kernels"
   "$bin/kernels_bench" Q4_1 Q8_0 F32
   echo "## prompt tuning: batch 8, 20 virtual tokens"

@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "util/file.h"
 #include "util/str.h"
+#include "util/utf8.h"
 
 #define IMPORT_MAX_BYTES (256u << 20) /* read for guessing; the loader has its own limits */
 #define IMPORT_MAX_ROWS 200000        /* rows looked at to guess fields and labels */
@@ -530,7 +531,7 @@ int cmd_dataset_import(const cli_args *a)
         code = EXIT_PWB_USAGE;
         goto done;
     }
-    if (!rc && !str_utf8_valid(text.data, text.len))
+    if (!rc && !utf8_valid(text.data, text.len))
         rc = err_set(&e, PWB_EPARSE, "%s: not UTF-8 text", file);
     if (!rc) {
         if (!strcmp(fmt, "jsonl"))

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "util/str.h"
+#include "util/utf8.h"
 
 int table_format_parse(const char *s)
 {
@@ -71,10 +72,7 @@ void table_free(cli_table *t)
 /* Display width in code points (good enough for aligned text; no wide-char tables). */
 static size_t u8_width(const char *s, size_t n)
 {
-    size_t w = 0;
-    for (size_t i = 0; i < n; i++)
-        w += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return w;
+    return utf8_codepoints(s, n);
 }
 
 /* Bytes of s that fit in w code points. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/tok_internal.h"
+#include "util/utf8.h"
 
 int tok_push(tok_work *w, int32_t id)
 {
@@ -125,7 +126,7 @@ int tok_bpe_piece(const tokenizer *t, tok_work *w, const char *s, size_t n)
     int32_t unk_len = -1; /* pending unknown run (fuse_unk), -1 when none */
     uint32_t unk_start = 0;
     for (size_t i = 0; i < n;) {
-        size_t k = t->mode == TOK_BYTELEVEL ? 1 : tok_utf8_len(u + i, n - i);
+        size_t k = t->mode == TOK_BYTELEVEL ? 1 : utf8_len(u + i, n - i);
         if (k == 0) k = 1; /* input is repaired before this point; stay safe anyway */
         int32_t id = t->mode == TOK_BYTELEVEL ? t->byte_tok[u[i]] : tok_strmap_get(&t->vocab, s + i, k);
         if (id >= 0) {
@@ -212,7 +213,7 @@ int tok_spm_piece(const tokenizer *t, tok_work *w, const char *s, size_t n)
     if (reserve_sym(w, n + 1)) return -1;
     size_t ns = 0;
     for (size_t i = 0; i < n;) {
-        size_t k = tok_utf8_len(u + i, n - i);
+        size_t k = utf8_len(u + i, n - i);
         if (k == 0) k = 1;
         add_sym(w, &ns, -1, (uint32_t)i, (uint32_t)k);
         i += k;

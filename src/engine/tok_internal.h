@@ -1,5 +1,5 @@
 /* Tokenizer internals shared by tokenizer.c, tok_json.c, tok_pretok.c, tok_bpe.c, tok_map.c and
- * tok_utf8.c. Not part of the engine's public interface. */
+ * tok_bytes.c. Not part of the engine's public interface. */
 #ifndef PWB_ENGINE_TOK_INTERNAL_H
 #define PWB_ENGINE_TOK_INTERNAL_H
 
@@ -51,22 +51,11 @@ int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t 
 const tok_pair_entry *tok_pairmap_get(const tok_pairmap *m, int32_t a, int32_t b);
 void tok_pairmap_free(tok_pairmap *m);
 
-/* ---- UTF-8 (tok_utf8.c) ---- */
+/* ---- bytes (tok_bytes.c); UTF-8 itself is util/utf8.h ---- */
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when the bytes there are invalid. */
-size_t tok_utf8_len(const unsigned char *s, size_t n);
-/* Number of bytes of the maximal invalid subpart at s (Unicode "substitution of maximal subparts",
- * as Python's errors="replace" and Rust's from_utf8_lossy): always >= 1. */
-size_t tok_utf8_bad_len(const unsigned char *s, size_t n);
-/* Appends s with each maximal invalid subpart replaced by U+FFFD. */
-int tok_utf8_lossy(pwb_buf *out, const char *s, size_t n);
 /* GPT-2's byte -> code point map and its inverse (-1 for code points not in the map). */
 uint32_t tok_byte_to_cp(unsigned char b);
 int tok_cp_to_byte(uint32_t cp);
-/* Encodes cp as UTF-8 into out[4]; returns the length. */
-size_t tok_utf8_put(uint32_t cp, char *out);
-/* Decodes one code point (s must be valid UTF-8 of length len). */
-uint32_t tok_utf8_cp(const unsigned char *s, size_t len);
 
 /* ---- pre-tokenizers (tok_pretok.c) ---- */
 
@@ -142,6 +131,7 @@ struct tokenizer {
     /* normalizer (tokenizer.json): Prepend(U+2581) and Replace(" " -> U+2581) */
     char *norm_prepend;
     char *norm_from, *norm_to;
+    int norm_nfc; /* NFC first (utf8proc) */
     int has_normalizer;
     int spm_prefix;          /* TOK_SPM: prefix each text fragment with U+2581 */
 
@@ -169,7 +159,7 @@ int tok_add_pattern(tokenizer *t, const char *s, size_t n, int32_t id, int speci
  * whose parts or result are not tokens is skipped (returns 1). */
 int tok_build_vocab(tokenizer *t, pwb_err *e);
 int tok_add_merge(tokenizer *t, const char *a, size_t na, const char *b, size_t nb, int32_t rank);
-/* Applies the tokenizer.json normalizer (Prepend, Replace) to s, appending to out. */
+/* Applies the tokenizer.json normalizer (NFC, Prepend, Replace) to s, appending to out. */
 int tok_normalize(const tokenizer *t, const char *s, size_t n, pwb_buf *out);
 void tok_destroy(tokenizer *t);
 

@@ -70,8 +70,10 @@ static int parse_normalizer(tokenizer *t, const cJSON *n, json_ctx *c)
         return PWB_OK;
     }
     if (!strcmp(ty, "NFC")) {
-        /* Text in the wild is nearly always NFC already; composing is not implemented. */
-        log_debug("%s: NFC normalizer taken as identity", c->path);
+        /* Applied before Prepend/Replace whatever its place in a Sequence: neither touches
+         * what NFC composes. */
+        t->norm_nfc = 1;
+        t->has_normalizer = 1;
         return PWB_OK;
     }
     return unsup(c, "normalizer", ty);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engine/tok_internal.h"
+#include "util/utf8.h"
 
 /* The GPT-2 pattern used by HF ByteLevel(use_regex=true). */
 static const char RE_GPT2[] =
@@ -176,7 +177,7 @@ static int split_regex(const tokenizer *t, tok_work *w, int k, const pcre2_code 
         size_t ms = ov[0], me = ov[1];
         if (me <= ms) {
             /* Empty match: step over one character so the loop always advances. */
-            size_t k1 = tok_utf8_len((const unsigned char *)s + ms, n - ms);
+            size_t k1 = utf8_len((const unsigned char *)s + ms, n - ms);
             pos = ms + (k1 ? k1 : 1);
             continue;
         }

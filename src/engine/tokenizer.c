@@ -10,6 +10,7 @@
 #include "engine/tokenizer.h"
 #include "util/log.h"
 #include "util/str.h"
+#include "util/utf8.h"
 
 static const char METASPACE[] = "\xE2\x96\x81"; /* U+2581, SentencePiece's visible space */
 
@@ -140,8 +141,8 @@ static int make_piece(tokenizer *t, int32_t id, pwb_buf *b)
         const unsigned char *u = (const unsigned char *)s;
         size_t i = 0;
         while (i < n) {
-            size_t k = tok_utf8_len(u + i, n - i);
-            int byte = k ? tok_cp_to_byte(tok_utf8_cp(u + i, k)) : -1;
+            size_t k = utf8_len(u + i, n - i);
+            int byte = k ? tok_cp_to_byte(utf8_cp(u + i, k)) : -1;
             if (byte < 0) break;
             if (buf_putc(b, (char)byte)) return -1;
             i += k;
@@ -168,7 +169,7 @@ int tok_finish(tokenizer *t, pwb_err *e)
     if (t->mode == TOK_BYTELEVEL) {
         for (int b = 0; b < 256; b++) {
             char u[4];
-            size_t k = tok_utf8_put(tok_byte_to_cp((unsigned char)b), u);
+            size_t k = utf8_put(tok_byte_to_cp((unsigned char)b), u);
             t->byte_tok[b] = tok_strmap_get(&t->vocab, u, k);
             memset(t->byte_mapped[b], 0, sizeof t->byte_mapped[b]);
             memcpy(t->byte_mapped[b], u, k); /* code points < U+0144: at most 2 bytes */
@@ -376,7 +377,7 @@ static int find_added(const tokenizer *t, int norm, int parse_special, const cha
     return 0;
 }
 
-int tok_normalize(const tokenizer *t, const char *s, size_t n, pwb_buf *out)
+static int normalize_rest(const tokenizer *t, const char *s, size_t n, pwb_buf *out)
 {
     /* HF Prepend only touches non-empty strings. */
     if (n && t->norm_prepend && buf_puts(out, t->norm_prepend)) return -1;
@@ -392,6 +393,17 @@ int tok_normalize(const tokenizer *t, const char *s, size_t n, pwb_buf *out)
         }
     }
     return 0;
+}
+
+int tok_normalize(const tokenizer *t, const char *s, size_t n, pwb_buf *out)
+{
+    if (!t->norm_nfc) return normalize_rest(t, s, n, out);
+    /* Invalid UTF-8 goes on unchanged (utf8_nfc returns 1): the model handles its bytes. */
+    pwb_buf nfc;
+    buf_init(&nfc);
+    int rc = utf8_nfc(&nfc, s, n) < 0 ? -1 : normalize_rest(t, nfc.data ? nfc.data : "", nfc.len, out);
+    buf_free(&nfc);
+    return rc;
 }
 
 /* Second stage: normalizer, then the added tokens that match normalized text, then the
@@ -447,12 +459,12 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t n, int add_spe
      * maximal invalid subpart. Do the same so that everything after sees valid UTF-8. */
     const unsigned char *u = (const unsigned char *)text;
     for (size_t i = 0; !rc && i < n;) {
-        size_t k = tok_utf8_len(u + i, n - i);
+        size_t k = utf8_len(u + i, n - i);
         if (k) {
             i += k;
             continue;
         }
-        if (tok_utf8_lossy(&fixed, text, n)) rc = -1;
+        if (utf8_lossy(&fixed, text, n)) rc = -1;
         text = fixed.data;
         n = fixed.len;
         break;
@@ -522,7 +534,7 @@ int tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n, int rende
                 if (buf_append(&raw, t->piece[ids[j]], t->piece_len[ids[j]])) rc = PWB_ENOMEM;
                 j++;
             }
-            if (!rc && !str_utf8_valid(raw.data + start, raw.len - start)) {
+            if (!rc && !utf8_valid(raw.data + start, raw.len - start)) {
                 raw.len = start;
                 for (size_t k = i; k < j && !rc; k++)
                     if (buf_append(&raw, "\xEF\xBF\xBD", 3)) rc = PWB_ENOMEM;
@@ -542,7 +554,7 @@ int tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n, int rende
         emitted = 1;
     }
     size_t start = out->len;
-    if (!rc && tok_utf8_lossy(out, raw.data ? raw.data : "", raw.len)) rc = PWB_ENOMEM;
+    if (!rc && utf8_lossy(out, raw.data ? raw.data : "", raw.len)) rc = PWB_ENOMEM;
     buf_free(&raw);
     if (rc) return rc;
     /* HF Strip decoder / llama.cpp: the space the encoder put in front is dropped again. */

@@ -9,16 +9,9 @@
 
 #include "llm/estimate.h"
 #include "util/str.h"
+#include "util/utf8.h"
 
 #define LOGPROBS_MAX_TOKENS (1 << 20) /* echoed tokens looked at, at most */
-
-size_t utf8_codepoints(const char *s, size_t n)
-{
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++)
-        c += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return c;
-}
 
 /* ---- one call ---- */
 

@@ -45,7 +45,5 @@ int logprobs_parse(const char *body, size_t len, size_t start, size_t end, doubl
 int logprobs_run(http_client *http, const openai_body_opts *bo, const llm_request *reqs, size_t n, llm_response *out,
                  llm_done_fn done, void *done_ctx, volatile sig_atomic_t *stop, pwb_err *e);
 
-/* Unicode code points in s[0..n) (UTF-8; stray continuation bytes are not counted). */
-size_t utf8_codepoints(const char *s, size_t n);
 
 #endif

@@ -9,6 +9,7 @@
 #include "report/report_internal.h"
 #include "report/svg.h"
 #include "util/str.h"
+#include "util/utf8.h"
 
 #define DASH "\xe2\x80\x94" /* em dash: "no value" */
 
@@ -529,7 +530,7 @@ static cJSON *json_row(const report_group *g, const report_row *w)
     if (w->sweep) {
         add_str(o, "sweep", w->sweep);
         size_t pl = strlen(w->sweep_point);
-        cJSON *pt = pl <= 65536 && str_utf8_valid(w->sweep_point, pl) ? cJSON_Parse(w->sweep_point) : NULL;
+        cJSON *pt = pl <= 65536 && utf8_valid(w->sweep_point, pl) ? cJSON_Parse(w->sweep_point) : NULL;
         if (pt && cJSON_IsObject(pt))
             cJSON_AddItemToObject(o, "sweep_point", pt);
         else

@@ -7,38 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/utf8.h"
+
 /* Length of the valid UTF-8 sequence at p (at most n bytes), 0 when invalid. Overlongs,
  * surrogates and code points past U+10FFFF are invalid, as are U+FFFE and U+FFFF (not XML). */
 size_t report_utf8_seq(const unsigned char *p, size_t n)
 {
-    unsigned c = p[0];
-    size_t len;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-        cp == 0xfffe || cp == 0xffff)
-        return 0;
-    return len;
+    size_t len = utf8_len(p, n);
+    uint32_t cp = len == 3 ? utf8_cp(p, len) : 0;
+    return cp == 0xfffe || cp == 0xffff ? 0 : len;
 }
 
 int svg_esc(pwb_buf *b, const char *text)
@@ -75,9 +52,7 @@ int svg_esc(pwb_buf *b, const char *text)
 
 double svg_text_width(const char *text, double font_px)
 {
-    size_t cps = 0;
-    for (const unsigned char *p = (const unsigned char *)(text ? text : ""); *p; p++)
-        cps += (*p & 0xc0) != 0x80;
+    size_t cps = text ? utf8_codepoints(text, strlen(text)) : 0;
     return (double)cps * SVG_CHAR_EM * font_px;
 }
 

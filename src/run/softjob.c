@@ -83,29 +83,26 @@ int softjob_model_sha256(const char *path, char out[65], pwb_err *e)
         rc = err_set(e, PWB_EINVAL, "%s: no .json or .safetensors files", path);
     if (rc == PWB_OK)
         qsort(names, n, sizeof *names, cmp_str);
-    sha256_ctx c;
-    sha256_init(&c);
-    pwb_buf p;
+    pwb_buf p, all;
     buf_init(&p);
+    buf_init(&all);
     for (size_t i = 0; rc == PWB_OK && i < n; i++) {
         char hex[65];
         if (file_join(&p, path, names[i]))
             rc = err_set(e, PWB_ENOMEM, "out of memory");
         else if (!file_is_dir(p.data) && (rc = file_sha256(p.data, hex, e)) == PWB_OK) {
             /* each file's name and digest */
-            sha256_update(&c, names[i], strlen(names[i]) + 1);
-            sha256_update(&c, hex, 64);
+            if (buf_append(&all, names[i], strlen(names[i]) + 1) || buf_append(&all, hex, 64))
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
         }
     }
     buf_free(&p);
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
-    if (rc == PWB_OK) {
-        uint8_t dg[32];
-        sha256_final(&c, dg);
-        sha256_to_hex(dg, out);
-    }
+    if (rc == PWB_OK && sha256_hex(all.data ? all.data : "", all.len, out))
+        rc = err_set(e, PWB_ENOMEM, "out of memory");
+    buf_free(&all);
     return rc;
 }
 

@@ -18,6 +18,7 @@
 #include "util/rng.h"
 #include "util/sha256.h"
 #include "util/str.h"
+#include "util/utf8.h"
 
 void ds_data_init(ds_data *d) { memset(d, 0, sizeof *d); }
 
@@ -205,7 +206,7 @@ static int add_record(loader *L, long line, char **vals, int nvals)
     x.line = line;
     x.row = d->n;
     for (int i = 0; i < nvals; i++)
-        if (vals[i] && !str_utf8_valid(vals[i], strlen(vals[i]))) {
+        if (vals[i] && !utf8_valid(vals[i], strlen(vals[i]))) {
             rc = err_set(L->e, PWB_EPARSE, "%s:%ld: invalid UTF-8 in field '%s'", L->path, line, d->field_names[i]);
             goto fail;
         }

@@ -12,6 +12,7 @@
 #include "task/rx.h"
 #include "util/buf.h"
 #include "util/str.h"
+#include "util/utf8.h"
 
 #define SCORE_MAX_OUTPUT (1u << 20) /* generations beyond this are scored on their first MiB */
 
@@ -222,11 +223,17 @@ int score_normalize_number(const char *in, char *out, size_t cap)
     return w > 0 && (size_t)w < cap ? 0 : -1;
 }
 
-/* Lower-case ASCII, collapse whitespace, drop surrounding punctuation and markdown. */
+/* NFC with Unicode case folding (any language, "É" and "e" + U+0301 alike), whitespace collapsed,
+ * surrounding punctuation and markdown dropped. */
 static char *normalize_text(const char *s, size_t n)
 {
-    pwb_buf b;
+    pwb_buf b, f;
     buf_init(&b);
+    buf_init(&f);
+    if (utf8_fold(&f, s, n) < 0)
+        goto oom;
+    s = f.data ? f.data : "";
+    n = f.len;
     int space = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -250,9 +257,11 @@ static char *normalize_text(const char *s, size_t n)
         z--;
     char *r = str_ndup(b.data + a, z - a);
     buf_free(&b);
+    buf_free(&f);
     return r;
 oom:
     buf_free(&b);
+    buf_free(&f);
     return NULL;
 }
 

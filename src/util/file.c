@@ -137,17 +137,26 @@ int file_sha256(const char *path, char out[65], pwb_err *e)
     if (!f)
         return err_set(e, PWB_EIO, "%s: %s", path, strerror(errno));
     sha256_ctx c;
-    sha256_init(&c);
-    unsigned char chunk[65536];
+    enum { CHUNK = 1 << 20 };
+    unsigned char *chunk = malloc(CHUNK);
+    if (!chunk || sha256_init(&c)) {
+        free(chunk);
+        fclose(f);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
     size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    while ((n = fread(chunk, 1, CHUNK, f)) > 0)
         sha256_update(&c, chunk, n);
     int bad = ferror(f);
     fclose(f);
-    if (bad)
-        return err_set(e, PWB_EIO, "%s: read error", path);
+    free(chunk);
     uint8_t d[32];
-    sha256_final(&c, d);
+    if (bad) {
+        sha256_free(&c);
+        return err_set(e, PWB_EIO, "%s: read error", path);
+    }
+    if (sha256_final(&c, d))
+        return err_set(e, PWB_ENOMEM, "%s: hashing failed", path);
     sha256_to_hex(d, out);
     return PWB_OK;
 }

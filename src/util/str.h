@@ -11,8 +11,6 @@ int str_starts(const char *s, const char *prefix);
 int str_ends(const char *s, const char *suffix);
 /* Trims ASCII whitespace in place; returns s. */
 char *str_trim(char *s);
-/* Valid UTF-8 check (rejects overlongs and surrogates). */
-int str_utf8_valid(const char *s, size_t n);
 /* Parses a whole string as a long / double; 0 on success. */
 int str_to_long(const char *s, long *out);
 int str_to_double(const char *s, double *out);

@@ -17,6 +17,7 @@
 #include "util/sha256.h"
 #include "util/str.h"
 #include "util/timer.h"
+#include "util/utf8.h"
 
 /* ---- paths ---- */
 
@@ -771,6 +772,33 @@ Test(tokenizer, hostile_json)
     rmdir(dir);
 }
 
+/* An NFC normalizer composes: "e" + U+0301 encodes as the one token for U+00E9. */
+Test(tokenizer, nfc_normalizer_composes)
+{
+    char dir[] = "/tmp/pwb_tok_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    write_tmp(path, "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}]},"
+                    "\"model\": {\"type\": \"BPE\", \"unk_token\": \"?\", \"vocab\": {\"?\": 0, \"e\": 1, "
+                    "\"\u00e9\": 2}, \"merges\": []}}");
+    tokenizer *t = NULL;
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(tokenizer_from_json(&t, path, &e), PWB_OK, "%s", e.msg);
+    int32_t ids[8];
+    size_t n = enc(t, "e\xcc\x81", 0, 0, ids, 8);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ids[0], 2);
+    n = enc(t, "\xc3\xa9" "e", 0, 0, ids, 8);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(ids[0], 2);
+    cr_assert_eq(ids[1], 1);
+    tokenizer_free(t);
+    remove(path);
+    rmdir(dir);
+}
+
 /* Random bytes must never crash the encoder, and the output must decode to valid UTF-8. */
 Test(tokenizer, random_bytes)
 {
@@ -794,7 +822,7 @@ Test(tokenizer, random_bytes)
             cr_assert_geq(tokenizer_encode(tk, s, n, 1, it & 1, &ids, &nid, &e), 0, "%s", e.msg);
             buf_reset(&out);
             cr_assert_eq(tokenizer_decode(tk, ids, nid, it & 2, &out), PWB_OK);
-            cr_assert(str_utf8_valid(out.data ? out.data : "", out.len));
+            cr_assert(utf8_valid(out.data ? out.data : "", out.len));
             free(ids);
         }
     }

@@ -14,6 +14,7 @@
 #include "llm/logprobs.h"
 #include "llm/openai.h"
 #include "util/rng.h"
+#include "util/utf8.h"
 
 /* fakellm's fake log-probability of a token (see fake_logprob there). */
 static double fake_lp(const char *word, const char *favor)

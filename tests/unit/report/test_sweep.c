@@ -24,6 +24,7 @@
 #include "unit/report/svg_check.h"
 #include "util/file.h"
 #include "util/str.h"
+#include "util/utf8.h"
 
 /* ---- break-even ------------------------------------------------------------------------------ */
 
@@ -257,7 +258,7 @@ Test(sweep_report, markdown_sweep_tables)
     cr_assert(strstr(b.data, "| s&lt;/title&gt;oft | 40 | 77.5% [62.5, 87.7] | best |") != NULL, "%s", b.data);
     cr_assert(strstr(b.data, "| bad name?? | cot | 40 |") != NULL, "%s", b.data);
     cr_assert(strstr(b.data, "](rep-sst2-dev-evil__model_____co_-sweep-odd_sweep_.svg)\n") != NULL, "%s", b.data);
-    cr_assert(str_utf8_valid(b.data, b.len));
+    cr_assert(utf8_valid(b.data, b.len));
     buf_free(&b);
     report_free(&r);
     db_close(db);
@@ -278,7 +279,7 @@ Test(sweep_report, csv_and_json_carry_sweeps)
               "%s", b.data);
     buf_reset(&b);
     cr_assert_eq(report_render_json(&r, &b, &e), PWB_OK);
-    cr_assert(str_utf8_valid(b.data, b.len));
+    cr_assert(utf8_valid(b.data, b.len));
     cJSON *root = cJSON_Parse(b.data);
     cr_assert_not_null(root);
     cJSON *g0 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "groups"), 0);

@@ -1,5 +1,8 @@
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "task/dataset.h"
 #include "task/score.h"
@@ -123,6 +126,48 @@ Test(score, normalize_number)
     for (int i = 0; bad[i]; i++)
         cr_assert_neq(score_normalize_number(bad[i], buf, sizeof buf), 0, "'%s' accepted as %s", bad[i], buf);
     cr_assert_neq(score_normalize_number("123456", buf, 3), 0); /* does not fit */
+}
+
+/* Free-text answers match in any language: NFC and full case folding, so "CAFÉ" (precomposed) and
+ * "Cafe" + U+0301 both match "café", and German "STRASSE" matches "straße". */
+Test(score, free_text_unicode_case_and_composition)
+{
+    char dir[] = "/tmp/pwb_score_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[300];
+    snprintf(path, sizeof path, "%s/t.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{\"name\":\"t\",\"task\":\"free_text\",\"input_field\":\"q\",\"answer_field\":\"a\","
+          "\"splits\":{\"test\":{\"file\":\"d.jsonl\"}}}", f);
+    fclose(f);
+    ds_card c;
+    card_init(&c);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(card_load(&c, path, &e), PWB_OK, "%s", e.msg);
+    scorer *s;
+    cr_assert_eq(scorer_init(&s, &c, NULL, &e), PWB_OK, "%s", e.msg);
+    const struct { const char *gold, *out; } ok[] = {
+        {"caf\xc3\xa9", "CAF\xc3\x89."},
+        {"caf\xc3\xa9", "Cafe\xcc\x81"},
+        {"stra\xc3\x9f" "e", "STRASSE"},
+        {"\xce\xb1\xce\xb8\xce\xb7\xce\xbd\xce\xb1", "\xce\x91\xce\x98\xce\x97\xce\x9d\xce\x91"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        ds_example gold;
+        memset(&gold, 0, sizeof gold);
+        gold.answer = (char *)ok[i].gold;
+        gold.label = -1;
+        score_result r;
+        cr_assert_eq(scorer_score(s, ok[i].out, &gold, &r), PWB_OK);
+        cr_expect_eq(r.correct, 1, "'%s' vs '%s' -> '%s'", ok[i].out, ok[i].gold, r.extracted);
+        score_result_clear(&r);
+    }
+    scorer_free(s);
+    card_free(&c);
+    remove(path);
+    rmdir(dir);
 }
 
 Test(score, bad_pattern_and_null_output)
