@@ -13,6 +13,7 @@
 #include "task/catalog.h"
 #include "cli/cli.h"
 #include "run/softjob.h"
+#include "tune/settings.h"
 #include "store/db.h"
 #include "tune/train.h"
 #include "util/buf.h"
@@ -27,14 +28,28 @@ static void print_eval(void *ctx, const tune_eval_info *v)
                 v->loss, v->is_best ? " (best)" : "");
 }
 
-static int parse_double(const cli_args *a, const char *name, double def, double lo, double hi, double *out)
+/* The soft-prompt settings from their options (tune/settings.h's names, '-' for '_'). */
+static int soft_options(const cli_args *a, soft_settings *sp)
 {
-    const char *s = cli_str(a, name, NULL);
-    *out = def;
-    if (!s)
-        return 0;
-    if (str_to_double(s, out) || !(*out >= lo && *out <= hi)) {
-        cli_usage_error(a->cmd, "--%s: '%s' is not a number in [%g, %g]", name, s, lo, hi);
+    soft_settings_defaults(sp);
+    const tune_method *m = &tune_soft_method;
+    pwb_err e;
+    err_clear(&e);
+    for (int i = 0; i < m->n_fields; i++) {
+        const tune_field *f = &m->fields[i];
+        char opt[64];
+        str_copy(opt, sizeof opt, f->key);
+        for (char *c = opt; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        const char *v = f->type == TF_BOOL ? (cli_flag(a, opt) > 0 ? "1" : NULL) : cli_str(a, opt, NULL);
+        if (v && tune_settings_set(m, sp, f->key, v, &e)) {
+            cli_usage_error(a->cmd, "--%s: %s", opt, e.msg);
+            return -1;
+        }
+    }
+    if (tune_settings_check(m, sp, NULL, "", &e)) {
+        cli_usage_error(a->cmd, "%s", e.msg);
         return -1;
     }
     return 0;
@@ -48,43 +63,11 @@ int cmd_tune(const cli_args *a)
         cli_usage_error(a->cmd, "--model, --dataset and --out are required");
         return EXIT_PWB_USAGE;
     }
-    /* the options are a suite's soft_prompt settings */
-    suite_soft_prompt sp;
-    suite_soft_prompt_defaults(&sp);
-    long tokens, steps, batch, seed, train_limit, eval_n, eval_every, patience, threads, test_limit, warmup;
-    if (cli_long(a, "tokens", 20, 1, SOFTPROMPT_MAX_TOKENS, &tokens) || cli_long(a, "steps", 0, 0, 100000000L, &steps) ||
-        cli_long(a, "batch", 8, 1, 1024, &batch) || cli_long(a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) ||
-        cli_long(a, "train-limit", 0, 0, 100000000L, &train_limit) || cli_long(a, "eval-n", 200, 0, 1000000, &eval_n) ||
-        cli_long(a, "eval-every", 50, 0, 100000000L, &eval_every) || cli_long(a, "patience", 0, 0, 1000000, &patience) ||
-        cli_long(a, "threads", 0, 0, 1024, &threads) || cli_long(a, "test-limit", 0, 0, 100000000L, &test_limit) ||
-        cli_long(a, "warmup", 0, 0, 100000000L, &warmup) ||
-        parse_double(a, "epochs", 1.0, 1e-6, 1e6, &sp.epochs) || parse_double(a, "lr", -1, 0, 1e3, &sp.lr))
+    soft_settings sp;
+    long threads, test_limit;
+    if (soft_options(a, &sp) || cli_long(a, "threads", 0, 0, 1024, &threads) ||
+        cli_long(a, "test-limit", 0, 0, 100000000L, &test_limit))
         return EXIT_PWB_USAGE;
-    sp.init = cli_str(a, "init", "class");
-    sp.optimizer = cli_str(a, "optimizer", "adafactor");
-    sp.init_text = cli_str(a, "init-text", NULL);
-    if (softprompt_init_parse(sp.init) < 0) {
-        cli_usage_error(a->cmd, "--init: '%s' is not random, vocab, class or text", sp.init);
-        return EXIT_PWB_USAGE;
-    }
-    if (optim_parse_kind(sp.optimizer) < 0) {
-        cli_usage_error(a->cmd, "--optimizer: '%s' is not adafactor or adamw", sp.optimizer);
-        return EXIT_PWB_USAGE;
-    }
-    if (!strcmp(sp.init, "text") && (!sp.init_text || !sp.init_text[0])) {
-        cli_usage_error(a->cmd, "--init text needs --init-text TEXT");
-        return EXIT_PWB_USAGE;
-    }
-    sp.tokens = (int)tokens;
-    sp.steps = steps;
-    sp.batch = (int)batch;
-    sp.seed = (uint64_t)seed;
-    sp.train_limit = train_limit;
-    sp.eval_n = (int)eval_n;
-    sp.eval_every = eval_every;
-    sp.patience = (int)patience;
-    sp.warmup = warmup;
-    sp.exact = cli_flag(a, "exact") > 0;
     const char *tpl_name = cli_str(a, "template", "zero-shot");
 
     pwb_err e;
@@ -150,7 +133,7 @@ int cmd_tune(const cli_args *a)
     if (!rc && test_split) {
         rc = dataset_load(&card, test_split, cli_data_path(), &test, &e);
         if (!rc) {
-            n_tex = softjob_sample(&test, test_limit, (uint64_t)seed, &idx);
+            n_tex = softjob_sample(&test, test_limit, sp.seed, &idx);
             rc = softjob_encode(engine_model(job.en), &job.ct, &tp, &card, &test, idx, n_tex, &tex, &e);
         }
         double acc, loss, t0 = timer_wall();

@@ -134,6 +134,8 @@ static const cli_opt tune_opts[] = {
     {"batch", 'b', "N", "examples per step (default 8)"},
     {"lr", 0, "X", "learning rate (default 0.3 for adafactor, 1e-3 for adamw)"},
     {"optimizer", 0, "NAME", "adafactor (default, as in Lester et al.) or adamw"},
+    {"weight-decay", 0, "X", "weight decay (default 1e-5 for adafactor, 0.01 for adamw)"},
+    {"clip", 0, "X", "global L2 gradient clipping (default 1; 0: off)"},
     {"warmup", 0, "N", "linear warmup steps, then linear decay (default: constant rate)"},
     {"seed", 0, "N", "seed for initialisation, sampling and shuffling (default 1)"},
     {"train-limit", 'n', "N", "train on at most N sampled examples (default: all)"},

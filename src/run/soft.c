@@ -74,7 +74,7 @@ int run_soft_prepare(runner *R, rcell *c, pwb_err *e)
                        "(provider local); model '%s' is provider %s",
                        R->suite.path, d->card.name, mo->sm->name, m->sm->name, m->sm->name, mo->sm->name,
                        mo->sm->provider);
-    const suite_soft_prompt *sp = &m->sm->soft;
+    const soft_settings *sp = &m->sm->soft;
     const char *split = sp->train_split ? sp->train_split : d->soft_split;
     if (!strcmp(split, d->split)) {
         if (!sp->train_split)

@@ -188,49 +188,6 @@ int softjob_encode(const model *m, const chat_template *ct, const pwb_template *
 
 /* ---- prepare ------------------------------------------------------------------------------- */
 
-/* The suite's / command line's settings as the tuner takes them. */
-static int job_config(const suite_soft_prompt *s, tune_config *c, pwb_err *e)
-{
-    tune_config_default(c);
-    const int init = softprompt_init_parse(s->init ? s->init : "class");
-    const int kind = optim_parse_kind(s->optimizer ? s->optimizer : "adafactor");
-    if (init < 0)
-        return err_set(e, PWB_EINVAL, "soft prompt: init '%s' is not random, vocab, class or text", s->init);
-    if (kind < 0)
-        return err_set(e, PWB_EINVAL, "soft prompt: optimizer '%s' is not adafactor or adamw", s->optimizer);
-    if (init == SP_INIT_TEXT && (!s->init_text || !s->init_text[0]))
-        return err_set(e, PWB_EINVAL, "soft prompt: init text needs an init_text");
-    if (s->tokens < 1 || s->tokens > SOFTPROMPT_MAX_TOKENS || s->batch < 1 || s->steps < 0 ||
-        (s->steps == 0 && !(s->epochs > 0)) || s->eval_n < 0 || s->eval_every < 0 || s->patience < 0 ||
-        s->train_limit < 0 || s->warmup < 0)
-        return err_set(e, PWB_EINVAL, "soft prompt: a setting is out of range (tokens %d, batch %d, steps %ld)",
-                       s->tokens, s->batch, s->steps);
-    c->n_tokens = s->tokens;
-    c->init = init;
-    c->init_text = init == SP_INIT_TEXT ? s->init_text : NULL;
-    c->steps = s->steps;
-    c->epochs = s->epochs;
-    c->batch = s->batch;
-    c->seed = s->seed;
-    c->train_limit = s->train_limit;
-    c->eval_n = s->eval_n;
-    c->eval_every = s->eval_every;
-    c->patience = s->patience;
-    c->exact = s->exact;
-    optim_config_default(&c->opt, kind);
-    if (s->lr >= 0)
-        c->opt.lr = s->lr;
-    if (s->weight_decay >= 0)
-        c->opt.weight_decay = s->weight_decay;
-    if (s->clip >= 0)
-        c->opt.grad_clip_norm = s->clip;
-    if (s->warmup > 0) {
-        c->opt.schedule = SCHED_WARMUP_LINEAR;
-        c->opt.warmup_steps = s->warmup;
-    }
-    return PWB_OK;
-}
-
 /* What identifies the training (softjob.h). Effective values, so leaving a default out and
  * writing it give the same key. */
 static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_err *e)
@@ -295,7 +252,7 @@ int softjob_prepare(softjob *j, const softjob_opts *o, pwb_err *e)
                        card->path, ds_task_name(card->task));
     if (card->n_labels < 2)
         return err_set(e, PWB_EINVAL, "%s: a soft prompt needs at least two labels", card->path);
-    int rc = job_config(&o->sp, &j->cfg, e);
+    int rc = soft_settings_config(&o->sp, &j->cfg, e);
     if (!rc)
         rc = template_check(o->tpl, card, e);
     if (rc)

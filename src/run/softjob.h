@@ -40,7 +40,7 @@ typedef struct softjob_opts {
     const ds_data *data;        /* that split, loaded */
     const pwb_template *tpl;    /* renders each input (its shots are ignored) */
     const char *tpl_sha256;     /* of the template file */
-    suite_soft_prompt sp;       /* the settings */
+    soft_settings sp;           /* the settings */
     const char *dir;            /* the PEFT folder; its checkpoint.bin makes training resumable */
     const char *root;           /* with dir NULL: the folder is <root>/<full_key's first 16 hex> */
     int reuse;                  /* load a finished prompt of this full_key from dir instead of training */

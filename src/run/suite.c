@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tune/softprompt.h"
 #include "util/buf.h"
 #include "util/file.h"
 #include "util/json.h"
@@ -76,7 +77,7 @@ static int keys_ok(sctx *x, const cJSON *o, const char *const *allowed, const ch
     cJSON_ArrayForEach(it, o)
     {
         const char *k = it->string ? it->string : "";
-        if (k[0] == '_' || str_starts(k, "x-") || !strcmp(k, "comment"))
+        if (json_key_is_comment(k))
             continue;
         int ok = 0;
         for (int i = 0; allowed[i] && !ok; i++)
@@ -339,104 +340,6 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
     return PWB_OK;
 }
 
-/* ---- soft prompts ---------------------------------------------------------------------------- */
-
-static const char *const g_soft_keys[] = {"tokens", "init", "init_text", "steps", "epochs", "batch", "optimizer",
-                                          "lr", "weight_decay", "warmup", "clip", "seed", "train_limit", "eval_n",
-                                          "eval_every", "patience", "train_split", "exact", NULL};
-
-void suite_soft_prompt_defaults(suite_soft_prompt *s)
-{
-    memset(s, 0, sizeof *s);
-    s->tokens = 20;
-    s->init = "class";
-    s->epochs = 1.0;
-    s->batch = 8;
-    s->optimizer = "adafactor";
-    s->lr = -1;
-    s->weight_decay = -1;
-    s->clip = -1;
-    s->seed = 1;
-    s->eval_n = 200;
-    s->eval_every = 50;
-}
-
-/* A string setting: absent/null keeps the default; pointed into o (which outlives s). */
-static int soft_str(sctx *x, const cJSON *o, const char *key, const char *where, const char **out)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v))
-        return PWB_OK;
-    if (!cJSON_IsString(v) || !v->valuestring[0])
-        return err_set(x->e, PWB_EINVAL, "%s: %s.%s must be a non-empty string", x->path, where, key);
-    *out = v->valuestring;
-    return PWB_OK;
-}
-
-int suite_soft_prompt_parse(const cJSON *o, const char *path, const char *where, suite_soft_prompt *s, pwb_err *e)
-{
-    sctx xx = {path ? path : "suite", e}, *x = &xx;
-    suite_soft_prompt_defaults(s);
-    if (!cJSON_IsObject(o))
-        return err_set(e, PWB_EINVAL, "%s: %s must be an object", x->path, where);
-    int rc = keys_ok(x, o, g_soft_keys, where);
-    /* The numeric settings and the bounds of `pwb tune`'s options; each starts at its default. */
-    double tokens = s->tokens, steps = 0, epochs = s->epochs, batch = s->batch, lr = -1, wd = -1, warmup = 0,
-           clip = -1, seed = 1, limit = 0, eval_n = s->eval_n, eval_every = s->eval_every, patience = 0;
-    const struct {
-        const char *key;
-        double lo, hi;
-        int integer;
-        double *val;
-    } nums[] = {
-        {"tokens", 1, SUITE_SOFT_MAX_TOKENS, 1, &tokens}, {"steps", 0, 1e8, 1, &steps},
-        {"epochs", 1e-6, 1e6, 0, &epochs},                {"batch", 1, 1024, 1, &batch},
-        {"lr", 1e-12, 1e3, 0, &lr},                       {"weight_decay", 0, 1e3, 0, &wd},
-        {"warmup", 0, 1e8, 1, &warmup},                   {"clip", 0, 1e6, 0, &clip},
-        {"seed", 0, 9007199254740991.0, 1, &seed},        {"train_limit", 0, 1e8, 1, &limit},
-        {"eval_n", 0, 1e6, 1, &eval_n},                   {"eval_every", 0, 1e8, 1, &eval_every},
-        {"patience", 0, 1e6, 1, &patience},
-    };
-    for (size_t k = 0; !rc && k < sizeof nums / sizeof nums[0]; k++)
-        rc = get_num(x, o, nums[k].key, where, nums[k].lo, nums[k].hi, nums[k].integer, nums[k].val);
-    if (!rc)
-        rc = get_bool(x, o, "exact", where, &s->exact);
-    if (!rc)
-        rc = soft_str(x, o, "init", where, &s->init);
-    if (!rc)
-        rc = soft_str(x, o, "init_text", where, &s->init_text);
-    if (!rc)
-        rc = soft_str(x, o, "optimizer", where, &s->optimizer);
-    if (!rc)
-        rc = soft_str(x, o, "train_split", where, &s->train_split);
-    if (rc)
-        return rc;
-    static const char *const inits[] = {"random", "vocab", "class", "text", NULL};
-    static const char *const optimizers[] = {"adafactor", "adamw", NULL};
-    if (!in_list(s->init, inits))
-        return err_set(e, PWB_EINVAL, "%s: %s.init '%.64s' is not random, vocab, class or text", x->path, where,
-                       s->init);
-    if (!in_list(s->optimizer, optimizers))
-        return err_set(e, PWB_EINVAL, "%s: %s.optimizer '%.64s' is not adafactor or adamw", x->path, where,
-                       s->optimizer);
-    if (!strcmp(s->init, "text") && !s->init_text)
-        return err_set(e, PWB_EINVAL, "%s: %s.init_text is required with init \"text\"", x->path, where);
-    s->tokens = (int)tokens;
-    s->steps = (long)steps;
-    s->epochs = epochs;
-    s->batch = (int)batch;
-    s->lr = lr;
-    s->weight_decay = wd;
-    s->warmup = (long)warmup;
-    s->clip = clip;
-    s->seed = (uint64_t)seed;
-    s->train_limit = (long)limit;
-    s->eval_n = (int)eval_n;
-    s->eval_every = (long)eval_every;
-    s->patience = (int)patience;
-    return PWB_OK;
-}
-
 /* Room for one more method (sweeps add several per entry). */
 static int methods_grow(pwb_suite *s, sctx *x, int *cap, int need)
 {
@@ -505,7 +408,7 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                            k);
         if (m->soft_prompt && shots)
             return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shots: a soft prompt has no shots", x->path, where);
-        if (m->soft_prompt && !in_list(k, g_soft_keys))
+        if (m->soft_prompt && !tune_field_find(&tune_soft_method, k))
             return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s is not a soft_prompt setting", x->path, where, k);
         if (shots && m->shots >= 0)
             return err_set(x->e, PWB_EINVAL, "%s: %s: give shots or sweep.shots, not both", x->path, where);
@@ -522,7 +425,7 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                 ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 64 &&
                      v->valuedouble == floor(v->valuedouble);
             else if (!strcmp(k, "tokens"))
-                ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= SUITE_SOFT_MAX_TOKENS &&
+                ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= SOFTPROMPT_MAX_TOKENS &&
                      v->valuedouble == floor(v->valuedouble);
             else if (!strcmp(k, "init"))
                 ok = cJSON_IsString(v) && (!strcmp(v->valuestring, "random") || !strcmp(v->valuestring, "vocab") ||
@@ -630,7 +533,7 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         if (!rc && m->soft_prompt) {
             char pw[160];
             snprintf(pw, sizeof pw, "%s (point %.80s).soft_prompt", where, m->name);
-            rc = suite_soft_prompt_parse(m->soft_prompt, x->path, pw, &m->soft, x->e);
+            rc = tune_settings_parse(&tune_soft_method, m->soft_prompt, x->path, pw, &m->soft, x->e);
         }
     }
     buf_free(&name);
@@ -692,7 +595,7 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
                                x->path, where);
             if (!(m->soft_prompt = cJSON_Duplicate(sp, 1)))
                 return err_set(x->e, PWB_ENOMEM, "out of memory");
-            if ((rc = suite_soft_prompt_parse(m->soft_prompt, x->path, sw, &m->soft, x->e)))
+            if ((rc = tune_settings_parse(&tune_soft_method, m->soft_prompt, x->path, sw, &m->soft, x->e)))
                 return rc;
         }
         if (!m->template_path && !m->soft_prompt)

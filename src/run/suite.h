@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "tune/settings.h"
 #include "util/buf.h"
 #include "util/err.h"
 
@@ -47,38 +48,6 @@ typedef struct suite_model {
                               * the shipped table */
 } suite_model;
 
-/* A soft prompt's training settings: a suite method's "soft_prompt" object, or `pwb tune`'s options
- * (the same names, '-' for '_'). Strings are borrowed from the suite's JSON or the command line. */
-typedef struct suite_soft_prompt {
-    int tokens;              /* virtual tokens (20), 1..SUITE_SOFT_MAX_TOKENS */
-    const char *init;        /* "random", "vocab", "class" (default) or "text" */
-    const char *init_text;   /* init "text": the text whose embeddings start the prompt */
-    long steps;              /* optimizer steps; 0: from epochs */
-    double epochs;           /* epochs over the training examples when steps is 0 (1) */
-    int batch;               /* examples per step (8) */
-    const char *optimizer;   /* "adafactor" (default) or "adamw" */
-    double lr;               /* < 0: the optimizer's default (adafactor 0.3, adamw 1e-3) */
-    double weight_decay;     /* < 0: the optimizer's default (adafactor 1e-5, adamw 0.01) */
-    long warmup;             /* linear warmup steps, then linear decay; 0: a constant rate */
-    double clip;             /* global L2 gradient clipping; < 0: the default (1.0); 0: off */
-    uint64_t seed;           /* initialisation, sampling, shuffling (1) */
-    long train_limit;        /* at most this many training examples (0: all) */
-    int eval_n;              /* held-out examples of the training split (200; 0: none) */
-    long eval_every;         /* steps between evaluations (50; 0: at the end only) */
-    int patience;            /* evaluations without improvement before stopping (0: never) */
-    const char *train_split; /* NULL: the card's few-shot split, else "train" */
-    int exact;               /* backward with F32 activations throughout (slower) */
-} suite_soft_prompt;
-
-/* Kept equal to SOFTPROMPT_MAX_TOKENS (src/tune, which bench may not include; a test checks). */
-#define SUITE_SOFT_MAX_TOKENS 4096
-
-void suite_soft_prompt_defaults(suite_soft_prompt *s);
-/* Validates a "soft_prompt" object into s (defaults for what it leaves out). Unknown keys and
- * values out of range are errors naming path and where ("suites/x.json: methods[2].soft_prompt.tokens
- * must be ..."). The strings in s point into o. */
-int suite_soft_prompt_parse(const cJSON *o, const char *path, const char *where, suite_soft_prompt *s, pwb_err *e);
-
 typedef struct suite_method {
     char *name;
     char *template_path;  /* hard prompt: template file (resolved against the suite and templates/) */
@@ -87,8 +56,8 @@ typedef struct suite_method {
     long limit;           /* scores only the first `limit` rows of each dataset's seeded sample (0:
                            * all): the same rows as a dataset limit of that size, for costly sweeps */
     cJSON *soft_prompt;   /* soft prompt settings, NULL for hard prompts (owned) */
-    suite_soft_prompt soft; /* soft_prompt validated (strings point into it); template_path is then
-                             * the input format (NULL: zero-shot) and scoring defaults to "rank" */
+    soft_settings soft;   /* soft_prompt validated (strings point into it); template_path is then
+                           * the input format (NULL: zero-shot) and scoring defaults to "rank" */
     /* Sweeps: a method written with "sweep": {"axis": [values...], ...} becomes one method per
      * grid point (the last axis varies fastest), named "<name>[axis=value,...]", with the point
      * applied (shots -> shots; any axis of a soft prompt -> that key of soft_prompt). */

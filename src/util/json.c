@@ -4,6 +4,7 @@
 
 #include "util/buf.h"
 #include "util/file.h"
+#include "util/str.h"
 
 static void line_col(const char *text, size_t off, int *line, int *col)
 {
@@ -83,4 +84,9 @@ int json_req_str(const cJSON *obj, const char *key, const char *what, const char
         return err_set(e, PWB_EINVAL, "%s: missing string field '%s'", what, key);
     *out = v->valuestring;
     return PWB_OK;
+}
+
+int json_key_is_comment(const char *key)
+{
+    return key[0] == '_' || str_starts(key, "x-") || !strcmp(key, "comment");
 }

@@ -20,5 +20,8 @@ int json_int(const cJSON *obj, const char *key, int def);
 int json_bool(const cJSON *obj, const char *key, int def);
 /* Required string: error "what: missing string field 'key'". */
 int json_req_str(const cJSON *obj, const char *key, const char *what, const char **out, pwb_err *e);
+/* Keys a validated object may carry besides its fields: notes to the reader ("_why", "x-origin",
+ * "comment"), never read. */
+int json_key_is_comment(const char *key);
 
 #endif

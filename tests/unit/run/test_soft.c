@@ -50,7 +50,6 @@ static void bad(const char *methods, const char *needle)
 
 Test(soft_suite, settings_parse_with_defaults)
 {
-    cr_assert_eq(SUITE_SOFT_MAX_TOKENS, SOFTPROMPT_MAX_TOKENS, "bench's bound follows tune's");
     pwb_suite s;
     pwb_err e;
     cr_assert_eq(parse_methods(&s,
@@ -62,7 +61,7 @@ Test(soft_suite, settings_parse_with_defaults)
                                "{\"name\":\"soft-d\",\"soft_prompt\":{}}",
                                &e),
                  PWB_OK, "%s", e.msg);
-    const suite_soft_prompt *p = &s.methods[0].soft;
+    const soft_settings *p = &s.methods[0].soft;
     cr_expect_eq(p->tokens, 20);
     cr_expect_str_eq(p->init, "class");
     cr_expect_eq(p->steps, 200);
@@ -81,7 +80,7 @@ Test(soft_suite, settings_parse_with_defaults)
     cr_expect_eq(p->exact, 1);
     cr_expect_float_eq(p->epochs, 2, 1e-12);
     cr_expect_str_eq(s.methods[0].scoring, "rank", "a soft prompt ranks its labels by default");
-    const suite_soft_prompt *d = &s.methods[1].soft;
+    const soft_settings *d = &s.methods[1].soft;
     cr_expect_eq(d->tokens, 20);
     cr_expect_str_eq(d->init, "class");
     cr_expect_eq(d->steps, 0);
