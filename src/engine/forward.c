@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/kernels.h"
+#include "engine/ops.h"
 
 /* ---------------------------------------------------------------------------------------------
  * KV cache */
@@ -108,14 +109,14 @@ struct fwd_ctx {
     int max_tokens;
     int q_dim, kv_dim;
     float *x, *xn, *q, *k, *v, *att, *g, *u; /* [max_tokens][...] */
-    float *cs;                               /* [max_tokens][n_rot/2][2]: cos, sin */
-    double *inv_freq;                        /* [n_rot/2] */
+    float *cs, *cs_swa;                      /* [max_tokens][n_rot/2][2]: cos, sin (global, window layers) */
+    double *inv_freq, *inv_freq_swa;         /* [n_rot/2] */
     int *t_seq, *t_j, *t_pos, *t_out;        /* per stacked token */
     int *rows;
     float *lg;                               /* [FWD_LOGIT_ROWS][n_vocab] */
     float *scores;
     size_t scores_cap;
-    int exact;                               /* weight products by kernel_matmul_exact */
+    wprod wp;                                /* how weights multiply (weight_product) */
 };
 
 static void *xmalloc_f(size_t n_floats)
@@ -136,7 +137,9 @@ void fwd_ctx_free(fwd_ctx *c)
     free(c->g);
     free(c->u);
     free(c->cs);
+    free(c->cs_swa);
     free(c->inv_freq);
+    free(c->inv_freq_swa);
     free(c->t_seq);
     free(c->t_j);
     free(c->t_pos);
@@ -173,27 +176,31 @@ int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e)
     c->g = xmalloc_f(T * (size_t)hp->n_ff);
     c->u = xmalloc_f(T * (size_t)hp->n_ff);
     c->cs = xmalloc_f(T * (size_t)hp->n_rot);
+    c->cs_swa = xmalloc_f(T * (size_t)hp->n_rot);
     c->inv_freq = malloc((size_t)(hp->n_rot / 2 + 1) * sizeof(double));
+    c->inv_freq_swa = malloc((size_t)(hp->n_rot / 2 + 1) * sizeof(double));
     c->t_seq = malloc(T * sizeof(int));
     c->t_j = malloc(T * sizeof(int));
     c->t_pos = malloc(T * sizeof(int));
     c->t_out = malloc(T * sizeof(int));
     c->rows = malloc(T * sizeof(int));
     c->lg = xmalloc_f((size_t)FWD_LOGIT_ROWS * (size_t)hp->n_vocab);
-    if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u || !c->cs || !c->inv_freq ||
+    if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u || !c->cs || !c->cs_swa ||
+        !c->inv_freq || !c->inv_freq_swa ||
         !c->t_seq || !c->t_j || !c->t_pos || !c->t_out || !c->rows || !c->lg) {
         fwd_ctx_free(c);
         return err_set(e, PWB_ENOMEM, "out of memory (forward scratch for %d tokens)", max_tokens);
     }
-    for (int i = 0; i < hp->n_rot / 2; i++)
-        c->inv_freq[i] = pow((double)hp->rope_base, -2.0 * i / (double)hp->n_rot);
+    op_rope_freqs(c->inv_freq, hp->rope_base, hp->n_rot);
+    op_rope_freqs(c->inv_freq_swa, hp->rope_base_swa > 0.0f ? hp->rope_base_swa : hp->rope_base, hp->n_rot);
+    c->wp.m = m;
     *out = c;
     return PWB_OK;
 }
 
 void fwd_ctx_set_exact(fwd_ctx *c, int exact)
 {
-    c->exact = exact != 0;
+    c->wp.exact = exact != 0;
 }
 
 const model *fwd_ctx_model(const fwd_ctx *c)
@@ -204,56 +211,13 @@ const model *fwd_ctx_model(const fwd_ctx *c)
 /* ---------------------------------------------------------------------------------------------
  * Numerics */
 
-void fwd_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
-{
-    double ss = 0.0;
-    for (int i = 0; i < n; i++)
-        ss += (double)x[i] * x[i];
-    float scale = (float)(1.0 / sqrt(ss / n + (double)eps));
-    for (int i = 0; i < n; i++)
-        out[i] = x[i] * scale * w[i];
-}
-
-/* cs holds (cos, sin) for each of the n_rot/2 frequencies at this position. */
-static void rope_apply(float *x, const float *cs, int n_rot, int layout)
-{
-    int half = n_rot / 2;
-    if (layout == ROPE_ADJACENT) {
-        for (int i = 0; i < half; i++) {
-            float c = cs[2 * i], s = cs[2 * i + 1];
-            float a = x[2 * i], b = x[2 * i + 1];
-            x[2 * i] = a * c - b * s;
-            x[2 * i + 1] = a * s + b * c;
-        }
-    } else {
-        for (int i = 0; i < half; i++) {
-            float c = cs[2 * i], s = cs[2 * i + 1];
-            float a = x[i], b = x[i + half];
-            x[i] = a * c - b * s;
-            x[i + half] = a * s + b * c;
-        }
-    }
-}
-
-static void rope_table(float *cs, int pos, const double *inv_freq, int half)
-{
-    for (int i = 0; i < half; i++) {
-        double a = (double)pos * inv_freq[i];
-        cs[2 * i] = (float)cos(a);
-        cs[2 * i + 1] = (float)sin(a);
-    }
-}
-
 void fwd_rope(float *x, int pos, const model_hparams *hp)
 {
-    float cs[2 * MODEL_MAX_HEAD_DIM];
-    int half = hp->n_rot / 2;
-    for (int i = 0; i < half; i++) {
-        double a = (double)pos * pow((double)hp->rope_base, -2.0 * i / (double)hp->n_rot);
-        cs[2 * i] = (float)cos(a);
-        cs[2 * i + 1] = (float)sin(a);
-    }
-    rope_apply(x, cs, hp->n_rot, hp->rope_layout);
+    double inv_freq[MODEL_MAX_HEAD_DIM / 2];
+    float cs[MODEL_MAX_HEAD_DIM];
+    op_rope_freqs(inv_freq, hp->rope_base, hp->n_rot);
+    op_rope_table(cs, pos, inv_freq, hp->n_rot / 2);
+    op_rope(x, 1, hp->head_dim, cs, hp->n_rot, hp->rope_layout);
 }
 
 static double logsumexp_f(const float *x, int n)
@@ -280,12 +244,18 @@ typedef struct step_state {
     int *out_of;     /* flat: output slot or -1 */
 } step_state;
 
+static float attn_scale(const model_hparams *hp)
+{
+    return hp->attn_scale > 0.0f ? hp->attn_scale : 1.0f / sqrtf((float)hp->head_dim);
+}
+
 static void attention(fwd_ctx *c, step_state *st, int l, const int *rows, int nr)
 {
     const model_hparams *hp = &c->m->hp;
     const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
     const int kv_dim = c->kv_dim, q_dim = c->q_dim;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int window = c->m->layers[l].swa ? hp->n_swa : 0;
+    const float scale = attn_scale(hp);
     float *scores_base = c->scores;
     int64_t work = 0;
     for (int r = 0; r < nr; r++)
@@ -297,74 +267,45 @@ static void attention(fwd_ctx *c, step_state *st, int l, const int *rows, int nr
         const kv_cache *leaf = st->seqs[c->t_seq[t]].kv;
         int npos = c->t_pos[t] + 1;
         int kvh = h / group;
-        const float *qv = c->q + (size_t)r * q_dim + (size_t)h * hd;
         float *sc = scores_base + (size_t)omp_get_thread_num() * c->scores_cap;
-        /* Segments of the parent chain, collected leaf first and visited root first, so positions
-         * are summed in the same order whether or not a prefix was reused (bitwise equal results
-         * matter: the kernels quantize activations, which amplifies the last bit). */
-        const float *Ks[KV_MAX_DEPTH + 1], *Vs[KV_MAX_DEPTH + 1];
-        int lo[KV_MAX_DEPTH + 1], hi[KV_MAX_DEPTH + 1], nseg = 0;
-        const kv_cache *seg = leaf;
+        /* Segments of the parent chain, collected leaf first and handed over root first, so
+         * positions are summed in the same order whether or not a prefix was reused (bitwise
+         * equal results matter: the kernels quantize activations, which amplifies the last bit). */
+        attn_seg rev[KV_MAX_DEPTH + 1], seg[KV_MAX_DEPTH + 1];
+        int nseg = 0;
+        const kv_cache *sg = leaf;
         int top = npos;
         while (top > 0 && nseg <= KV_MAX_DEPTH) {
-            while (seg->n_parent >= top)
-                seg = seg->parent;
-            Ks[nseg] = seg->k[l] + (size_t)kvh * hd;
-            Vs[nseg] = seg->v[l] + (size_t)kvh * hd;
-            lo[nseg] = seg->n_parent;
-            hi[nseg] = top;
+            while (sg->n_parent >= top)
+                sg = sg->parent;
+            rev[nseg] = (attn_seg){sg->k[l] + (size_t)kvh * hd, sg->v[l] + (size_t)kvh * hd, (size_t)kv_dim,
+                                   NULL, NULL, 0, sg->n_parent, top};
             nseg++;
-            top = seg->n_parent;
+            top = sg->n_parent;
         }
-        float mx = -INFINITY;
-        for (int g = nseg - 1; g >= 0; g--)
-            for (int p = lo[g]; p < hi[g]; p++) {
-                float s = kernel_dot_f32(qv, Ks[g] + (size_t)(p - lo[g]) * kv_dim, hd) * scale;
-                sc[p] = s;
-                if (s > mx)
-                    mx = s;
-            }
-        float sum = 0.0f;
-        for (int p = 0; p < npos; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        float inv = 1.0f / sum;
-        float *o = c->att + (size_t)r * q_dim + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        for (int g = nseg - 1; g >= 0; g--)
-            for (int p = lo[g]; p < hi[g]; p++)
-                kernel_axpy_f32(o, sc[p] * inv, Vs[g] + (size_t)(p - lo[g]) * kv_dim, hd);
+        for (int g = 0; g < nseg; g++)
+            seg[g] = rev[nseg - 1 - g];
+        if (window > 0)
+            nseg = op_attn_window(seg, nseg, npos - window);
+        op_attn(c->q + (size_t)r * q_dim + (size_t)h * hd, seg, nseg, hd, scale, sc,
+                c->att + (size_t)r * q_dim + (size_t)h * hd);
     }
 }
 
-static void add_bias(float *y, const float *b, int rows, int dim)
+static void add_rows(float *x, const float *y, int rows, int d)
 {
-    if (!b)
-        return;
-    for (int r = 0; r < rows; r++)
-        for (int i = 0; i < dim; i++)
-            y[(size_t)r * dim + i] += b[i];
+#pragma omp parallel for schedule(static) if ((int64_t)rows * d >= 4 * FWD_PAR_MIN_WORK)
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * d;
+        const float *o = y + (size_t)r * d;
+        for (int i = 0; i < d; i++)
+            xr[i] += o[i];
+    }
 }
 
-static void rmsnorm_rows(float *out, const float *x, const float *w, int rows, int n, float eps)
-{
-#pragma omp parallel for schedule(static) if ((int64_t)rows * n >= FWD_PAR_MIN_WORK)
-    for (int r = 0; r < rows; r++)
-        fwd_rmsnorm(out + (size_t)r * n, x + (size_t)r * n, w, n, eps);
-}
-
-static int fwd_matmul(const fwd_ctx *c, const pwb_tensor *W, const float *x, int B, float *y, pwb_err *e)
-{
-    if (!c->exact)
-        return kernel_matmul(W, x, B, y, e);
-    const int64_t K = W->ne[0], M = W->ne[1] * W->ne[2] * W->ne[3];
-    return kernel_matmul_exact(W, x, K > 0 ? (size_t)K : 0, B, y, M > 0 ? (size_t)M : 0, e);
-}
-
-#define MM(W, X, B, Y)                                                                                        \
+#define MM(layer, slot, X, B, Y)                                                                              \
     do {                                                                                                      \
-        int rc_ = fwd_matmul(c, (W), (X), (B), (Y), e);                                                       \
+        int rc_ = weight_product(&c->wp, (layer), (slot), WP_FWD, (X), (B), (Y), 0, e);                       \
         if (rc_ != PWB_OK)                                                                                    \
             return rc_;                                                                                       \
     } while (0)
@@ -375,8 +316,9 @@ static int run_step(fwd_ctx *c, step_state *st, int T, pwb_err *e)
     const model_hparams *hp = &m->hp;
     const int d = hp->n_embd, hd = hp->head_dim, ff = hp->n_ff, kv_dim = c->kv_dim, q_dim = c->q_dim;
     const int half = hp->n_rot / 2;
+    const float eps = hp->norm_eps;
 
-    /* Inputs: embedding rows or token embeddings. */
+    /* Inputs: embedding rows or token embeddings (the latter scaled where the architecture says). */
     for (int t = 0; t < T; t++) {
         const fwd_seq *s = &st->seqs[c->t_seq[t]];
         int j = c->t_j[t];
@@ -387,8 +329,12 @@ static int run_step(fwd_ctx *c, step_state *st, int T, pwb_err *e)
             int rc = kernel_get_row(&m->tok_embd, s->ids[j - s->n_embeds], dst, e);
             if (rc != PWB_OK)
                 return rc;
+            if (hp->embd_scale > 0.0f)
+                for (int i = 0; i < d; i++)
+                    dst[i] *= hp->embd_scale;
         }
-        rope_table(c->cs + (size_t)t * hp->n_rot, c->t_pos[t], c->inv_freq, half);
+        op_rope_table(c->cs + (size_t)t * hp->n_rot, c->t_pos[t], c->inv_freq, half);
+        op_rope_table(c->cs_swa + (size_t)t * hp->n_rot, c->t_pos[t], c->inv_freq_swa, half);
     }
     /* Scores scratch: one row per thread, as long as the longest sequence. */
     size_t maxlen = 1;
@@ -413,16 +359,18 @@ static int run_step(fwd_ctx *c, step_state *st, int T, pwb_err *e)
     for (int l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
         const int last = l == hp->n_layer - 1;
-        rmsnorm_rows(c->xn, c->x, L->attn_norm, nr, d, hp->norm_eps);
-        MM(&L->wk, c->xn, nr, c->k);
-        MM(&L->wv, c->xn, nr, c->v);
-        add_bias(c->k, L->bk, nr, kv_dim);
-        add_bias(c->v, L->bv, nr, kv_dim);
+        const float *cs_l = L->swa ? c->cs_swa : c->cs;
+        op_rmsnorm_rows(c->xn, c->x, L->attn_norm, nr, d, eps);
+        MM(l, WS_K, c->xn, nr, c->k);
+        MM(l, WS_V, c->xn, nr, c->v);
+        op_add_bias(c->k, L->bk, nr, kv_dim);
+        op_add_bias(c->v, L->bv, nr, kv_dim);
+        if (L->k_norm)
+            op_rmsnorm_rows(c->k, c->k, L->k_norm, nr * hp->n_head_kv, hd, eps);
         /* Rope the keys and store keys and values in each sequence's cache. */
         for (int t = 0; t < nr; t++) {
             float *kr = c->k + (size_t)t * kv_dim;
-            for (int h = 0; h < hp->n_head_kv; h++)
-                rope_apply(kr + (size_t)h * hd, c->cs + (size_t)t * hp->n_rot, hp->n_rot, hp->rope_layout);
+            op_rope(kr, hp->n_head_kv, hd, cs_l + (size_t)t * hp->n_rot, hp->n_rot, hp->rope_layout);
             kv_cache *kv = st->seqs[c->t_seq[t]].kv;
             int own = c->t_pos[t] - kv->n_parent;
             memcpy(kv->k[l] + (size_t)own * kv_dim, kr, (size_t)kv_dim * sizeof(float));
@@ -446,55 +394,41 @@ static int run_step(fwd_ctx *c, step_state *st, int T, pwb_err *e)
             if (nr == 0)
                 return PWB_OK;
         }
-        MM(&L->wq, c->xn, nr, c->q);
-        add_bias(c->q, L->bq, nr, q_dim);
-        for (int r = 0; r < nr; r++) {
-            float *qr = c->q + (size_t)r * q_dim;
-            const float *cs = c->cs + (size_t)c->rows[r] * hp->n_rot;
-            for (int h = 0; h < hp->n_head; h++)
-                rope_apply(qr + (size_t)h * hd, cs, hp->n_rot, hp->rope_layout);
-        }
+        MM(l, WS_Q, c->xn, nr, c->q);
+        op_add_bias(c->q, L->bq, nr, q_dim);
+        if (L->q_norm)
+            op_rmsnorm_rows(c->q, c->q, L->q_norm, nr * hp->n_head, hd, eps);
+        for (int r = 0; r < nr; r++)
+            op_rope(c->q + (size_t)r * q_dim, hp->n_head, hd, cs_l + (size_t)c->rows[r] * hp->n_rot, hp->n_rot,
+                    hp->rope_layout);
         attention(c, st, l, c->rows, nr);
-        MM(&L->wo, c->att, nr, c->xn);
-#pragma omp parallel for schedule(static) if ((int64_t)nr * d >= 4 * FWD_PAR_MIN_WORK)
-        for (int r = 0; r < nr; r++) {
-            float *xr = c->x + (size_t)r * d;
-            const float *o = c->xn + (size_t)r * d;
-            for (int i = 0; i < d; i++)
-                xr[i] += o[i];
-        }
-        rmsnorm_rows(c->xn, c->x, L->ffn_norm, nr, d, hp->norm_eps);
-        MM(&L->w_gate, c->xn, nr, c->g);
-        MM(&L->w_up, c->xn, nr, c->u);
-#pragma omp parallel for schedule(static) if ((int64_t)nr * ff * 8 >= FWD_PAR_MIN_WORK)
-        for (int r = 0; r < nr; r++) {
-            float *g = c->g + (size_t)r * ff;
-            const float *u = c->u + (size_t)r * ff;
-            for (int i = 0; i < ff; i++)
-                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        }
-        MM(&L->w_down, c->g, nr, c->xn);
-#pragma omp parallel for schedule(static) if ((int64_t)nr * d >= 4 * FWD_PAR_MIN_WORK)
-        for (int r = 0; r < nr; r++) {
-            float *xr = c->x + (size_t)r * d;
-            const float *o = c->xn + (size_t)r * d;
-            for (int i = 0; i < d; i++)
-                xr[i] += o[i];
-        }
+        MM(l, WS_O, c->att, nr, c->xn);
+        if (L->post_attn_norm)
+            op_rmsnorm_rows(c->xn, c->xn, L->post_attn_norm, nr, d, eps);
+        add_rows(c->x, c->xn, nr, d);
+        op_rmsnorm_rows(c->xn, c->x, L->ffn_norm, nr, d, eps);
+        MM(l, WS_GATE, c->xn, nr, c->g);
+        MM(l, WS_UP, c->xn, nr, c->u);
+        op_glu(c->g, c->g, c->u, (int64_t)nr * ff, hp->act);
+        MM(l, WS_DOWN, c->g, nr, c->xn);
+        if (L->post_ffn_norm)
+            op_rmsnorm_rows(c->xn, c->xn, L->post_ffn_norm, nr, d, eps);
+        add_rows(c->x, c->xn, nr, d);
     }
 
     /* The head, a few rows at a time. */
-    rmsnorm_rows(c->xn, c->x, m->output_norm, nr, d, hp->norm_eps);
+    op_rmsnorm_rows(c->xn, c->x, m->output_norm, nr, d, eps);
     const int V = hp->n_vocab;
     for (int r0 = 0; r0 < nr; r0 += FWD_LOGIT_ROWS) {
         int nb = nr - r0 < FWD_LOGIT_ROWS ? nr - r0 : FWD_LOGIT_ROWS;
-        MM(&m->output, c->xn + (size_t)r0 * d, nb, c->lg);
+        MM(-1, WS_OUTPUT, c->xn + (size_t)r0 * d, nb, c->lg);
 #pragma omp parallel for schedule(static) if (nb > 1)
         for (int b = 0; b < nb; b++) {
             int t = c->rows[r0 + b];
             fwd_seq *s = &st->seqs[c->t_seq[t]];
             int slot = c->t_out[t];
-            const float *lg = c->lg + (size_t)b * V;
+            float *lg = c->lg + (size_t)b * V;
+            op_softcap(lg, V, hp->final_softcap);
             if (s->logits)
                 memcpy(s->logits + (size_t)slot * V, lg, (size_t)V * sizeof(float));
             if (s->targets && s->logprobs)

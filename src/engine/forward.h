@@ -76,9 +76,7 @@ void fwd_ctx_set_exact(fwd_ctx *c, int exact);
  * caches may hold partial positions: truncate them to their old lengths before reuse. */
 int forward_batch(fwd_ctx *c, fwd_seq *seqs, int n, pwb_err *e);
 
-/* Numerics shared with tests and the backward pass. */
-void fwd_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
-/* Rotates one head vector in place at position pos. */
+/* Rotates one head vector in place at position pos (RoPE base hp->rope_base), for tests. */
 void fwd_rope(float *x, int pos, const model_hparams *hp);
 
 #endif

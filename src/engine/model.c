@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "engine/arch.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
@@ -123,6 +124,103 @@ static int hparams_check(model_hparams *hp, const char *src, pwb_err *e)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Tensors by role (arch.h), the same for both formats */
+
+typedef const pwb_tensor *(*find_fn)(const void *file, const char *name);
+
+/* Vector slots kept per layer (offsets into the pool until loading is done). */
+#define VEC_SLOTS AR_COUNT_
+#define VEC_OUTPUT_NORM(nl) ((size_t)(nl) * VEC_SLOTS)
+
+static int is_matrix_role(int r)
+{
+    return r == AR_Q || r == AR_K || r == AR_V || r == AR_O || r == AR_GATE || r == AR_UP || r == AR_DOWN;
+}
+
+static int is_bias_role(int r)
+{
+    return r == AR_Q_BIAS || r == AR_K_BIAS || r == AR_V_BIAS;
+}
+
+static pwb_tensor *layer_matrix(model_layer *L, int r)
+{
+    switch (r) {
+    case AR_Q: return &L->wq;
+    case AR_K: return &L->wk;
+    case AR_V: return &L->wv;
+    case AR_O: return &L->wo;
+    case AR_GATE: return &L->w_gate;
+    case AR_UP: return &L->w_up;
+    default: return &L->w_down;
+    }
+}
+
+/* Every layer tensor of names: matrices checked in place, vectors converted into the pool (HF
+ * norm weights w stored as 1 + w when the row says so). offs: [n_layer * VEC_SLOTS + 1]. */
+static int load_layers(model *m, model_impl *im, const arch_names *nm, find_fn find,
+                       const void *file, int norm_shift, size_t *offs, pwb_err *e)
+{
+    model_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, hd = hp->head_dim, ff = hp->n_ff;
+    const int64_t q_out = (int64_t)hp->n_head * hd, kv_out = (int64_t)hp->n_head_kv * hd;
+    /* [cols, rows] of matrices, length of vectors */
+    const int64_t dims[AR_COUNT_][2] = {
+        [AR_ATTN_NORM] = {d, 0}, [AR_Q] = {d, q_out}, [AR_K] = {d, kv_out}, [AR_V] = {d, kv_out},
+        [AR_O] = {q_out, d}, [AR_Q_BIAS] = {q_out, 0}, [AR_K_BIAS] = {kv_out, 0}, [AR_V_BIAS] = {kv_out, 0},
+        [AR_Q_NORM] = {hd, 0}, [AR_K_NORM] = {hd, 0}, [AR_POST_ATTN_NORM] = {d, 0}, [AR_FFN_NORM] = {d, 0},
+        [AR_GATE] = {d, ff}, [AR_UP] = {d, ff}, [AR_DOWN] = {ff, d}, [AR_POST_FFN_NORM] = {d, 0},
+    };
+    char name[GGUF_MAX_NAME + 64];
+    int rc;
+    for (size_t i = 0; i < (size_t)hp->n_layer * VEC_SLOTS + 1; i++)
+        offs[i] = SIZE_MAX;
+    if ((rc = vec_take(im, find(file, nm->output_norm), d, nm->output_norm, &offs[VEC_OUTPUT_NORM(hp->n_layer)],
+                       e)) != PWB_OK)
+        return rc;
+    for (int l = 0; l < hp->n_layer; l++) {
+        model_layer *L = &m->layers[l];
+        for (int r = 0; r < AR_COUNT_; r++) {
+            if (!nm->layer[r])
+                continue;
+            snprintf(name, sizeof name, "%s%d.%s", nm->layer_prefix, l, nm->layer[r]);
+            const pwb_tensor *t = find(file, name);
+            if (is_matrix_role(r)) {
+                if ((rc = mat_take(t, dims[r][0], dims[r][1], name, layer_matrix(L, r), e)) != PWB_OK)
+                    return rc;
+                continue;
+            }
+            if (!t && is_bias_role(r))
+                continue;
+            size_t *o = &offs[(size_t)l * VEC_SLOTS + (size_t)r];
+            if ((rc = vec_take(im, t, dims[r][0], name, o, e)) != PWB_OK)
+                return rc;
+            if (is_bias_role(r))
+                hp->qkv_bias = 1;
+            else if (norm_shift)
+                for (int64_t i = 0; i < dims[r][0]; i++)
+                    im->vecs[*o + (size_t)i] += 1.0f;
+        }
+    }
+    if (norm_shift)
+        for (int64_t i = 0; i < d; i++)
+            im->vecs[offs[VEC_OUTPUT_NORM(hp->n_layer)] + (size_t)i] += 1.0f;
+    return PWB_OK;
+}
+
+/* Flags of the row into the hyperparameters and layers (after the dimensions are known). */
+static void apply_row(model *m, const arch_row *row)
+{
+    model_hparams *hp = &m->hp;
+    hp->act = row->act;
+    hp->embd_scale = row->embd_scale ? sqrtf((float)hp->n_embd) : 0.0f;
+    if (!(hp->rope_base_swa > 0.0f) || !isfinite(hp->rope_base_swa))
+        hp->rope_base_swa = row->rope_base_swa > 0.0f ? row->rope_base_swa : hp->rope_base;
+    if (hp->n_swa > 0 && row->swa_period > 0)
+        for (int l = 0; l < hp->n_layer; l++)
+            m->layers[l].swa = (l + 1) % row->swa_period != 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * GGUF */
 
 static int gguf_tokenizer(model *m, model_impl *im, pwb_err *e)
@@ -153,6 +251,7 @@ static int gguf_tokenizer(model *m, model_impl *im, pwb_err *e)
     int spm = strcmp(sp.model, "llama") == 0;
     sp.add_bos = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", spm);
     sp.add_eos = gguf_get_bool(g, "tokenizer.ggml.add_eos_token", 0);
+    sp.no_space_prefix = !gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", 1); /* Gemma: false */
     str_copy(im->tok_kind, sizeof im->tok_kind, sp.model);
     int rc = tokenizer_from_spec(&m->tok, &sp, e);
     if (rc != PWB_OK)
@@ -166,11 +265,9 @@ static int gguf_tokenizer(model *m, model_impl *im, pwb_err *e)
     return PWB_OK;
 }
 
-static const pwb_tensor *gguf_layer_tensor(const gguf_file *g, int l, const char *suffix, char *name,
-                                           size_t cap)
+static const pwb_tensor *gguf_find(const void *file, const char *name)
 {
-    snprintf(name, cap, "blk.%d.%s", l, suffix);
-    return gguf_find_tensor(g, name);
+    return gguf_find_tensor(file, name);
 }
 
 static int load_gguf(model *m, model_impl *im, size_t **vec_offs, pwb_err *e)
@@ -185,9 +282,12 @@ static int load_gguf(model *m, model_impl *im, size_t **vec_offs, pwb_err *e)
     const char *arch = gguf_get_str(g, "general.architecture", NULL);
     if (!arch)
         return err_set(e, PWB_EMODEL, "%s: no general.architecture", m->path);
-    if (strcmp(arch, "llama") != 0 && strcmp(arch, "mistral") != 0 && strcmp(arch, "qwen2") != 0)
-        return err_set(e, PWB_EUNSUP, "%s: architecture '%s' is not supported (llama, mistral, qwen2)",
-                       m->path, arch);
+    const arch_row *row = arch_find_gguf(arch);
+    if (!row) {
+        char list[128];
+        arch_list(list, sizeof list);
+        return err_set(e, PWB_EUNSUP, "%s: architecture '%s' is not supported (%s)", m->path, arch, list);
+    }
     str_copy(hp->arch, sizeof hp->arch, arch);
     char key[128];
 #define GKEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
@@ -201,6 +301,16 @@ static int load_gguf(model *m, model_impl *im, size_t **vec_offs, pwb_err *e)
     hp->n_ctx = (int)gguf_get_u32(g, GKEY("context_length"), 0);
     hp->rope_base = gguf_get_f32(g, GKEY("rope.freq_base"), 10000.0f);
     hp->norm_eps = gguf_get_f32(g, GKEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+    if (row->swa_period > 0) {
+        uint32_t w = gguf_get_u32(g, GKEY("attention.sliding_window"), 0);
+        hp->n_swa = w > (uint32_t)INT32_MAX ? INT32_MAX : (int)w;
+        hp->rope_base_swa = gguf_get_f32(g, GKEY("rope.freq_base_swa"), 0.0f);
+    }
+    hp->final_softcap = gguf_get_f32(g, GKEY("final_logit_softcapping"), 0.0f);
+    if (!isfinite(hp->final_softcap) || hp->final_softcap < 0.0f)
+        return err_set(e, PWB_EMODEL, "%s: bad final_logit_softcapping", m->path);
+    if (gguf_get_f32(g, GKEY("attn_logit_softcapping"), 0.0f) != 0.0f)
+        return err_set(e, PWB_EUNSUP, "%s: attention logit soft-capping is not supported", m->path);
     if (gguf_find_kv(g, GKEY("rope.scaling.type")) &&
         strcmp(gguf_get_str(g, key, "none"), "none") != 0)
         return err_set(e, PWB_EUNSUP, "%s: RoPE scaling '%s' is not supported", m->path,
@@ -213,66 +323,29 @@ static int load_gguf(model *m, model_impl *im, size_t **vec_offs, pwb_err *e)
     if (gguf_find_tensor(g, "rope_freqs.weight"))
         return err_set(e, PWB_EUNSUP, "%s: per-dimension RoPE frequencies (Llama 3.1 scaling) are not supported",
                        m->path);
-    hp->rope_layout = strcmp(arch, "qwen2") == 0 ? ROPE_HALF : ROPE_ADJACENT;
+    hp->rope_layout = row->rope_gguf;
 
-    const pwb_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+    const arch_names *nm = row->gguf;
+    const pwb_tensor *te = gguf_find_tensor(g, nm->embd);
     if (!te || te->n_dims < 2)
-        return err_set(e, PWB_EMODEL, "%s: missing tensor token_embd.weight", m->path);
+        return err_set(e, PWB_EMODEL, "%s: missing tensor %s", m->path, nm->embd);
     if (!fits_int(te->ne[1], 1, MODEL_MAX_VOCAB))
         return err_set(e, PWB_EMODEL, "%s: implausible vocabulary size %lld", m->path, (long long)te->ne[1]);
     hp->n_vocab = (int)te->ne[1];
-    if ((rc = mat_take(te, hp->n_embd, hp->n_vocab, "token_embd.weight", &m->tok_embd, e)) != PWB_OK)
+    if ((rc = mat_take(te, hp->n_embd, hp->n_vocab, nm->embd, &m->tok_embd, e)) != PWB_OK)
         return err_prefix(e, "%s: ", m->path);
-    const pwb_tensor *out = gguf_find_tensor(g, "output.weight");
+    const pwb_tensor *out = gguf_find_tensor(g, nm->output);
     hp->tied = out == NULL;
-    if ((rc = mat_take(out ? out : te, hp->n_embd, hp->n_vocab, "output.weight", &m->output, e)) != PWB_OK)
+    if ((rc = mat_take(out ? out : te, hp->n_embd, hp->n_vocab, nm->output, &m->output, e)) != PWB_OK)
         return err_prefix(e, "%s: ", m->path);
 
-    int nl = hp->n_layer, hd = hp->head_dim;
-    int64_t q_out = (int64_t)hp->n_head * hd, kv_out = (int64_t)hp->n_head_kv * hd;
-    size_t *offs = calloc((size_t)nl * 5 + 1, sizeof *offs);
+    size_t *offs = calloc((size_t)hp->n_layer * VEC_SLOTS + 1, sizeof *offs);
     if (!offs)
         return err_set(e, PWB_ENOMEM, "out of memory");
     *vec_offs = offs;
-    for (size_t i = 0; i < (size_t)nl * 5 + 1; i++)
-        offs[i] = SIZE_MAX;
-    if ((rc = vec_take(im, gguf_find_tensor(g, "output_norm.weight"), hp->n_embd, "output_norm.weight",
-                       &offs[(size_t)nl * 5], e)) != PWB_OK)
+    if ((rc = load_layers(m, im, nm, gguf_find, g, 0, offs, e)) != PWB_OK)
         return err_prefix(e, "%s: ", m->path);
-    char name[GGUF_MAX_NAME];
-    for (int l = 0; l < nl; l++) {
-        model_layer *L = &m->layers[l];
-        size_t *o = &offs[(size_t)l * 5];
-        struct { const char *suf; pwb_tensor *dst; int64_t cols, rows; } mats[] = {
-            {"attn_q.weight", &L->wq, hp->n_embd, q_out},
-            {"attn_k.weight", &L->wk, hp->n_embd, kv_out},
-            {"attn_v.weight", &L->wv, hp->n_embd, kv_out},
-            {"attn_output.weight", &L->wo, q_out, hp->n_embd},
-            {"ffn_gate.weight", &L->w_gate, hp->n_embd, hp->n_ff},
-            {"ffn_up.weight", &L->w_up, hp->n_embd, hp->n_ff},
-            {"ffn_down.weight", &L->w_down, hp->n_ff, hp->n_embd},
-        };
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            const pwb_tensor *t = gguf_layer_tensor(g, l, mats[i].suf, name, sizeof name);
-            if ((rc = mat_take(t, mats[i].cols, mats[i].rows, name, mats[i].dst, e)) != PWB_OK)
-                return err_prefix(e, "%s: ", m->path);
-        }
-        if ((rc = vec_take(im, gguf_layer_tensor(g, l, "attn_norm.weight", name, sizeof name), hp->n_embd,
-                           name, &o[0], e)) != PWB_OK ||
-            (rc = vec_take(im, gguf_layer_tensor(g, l, "ffn_norm.weight", name, sizeof name), hp->n_embd,
-                           name, &o[1], e)) != PWB_OK)
-            return err_prefix(e, "%s: ", m->path);
-        const char *bias[3] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
-        int64_t blen[3] = {q_out, kv_out, kv_out};
-        for (int i = 0; i < 3; i++) {
-            const pwb_tensor *t = gguf_layer_tensor(g, l, bias[i], name, sizeof name);
-            if (!t)
-                continue;
-            hp->qkv_bias = 1;
-            if ((rc = vec_take(im, t, blen[i], name, &o[2 + i], e)) != PWB_OK)
-                return err_prefix(e, "%s: ", m->path);
-        }
-    }
+    apply_row(m, row);
     for (size_t i = 0; i < g->n_tensors; i++)
         m->n_params += tensor_nel(&g->tensors[i]);
     for (size_t i = 0; i < g->n_tensors; i++)
@@ -298,7 +371,7 @@ static int json_dim(const cJSON *cfg, const char *key, int def, const char *src,
     return PWB_OK;
 }
 
-static const pwb_tensor *st_find(const safetensors_file *st, const char *name)
+static const pwb_tensor *st_find(const void *st, const char *name)
 {
     return safetensors_find_tensor(st, name);
 }
@@ -359,11 +432,14 @@ static int load_hf(model *m, model_impl *im, const char *dir, size_t **vec_offs,
     const char *src = "config.json";
     model_hparams *hp = &m->hp;
     const char *mt = json_str(cfg, "model_type", "llama");
-    if (strcmp(mt, "llama") != 0 && strcmp(mt, "mistral") != 0 && strcmp(mt, "qwen2") != 0) {
-        rc = err_set(e, PWB_EUNSUP, "%s: model_type '%s' is not supported (llama, mistral, qwen2)", p.data, mt);
+    const arch_row *row = arch_find_hf(mt);
+    if (!row) {
+        char list[128];
+        arch_list(list, sizeof list);
+        rc = err_set(e, PWB_EUNSUP, "%s: model_type '%s' is not supported (%s)", p.data, mt, list);
         goto done;
     }
-    str_copy(hp->arch, sizeof hp->arch, mt);
+    str_copy(hp->arch, sizeof hp->arch, row->gguf_arch);
     int vocab = 0;
     if ((rc = json_dim(cfg, "num_hidden_layers", 0, src, &hp->n_layer, e)) ||
         (rc = json_dim(cfg, "hidden_size", 0, src, &hp->n_embd, e)) ||
@@ -376,6 +452,19 @@ static int load_hf(model *m, model_impl *im, const char *dir, size_t **vec_offs,
         goto done;
     hp->rope_base = (float)json_num(cfg, "rope_theta", 10000.0);
     hp->norm_eps = (float)json_num(cfg, "rms_norm_eps", 1e-6);
+    if (row->swa_period > 0) {
+        if ((rc = json_dim(cfg, "sliding_window", 0, src, &hp->n_swa, e)))
+            goto done;
+        hp->rope_base_swa = (float)json_num(cfg, "rope_local_base_freq", 0.0);
+        double qs = json_num(cfg, "query_pre_attn_scalar", 0.0);
+        if (qs > 0.0)
+            hp->attn_scale = (float)(1.0 / sqrt(qs));
+    }
+    hp->final_softcap = (float)json_num(cfg, "final_logit_softcapping", 0.0);
+    if (!isfinite(hp->final_softcap) || hp->final_softcap < 0.0f || json_num(cfg, "attn_logit_softcapping", 0.0) != 0.0) {
+        rc = err_set(e, PWB_EUNSUP, "%s: this logit soft-capping is not supported", p.data);
+        goto done;
+    }
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
     if (rs && !cJSON_IsNull(rs)) {
         rc = err_set(e, PWB_EUNSUP, "%s: rope_scaling is not supported", p.data);
@@ -395,15 +484,16 @@ static int load_hf(model *m, model_impl *im, const char *dir, size_t **vec_offs,
         goto done;
     const safetensors_file *st = im->st;
     m->file_bytes = st->size;
-    const pwb_tensor *emb = st_find(st, "model.embed_tokens.weight");
-    const pwb_tensor *head = st_find(st, "lm_head.weight");
+    const arch_names *nm = row->hf;
+    const pwb_tensor *emb = st_find(st, nm->embd);
+    const pwb_tensor *head = st_find(st, nm->output);
     /* Tied checkpoints store one of the two; the __metadata__ may name the alias. */
     if (!emb) {
-        const char *alias = safetensors_get_meta(st, "model.embed_tokens.weight");
+        const char *alias = safetensors_get_meta(st, nm->embd);
         emb = alias ? st_find(st, alias) : head;
     }
     if (!emb) {
-        rc = err_set(e, PWB_EMODEL, "%s: missing tensor model.embed_tokens.weight", p.data);
+        rc = err_set(e, PWB_EMODEL, "%s: missing tensor %s", p.data, nm->embd);
         goto done;
     }
     if (emb->n_dims < 2 || !fits_int(emb->ne[1], 1, MODEL_MAX_VOCAB)) {
@@ -413,63 +503,30 @@ static int load_hf(model *m, model_impl *im, const char *dir, size_t **vec_offs,
     hp->n_vocab = (int)emb->ne[1];
     if (vocab && vocab != hp->n_vocab)
         log_msg(LOG_DEBUG, "%s: vocab_size %d but embedding has %d rows", src, vocab, hp->n_vocab);
-    if ((rc = mat_take(emb, hp->n_embd, hp->n_vocab, "model.embed_tokens.weight", &m->tok_embd, e)))
+    if ((rc = mat_take(emb, hp->n_embd, hp->n_vocab, nm->embd, &m->tok_embd, e)))
         goto prefix;
     if (!head || (tie_cfg && head == emb))
         head = emb;
     hp->tied = head == emb || head->data == emb->data;
-    if ((rc = mat_take(head, hp->n_embd, hp->n_vocab, "lm_head.weight", &m->output, e)))
+    if ((rc = mat_take(head, hp->n_embd, hp->n_vocab, nm->output, &m->output, e)))
         goto prefix;
 
-    int nl = hp->n_layer, hd = hp->head_dim;
-    int64_t q_out = (int64_t)hp->n_head * hd, kv_out = (int64_t)hp->n_head_kv * hd;
-    size_t *offs = calloc((size_t)nl * 5 + 1, sizeof *offs);
+    size_t *offs = calloc((size_t)hp->n_layer * VEC_SLOTS + 1, sizeof *offs);
     if (!offs) {
         rc = err_set(e, PWB_ENOMEM, "out of memory");
         goto done;
     }
     *vec_offs = offs;
-    for (size_t i = 0; i < (size_t)nl * 5 + 1; i++)
-        offs[i] = SIZE_MAX;
-    if ((rc = vec_take(im, st_find(st, "model.norm.weight"), hp->n_embd, "model.norm.weight",
-                       &offs[(size_t)nl * 5], e)))
+    if ((rc = load_layers(m, im, row->hf, st_find, st, row->hf_norm_shift, offs, e)))
         goto prefix;
-    char name[256];
-    for (int l = 0; l < nl; l++) {
-        model_layer *L = &m->layers[l];
-        size_t *o = &offs[(size_t)l * 5];
-        struct { const char *suf; pwb_tensor *dst; int64_t cols, rows; } mats[] = {
-            {"self_attn.q_proj.weight", &L->wq, hp->n_embd, q_out},
-            {"self_attn.k_proj.weight", &L->wk, hp->n_embd, kv_out},
-            {"self_attn.v_proj.weight", &L->wv, hp->n_embd, kv_out},
-            {"self_attn.o_proj.weight", &L->wo, q_out, hp->n_embd},
-            {"mlp.gate_proj.weight", &L->w_gate, hp->n_embd, hp->n_ff},
-            {"mlp.up_proj.weight", &L->w_up, hp->n_embd, hp->n_ff},
-            {"mlp.down_proj.weight", &L->w_down, hp->n_ff, hp->n_embd},
-        };
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            snprintf(name, sizeof name, "model.layers.%d.%s", l, mats[i].suf);
-            if ((rc = mat_take(st_find(st, name), mats[i].cols, mats[i].rows, name, mats[i].dst, e)))
-                goto prefix;
+    apply_row(m, row);
+    /* Layer kinds named one by one override the row's period. */
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(cfg, "layer_types");
+    if (hp->n_swa > 0 && cJSON_IsArray(lt) && cJSON_GetArraySize(lt) == hp->n_layer)
+        for (int l = 0; l < hp->n_layer; l++) {
+            const cJSON *it = cJSON_GetArrayItem(lt, l);
+            m->layers[l].swa = cJSON_IsString(it) && strcmp(it->valuestring, "sliding_attention") == 0;
         }
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        if ((rc = vec_take(im, st_find(st, name), hp->n_embd, name, &o[0], e)))
-            goto prefix;
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        if ((rc = vec_take(im, st_find(st, name), hp->n_embd, name, &o[1], e)))
-            goto prefix;
-        const char *bias[3] = {"q_proj", "k_proj", "v_proj"};
-        int64_t blen[3] = {q_out, kv_out, kv_out};
-        for (int i = 0; i < 3; i++) {
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.bias", l, bias[i]);
-            const pwb_tensor *t = st_find(st, name);
-            if (!t)
-                continue;
-            hp->qkv_bias = 1;
-            if ((rc = vec_take(im, t, blen[i], name, &o[2 + i], e)))
-                goto prefix;
-        }
-    }
     for (size_t i = 0; i < st->n_tensors; i++) {
         m->n_params += tensor_nel(&st->tensors[i]);
         if (st->tensors[i].type >= 0 && st->tensors[i].type < DT_COUNT_)
@@ -571,15 +628,21 @@ int model_load(model **out, const char *path, pwb_err *e)
         goto fail;
     /* The vector pool has stopped moving: resolve offsets to pointers. */
     int nl = m->hp.n_layer;
-    m->output_norm = im->vecs + offs[(size_t)nl * 5];
+    m->output_norm = im->vecs + offs[VEC_OUTPUT_NORM(nl)];
     for (int l = 0; l < nl; l++) {
-        const size_t *o = &offs[(size_t)l * 5];
+        const size_t *o = &offs[(size_t)l * VEC_SLOTS];
         model_layer *L = &m->layers[l];
-        L->attn_norm = im->vecs + o[0];
-        L->ffn_norm = im->vecs + o[1];
-        L->bq = o[2] == SIZE_MAX ? NULL : im->vecs + o[2];
-        L->bk = o[3] == SIZE_MAX ? NULL : im->vecs + o[3];
-        L->bv = o[4] == SIZE_MAX ? NULL : im->vecs + o[4];
+#define VEC(r) (o[r] == SIZE_MAX ? NULL : im->vecs + o[r])
+        L->attn_norm = VEC(AR_ATTN_NORM);
+        L->ffn_norm = VEC(AR_FFN_NORM);
+        L->bq = VEC(AR_Q_BIAS);
+        L->bk = VEC(AR_K_BIAS);
+        L->bv = VEC(AR_V_BIAS);
+        L->q_norm = VEC(AR_Q_NORM);
+        L->k_norm = VEC(AR_K_NORM);
+        L->post_attn_norm = VEC(AR_POST_ATTN_NORM);
+        L->post_ffn_norm = VEC(AR_POST_FFN_NORM);
+#undef VEC
     }
     if (tokenizer_n_vocab(m->tok) > (size_t)m->hp.n_vocab) {
         rc = err_set(e, PWB_EMODEL, "%s: tokenizer has %zu tokens but the model only %d", path,
@@ -641,6 +704,22 @@ int model_info(const model *m, pwb_buf *out)
     rc |= buf_printf(out, "vocab       %d, context %d, rope base %g (%s), rms eps %g%s%s\n", hp->n_vocab,
                      hp->n_ctx, (double)hp->rope_base, hp->rope_layout == ROPE_HALF ? "rotate-half" : "adjacent pairs",
                      (double)hp->norm_eps, hp->tied ? ", tied embeddings" : "", hp->qkv_bias ? ", qkv bias" : "");
+    int n_swa = 0;
+    for (int l = 0; l < hp->n_layer; l++)
+        n_swa += m->layers[l].swa;
+    const model_layer *L0 = &m->layers[0];
+    if (hp->act || hp->embd_scale > 0.0f || L0->q_norm || L0->post_attn_norm || n_swa || hp->final_softcap > 0.0f) {
+        rc |= buf_printf(out, "layer      %s%s%s", hp->act == ACT_GELU_TANH ? " GeGLU (tanh GELU)" : " SwiGLU",
+                         L0->q_norm ? ", QK norm" : "", L0->post_attn_norm ? ", post-norms" : "");
+        if (hp->embd_scale > 0.0f)
+            rc |= buf_printf(out, ", embeddings x%.4g", (double)hp->embd_scale);
+        if (n_swa)
+            rc |= buf_printf(out, ", sliding window %d on %d of %d layers (rope base %g)", hp->n_swa, n_swa,
+                             hp->n_layer, (double)hp->rope_base_swa);
+        if (hp->final_softcap > 0.0f)
+            rc |= buf_printf(out, ", logit soft-cap %g", (double)hp->final_softcap);
+        rc |= buf_puts(out, "\n");
+    }
     rc |= buf_printf(out, "params      %lld (%.1fM)\n", (long long)s.n_params, (double)s.n_params / 1e6);
     rc |= buf_puts(out, "dtypes     ");
     for (int t = 0; t < DT_COUNT_; t++)

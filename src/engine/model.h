@@ -1,4 +1,5 @@
-/* A Llama-family decoder (Llama, SmolLM2, TinyLlama, Mistral, Qwen2 with q/k/v biases) loaded
+/* A Llama-family decoder (Llama, SmolLM2, TinyLlama, Mistral, Qwen2 with q/k/v biases, Gemma 3;
+ * one row each in arch.c) loaded
  * from a GGUF file or a Hugging Face folder (config.json + model.safetensors + tokenizer.json).
  *
  * The weights stay in the mapped file (quantized or not); only the small vectors (norms, biases)
@@ -45,11 +46,21 @@ typedef struct model_hparams {
     int rope_layout;      /* enum rope_layout */
     int tied;             /* output head shares token_embd */
     int qkv_bias;         /* q/k/v projections carry biases (Qwen2) */
+    /* Set from the architecture's row (arch.h); zero is the plain Llama layer. */
+    int act;              /* enum arch_act: the MLP gate's activation */
+    float embd_scale;     /* token embeddings are multiplied by it (0: not scaled) */
+    float attn_scale;     /* query scale before q.k (0: 1/sqrt(head_dim)) */
+    int n_swa;            /* sliding window of the layers marked swa, in positions (0: none) */
+    float rope_base_swa;  /* RoPE base of the window layers */
+    float final_softcap;  /* logits = c * tanh(logits / c) (0: none) */
 } model_hparams;
 
 typedef struct model_layer {
     const float *attn_norm, *ffn_norm;   /* [n_embd], owned by the model */
     const float *bq, *bk, *bv;           /* NULL when absent */
+    const float *q_norm, *k_norm;        /* [head_dim] per-head RMSNorm before RoPE, or NULL */
+    const float *post_attn_norm, *post_ffn_norm; /* [n_embd] norms of the sublayer outputs, or NULL */
+    int swa;                             /* attends within hp.n_swa positions, RoPE base rope_base_swa */
     pwb_tensor wq, wk, wv, wo;           /* [n_head*hd, n_embd] ... (GGUF order: ne[0] = in) */
     pwb_tensor w_gate, w_up, w_down;
 } model_layer;
