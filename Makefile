@@ -9,14 +9,14 @@ OPT     ?= -O2 -march=native
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -Wformat=2 -Isrc -MMD -MP $(EXTRA_CFLAGS)
-PKGS    := sqlite3 libcurl libcjson libpcre2-8 libcrypto libutf8proc
+PKGS    := sqlite3 libcurl libcjson libpcre2-8 libcrypto libutf8proc libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null)
 LDLIBS  += $(PKG_LIBS) -fopenmp -lm -lpthread
 CFLAGS  += $(PKG_CFLAGS)
 
-LINK_ORDER := run report llm tune engine task store util
+LINK_ORDER := serve run report llm tune engine task store util
 LAYERS     := cli $(LINK_ORDER)
 layer_src   = $(wildcard src/$(1)/*.c)
 layer_obj   = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(call layer_src,$(1)))
@@ -30,7 +30,8 @@ DEPS_task   := task util
 DEPS_store  := store util
 DEPS_llm    := llm tune engine util
 DEPS_report := report store task util
-DEPS_run    := $(LINK_ORDER)
+DEPS_serve  := serve llm tune engine util
+DEPS_run    := $(filter-out serve,$(LINK_ORDER))
 DEPS_cli    := $(LINK_ORDER)
 deplibs      = $(foreach l,$(DEPS_$(1)),$(if $(call layer_src,$(l)),$(BUILD)/lib/libpwb_$(l).a))
 

@@ -3,7 +3,7 @@
 set -u
 mode=${1:---check}
 # pkg-config name -> Debian package
-pairs="sqlite3:libsqlite3-dev libcurl:libcurl4-openssl-dev libcjson:libcjson-dev libpcre2-8:libpcre2-dev libcrypto:libssl-dev libutf8proc:libutf8proc-dev criterion:libcriterion-dev"
+pairs="sqlite3:libsqlite3-dev libcurl:libcurl4-openssl-dev libcjson:libcjson-dev libpcre2-8:libpcre2-dev libcrypto:libssl-dev libutf8proc:libutf8proc-dev libmicrohttpd:libmicrohttpd-dev criterion:libcriterion-dev"
 missing=""
 command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"
 for p in $pairs; do

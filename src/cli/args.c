@@ -91,6 +91,10 @@ static int apply(const cli_cmd *cmd, cli_args *a, int idx, const char *val)
     if (idx >= 0) {
         a->val[idx] = val;
         a->count[idx]++;
+        if (val && a->nmulti < CLI_MAX_MULTI) {
+            a->multi[a->nmulti] = val;
+            a->multi_idx[a->nmulti++] = idx;
+        }
         return 0;
     }
     const char *name = opt_at(cmd, idx)->name;
@@ -251,6 +255,15 @@ const char *cli_str(const cli_args *a, const char *name, const char *def)
 {
     int i = find_idx(a, name);
     return i >= 0 && a->count[i] && a->val[i] ? a->val[i] : def;
+}
+
+int cli_all(const cli_args *a, const char *name, const char **out, int max)
+{
+    int i = find_idx(a, name), n = 0;
+    for (int k = 0; i >= 0 && k < a->nmulti && n < max; k++)
+        if (a->multi_idx[k] == i)
+            out[n++] = a->multi[k];
+    return n;
 }
 
 int cli_flag(const cli_args *a, const char *name)

@@ -25,6 +25,7 @@ enum pwb_exit {
 
 #define CLI_MAX_OPTS 32
 #define CLI_MAX_POS 64
+#define CLI_MAX_MULTI 64
 
 typedef struct cli_opt {
     const char *name;  /* long name, without "--" */
@@ -52,6 +53,9 @@ struct cli_args {
     int count[CLI_MAX_OPTS];       /* times given */
     const char *pos[CLI_MAX_POS];
     int npos;
+    const char *multi[CLI_MAX_MULTI]; /* every value of every option, in order (repeatable options) */
+    int multi_idx[CLI_MAX_MULTI];
+    int nmulti;
     int verbose, quiet;
 };
 
@@ -70,6 +74,8 @@ void cli_print_help(const cli_cmd *cmd, FILE *f);
 void cli_print_group_help(const char *group, FILE *f);
 void cli_print_overview(FILE *f);
 const char *cli_str(const cli_args *a, const char *name, const char *def);
+/* Every value given for a repeatable option, in order (at most max); the count. */
+int cli_all(const cli_args *a, const char *name, const char **out, int max);
 int cli_flag(const cli_args *a, const char *name);
 /* Parses an integer option within [min, max]; prints a usage error and returns -1 when bad. */
 int cli_long(const cli_args *a, const char *name, long def, long min, long max, long *out);
@@ -100,6 +106,7 @@ int cmd_dataset_show(const cli_args *a);
 int cmd_dataset_check(const cli_args *a);
 int cmd_dataset_import(const cli_args *a);
 int cmd_generate(const cli_args *a);
+int cmd_serve(const cli_args *a);
 int cmd_model_info(const cli_args *a);
 int cmd_version(const cli_args *a);
 int cmd_help(const cli_args *a);

@@ -102,6 +102,26 @@ static const cli_opt ds_import_opts[] = {
     {0},
 };
 
+static const cli_opt serve_opts[] = {
+    {"model", 'm', "PATH", "a GGUF file or a Hugging Face folder (required)"},
+    {"adapter", 'a', "NAME=DIR", "serve the PEFT folder DIR as model NAME (repeatable; soft prompts)"},
+    {"host", 0, "ADDR", "numeric address to listen on (default 127.0.0.1: this machine only)"},
+    {"port", 'p', "N", "port (default 8080; 0: any free one, see --port-file)"},
+    {"port-file", 0, "PATH", "write the port listened on to PATH once ready"},
+    {"threads", 0, "N", "CPU threads for the model (default: OMP_NUM_THREADS or all)"},
+    {"api-key-env", 0, "NAME", "require \"Authorization: Bearer $NAME\" (default variable PWB_SERVE_API_KEY, if set)"},
+    {"chat-template", 0, "NAME", "chatml, llama3, gemma, mistral, llama2 or none instead of the model's"},
+    {"max-batch", 0, "N", "sequences in the running batch (default 64)"},
+    {"step-tokens", 0, "N", "tokens per forward step (default 256)"},
+    {"max-body", 0, "BYTES", "largest request body (default 1048576)"},
+    {"max-connections", 0, "N", "open connections at most (default 1024)"},
+    {"max-inflight", 0, "N", "requests answered at once; more get 503 (default 256)"},
+    {"request-timeout", 0, "S", "seconds a request may take (default 600)"},
+    {"drain-timeout", 0, "S", "on SIGTERM, seconds to let running requests finish (default 30)"},
+    {"no-prefix-cache", 0, NULL, "do not keep finished prompts' KV for later requests"},
+    {0},
+};
+
 static const cli_opt generate_opts[] = {
     {"model", 'm', "PATH", "a GGUF file or a Hugging Face folder (required)"},
     {"prompt", 'p', "TEXT", "the prompt (default: standard input)"},
@@ -219,6 +239,14 @@ const cli_cmd cli_commands[] = {
      "Timing goes to stderr. Example:\n"
      "  pwb generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --chat --greedy --prompt \"Hi\"",
      generate_opts, cmd_generate},
+    {"serve", "", 0, 0, "serve the local engine and its adapters over an OpenAI-compatible HTTP API",
+     "Listens (loopback by default) and answers GET /health, GET /v1/models, POST /v1/completions\n"
+     "(echo, logprobs, stop, seed, stream) and POST /v1/chat/completions (the model's chat template,\n"
+     "stream). A request's \"model\" picks \"base\" or an adapter; requests of every adapter share one\n"
+     "continuously batched forward pass. SIGTERM stops accepting, finishes running requests, exits.\n"
+     "See docs/serve.md. Example:\n"
+     "  pwb serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf --adapter sst2=results/soft/KEY --port 8080",
+     serve_opts, cmd_serve},
     {"tune", "", 0, 0, "train a soft prompt (prompt tuning) on a frozen local model",
      "Trains a soft prompt (Lester et al. 2021): N vectors in front of the input embeddings of a\n"
      "frozen model, learned by the cross-entropy of each example's label verbalizer given\n"

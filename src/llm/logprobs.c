@@ -139,6 +139,17 @@ int logprobs_parse(const char *body, size_t len, size_t start, size_t end, doubl
             start = end - span;
         }
     }
+    /* The first echoed token has nothing before it, so its log-probability must be null. A number
+     * there means the server scores row i's logits as token i (llama-cpp-python 0.3's server):
+     * every echoed value is then the previous position's, and no sum of them can be trusted. */
+    if (n > 0 && cJSON_IsNumber(tl->child) && cJSON_IsNumber(to->child) && to->child->valuedouble < (double)end) {
+        rc = err_set(e, PWB_EUNSUP,
+                     "the server gave the first echoed token a log-probability (%g), but nothing comes before it: "
+                     "its echo log-probabilities are shifted by one position, so pwb cannot trust them to rank; "
+                     "use another server or scoring \"generate\"",
+                     tl->child->valuedouble);
+        goto out;
+    }
     /* Walk the arrays together (cJSON arrays are lists: indexing each would be quadratic). */
     const cJSON *l = tl->child, *o = to->child, *t = have_tokens ? tk->child : NULL;
     double sum = 0, prev_off = -1;

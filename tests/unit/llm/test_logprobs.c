@@ -177,6 +177,11 @@ Test(logprobs_parse, servers_that_cannot_rank_say_so)
                          "\"text_offset\":[15]}}]}";
     cr_assert_eq(parse(noecho, 11, 15, &lp, &n, NULL, &e), PWB_EUNSUP);
     cr_assert(strstr(e.msg, "did not echo"), "%s", e.msg);
+    /* a number for the first echoed token: the server's echo is shifted by one position */
+    const char *shifted = "{\"choices\":[{\"logprobs\":{\"tokens\":[\"The\",\" answer\",\":\",\" yes\"],"
+                          "\"token_logprobs\":[-3.5,-1.0,-0.5,-0.25],\"text_offset\":[0,3,10,11]}}]}";
+    cr_assert_eq(parse(shifted, 11, 15, &lp, &n, NULL, &e), PWB_EUNSUP);
+    cr_assert(strstr(e.msg, "shifted by one"), "%s", e.msg);
     /* a null inside the choice */
     const char *nul = "{\"choices\":[{\"logprobs\":{\"token_logprobs\":[null,null],\"text_offset\":[0,3]}}]}";
     cr_assert_eq(parse(nul, 3, 5, &lp, &n, NULL, &e), PWB_EHTTP);
