@@ -145,7 +145,7 @@ $(BUILD)/bench/%: bench/%.c $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
 
-bench: all $(FAKELLM) $(BENCH_BINS) model
+bench: all $(FAKELLM) $(BENCH_BINS) $(INTEG_BIN) model
 	@PWB_BIN=$(abspath $(PWB)) PWB_FAKELLM=$(abspath $(FAKELLM)) BENCH_DIR=$(abspath $(BUILD)/bench) \
 	  PWB_SHARED=$(PWB_SHARED) sh bench/run.sh
 

@@ -23,6 +23,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
   "$bin/kernels_bench" Q4_1 Q8_0 F32
   echo "## prompt tuning: batch 8, 20 virtual tokens"
   "$bin/tune_bench" "$model" "$shared/datasets/sst2/train.tsv"
+  echo "## pwb serve: 64 clients x 20 requests, mixed adapters (TinyStories-656K; latency and RSS)"
+  PWB_SERVE_LOAD=64x20 PWB_BIN=${PWB_BIN:-$root/build/pwb} PWB_ROOT=$root PWB_SHARED=$shared \
+    "$root/build/tests/integration" --filter 'serve/load_mixed_adapters' 2>&1 | grep '^serve load'
   if python3 -c 'import llama_cpp' 2>/dev/null; then
     echo "## llama.cpp (llama-cpp-python), same rank classification, 2 threads"
     python3 bench/llamacpp_rank_bench.py "$model" "$shared/datasets/sst2/dev.tsv"

@@ -219,11 +219,17 @@ static size_t codepoints(const char *s, size_t n)
 
 /* A token's text for JSON: its piece when that is valid UTF-8, else "bytes:\xNN..." as OpenAI
  * writes partial characters. bytes (optional) gets the raw bytes as numbers. */
-static cJSON *token_text(const tokenizer *tok, int32_t id, int skip, pwb_buf *scratch, cJSON **bytes)
+static cJSON *token_text(const tokenizer *tok, int32_t id, int skip, int *drop_space, pwb_buf *scratch, cJSON **bytes)
 {
     buf_reset(scratch);
     if (!skip)
         tokenizer_token_piece(tok, id, 1, scratch);
+    if (drop_space && *drop_space && scratch->data && scratch->len > 0) {
+        /* SentencePiece's dummy prefix: a space the text sent does not have */
+        if (scratch->data[0] == ' ')
+            memmove(scratch->data, scratch->data + 1, scratch->len--);
+        *drop_space = 0;
+    }
     const char *p = scratch->data ? scratch->data : "";
     size_t n = scratch->data ? scratch->len : 0;
     if (bytes) {
@@ -268,12 +274,12 @@ static cJSON *completion_logprobs(const api_reply *a, const sched_job *j, int ec
         const char *bt = tokenizer_token_text(a->tok, j->ids[0]);
         bos_added = !bt || strncmp(prompt, bt, strlen(bt)) != 0;
     }
-    int n_prompt = echo ? j->n_ids : 0;
+    int n_prompt = echo ? j->n_ids : 0, drop_space = echo && prompt[0] != ' ';
     for (int i = 0; i < n_prompt + j->n_out; i++) {
         const sched_tok *t = i < n_prompt ? &j->prompt_lp[i] : (j->out_lp ? &j->out_lp[i - n_prompt] : NULL);
         int32_t id = i < n_prompt ? j->ids[i] : j->out_ids[i - n_prompt];
         int skip = i == 0 && bos_added;
-        cJSON_AddItemToArray(tokens, token_text(a->tok, id, skip, &piece, NULL));
+        cJSON_AddItemToArray(tokens, token_text(a->tok, id, skip, i < n_prompt ? &drop_space : NULL, &piece, NULL));
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
         off += codepoints(piece.data ? piece.data : "", piece.data ? piece.len : 0);
         if (!t || !isfinite(t->logprob)) {
@@ -284,7 +290,7 @@ static cJSON *completion_logprobs(const api_reply *a, const sched_job *j, int ec
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(t->logprob));
         cJSON *tp = cJSON_CreateObject();
         for (int k = 0; tp && k < t->n_top && k < top; k++) {
-            cJSON *s = token_text(a->tok, t->top_id[k], 0, &piece, NULL);
+            cJSON *s = token_text(a->tok, t->top_id[k], 0, NULL, &piece, NULL);
             const char *key = cJSON_GetStringValue(s);
             if (key && !cJSON_GetObjectItemCaseSensitive(tp, key))
                 cJSON_AddItemToObject(tp, key, cJSON_CreateNumber(t->top_lp[k]));
@@ -310,14 +316,14 @@ static cJSON *chat_logprobs(const api_reply *a, const sched_job *j, int top)
         const sched_tok *t = &j->out_lp[i];
         cJSON *x = cJSON_CreateObject(), *bytes = NULL;
         cJSON_AddItemToArray(content, x);
-        cJSON_AddItemToObject(x, "token", token_text(a->tok, t->id, 0, &piece, &bytes));
+        cJSON_AddItemToObject(x, "token", token_text(a->tok, t->id, 0, NULL, &piece, &bytes));
         cJSON_AddItemToObject(x, "logprob", num_or_null(t->logprob));
         cJSON_AddItemToObject(x, "bytes", bytes);
         cJSON *tl = cJSON_AddArrayToObject(x, "top_logprobs");
         for (int k = 0; tl && k < t->n_top && k < top; k++) {
             cJSON *y = cJSON_CreateObject(), *yb = NULL;
             cJSON_AddItemToArray(tl, y);
-            cJSON_AddItemToObject(y, "token", token_text(a->tok, t->top_id[k], 0, &piece, &yb));
+            cJSON_AddItemToObject(y, "token", token_text(a->tok, t->top_id[k], 0, NULL, &piece, &yb));
             cJSON_AddItemToObject(y, "logprob", num_or_null(t->top_lp[k]));
             cJSON_AddItemToObject(y, "bytes", yb);
         }
