@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "util/str.h"
+#include "util/utf8.h"
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
@@ -208,15 +209,6 @@ const char *api_finish_name(const sched_job *j)
     return j->finish == SCHED_FINISH_STOP ? "stop" : "length";
 }
 
-/* Unicode code points in s[0..n): bytes that do not continue a character. */
-static size_t codepoints(const char *s, size_t n)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return k;
-}
-
 /* A token's text for JSON: its piece when that is valid UTF-8, else "bytes:\xNN..." as OpenAI
  * writes partial characters. bytes (optional) gets the raw bytes as numbers. */
 static cJSON *token_text(const tokenizer *tok, int32_t id, int skip, int *drop_space, pwb_buf *scratch, cJSON **bytes)
@@ -237,7 +229,7 @@ static cJSON *token_text(const tokenizer *tok, int32_t id, int skip, int *drop_s
         for (size_t i = 0; *bytes && i < n; i++)
             cJSON_AddItemToArray(*bytes, cJSON_CreateNumber((unsigned char)p[i]));
     }
-    if (str_utf8_valid(p, n))
+    if (utf8_valid(p, n))
         return cJSON_CreateString(p);
     pwb_buf h;
     buf_init(&h);
@@ -281,7 +273,7 @@ static cJSON *completion_logprobs(const api_reply *a, const sched_job *j, int ec
         int skip = i == 0 && bos_added;
         cJSON_AddItemToArray(tokens, token_text(a->tok, id, skip, i < n_prompt ? &drop_space : NULL, &piece, NULL));
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
-        off += codepoints(piece.data ? piece.data : "", piece.data ? piece.len : 0);
+        off += utf8_codepoints(piece.data ? piece.data : "", piece.data ? piece.len : 0);
         if (!t || !isfinite(t->logprob)) {
             cJSON_AddItemToArray(lps, cJSON_CreateNull());
             cJSON_AddItemToArray(tops, cJSON_CreateNull());
