@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine/chat.h"
+#include "engine/gguf.h"
 #include "llm/estimate.h"
 #include "llm/http.h"
 #include "llm/logprobs.h"
@@ -513,7 +514,15 @@ int llm_openai_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     im->chat = chat;
     int rc = remote_conn_open(&im->conn, cfg, chat ? "/chat/completions" : "/completions", NULL, NULL, 0, e);
     if (!rc && !chat && cfg->chat_template && *cfg->chat_template) {
-        rc = chat_template_init(&im->ct, NULL, cfg->chat_template, e);
+        /* the model's own GGUF (cfg->tokenizer) carries its Jinja template: its default system
+         * prompt then comes along, so the prompt is the one the local backend renders */
+        gguf_file *g = NULL;
+        pwb_err ge = {0};
+        const char *jinja = NULL;
+        if (cfg->tokenizer && str_ends(cfg->tokenizer, ".gguf") && gguf_open(&g, cfg->tokenizer, &ge) == PWB_OK)
+            jinja = gguf_get_str(g, "tokenizer.chat_template", NULL);
+        rc = chat_template_init(&im->ct, jinja, cfg->chat_template, e);
+        gguf_close(g);
         if (rc)
             err_prefix(e, "%s: ", name);
         else
