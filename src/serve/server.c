@@ -361,7 +361,10 @@ static enum MHD_Result route_generate(req_ctx *q)
         j->adapter = ad;
         j->echo = !chat && q->ar.echo;
         j->logprobs = q->ar.logprobs;
+        /* a reply cannot outgrow the context (the engine stops there too) */
         j->max_tokens = q->ar.max_tokens >= 0 ? q->ar.max_tokens : chat ? n_ctx - need : 16;
+        if (j->max_tokens > n_ctx - need)
+            j->max_tokens = n_ctx - need;
         j->temperature = (float)q->ar.temperature;
         j->top_p = (float)q->ar.top_p;
         j->seed = q->ar.seed;
