@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "llm/remote.h"
 #include "util/log.h"
 #include "util/rng.h"
 #include "util/str.h"
@@ -410,6 +411,10 @@ static int slot_setup(http_client *c, http_slot *s, pwb_err *e)
 #if LIBCURL_VERSION_NUM >= 0x075500
     bad |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
 #endif
+    /* libcurl takes a proxy from http_proxy/https_proxy. A loopback server is never behind one, and
+     * a key crosses a proxy only inside TLS (CONNECT): a plain-http proxy would read it. */
+    if (url_is_loopback(c->url) || (c->secret && strncasecmp(c->url, "https://", 8) != 0))
+        bad |= curl_easy_setopt(h, CURLOPT_NOPROXY, "*") != CURLE_OK;
     if (bad)
         return err_set(e, PWB_EHTTP, "http: libcurl rejected an option");
     return PWB_OK;

@@ -515,6 +515,107 @@ Test(http_fake, api_key_sent_but_never_echoed)
     batch_free(&b);
 }
 
+/* ---- proxies ---- */
+
+/* A loopback listener standing in for an http_proxy: it records what arrives and closes. */
+typedef struct proxy_spy {
+    int fd, port, stop;
+    pwb_buf seen;
+    pthread_t th;
+} proxy_spy;
+
+static void *spy_loop(void *p)
+{
+    proxy_spy *s = p;
+    while (!s->stop) {
+        struct pollfd pf = {.fd = s->fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) <= 0)
+            continue;
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        char buf[4096];
+        ssize_t r;
+        struct pollfd pc = {.fd = c, .events = POLLIN};
+        while (poll(&pc, 1, 300) > 0 && (r = read(c, buf, sizeof buf)) > 0)
+            buf_append(&s->seen, buf, (size_t)r);
+        buf_puts(&s->seen, "\n--connection--\n");
+        close(c);
+    }
+    return NULL;
+}
+
+static void spy_start(proxy_spy *s)
+{
+    memset(s, 0, sizeof *s);
+    buf_init(&s->seen);
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(s->fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(s->fd, 16), 0);
+    getsockname(s->fd, (struct sockaddr *)&a, &al);
+    s->port = ntohs(a.sin_port);
+    cr_assert_eq(pthread_create(&s->th, NULL, spy_loop, s), 0);
+}
+
+static void spy_stop(proxy_spy *s)
+{
+    s->stop = 1;
+    pthread_join(s->th, NULL);
+    close(s->fd);
+}
+
+static void run_through_proxy(const char *url, const char *key_env, int insecure)
+{
+    llm_config c;
+    llm_config_defaults(&c);
+    c.name = "fake";
+    c.provider = "openai";
+    c.base_url = url;
+    c.model = "fake-model";
+    c.api_key_env = key_env;
+    c.allow_insecure_key = insecure;
+    c.timeout_s = 2;
+    c.max_retries = 0;
+    llm_backend *be = NULL;
+    pwb_err e;
+    cr_assert_eq(llm_backend_create(&be, &c, &e), PWB_OK, "%s", e.msg);
+    batch b;
+    batch_init(&b, 1);
+    be->run(be, b.req, b.n, b.out, NULL, NULL, &e);
+    batch_free(&b);
+    llm_backend_free(be);
+}
+
+/* A key never crosses a plain-http proxy taken from the environment: a loopback server is reached
+ * directly, and a plain-http host with a key is too; only a keyless request goes through. */
+Test(http_fake, key_never_crosses_a_plain_http_proxy)
+{
+    const char *args[] = {"--echo", NULL};
+    fake_start(&g_fake, args);
+    proxy_spy spy;
+    spy_start(&spy);
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", spy.port);
+    setenv("http_proxy", proxy, 1);
+    unsetenv("no_proxy");
+    unsetenv("NO_PROXY");
+    setenv("PWB_TEST_PROXY_KEY", "sk-PROXY-7c1d", 1);
+    run_through_proxy(g_fake.base, "PWB_TEST_PROXY_KEY", 0);
+    run_through_proxy("http://pwb-test.invalid/v1", "PWB_TEST_PROXY_KEY", 1);
+    size_t with_key = spy.seen.len;
+    run_through_proxy("http://pwb-test.invalid/v1", NULL, 0); /* keyless: the proxy is used */
+    spy_stop(&spy);
+    unsetenv("http_proxy");
+    fake_stop(&g_fake);
+    const char *seen = spy.seen.data ? spy.seen.data : "";
+    cr_assert_eq(with_key, 0, "the proxy received: %s", seen);
+    cr_assert(strstr(seen, "pwb-test.invalid"), "the keyless request should have used the proxy: '%s'", seen);
+    cr_assert(!strstr(seen, "PROXY-7c1d") && !strcasestr(seen, "authorization"), "%s", seen);
+    buf_free(&spy.seen);
+}
+
 static void *set_stop_later(void *p)
 {
     usleep(200 * 1000);
