@@ -286,3 +286,19 @@ int cli_long(const cli_args *a, const char *name, long def, long min, long max, 
     *out = v;
     return 0;
 }
+
+int cli_double(const cli_args *a, const char *name, double def, double min, double max, double *out)
+{
+    const char *s = cli_str(a, name, NULL);
+    *out = def;
+    if (!s)
+        return 0;
+    double v;
+    /* str_to_double refuses NaN and infinities */
+    if (str_to_double(s, &v) != 0 || v < min || v > max) {
+        cli_usage_error(a->cmd, "--%s: expected a number in [%g, %g], got '%s'", name, min, max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}

@@ -79,6 +79,8 @@ int cli_all(const cli_args *a, const char *name, const char **out, int max);
 int cli_flag(const cli_args *a, const char *name);
 /* Parses an integer option within [min, max]; prints a usage error and returns -1 when bad. */
 int cli_long(const cli_args *a, const char *name, long def, long min, long max, long *out);
+/* The same for a finite number within [min, max]. */
+int cli_double(const cli_args *a, const char *name, double def, double min, double max, double *out);
 
 /* util.c */
 /* Prints "pwb: <message>" on stderr and maps the error code to an exit code. */

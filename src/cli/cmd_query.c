@@ -12,15 +12,34 @@ typedef struct query_out {
     int format;
     cli_table t;
     int have_table;
+    int stmt;  /* the statement whose rows are being written (-1 before the first row) */
     long rows;
     int failed;
 } query_out;
 
-static int on_row(void *ctx, int ncols, const char *const *names, const char *const *values)
+/* Prints the table being built (aligned and markdown formats) and forgets it. */
+static void flush_table(query_out *q)
+{
+    if (!q->have_table)
+        return;
+    table_print(&q->t, stdout, q->format);
+    table_free(&q->t);
+    q->have_table = 0;
+}
+
+/* Each statement's rows are their own result set, with their own columns: a table (or a CSV
+ * header) per statement, a blank line between; JSON objects carry their own keys. */
+static int on_row(void *ctx, int stmt, int ncols, const char *const *names, const char *const *values)
 {
     query_out *q = ctx;
+    int first = stmt != q->stmt;
+    if (first && q->stmt >= 0 && q->format != TABLE_JSON) {
+        flush_table(q);
+        fputc('\n', stdout);
+    }
+    q->stmt = stmt;
     if (q->format == TABLE_CSV) {
-        if (q->rows == 0)
+        if (first)
             table_csv_record(stdout, ncols, names);
         table_csv_record(stdout, ncols, values);
     } else if (q->format == TABLE_JSON) {
@@ -48,6 +67,9 @@ int cmd_query(const cli_args *a)
         cli_usage_error(a->cmd, "--format must be table, md, csv or json (got '%s')", fmt);
         return EXIT_PWB_USAGE;
     }
+    double timeout;
+    if (cli_double(a, "timeout", 0, 0, 1e6, &timeout))
+        return EXIT_PWB_USAGE;
     const char *path = cli_db_path(a);
     pwb_err e;
     err_clear(&e);
@@ -62,22 +84,20 @@ int cmd_query(const cli_args *a)
     query_out q;
     memset(&q, 0, sizeof q);
     q.format = format;
-    rc = db_query(db, a->pos[0], on_row, &q, &e);
+    q.stmt = -1;
+    rc = db_query(db, a->pos[0], timeout, on_row, &q, &e);
     db_close(db);
     if (format == TABLE_JSON)
         fputs(q.rows ? "\n]\n" : "[]\n", stdout);
-    if (q.have_table) {
-        table_print(&q.t, stdout, format);
-        table_free(&q.t);
-    }
+    flush_table(&q);
     if (q.failed && !rc) {
         fprintf(stderr, "pwb: query: out of memory\n");
         return EXIT_PWB_FAILED;
     }
     if (rc) {
-        /* A bad statement is the user's input; a broken database is a database error. */
-        int code = cli_fail(&e);
-        return e.code == PWB_EINVAL || e.code == PWB_ERANGE ? EXIT_PWB_INPUT : code;
+        /* A refused or malformed statement is the user's input (cli_fail maps it to 3), a broken
+         * database a database error, the time limit a limit. */
+        return cli_fail(&e);
     }
     return EXIT_PWB_OK;
 }

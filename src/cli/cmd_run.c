@@ -10,6 +10,7 @@
 #include "cli/table.h"
 #include "run/run.h"
 #include "task/catalog.h"
+#include "util/str.h"
 
 /* Soft-prompt cells: what was (or, in a dry run, would be) trained or reused. */
 static void print_soft(const run_result *r, int dry)
@@ -141,9 +142,8 @@ int cmd_run(const cli_args *a)
         return EXIT_PWB_USAGE;
     const char *mc = cli_str(a, "max-cost", NULL);
     if (mc) {
-        char *end = NULL;
-        double v = strtod(mc, &end);
-        if (!mc[0] || !end || *end || !isfinite(v) || v <= 0 || v > 1e9) {
+        double v;
+        if (str_to_double(mc, &v) || v <= 0 || v > 1e9) {
             cli_usage_error(a->cmd, "--max-cost: expected an amount in USD greater than 0, got '%s'", mc);
             return EXIT_PWB_USAGE;
         }

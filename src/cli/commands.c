@@ -37,6 +37,7 @@ static const cli_opt report_opts[] = {
 static const cli_opt query_opts[] = {
     {"db", 0, "PATH", "results database (default $PWB_DB, else results/pwb.db)"},
     {"format", 'f', "FMT", "table (default), md, csv or json"},
+    {"timeout", 0, "SECONDS", "stop a statement still running after this long (exit 6)"},
     {0},
 };
 
@@ -201,8 +202,10 @@ const cli_cmd cli_commands[] = {
      "See docs/reports.md.",
      report_opts, cmd_report},
     {"query", "SQL", 1, 1, "read-only SQL over the results database",
-     "Runs SQL against the results database opened read-only. Views: v_runs, v_summary,\n"
-     "v_predictions (see docs/database.md). Example:\n"
+     "Runs SQL against the results database opened read-only. Every statement is checked before\n"
+     "any runs: reads only (no writes, transactions, ATTACH or setting PRAGMAs; exit 3). Several\n"
+     "statements give one result set each. Views: v_runs, v_summary, v_predictions (see\n"
+     "docs/database.md). Example:\n"
      "  pwb query \"SELECT dataset, method, n, accuracy FROM v_summary\"",
      query_opts, cmd_query},
     {"template list", "", 0, 0, "list the templates", "Lists the templates (*.tmpl) with their kind, shots and task.",

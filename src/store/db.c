@@ -2,6 +2,7 @@
  * cache and read-only queries for `pwb query`. */
 #include "store/db_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "util/file.h"
 #include "util/str.h"
+#include "util/timer.h"
 
 /* 'PWB1' in PRAGMA application_id marks our files, so pwb refuses to migrate someone else's. */
 #define DB_APP_ID 0x50574231
@@ -320,74 +322,142 @@ int db_schema_latest(void)
     return db_n_migrations;
 }
 
-int db_query(pwb_db *db, const char *sql, db_row_fn row, void *ctx, pwb_err *e)
+/* pwb query's guard, consulted by SQLite while it compiles each statement: reads, plain SELECT
+ * machinery and functions only. It sees the parsed statement, so no comment or spelling can hide a
+ * transaction, an ATTACH or a write; fts3_tokenizer (which can reach raw pointers) is refused too. */
+typedef struct query_guard {
+    const char *why; /* the first refusal, for the message */
+} query_guard;
+
+static int query_authorize(void *ctx, int action, const char *a, const char *b, const char *db_name,
+                           const char *trigger)
+{
+    query_guard *g = ctx;
+    const char *why = NULL;
+    switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_RECURSIVE:
+        return SQLITE_OK;
+    case SQLITE_FUNCTION:
+        if (b && (!strcasecmp(b, "fts3_tokenizer") || !strcasecmp(b, "load_extension")))
+            why = "the function is not allowed";
+        break;
+    case SQLITE_PRAGMA: {
+        /* Without an argument a pragma reads; with one only these, whose argument names a table
+         * or an index, are reads (the rest set something). */
+        static const char *const reads[] = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
+                                            "foreign_key_list", "integrity_check", "quick_check", "table_list"};
+        int ok = !b;
+        for (size_t i = 0; !ok && a && i < sizeof reads / sizeof reads[0]; i++)
+            ok = !strcasecmp(a, reads[i]);
+        if (!ok)
+            why = "PRAGMA with a value is not allowed";
+        break;
+    }
+    case SQLITE_TRANSACTION:
+    case SQLITE_SAVEPOINT:
+        why = "transaction statements are not allowed";
+        break;
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+        why = "ATTACH and DETACH are not allowed";
+        break;
+    default:
+        why = "only read-only statements are allowed (SELECT, WITH, EXPLAIN, read-only PRAGMA)";
+        break;
+    }
+    if (why && !g->why)
+        g->why = why;
+    return why ? SQLITE_DENY : SQLITE_OK;
+}
+
+/* A time limit through the progress handler: SQLite checks it every few thousand VM steps. */
+typedef struct query_clock {
+    double deadline;
+    int expired;
+} query_clock;
+
+static int query_tick(void *ctx)
+{
+    query_clock *c = ctx;
+    if (c->deadline > 0 && timer_wall() > c->deadline)
+        c->expired = 1;
+    return c->expired;
+}
+
+#define DB_QUERY_MAX_STMTS 64
+
+int db_query(pwb_db *db, const char *sql, double timeout_s, db_row_fn row, void *ctx, pwb_err *e)
 {
     if (!sql)
         return err_set(e, PWB_EINVAL, "query: no SQL");
     size_t len = strnlen(sql, DB_QUERY_MAX_SQL + 1);
     if (len > DB_QUERY_MAX_SQL)
         return err_set(e, PWB_ERANGE, "query: SQL longer than %u bytes", DB_QUERY_MAX_SQL);
-    const char *p = sql, *end = sql + len;
-    int rc = PWB_OK;
-    int nstmt = 0;
-    while (p < end) {
+    if (!isfinite(timeout_s) || timeout_s < 0)
+        return err_set(e, PWB_EINVAL, "query: bad time limit");
+    /* Every statement is compiled and checked before the first one runs. */
+    sqlite3_stmt *st[DB_QUERY_MAX_STMTS];
+    int n = 0, rc = PWB_OK;
+    query_guard g = {0};
+    sqlite3_db_config(db->h, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, (int *)NULL);
+    sqlite3_set_authorizer(db->h, query_authorize, &g);
+    for (const char *p = sql, *end = sql + len; p < end && !rc;) {
         sqlite3_stmt *s = NULL;
         const char *tail = NULL;
-        if (sqlite3_prepare_v2(db->h, p, (int)(end - p), &s, &tail) != SQLITE_OK)
-            return db_fail(db, "query", e);
-        if (!tail || tail <= p)
-            tail = end;
-        p = tail;
+        if (sqlite3_prepare_v2(db->h, p, (int)(end - p), &s, &tail) != SQLITE_OK) {
+            rc = g.why ? err_set(e, PWB_EINVAL, "query: statement %d: %s", n + 1, g.why)
+                       : err_set(e, PWB_EINVAL, "query: statement %d: %s", n + 1, sqlite3_errmsg(db->h));
+            break;
+        }
+        p = tail && tail > p ? tail : end;
         if (!s) /* whitespace or a comment */
             continue;
-        nstmt++;
-        /* Second guard after SQLITE_OPEN_READONLY: refuse writes even on a read-write handle.
-         * BEGIN/COMMIT count as read-only for SQLite but have no place in a query either. */
-        if (!sqlite3_stmt_readonly(s)) {
+        if (n == DB_QUERY_MAX_STMTS) {
             sqlite3_finalize(s);
-            return err_set(e, PWB_EINVAL, "query: only read-only statements are allowed (SELECT, "
-                           "WITH, EXPLAIN, read-only PRAGMA)");
+            rc = err_set(e, PWB_ERANGE, "query: more than %d statements", DB_QUERY_MAX_STMTS);
+        } else if (st[n++] = s, !sqlite3_stmt_readonly(s)) {
+            /* A second guard after the authorizer and SQLITE_OPEN_READONLY. */
+            rc = err_set(e, PWB_EINVAL, "query: statement %d: only read-only statements are allowed (SELECT, "
+                         "WITH, EXPLAIN, read-only PRAGMA)", n);
         }
-        const char *head = sqlite3_sql(s);
-        while (head && (*head == ' ' || *head == '\t' || *head == '\n' || *head == '\r'))
-            head++;
-        if (head && (!strncasecmp(head, "BEGIN", 5) || !strncasecmp(head, "COMMIT", 6) ||
-                     !strncasecmp(head, "END", 3) || !strncasecmp(head, "ROLLBACK", 8) ||
-                     !strncasecmp(head, "SAVEPOINT", 9) || !strncasecmp(head, "RELEASE", 7) ||
-                     !strncasecmp(head, "ATTACH", 6) || !strncasecmp(head, "DETACH", 6))) {
-            sqlite3_finalize(s);
-            return err_set(e, PWB_EINVAL, "query: transaction and ATTACH statements are not allowed");
-        }
+    }
+    sqlite3_set_authorizer(db->h, NULL, NULL);
+    if (!rc && n == 0)
+        rc = err_set(e, PWB_EINVAL, "query: no SQL statement");
+    query_clock clock = {timeout_s > 0 ? timer_wall() + timeout_s : 0, 0};
+    if (timeout_s > 0)
+        sqlite3_progress_handler(db->h, 1000, query_tick, &clock);
+    for (int k = 0; k < n && !rc; k++) {
+        sqlite3_stmt *s = st[k];
         int ncols = sqlite3_column_count(s);
         const char **names = ncols > 0 ? calloc((size_t)ncols * 2, sizeof *names) : NULL;
         if (ncols > 0 && !names) {
-            sqlite3_finalize(s);
-            return err_set(e, PWB_ENOMEM, "query: out of memory");
+            rc = err_set(e, PWB_ENOMEM, "query: out of memory");
+            break;
         }
         const char **vals = names ? names + ncols : NULL;
         for (int i = 0; i < ncols; i++)
             names[i] = sqlite3_column_name(s, i);
-        int st;
-        while ((st = sqlite3_step(s)) == SQLITE_ROW) {
+        int step;
+        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
             for (int i = 0; i < ncols; i++)
                 vals[i] = (const char *)sqlite3_column_text(s, i);
-            if (row) {
-                int r = row(ctx, ncols, names, vals);
-                if (r) {
-                    err_set(e, r, "query: stopped by the row callback");
-                    rc = r;
-                    break;
-                }
+            int r = row ? row(ctx, k, ncols, names, vals) : 0;
+            if (r) {
+                rc = err_set(e, r, "query: stopped by the row callback");
+                break;
             }
         }
-        if (!rc && st != SQLITE_DONE)
+        if (!rc && clock.expired)
+            rc = err_set(e, PWB_ELIMIT, "query: stopped after the %g s time limit (--timeout)", timeout_s);
+        else if (!rc && step != SQLITE_DONE)
             rc = db_fail(db, "query", e);
         free(names);
-        sqlite3_finalize(s);
-        if (rc)
-            return rc;
     }
-    if (nstmt == 0)
-        return err_set(e, PWB_EINVAL, "query: no SQL statement");
-    return PWB_OK;
+    sqlite3_progress_handler(db->h, 0, NULL, NULL);
+    for (int k = 0; k < n; k++)
+        sqlite3_finalize(st[k]);
+    return rc;
 }

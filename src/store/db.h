@@ -72,9 +72,13 @@ int db_prediction_insert(pwb_db *db, const db_prediction *p, pwb_err *e);
 int db_cache_get(pwb_db *db, const char *key, char **value_json, pwb_err *e); /* *value_json NULL on miss */
 int db_cache_put(pwb_db *db, const char *key, const char *value_json, pwb_err *e);
 
-/* Read-only SQL for `pwb query`: calls row(ctx, ncols, names, values) per row; values may be NULL. */
-typedef int (*db_row_fn)(void *ctx, int ncols, const char *const *names, const char *const *values);
-int db_query(pwb_db *db, const char *sql, db_row_fn row, void *ctx, pwb_err *e);
+/* Read-only SQL for `pwb query`: one or more statements, every one compiled and checked (an
+ * authorizer on the parsed statement, then sqlite3_stmt_readonly) before any runs; a refused or
+ * malformed statement is PWB_EINVAL. Calls row(ctx, stmt, ncols, names, values) per row, stmt
+ * counting statements from 0; values may be NULL. timeout_s > 0 stops a statement still running
+ * after that long (PWB_ELIMIT). */
+typedef int (*db_row_fn)(void *ctx, int stmt, int ncols, const char *const *names, const char *const *values);
+int db_query(pwb_db *db, const char *sql, double timeout_s, db_row_fn row, void *ctx, pwb_err *e);
 
 /* ---- Additions by the store layer (beyond the lead's contract) ---- */
 

@@ -1,6 +1,7 @@
 #include "util/str.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,7 +71,7 @@ int str_to_double(const char *s, double *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || *end)
+    if (errno || *end || !isfinite(v)) /* "nan" and "inf" parse, but are never a valid input */
         return -1;
     *out = v;
     return 0;

@@ -13,6 +13,6 @@ int str_ends(const char *s, const char *suffix);
 char *str_trim(char *s);
 /* Parses a whole string as a long / double; 0 on success. */
 int str_to_long(const char *s, long *out);
-int str_to_double(const char *s, double *out);
+int str_to_double(const char *s, double *out); /* whole string, finite */
 
 #endif

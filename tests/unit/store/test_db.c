@@ -337,7 +337,7 @@ struct rows_ctx {
     char first[64];
 };
 
-static int collect(void *ctx, int ncols, const char *const *names, const char *const *values)
+static int collect(void *ctx, int stmt, int ncols, const char *const *names, const char *const *values)
 {
     struct rows_ctx *r = ctx;
     if (r->nrows == 0 && values[0])
@@ -355,24 +355,69 @@ Test(store, query_is_read_only)
     pwb_err e;
     cr_assert_eq(db_open(&db, dbpath, DB_READONLY, &e), PWB_OK, "%s", e.msg);
     struct rows_ctx r = {0};
-    cr_assert_eq(db_query(db, "SELECT method FROM cells; SELECT 1, 2;", collect, &r, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(db_query(db, "SELECT method FROM cells; SELECT 1, 2;", 0, collect, &r, &e), PWB_OK, "%s", e.msg);
     cr_assert_eq(r.nrows, 2);
     cr_assert_eq(r.ncols, 2);
     cr_assert_str_eq(r.first, "method=zs");
-    cr_assert_neq(db_query(db, "INSERT INTO cache (key, value) VALUES ('a', '1')", collect, &r, &e), PWB_OK);
-    cr_assert_neq(db_query(db, "DELETE FROM cells", collect, &r, &e), PWB_OK);
-    cr_assert_neq(db_query(db, "ATTACH 'x.db' AS x", collect, &r, &e), PWB_OK);
-    cr_assert_neq(db_query(db, "SELECT * FROM nope", collect, &r, &e), PWB_OK);
-    cr_assert_neq(db_query(db, "  ", collect, &r, &e), PWB_OK);
+    cr_assert_neq(db_query(db, "INSERT INTO cache (key, value) VALUES ('a', '1')", 0, collect, &r, &e), PWB_OK);
+    cr_assert_neq(db_query(db, "DELETE FROM cells", 0, collect, &r, &e), PWB_OK);
+    cr_assert_neq(db_query(db, "ATTACH 'x.db' AS x", 0, collect, &r, &e), PWB_OK);
+    cr_assert_neq(db_query(db, "SELECT * FROM nope", 0, collect, &r, &e), PWB_OK);
+    cr_assert_neq(db_query(db, "  ", 0, collect, &r, &e), PWB_OK);
     db_close(db);
     /* The statement guard holds on a read-write handle too. */
     db = open_rw();
-    cr_assert_eq(db_query(db, "SELECT 1; DROP TABLE cache", collect, &r, &e), PWB_EINVAL);
+    cr_assert_eq(db_query(db, "SELECT 1; DROP TABLE cache", 0, collect, &r, &e), PWB_EINVAL);
     cr_assert(strstr(e.msg, "read-only") != NULL, "%s", e.msg);
     db_close(db);
     cr_assert_eq(raw_int("SELECT count(*) FROM cache"), 0);
     cr_assert_eq(raw_int("SELECT count(*) FROM cells"), 1);
     cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE name = 'cache'"), 1);
+}
+
+/* The guard looks at the parsed statement, all of them before any runs: a comment in front changes
+ * nothing, a refused statement anywhere means no rows at all, fts3_tokenizer is off, and a time
+ * limit stops a runaway statement. */
+Test(store, query_guard_on_parsed_statements)
+{
+    pwb_db *db = open_rw();
+    make_cell(db, NULL, "zs");
+    pwb_err e;
+    struct rows_ctx r = {0};
+    const char *refused[] = {
+        "/* just reading */ BEGIN",
+        "-- a comment\nBEGIN IMMEDIATE",
+        "  /**/COMMIT",
+        "/* x */ SAVEPOINT s",
+        "/* x */ ATTACH ':memory:' AS x",
+        "/* x */ DETACH main",
+        "SELECT 1; /* x */ END",
+        "SELECT fts3_tokenizer('simple')",
+        "PRAGMA journal_mode = DELETE",
+        "PRAGMA user_version = 7",
+        "CREATE TEMP TABLE t (x)",
+        "WITH x AS (SELECT 1) DELETE FROM cells",
+        "SELECT 1; INSERT INTO cache (key, value) VALUES ('a', '1')",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        memset(&r, 0, sizeof r);
+        err_clear(&e);
+        cr_expect_eq(db_query(db, refused[i], 0, collect, &r, &e), PWB_EINVAL, "'%s' was not refused", refused[i]);
+        cr_expect_eq(r.nrows, 0, "'%s': %d rows came out before the refusal", refused[i], r.nrows);
+    }
+    cr_assert_eq(raw_int("SELECT count(*) FROM cache"), 0);
+    /* reads that stay allowed */
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(db_query(db, "PRAGMA table_info(cells); PRAGMA user_version", 0, collect, &r, &e), PWB_OK, "%s", e.msg);
+    cr_assert_gt(r.nrows, 2);
+    memset(&r, 0, sizeof r);
+    double t0 = timer_wall();
+    cr_assert_eq(db_query(db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT count(*) FROM c", 0.2,
+                          collect, &r, &e), PWB_ELIMIT);
+    cr_assert_lt(timer_wall() - t0, 30, "the limit did not stop it");
+    cr_assert(strstr(e.msg, "time limit"), "%s", e.msg);
+    cr_assert_eq(db_query(db, "SELECT 1", NAN, collect, &r, &e), PWB_EINVAL);
+    db_close(db);
 }
 
 Test(store, views)
