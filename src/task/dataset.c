@@ -747,8 +747,29 @@ static int load_text(loader *L, const char *s, size_t n)
     return rc;
 }
 
+/* 1 when path has a ".." component. */
+static int has_dotdot(const char *path)
+{
+    for (const char *p = path; (p = strstr(p, "..")); p += 2)
+        if ((p == path || p[-1] == '/') && (p[2] == '\0' || p[2] == '/'))
+            return 1;
+    return 0;
+}
+
 static int resolve_split(const ds_card *c, const ds_split *sp, const char *data_path, pwb_buf *out, pwb_err *e)
 {
+    /* A card (perhaps downloaded) must not make pwb read, and send to a model, a file outside the
+     * card's folder and the data path: no ".." and no absolute path unless the user trusts it. */
+    const char *who = c->path ? c->path : c->name;
+    const char *trust = getenv("PWB_TRUST_CARDS");
+    int trusted = trust && !strcmp(trust, "1");
+    if (has_dotdot(sp->file))
+        return err_set(e, PWB_EINVAL, "%s: split '%s': file '%s' leaves the data folders (\"..\"); name it "
+                       "relative to the card's folder or a data path folder", who, sp->name, sp->file);
+    if (sp->file[0] == '/' && !trusted)
+        return err_set(e, PWB_EINVAL, "%s: split '%s': file '%s' is an absolute path; name it relative to the "
+                       "card's folder or a data path folder (or set PWB_TRUST_CARDS=1 if you trust this card)",
+                       who, sp->name, sp->file);
     int rc = file_resolve(sp->file, c->dir ? c->dir : ".", data_path, out, e);
     if (rc)
         err_prefix(e, "%s: split '%s': ", c->path ? c->path : c->name, sp->name);
@@ -793,6 +814,27 @@ static pcre2_code *compile_opt(const char *pat, const ds_card *c, const char *ke
     return re;
 }
 
+/* A NUL byte cannot be stored faithfully (the text would end there, silently): a raw one anywhere
+ * in the file, or a JSON "\u0000" escape, is an error naming the line. */
+static int refuse_nul(const char *path, int json, const char *s, size_t n, pwb_err *e)
+{
+    long line = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n')
+            line++;
+        else if (s[i] == '\0')
+            return err_set(e, PWB_EPARSE, "%s:%ld: NUL byte in the data (a field cannot hold one)", path, line);
+        else if (json && s[i] == '\\' && i + 1 < n && s[i + 1] != '\n') {
+            /* an escape: \u0000 is a NUL; anything else (\\ included) is skipped whole */
+            if (i + 5 < n && s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4))
+                return err_set(e, PWB_EPARSE, "%s:%ld: \\u0000 (NUL) in a field; a field cannot hold one", path,
+                               line);
+            i++;
+        }
+    }
+    return PWB_OK;
+}
+
 int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_data *out, pwb_err *e)
 {
     ds_data_free(out);
@@ -821,7 +863,8 @@ int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_
     }
     char hex[65];
     sha256_hex(m.data, m.size, hex);
-    if ((rc = check_sha(c, sp, path.data, hex, e)))
+    int json = sp->format && !strcmp(sp->format, "jsonl");
+    if ((rc = check_sha(c, sp, path.data, hex, e)) || (rc = refuse_nul(path.data, json, (const char *)m.data, m.size, e)))
         goto done;
     /* the split's mapping overrides the card's */
     const char *tpl = sp->input_template ? sp->input_template : sp->input_field ? NULL : c->input_template;

@@ -539,3 +539,90 @@ Test(new_dataset, card_only_no_code)
     card_free(&c);
     t_rmdir(dir);
 }
+
+/* A NUL byte cannot be stored: raw in any format, or as JSON's \u0000, it is an error naming the
+ * file and line (not a field cut short). A literal backslash-u in TSV is just text. */
+Test(loader, nul_bytes_refused_with_file_and_line)
+{
+    static const struct {
+        const char *card, *file, *data;
+        size_t len;
+        const char *where;
+    } cases[] = {
+        {CARD_JSONL, "d.jsonl", "{\"text\":\"ok\",\"label\":1}\n{\"text\":\"a\\u0000b\",\"label\":0}\n", 0, "d.jsonl:2:"},
+        {CARD_JSONL, "d.jsonl", "{\"text\":\"ok\",\"label\":1}\n\n{\"text\":\"a\0b\",\"label\":0}\n", 43, "d.jsonl:3:"},
+        {"{\"name\":\"t\",\"task\":\"free_text\",\"input_field\":\"q\",\"answer_field\":\"a\","
+         "\"splits\":{\"test\":{\"file\":\"d.tsv\",\"format\":\"tsv\",\"header\":true}}}",
+         "d.tsv", "q\ta\nx\ty\nbad\0\tz\n", 16, "d.tsv:3:"},
+        {"{\"name\":\"t\",\"task\":\"free_text\",\"input_field\":\"q\",\"answer_field\":\"a\","
+         "\"splits\":{\"test\":{\"file\":\"d.csv\",\"format\":\"csv\",\"header\":true}}}",
+         "d.csv", "q,a\n\"x\0\",y\n", 12, "d.csv:2:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        scratch s;
+        t_mkdtemp(s.dir, sizeof s.dir);
+        t_write(s.dir, "card.json", cases[i].card);
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", s.dir, cases[i].file);
+        FILE *f = fopen(p, "wb");
+        cr_assert_not_null(f);
+        size_t n = cases[i].len ? cases[i].len : strlen(cases[i].data);
+        fwrite(cases[i].data, 1, n, f);
+        fclose(f);
+        card_init(&s.c);
+        ds_data_init(&s.d);
+        err_clear(&s.e);
+        cr_assert_eq(card_load(&s.c, t_path(s.dir, "card.json"), &s.e), PWB_OK, "%s", s.e.msg);
+        int rc = dataset_load(&s.c, NULL, "", &s.d, &s.e);
+        cr_expect_eq(rc, PWB_EPARSE, "case %zu loaded (%d rows)", i, (int)s.d.n);
+        cr_expect(strstr(s.e.msg, cases[i].where) && strstr(s.e.msg, "NUL"), "case %zu: %s", i, s.e.msg);
+        scratch_done(&s);
+    }
+    scratch s;
+    int rc = scratch_load(&s, "{\"name\":\"t\",\"task\":\"free_text\",\"input_field\":\"q\",\"answer_field\":\"a\","
+                              "\"splits\":{\"test\":{\"file\":\"d.tsv\",\"format\":\"tsv\",\"header\":true}}}",
+                          "d.tsv", "q\ta\nsee \\u0000 here\ty\n", NULL);
+    cr_assert_eq(rc, PWB_OK, "%s", s.e.msg);
+    cr_assert_str_eq(s.d.ex[0].input, "see \\u0000 here");
+    scratch_done(&s);
+    rc = scratch_load(&s, CARD_JSONL, "d.jsonl", "{\"text\":\"a\\\\u0000b\",\"label\":0}\n", NULL);
+    cr_assert_eq(rc, PWB_OK, "an escaped backslash then u0000 is text: %s", s.e.msg);
+    cr_assert_str_eq(s.d.ex[0].input, "a\\u0000b");
+    scratch_done(&s);
+}
+
+/* A card names its data inside the data folders: no "..", no absolute path unless trusted. */
+Test(loader, card_data_path_stays_inside)
+{
+    static const char *files[] = {"../d.jsonl", "x/../../d.jsonl", "/etc/hostname"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char card[512];
+        snprintf(card, sizeof card,
+                 "{\"name\":\"t\",\"task\":\"classification\",\"input_field\":\"text\",\"answer_field\":\"label\","
+                 "\"labels\":[\"a\",\"b\"],\"splits\":{\"test\":{\"file\":\"%s\",\"format\":\"jsonl\"}}}",
+                 files[i]);
+        scratch s;
+        int rc = scratch_load(&s, card, "d.jsonl", "{\"text\":\"x\",\"label\":\"a\"}\n", NULL);
+        cr_expect_eq(rc, PWB_EINVAL, "'%s' was not refused: %s", files[i], s.e.msg);
+        cr_expect(strstr(s.e.msg, files[i]), "%s", s.e.msg);
+        scratch_done(&s);
+    }
+    /* trusted: an absolute path is fine */
+    scratch s;
+    t_mkdtemp(s.dir, sizeof s.dir);
+    t_write(s.dir, "d.jsonl", "{\"text\":\"x\",\"label\":\"a\"}\n");
+    char card[512];
+    snprintf(card, sizeof card,
+             "{\"name\":\"t\",\"task\":\"classification\",\"input_field\":\"text\",\"answer_field\":\"label\","
+             "\"labels\":[\"a\",\"b\"],\"splits\":{\"test\":{\"file\":\"%s/d.jsonl\",\"format\":\"jsonl\"}}}",
+             s.dir);
+    t_write(s.dir, "card.json", card);
+    card_init(&s.c);
+    ds_data_init(&s.d);
+    cr_assert_eq(card_load(&s.c, t_path(s.dir, "card.json"), &s.e), PWB_OK, "%s", s.e.msg);
+    cr_assert_eq(dataset_load(&s.c, NULL, "", &s.d, &s.e), PWB_EINVAL);
+    setenv("PWB_TRUST_CARDS", "1", 1);
+    cr_assert_eq(dataset_load(&s.c, NULL, "", &s.d, &s.e), PWB_OK, "%s", s.e.msg);
+    unsetenv("PWB_TRUST_CARDS");
+    scratch_done(&s);
+}

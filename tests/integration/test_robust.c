@@ -1,0 +1,129 @@
+/* Failing safe, end to end: pwb query's statement guard and result sets, and data pwb cannot store
+ * faithfully (NUL bytes) refused with file:line and exit 3 before the database is touched. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "integration/harness.h"
+
+static const char *const fake_labels[] = {"--prefix", "Answer: ", NULL};
+
+static void write_bytes(const char *dir, const char *name, const char *data, size_t n)
+{
+    char *p = it_path(dir, name);
+    FILE *f = fopen(p, "wb");
+    cr_assert_not_null(f);
+    fwrite(data, 1, n, f);
+    fclose(f);
+    free(p);
+}
+
+static void write_card(const char *dir, const char *name, const char *file, const char *format)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{\"name\": \"%s\", \"task\": \"classification\", \"input_field\": \"text\", \"answer_field\": \"label\","
+             " \"labels\": [{\"value\": \"pos\", \"verbalizer\": \"positive\"}, {\"value\": \"neg\", \"verbalizer\": "
+             "\"negative\"}], \"splits\": {\"dev\": {\"file\": \"%s\", \"format\": \"%s\"%s}}}\n",
+             name, file, format, strcmp(format, "jsonl") ? ", \"header\": true" : "");
+    char fn[256];
+    snprintf(fn, sizeof fn, "%s.json", name);
+    write_bytes(dir, fn, buf, strlen(buf));
+}
+
+static proc_out query(const char *db, const char *const *extra)
+{
+    const char *argv[16] = {it_pwb(), "query", "--db", db};
+    int n = 4;
+    for (int i = 0; extra[i] && n < 15; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    return it_run(argv);
+}
+
+Test(robust, query_guard_result_sets_and_nul_data, .timeout = 120)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    cr_assert_eq(fake_start(&f, dir, fake_labels), 0);
+    const char good[] = "{\"text\": \"a fine film\", \"label\": \"pos\"}\n{\"text\": \"dull\", \"label\": \"neg\"}\n";
+    write_bytes(dir, "good.jsonl", good, sizeof good - 1);
+    write_card(dir, "good", "good.jsonl", "jsonl");
+    char *db = it_path(dir, "results.db");
+    const char *const zs[] = {"zero-shot=zero-shot", NULL};
+    char *suite = it_suite(dir, "good-suite.json", "good", NULL, 0, &f, 2, 0, zs);
+    proc_out p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "%s%s", p.out, p.err);
+    proc_out_free(&p);
+    char before[65], after[65];
+    it_sha256(db, before);
+
+    /* refused statements: exit 3, one line, nothing printed, the database unchanged */
+    const char *refused[] = {"/* harmless */ BEGIN", "-- note\nBEGIN EXCLUSIVE", "SELECT 1; /**/ COMMIT",
+                             "SELECT 1; DELETE FROM predictions", "SELECT fts3_tokenizer('simple')", "SELEC 1"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        p = query(db, (const char *const[]){"--", refused[i], NULL});
+        cr_expect_eq(p.status, 3, "'%s': exit %d, %s", refused[i], p.status, p.err);
+        cr_expect_str_eq(p.out, "", "'%s' printed rows before the refusal: %s", refused[i], p.out);
+        proc_out_free(&p);
+    }
+    it_sha256(db, after);
+    cr_assert_str_eq(before, after);
+
+    /* two result sets with different columns, in every format */
+    const char *two = "SELECT 1 AS alpha; SELECT 2 AS beta, 3 AS gamma";
+    const char *formats[] = {"table", "md", "csv", "json"};
+    for (size_t i = 0; i < 4; i++) {
+        p = query(db, (const char *const[]){"-f", formats[i], two, NULL});
+        cr_expect_eq(p.status, 0, "%s: exit %d, %s", formats[i], p.status, p.err);
+        cr_expect(strstr(p.out, "alpha") && strstr(p.out, "beta") && strstr(p.out, "gamma"), "%s: %s", formats[i],
+                  p.out);
+        proc_out_free(&p);
+    }
+    p = query(db, (const char *const[]){"-f", "json", two, NULL});
+    cr_assert(strstr(p.out, "\"beta\": \"2\"") || strstr(p.out, "\"beta\": 2") || strstr(p.out, "\"beta\":"), "%s", p.out);
+    proc_out_free(&p);
+
+    /* a time limit: exit 6 */
+    p = query(db, (const char *const[]){"--timeout", "0.3",
+                                        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT count(*) FROM c",
+                                        NULL});
+    cr_assert_eq(p.status, 6, "exit %d: %s", p.status, p.err);
+    proc_out_free(&p);
+    p = query(db, (const char *const[]){"--timeout", "nan", "SELECT 1", NULL});
+    cr_assert_eq(p.status, 2, "exit %d: %s", p.status, p.err);
+    proc_out_free(&p);
+
+    /* NUL bytes in the data: exit 3 naming file:line, the database untouched */
+    static const struct {
+        const char *name, *file, *format, *data;
+        size_t len;
+        const char *where;
+    } nul[] = {
+        {"nj", "nj.jsonl", "jsonl", "{\"text\": \"ok\", \"label\": \"pos\"}\n{\"text\": \"a\\u0000b\", \"label\": \"neg\"}\n", 0,
+         "nj.jsonl:2:"},
+        {"nr", "nr.jsonl", "jsonl", "{\"text\": \"a\0b\", \"label\": \"neg\"}\n", 33, "nr.jsonl:1:"},
+        {"nt", "nt.tsv", "tsv", "text\tlabel\nfine\tpos\nba\0d\tneg\n", 26, "nt.tsv:3:"},
+        {"nc", "nc.csv", "csv", "text,label\n\"fi\0ne\",pos\n", 22, "nc.csv:2:"},
+    };
+    for (size_t i = 0; i < sizeof nul / sizeof nul[0]; i++) {
+        write_bytes(dir, nul[i].file, nul[i].data, nul[i].len ? nul[i].len : strlen(nul[i].data));
+        write_card(dir, nul[i].name, nul[i].file, nul[i].format);
+        char sf[64];
+        snprintf(sf, sizeof sf, "%s-suite.json", nul[i].name);
+        char *s = it_suite(dir, sf, nul[i].name, NULL, 0, &f, 2, 0, zs);
+        p = it_run((const char *const[]){it_pwb(), "run", s, "--db", db, NULL});
+        cr_expect_eq(p.status, 3, "%s: exit %d, %s", nul[i].file, p.status, p.err);
+        cr_expect(strstr(p.err, nul[i].where) && strstr(p.err, "NUL"), "%s: %s", nul[i].file, p.err);
+        proc_out_free(&p);
+        free(s);
+    }
+    it_sha256(db, after);
+    cr_assert_str_eq(before, after);
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(dir);
+}
