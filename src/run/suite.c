@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "task/calib.h"
 #include "tune/softprompt.h"
 #include "util/buf.h"
 #include "util/file.h"
@@ -31,6 +32,7 @@ static void method_free(suite_method *m)
     cJSON_Delete(m->soft_prompt);
     free(m->sweep);
     free(m->sweep_point);
+    free(m->calibration);
     memset(m, 0, sizeof *m);
 }
 
@@ -403,9 +405,16 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
             if (!strcmp(ax[i].name, k))
                 return err_set(x->e, PWB_EINVAL, "%s: %s.sweep: axis '%s' given twice", x->path, where, k);
         int shots = !strcmp(k, "shots");
-        if (!m->soft_prompt && !shots)
-            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s: a template method sweeps only 'shots'", x->path, where,
-                           k);
+        int calib = !strcmp(k, "calibration"), budget = !strcmp(k, "train_limit");
+        if (!m->soft_prompt && !shots && !calib && !budget)
+            return err_set(x->e, PWB_EINVAL,
+                           "%s: %s.sweep.%s: a template method sweeps only 'shots', 'train_limit' and 'calibration'",
+                           x->path, where, k);
+        if (m->soft_prompt && calib)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.calibration: soft prompts are scored uncalibrated", x->path,
+                           where);
+        if ((calib && m->calibration) || (budget && !m->soft_prompt && m->train_limit >= 0))
+            return err_set(x->e, PWB_EINVAL, "%s: %s: give %s or sweep.%s, not both", x->path, where, k, k);
         if (m->soft_prompt && shots)
             return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shots: a soft prompt has no shots", x->path, where);
         if (m->soft_prompt && !tune_field_find(&tune_soft_method, k))
@@ -424,6 +433,11 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
             if (shots)
                 ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 64 &&
                      v->valuedouble == floor(v->valuedouble);
+            else if (budget)
+                ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 1e8 &&
+                     v->valuedouble == floor(v->valuedouble);
+            else if (calib)
+                ok = cJSON_IsString(v) && calib_kind_parse(v->valuestring) >= 0;
             else if (!strcmp(k, "tokens"))
                 ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= SOFTPROMPT_MAX_TOKENS &&
                      v->valuedouble == floor(v->valuedouble);
@@ -435,6 +449,8 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                      (cJSON_IsString(v) && v->valuestring[0] && ident_ok(v->valuestring));
             if (!ok) {
                 const char *what = shots                   ? "an integer from 0 to 64"
+                                   : budget                ? "an integer from 0 to 100000000"
+                                   : calib                 ? "one of none, contextual, pmi"
                                    : !strcmp(k, "tokens") ? "an integer from 1 to 4096"
                                    : !strcmp(k, "init")   ? "one of random, vocab, class, text"
                                                           : "a number or a name (letters, digits, '_', '-', '.')";
@@ -487,6 +503,8 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         memset(m, 0, sizeof *m);
         m->shots = base->shots;
         m->limit = base->limit;
+        m->train_limit = base->train_limit;
+        m->calibration = base->calibration ? str_dup(base->calibration) : NULL;
         m->name = NULL;
         m->template_path = base->template_path ? str_dup(base->template_path) : NULL;
         m->scoring = str_dup(base->scoring);
@@ -494,6 +512,7 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         m->soft_prompt = base->soft_prompt ? cJSON_Duplicate(base->soft_prompt, 1) : NULL;
         cJSON *point = cJSON_CreateObject();
         int oom = !m->scoring || !m->sweep || (base->template_path && !m->template_path) ||
+                  (base->calibration && !m->calibration) ||
                   (base->soft_prompt && !m->soft_prompt) || !point;
         buf_reset(&name);
         oom |= buf_puts(&name, base->name) | buf_putc(&name, '[');
@@ -509,6 +528,11 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
             }
             if (!strcmp(ax[a].name, "shots")) {
                 m->shots = (int)v->valuedouble;
+            } else if (!m->soft_prompt && !strcmp(ax[a].name, "train_limit")) {
+                m->train_limit = (long)v->valuedouble;
+            } else if (!strcmp(ax[a].name, "calibration")) {
+                free(m->calibration);
+                oom |= !(m->calibration = str_dup(v->valuestring));
             } else {
                 cJSON *sv = cJSON_Duplicate(v, 1);
                 cJSON_DeleteItemFromObjectCaseSensitive(m->soft_prompt, ax[a].name);
@@ -534,6 +558,8 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
             char pw[160];
             snprintf(pw, sizeof pw, "%s (point %.80s).soft_prompt", where, m->name);
             rc = tune_settings_parse(&tune_soft_method, m->soft_prompt, x->path, pw, &m->soft, x->e);
+            if (!rc)
+                m->train_limit = m->soft.train_limit > 0 ? m->soft.train_limit : -1;
         }
     }
     buf_free(&name);
@@ -542,7 +568,8 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
 
 static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
 {
-    static const char *const keys[] = {"name", "template", "scoring", "shots", "limit", "soft_prompt", "sweep", NULL};
+    static const char *const keys[] = {"name",        "template",    "scoring", "shots", "limit", "soft_prompt",
+                                       "calibration", "train_limit", "sweep",   NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "methods", &n, &rc);
     if (!a)
@@ -585,6 +612,21 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         if ((rc = get_num(x, it, "limit", where, 0, 1e9, 1, &limit)))
             return rc;
         m->limit = (long)limit;
+        if ((rc = get_str(x, it, "calibration", where, 0, &m->calibration)))
+            return rc;
+        if (m->calibration && calib_kind_parse(m->calibration) < 0)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.calibration must be \"none\", \"contextual\" or \"pmi\", not \"%s\"",
+                           x->path, where, m->calibration);
+        if (m->calibration && strcmp(m->scoring, "rank") && strcmp(m->calibration, "none"))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.calibration corrects rank scores: give \"scoring\": \"rank\"",
+                           x->path, where);
+        if (soft && m->calibration && strcmp(m->calibration, "none"))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.calibration: soft prompts are scored uncalibrated", x->path,
+                           where);
+        double budget = -1;
+        if ((rc = get_num(x, it, "train_limit", where, 0, 1e8, 1, &budget)))
+            return rc;
+        m->train_limit = (long)budget;
         if (soft) {
             char sw[80];
             snprintf(sw, sizeof sw, "%s.soft_prompt", where);
@@ -595,8 +637,20 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
                                x->path, where);
             if (!(m->soft_prompt = cJSON_Duplicate(sp, 1)))
                 return err_set(x->e, PWB_ENOMEM, "out of memory");
+            /* the method's budget is the soft prompt's training limit (one number for every arm) */
+            if (m->train_limit >= 0) {
+                if (cJSON_GetObjectItemCaseSensitive(m->soft_prompt, "train_limit"))
+                    return err_set(x->e, PWB_EINVAL, "%s: %s: give train_limit or soft_prompt.train_limit, not both",
+                                   x->path, where);
+                cJSON *tl = cJSON_CreateNumber((double)m->train_limit);
+                if (!tl || !cJSON_AddItemToObject(m->soft_prompt, "train_limit", tl)) {
+                    cJSON_Delete(tl);
+                    return err_set(x->e, PWB_ENOMEM, "out of memory");
+                }
+            }
             if ((rc = tune_settings_parse(&tune_soft_method, m->soft_prompt, x->path, sw, &m->soft, x->e)))
                 return rc;
+            m->train_limit = m->soft.train_limit > 0 ? m->soft.train_limit : -1;
         }
         if (!m->template_path && !m->soft_prompt)
             return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);

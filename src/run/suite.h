@@ -60,9 +60,14 @@ typedef struct suite_method {
                            * the input format (NULL: zero-shot) and scoring defaults to "rank" */
     /* Sweeps: a method written with "sweep": {"axis": [values...], ...} becomes one method per
      * grid point (the last axis varies fastest), named "<name>[axis=value,...]", with the point
-     * applied (shots -> shots; any axis of a soft prompt -> that key of soft_prompt). */
+     * applied (shots, train_limit, calibration -> the method's; any axis of a soft prompt -> that
+     * key of soft_prompt). */
     char *sweep;          /* the method's name as written; NULL outside a sweep */
     char *sweep_point;    /* the point as minified JSON in axis order: {"tokens":20,"init":"class"} */
+    char *calibration;    /* rank scoring: "none" (default), "contextual" or "pmi" (task/calib.h) */
+    long train_limit;     /* labelled training examples the method may read for shots, search or
+                           * training; -1: not declared (all). A soft prompt's is its
+                           * soft_prompt.train_limit (the method key sets it). */
 } suite_method;
 
 typedef struct pwb_suite {

@@ -25,14 +25,18 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " WHERE id = ?1",
     [ST_CELL_UPSERT] =
         "INSERT INTO cells (run_id, dataset, split, model, provider, method, kind, template_path,"
-        " template_sha256, scoring, n_planned, sweep, sweep_point)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        " template_sha256, scoring, n_planned, sweep, sweep_point, calibration, train_limit)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
         " ON CONFLICT (run_id, dataset, model, method) DO UPDATE SET split = excluded.split,"
         " provider = excluded.provider, kind = excluded.kind, template_path = excluded.template_path,"
         " template_sha256 = excluded.template_sha256, scoring = excluded.scoring,"
-        " n_planned = excluded.n_planned, sweep = excluded.sweep, sweep_point = excluded.sweep_point",
+        " n_planned = excluded.n_planned, sweep = excluded.sweep, sweep_point = excluded.sweep_point,"
+        " calibration = excluded.calibration, train_limit = excluded.train_limit",
     [ST_CELL_ID] = "SELECT id FROM cells WHERE run_id = ?1 AND dataset = ?2 AND model = ?3 AND method = ?4",
     [ST_CELL_SET_SP] = "UPDATE cells SET soft_prompt_id = ?2 WHERE id = ?1",
+    [ST_CELL_SET_PRIOR] = "UPDATE cells SET calib_prior = ?2 WHERE id = ?1",
+    [ST_CALIB_INPUT] = "INSERT OR REPLACE INTO calib_inputs (cell_id, idx, input, prompt, choice_logprobs)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5)",
     /* The WHERE keeps a resumed run from rewriting every unchanged example. */
     [ST_EXAMPLE_UPSERT] =
         "INSERT INTO examples (dataset, split, row, input, answer, label) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"

@@ -35,10 +35,21 @@ typedef struct db_cell {
     /* Sweeps (schema 2): the sweep's method name as written in the suite and the cell's grid point
      * as a JSON object ({"shots":2}); both NULL for a method outside any sweep. */
     const char *sweep, *sweep_point;
+    /* Schema 3: the rank scores' calibration ("none", "contextual", "pmi"; NULL: not recorded) and
+     * the labelled training examples the method may use (< 0: not recorded). */
+    const char *calibration;
+    long train_limit;
 } db_cell;
 
 /* Finds the cell (run, dataset, model, method) or creates it. */
 int db_cell_upsert(pwb_db *db, const db_cell *c, int64_t *cell_id, pwb_err *e);
+
+/* Calibration (schema 3): the per-label log-prior a cell's rank scores are corrected by, and the
+ * content-free (or domain-premise) prompts it came from with their raw label scores (idx 0, 1, ...;
+ * a second write of the same idx replaces the first). */
+int db_cell_set_calib_prior(pwb_db *db, int64_t cell_id, const double *log_prior, int n, pwb_err *e);
+int db_calib_input_put(pwb_db *db, int64_t cell_id, int idx, const char *input, const char *prompt,
+                       const double *choice_logprob, int n, pwb_err *e);
 
 /* Example rows of a dataset split (shared across cells): gold answer and label. */
 int db_example_upsert(pwb_db *db, const char *dataset, const char *split, long row, const char *input,
@@ -125,6 +136,9 @@ typedef struct db_cell_info {
     char *dataset, *split, *model, *provider, *method, *kind, *template_path, *scoring;
     long n_planned;
     char *sweep, *sweep_point; /* NULL outside a sweep (see db_cell) */
+    char *calibration;         /* NULL: none recorded (schema 3) */
+    char *calib_prior;         /* JSON array of per-label log-priors, NULL: none */
+    long train_limit;          /* -1: not recorded */
 } db_cell_info;
 
 /* The cells of a run in creation order (the suite's order). */

@@ -15,6 +15,8 @@ enum db_stmt_id {
     ST_CELL_UPSERT,
     ST_CELL_ID,
     ST_CELL_SET_SP,
+    ST_CELL_SET_PRIOR,
+    ST_CALIB_INPUT,
     ST_EXAMPLE_UPSERT,
     ST_DONE_ROWS,
     ST_PRED_INSERT,

@@ -181,5 +181,24 @@ static const char migration_2[] =
     "LEFT JOIN predictions p ON p.cell_id = c.id\n"
     "GROUP BY c.id;\n";
 
-const char *const db_migrations[] = {migration_1, migration_2};
+/* Migration 3: calibrated rank scoring and labelled-data budgets. A cell records its calibration
+ * ("none", "contextual", "pmi"), the per-label log-prior its rank scores were corrected by (a JSON
+ * array in label order; predictions keep the raw log-likelihoods in choice_logprobs, so any row can
+ * be re-scored without the model), and the labelled training examples its method may use for shots,
+ * search or training (train_limit; 0 for a method that reads none). calib_inputs keeps the
+ * content-free prompts the prior came from and their raw label scores. */
+static const char migration_3[] =
+    "ALTER TABLE cells ADD COLUMN calibration TEXT;\n"
+    "ALTER TABLE cells ADD COLUMN calib_prior TEXT;\n"
+    "ALTER TABLE cells ADD COLUMN train_limit INTEGER;\n"
+    "CREATE TABLE calib_inputs (\n"
+    "  cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE,\n"
+    "  idx INTEGER NOT NULL,\n"
+    "  input TEXT,\n"
+    "  prompt TEXT,\n"
+    "  choice_logprobs TEXT,\n"
+    "  PRIMARY KEY (cell_id, idx)\n"
+    ") WITHOUT ROWID;\n";
+
+const char *const db_migrations[] = {migration_1, migration_2, migration_3};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

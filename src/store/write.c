@@ -43,6 +43,19 @@ static int need_rw(pwb_db *db, pwb_err *e)
     return PWB_OK;
 }
 
+/* [-0.1,-2.3]; non-finite values become null (JSON has no infinities). */
+static int logprobs_json(pwb_buf *b, const double *v, int n)
+{
+    if (buf_putc(b, '['))
+        return -1;
+    for (int i = 0; i < n; i++) {
+        int r = isfinite(v[i]) ? buf_printf(b, "%s%.9g", i ? "," : "", v[i]) : buf_printf(b, "%snull", i ? "," : "");
+        if (r)
+            return -1;
+    }
+    return buf_putc(b, ']');
+}
+
 int db_run_find(pwb_db *db, const char *suite_sha256, int64_t *id, pwb_err *e)
 {
     *id = 0;
@@ -118,6 +131,9 @@ int db_cell_upsert(pwb_db *db, const db_cell *c, int64_t *cell_id, pwb_err *e)
     sqlite3_bind_int64(s, 11, c->n_planned);
     db_bind_text(s, 12, c->sweep);
     db_bind_text(s, 13, c->sweep_point);
+    db_bind_text(s, 14, c->calibration);
+    if (c->train_limit >= 0)
+        sqlite3_bind_int64(s, 15, c->train_limit);
     if ((rc = step_done(db, s, "upsert cell", e)))
         return rc;
     if (!(s = db_stmt(db, ST_CELL_ID, e)))
@@ -145,6 +161,56 @@ int db_cell_set_soft_prompt(pwb_db *db, int64_t cell_id, int64_t soft_prompt_id,
     if (soft_prompt_id > 0)
         sqlite3_bind_int64(s, 2, soft_prompt_id);
     return step_done(db, s, "link cell to soft prompt", e);
+}
+
+int db_cell_set_calib_prior(pwb_db *db, int64_t cell_id, const double *log_prior, int n, pwb_err *e)
+{
+    int rc = need_rw(db, e);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = db_stmt(db, ST_CELL_SET_PRIOR, e);
+    if (!s)
+        return PWB_EDB;
+    pwb_buf b;
+    buf_init(&b);
+    if (log_prior && n > 0 && logprobs_json(&b, log_prior, n)) {
+        buf_free(&b);
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    }
+    sqlite3_bind_int64(s, 1, cell_id);
+    if (b.len)
+        sqlite3_bind_text(s, 2, b.data, (int)b.len, SQLITE_STATIC);
+    rc = step_done(db, s, "set calibration prior", e);
+    sqlite3_clear_bindings(s);
+    buf_free(&b);
+    return rc;
+}
+
+int db_calib_input_put(pwb_db *db, int64_t cell_id, int idx, const char *input, const char *prompt,
+                       const double *choice_logprob, int n, pwb_err *e)
+{
+    int rc = need_rw(db, e);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = db_stmt(db, ST_CALIB_INPUT, e);
+    if (!s)
+        return PWB_EDB;
+    pwb_buf b;
+    buf_init(&b);
+    if (choice_logprob && n > 0 && logprobs_json(&b, choice_logprob, n)) {
+        buf_free(&b);
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    }
+    sqlite3_bind_int64(s, 1, cell_id);
+    sqlite3_bind_int(s, 2, idx);
+    db_bind_text(s, 3, input);
+    db_bind_text(s, 4, prompt);
+    if (b.len)
+        sqlite3_bind_text(s, 5, b.data, (int)b.len, SQLITE_STATIC);
+    rc = step_done(db, s, "store calibration input", e);
+    sqlite3_clear_bindings(s);
+    buf_free(&b);
+    return rc;
 }
 
 int db_example_upsert(pwb_db *db, const char *dataset, const char *split, long row, const char *input,
@@ -205,18 +271,6 @@ int db_cell_done_rows(pwb_db *db, int64_t cell_id, long **rows, size_t *n, pwb_e
     return PWB_OK;
 }
 
-/* [-0.1,-2.3]; non-finite values become null (JSON has no infinities). */
-static int logprobs_json(pwb_buf *b, const double *v, int n)
-{
-    if (buf_putc(b, '['))
-        return -1;
-    for (int i = 0; i < n; i++) {
-        int r = isfinite(v[i]) ? buf_printf(b, "%s%.9g", i ? "," : "", v[i]) : buf_printf(b, "%snull", i ? "," : "");
-        if (r)
-            return -1;
-    }
-    return buf_putc(b, ']');
-}
 
 int db_prediction_insert(pwb_db *db, const db_prediction *p, pwb_err *e)
 {

@@ -124,3 +124,51 @@ Test(sweep, rejects_bad_sweeps)
                  "{\"name\": \"f\", \"template\": \"few-shot\"}",
                  "method name 'f' used twice");
 }
+
+/* Equal budgets and calibration: every arm declares train_limit and sweeps it; a soft prompt's is
+ * its soft_prompt.train_limit; calibration is a rank-scoring setting and a sweep axis. */
+Test(sweep, budgets_and_calibration)
+{
+    pwb_suite s;
+    pwb_err e;
+    cr_assert_eq(parse(&s,
+                       "{\"name\": \"zs\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"calibration\": \"pmi\"},"
+                       "{\"name\": \"fs\", \"template\": \"few-shot\", \"scoring\": \"rank\","
+                       " \"sweep\": {\"train_limit\": [16, 64], \"calibration\": [\"none\", \"contextual\"]}},"
+                       "{\"name\": \"soft\", \"soft_prompt\": {\"steps\": 10}, \"train_limit\": 256},"
+                       "{\"name\": \"soft2\", \"soft_prompt\": {\"steps\": 10}, \"sweep\": {\"train_limit\": [0, 16]}}",
+                       &e),
+                 PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.n_methods, 1 + 4 + 1 + 2);
+    cr_assert_str_eq(s.methods[0].calibration, "pmi");
+    cr_assert_eq(s.methods[0].train_limit, -1);
+    cr_assert_str_eq(s.methods[1].name, "fs[train_limit=16,calibration=none]");
+    cr_assert_eq(s.methods[1].train_limit, 16);
+    cr_assert_str_eq(s.methods[1].calibration, "none");
+    cr_assert_str_eq(s.methods[4].name, "fs[train_limit=64,calibration=contextual]");
+    cr_assert_eq(s.methods[4].train_limit, 64);
+    cr_assert_str_eq(s.methods[4].calibration, "contextual");
+    cr_assert_eq(s.methods[5].soft.train_limit, 256);
+    cr_assert_eq(s.methods[5].train_limit, 256);
+    cr_assert_eq(s.methods[6].train_limit, -1, "train_limit 0 means all of the split");
+    cr_assert_eq(s.methods[7].soft.train_limit, 16);
+    cr_assert_eq(s.methods[7].train_limit, 16);
+    suite_free(&s);
+    static const char *const bad[][2] = {
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"calibration\": \"platt\"}",
+         "calibration must be"},
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"calibration\": \"contextual\"}", "scoring\": \"rank"},
+        {"{\"name\": \"a\", \"soft_prompt\": {}, \"calibration\": \"pmi\"}", "uncalibrated"},
+        {"{\"name\": \"a\", \"soft_prompt\": {\"train_limit\": 5}, \"train_limit\": 5}", "not both"},
+        {"{\"name\": \"a\", \"template\": \"few-shot\", \"train_limit\": 5, \"sweep\": {\"train_limit\": [1]}}",
+         "not both"},
+        {"{\"name\": \"a\", \"template\": \"few-shot\", \"scoring\": \"rank\", \"sweep\": {\"calibration\": [\"x\"]}}",
+         "one of none, contextual, pmi"},
+        {"{\"name\": \"a\", \"template\": \"few-shot\", \"train_limit\": -2}", "train_limit"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_neq(parse(&s, bad[i][0], &e), PWB_OK, "%s", bad[i][0]);
+        cr_assert(strstr(e.msg, bad[i][1]) != NULL, "%s: %s", bad[i][0], e.msg);
+        suite_free(&s);
+    }
+}

@@ -139,3 +139,43 @@ Test(migration, cells_keep_their_sweep_point)
     cr_assert_str_eq(v, "{\"shots\":2,\"x\":1}");
     free(v);
 }
+
+/* Migration 3: a cell keeps its calibration, its prior (JSON, label order) and its data budget;
+ * the content-free prompts keep their raw scores; an unknown budget reads back as -1. */
+Test(migration, cells_keep_calibration_and_budget)
+{
+    pwb_db *db;
+    pwb_err e;
+    cr_assert_eq(db_open(&db, path, DB_READWRITE, &e), PWB_OK, "%s", e.msg);
+    cr_assert_geq(db_schema_version(db), 3);
+    int64_t run, c1, c2;
+    cr_assert_eq(db_run_create(db, "s", NULL, "cc", "{}", 1, &run, &e), PWB_OK);
+    db_cell c = {.run_id = run, .dataset = "sst2", .split = "dev", .model = "m", .method = "zs-cal",
+                 .kind = "zero-shot", .scoring = "rank", .majority_label_correct_n = -1,
+                 .calibration = "contextual", .train_limit = 0};
+    cr_assert_eq(db_cell_upsert(db, &c, &c1, &e), PWB_OK, "%s", e.msg);
+    db_cell d = {.run_id = run, .dataset = "sst2", .split = "dev", .model = "m", .method = "fs",
+                 .majority_label_correct_n = -1, .train_limit = -1};
+    cr_assert_eq(db_cell_upsert(db, &d, &c2, &e), PWB_OK, "%s", e.msg);
+    double prior[2] = {-0.2, -1.7};
+    cr_assert_eq(db_cell_set_calib_prior(db, c1, prior, 2, &e), PWB_OK, "%s", e.msg);
+    double lp[2] = {-1.5, -3.25};
+    cr_assert_eq(db_calib_input_put(db, c1, 0, "N/A", "p0", lp, 2, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(db_calib_input_put(db, c1, 0, "N/A", "p0", lp, 2, &e), PWB_OK, "a rewrite replaces");
+    cr_assert_eq(db_calib_input_put(db, c1, 1, "", "p1", lp, 2, &e), PWB_OK);
+    db_cell_info *cells;
+    size_t n;
+    cr_assert_eq(db_cells_list(db, run, &cells, &n, &e), PWB_OK);
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(cells[0].calibration, "contextual");
+    cr_assert_str_eq(cells[0].calib_prior, "[-0.2,-1.7]");
+    cr_assert_eq(cells[0].train_limit, 0);
+    cr_assert_null(cells[1].calibration);
+    cr_assert_null(cells[1].calib_prior);
+    cr_assert_eq(cells[1].train_limit, -1);
+    db_cells_free(cells, n);
+    db_close(db);
+    char *v = raw_text("SELECT count(*) || ':' || max(choice_logprobs) FROM calib_inputs");
+    cr_assert_str_eq(v, "2:[-1.5,-3.25]");
+    free(v);
+}
