@@ -260,6 +260,40 @@ static int md_training_cost(const report_group *g, pwb_buf *b)
     return r ? -1 : 0;
 }
 
+static int any_budget(const report_group *g)
+{
+    for (size_t i = 0; i < g->n_rows; i++)
+        if (g->rows[i].has_budget)
+            return 1;
+    return 0;
+}
+
+/* Calibration and budget: what each method may read of the labelled training data, and the label
+ * probabilities its calibration divided out (content-free inputs or the domain premise). */
+static int md_budget(const report_group *g, pwb_buf *b)
+{
+    int r = buf_puts(b, "\n### Labelled data and calibration\n\n*Labelled examples*: training examples the method "
+                        "may read for shots, prompt search or training (*all*: the whole split). *Prior*: the "
+                        "label probabilities of the content-free inputs (contextual) or of the domain premise "
+                        "(pmi), which calibration divides out of every prediction.\n\n"
+                        "| method | kind | labelled examples | calibration | prior |\n|---|---|--:|---|---|\n");
+    for (size_t i = 0; i < g->n_rows && !r; i++) {
+        const report_row *w = &g->rows[i];
+        if (w->is_baseline)
+            continue;
+        r |= buf_puts(b, "| ") | md_text(b, w->method) | buf_puts(b, " | ") | md_text(b, w->kind) | buf_puts(b, " | ");
+        r |= !w->has_budget ? buf_puts(b, DASH) : w->train_limit < 0 ? buf_puts(b, "all") : fmt_int(b, w->train_limit);
+        r |= buf_puts(b, " | ") | md_text(b, w->calibration ? w->calibration : DASH) | buf_puts(b, " | ");
+        for (int k = 0; k < w->n_calib_p; k++) {
+            const char *name = k < g->n_labels && g->labels[k] ? g->labels[k] : NULL;
+            r |= (k ? buf_puts(b, ", ") : 0) | (name ? md_text(b, name) : buf_printf(b, "%d", k)) |
+                 buf_printf(b, " %.3f", w->calib_p[k]);
+        }
+        r |= buf_puts(b, w->n_calib_p ? " |\n" : DASH " |\n");
+    }
+    return r ? -1 : 0;
+}
+
 static int md_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b)
 {
     int soft = 0;
@@ -351,6 +385,8 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
     r |= md_charts(rep, charts, nch, gi, REPORT_CHART_COST, 0, b);
     if (any_soft(g))
         r |= md_training_cost(g, b);
+    if (any_budget(g))
+        r |= md_budget(g, b);
     r |= md_charts(rep, charts, nch, gi, REPORT_CHART_TRAINING, 0, b);
     for (size_t k = 0; k < g->n_sweeps && !r; k++)
         r |= md_sweep(g, &g->sweeps[k], b) | md_charts(rep, charts, nch, gi, REPORT_CHART_SWEEP, k, b);
@@ -481,6 +517,13 @@ static cJSON *json_row(const report_group *g, const report_row *w)
         return NULL;
     add_str(o, "method", w->method);
     add_str(o, "kind", w->kind);
+    if (w->has_budget) {
+        add_num(o, "train_limit", (double)w->train_limit); /* -1: all of the split */
+        add_str(o, "calibration", w->calibration);
+        cJSON *pr = w->n_calib_p ? cJSON_CreateDoubleArray(w->calib_p, w->n_calib_p) : NULL;
+        if (pr)
+            cJSON_AddItemToObject(o, "calibration_prior", pr);
+    }
     cJSON_AddBoolToObject(o, "is_best", w->is_best);
     cJSON_AddBoolToObject(o, "is_baseline", w->is_baseline);
     if (w->is_baseline)

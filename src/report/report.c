@@ -39,6 +39,8 @@ static void row_free(report_row *w)
     for (int i = 0; i < w->n_sweep_values; i++)
         free(w->sweep_values[i]);
     free(w->sweep_values);
+    free(w->calibration);
+    free(w->calib_p);
 }
 
 static void sweep_free(report_sweep *s)
@@ -62,6 +64,7 @@ static void group_free(report_group *g)
     free(g->split);
     free(g->model);
     free(g->provider);
+    db_labels_free(g->labels, g->n_labels);
 }
 
 void report_free(pwb_report *r)
@@ -398,6 +401,38 @@ static int build_sweeps(report_group *g, const cell_data *cd, pwb_err *e)
     return PWB_OK;
 }
 
+/* The cell's calibration and budget: the stored prior (log, label order) becomes probabilities. */
+static int row_calibration(report_row *w, const db_cell_info *c, pwb_err *e)
+{
+    w->train_limit = c->train_limit;
+    w->has_budget = c->calibration != NULL; /* written together since schema 3 */
+    if (c->calibration && !(w->calibration = str_dup(c->calibration)))
+        return err_set(e, PWB_ENOMEM, "report: out of memory");
+    if (!c->calib_prior)
+        return PWB_OK;
+    cJSON *j = cJSON_Parse(c->calib_prior);
+    int n = cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0;
+    if (n > 0 && n <= 4096 && (w->calib_p = calloc((size_t)n, sizeof *w->calib_p))) {
+        double mx = -INFINITY, z = 0;
+        const cJSON *v;
+        int k = 0;
+        cJSON_ArrayForEach(v, j)
+        {
+            w->calib_p[k] = cJSON_IsNumber(v) ? v->valuedouble : -INFINITY;
+            if (w->calib_p[k] > mx)
+                mx = w->calib_p[k];
+            k++;
+        }
+        for (k = 0; k < n; k++)
+            z += (w->calib_p[k] = isfinite(mx) ? exp(w->calib_p[k] - mx) : 0);
+        for (k = 0; k < n && z > 0; k++)
+            w->calib_p[k] /= z;
+        w->n_calib_p = n;
+    }
+    cJSON_Delete(j);
+    return PWB_OK;
+}
+
 static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, pwb_err *e)
 {
     g->rows = calloc(ncd + 1, sizeof *g->rows);
@@ -419,6 +454,9 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, p
             if (!w->sweep || !w->sweep_point)
                 return err_set(e, PWB_ENOMEM, "report: out of memory");
         }
+        int crc = row_calibration(w, cd[i].cell, e);
+        if (crc)
+            return crc;
         if (cd[i].cell->soft_prompt_id > 0) {
             int rc = db_soft_prompt_get(db, cd[i].cell->soft_prompt_id, &w->soft_prompt, e);
             if (rc)
@@ -543,6 +581,8 @@ int report_load(pwb_report *r, pwb_db *db, int64_t run_id, pwb_err *e)
                          : cost > 0                     ? REPORT_COST_USD
                                                         : REPORT_COST_NONE;
         rc = build_group(grp, db, tmp, nt, e);
+        if (!rc)
+            rc = db_split_labels(db, grp->dataset, grp->split, &grp->labels, &grp->n_labels, e);
     }
     free(tmp);
 out_cd:

@@ -56,6 +56,12 @@ typedef struct report_row {
     int n_sweep_values;
     int is_sweep_best;
     double sweep_p;            /* exact McNemar vs the sweep's best point; NAN for that one */
+    /* Calibration and budget (schema 3): NULL / -1 when the run did not record them. */
+    char *calibration;         /* "none", "contextual", "pmi" */
+    double *calib_p;           /* the prior as label probabilities (softmax of calib_prior) */
+    int n_calib_p;
+    long train_limit;          /* labelled training examples the method may read; -1: all / unknown */
+    int has_budget;            /* train_limit recorded (a run of schema 3 or later) */
 } report_row;
 
 /* A sweep within a group: the points of one suite method's grid, in suite order. */
@@ -79,6 +85,8 @@ typedef struct report_group {
     size_t n_sweeps;
     long few_shot_ref;         /* the row soft prompts break even against (best few-shot), -1 none */
     long baseline;             /* index of the majority-class row, -1 when none */
+    char **labels;             /* label names by index (from the stored gold answers), NULL gaps */
+    int n_labels;
 } report_group;
 
 typedef struct pwb_report {

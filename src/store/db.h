@@ -35,8 +35,9 @@ typedef struct db_cell {
     /* Sweeps (schema 2): the sweep's method name as written in the suite and the cell's grid point
      * as a JSON object ({"shots":2}); both NULL for a method outside any sweep. */
     const char *sweep, *sweep_point;
-    /* Schema 3: the rank scores' calibration ("none", "contextual", "pmi"; NULL: not recorded) and
-     * the labelled training examples the method may use (< 0: not recorded). */
+    /* Schema 3, recorded when has_budget is set: the rank scores' calibration ("none",
+     * "contextual", "pmi") and the labelled training examples the method may use (< 0: all). */
+    int has_budget;
     const char *calibration;
     long train_limit;
 } db_cell;
@@ -138,7 +139,7 @@ typedef struct db_cell_info {
     char *sweep, *sweep_point; /* NULL outside a sweep (see db_cell) */
     char *calibration;         /* NULL: none recorded (schema 3) */
     char *calib_prior;         /* JSON array of per-label log-priors, NULL: none */
-    long train_limit;          /* -1: not recorded */
+    long train_limit;          /* -1: all of the split, or not recorded (calibration NULL) */
 } db_cell_info;
 
 /* The cells of a run in creation order (the suite's order). */
@@ -154,6 +155,11 @@ typedef struct db_outcome {
     double latency_s, cpu_s, cost_usd; /* NAN unknown */
     int cached, error;          /* error: the prediction carries an error message */
 } db_outcome;
+
+/* The label names of a dataset split as its stored gold answers give them: names[label] (malloc'd
+ * array of malloc'd strings, NULL where no stored example has that label), *n = max label + 1. */
+int db_split_labels(pwb_db *db, const char *dataset, const char *split, char ***names, int *n, pwb_err *e);
+void db_labels_free(char **names, int n);
 
 /* The predictions of a cell sorted by row (malloc'd array). */
 int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, pwb_err *e);

@@ -407,3 +407,58 @@ int db_run_tallies(pwb_db *db, int64_t run_id, db_cell_tally *cells, size_t n, p
     sqlite3_finalize(s);
     return rc;
 }
+
+void db_labels_free(char **names, int n)
+{
+    for (int i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int db_split_labels(pwb_db *db, const char *dataset, const char *split, char ***names, int *n, pwb_err *e)
+{
+    *names = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    /* labels are small indices (a card caps them); the bound keeps a damaged file from asking for
+     * a huge array */
+    int rc = prepare(db,
+                     "SELECT label, min(answer) FROM examples WHERE dataset = ?1 AND split = ?2"
+                     " AND label BETWEEN 0 AND 4095 GROUP BY label ORDER BY label",
+                     &s, e);
+    if (rc)
+        return rc;
+    db_bind_text(s, 1, dataset);
+    db_bind_text(s, 2, split ? split : "");
+    char **v = NULL;
+    int cap = 0, st, oom = 0;
+    while ((st = sqlite3_step(s)) == SQLITE_ROW) {
+        int lab = sqlite3_column_int(s, 0);
+        if (lab >= cap) {
+            int nc = lab + 1;
+            char **nv = realloc(v, (size_t)nc * sizeof *nv);
+            if (!nv) {
+                oom = 1;
+                break;
+            }
+            memset(nv + cap, 0, (size_t)(nc - cap) * sizeof *nv);
+            v = nv;
+            cap = nc;
+        }
+        v[lab] = db_col_dup(s, 1, &oom);
+        if (oom)
+            break;
+    }
+    if (oom)
+        rc = err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    else if (st != SQLITE_DONE)
+        rc = db_fail(db, "read labels", e);
+    sqlite3_finalize(s);
+    if (rc) {
+        db_labels_free(v, cap);
+        return rc;
+    }
+    *names = v;
+    *n = cap;
+    return PWB_OK;
+}

@@ -131,9 +131,11 @@ int db_cell_upsert(pwb_db *db, const db_cell *c, int64_t *cell_id, pwb_err *e)
     sqlite3_bind_int64(s, 11, c->n_planned);
     db_bind_text(s, 12, c->sweep);
     db_bind_text(s, 13, c->sweep_point);
-    db_bind_text(s, 14, c->calibration);
-    if (c->train_limit >= 0)
-        sqlite3_bind_int64(s, 15, c->train_limit);
+    if (c->has_budget) {
+        db_bind_text(s, 14, c->calibration ? c->calibration : "none");
+        if (c->train_limit >= 0)
+            sqlite3_bind_int64(s, 15, c->train_limit);
+    }
     if ((rc = step_done(db, s, "upsert cell", e)))
         return rc;
     if (!(s = db_stmt(db, ST_CELL_ID, e)))

@@ -152,10 +152,10 @@ Test(migration, cells_keep_calibration_and_budget)
     cr_assert_eq(db_run_create(db, "s", NULL, "cc", "{}", 1, &run, &e), PWB_OK);
     db_cell c = {.run_id = run, .dataset = "sst2", .split = "dev", .model = "m", .method = "zs-cal",
                  .kind = "zero-shot", .scoring = "rank", .majority_label_correct_n = -1,
-                 .calibration = "contextual", .train_limit = 0};
+                 .has_budget = 1, .calibration = "contextual", .train_limit = 0};
     cr_assert_eq(db_cell_upsert(db, &c, &c1, &e), PWB_OK, "%s", e.msg);
     db_cell d = {.run_id = run, .dataset = "sst2", .split = "dev", .model = "m", .method = "fs",
-                 .majority_label_correct_n = -1, .train_limit = -1};
+                 .majority_label_correct_n = -1, .train_limit = 16};
     cr_assert_eq(db_cell_upsert(db, &d, &c2, &e), PWB_OK, "%s", e.msg);
     double prior[2] = {-0.2, -1.7};
     cr_assert_eq(db_cell_set_calib_prior(db, c1, prior, 2, &e), PWB_OK, "%s", e.msg);
@@ -170,7 +170,7 @@ Test(migration, cells_keep_calibration_and_budget)
     cr_assert_str_eq(cells[0].calibration, "contextual");
     cr_assert_str_eq(cells[0].calib_prior, "[-0.2,-1.7]");
     cr_assert_eq(cells[0].train_limit, 0);
-    cr_assert_null(cells[1].calibration);
+    cr_assert_null(cells[1].calibration, "without has_budget nothing is recorded");
     cr_assert_null(cells[1].calib_prior);
     cr_assert_eq(cells[1].train_limit, -1);
     db_cells_free(cells, n);
