@@ -58,12 +58,9 @@ static int store_item(runner *R, rcell *c, item *it, pwb_buf *scratch, pwb_err *
         p.error = rp->error;
     } else if (m->rank) {
         int n = d->card.n_labels, ch = rp->choice;
-        if ((ch < 0 || ch >= n) && rp->choice_logprob) {
-            ch = 0;
-            for (int i = 1; i < n; i++)
-                if (rp->choice_logprob[i] > rp->choice_logprob[ch])
-                    ch = i;
-        }
+        /* calibrated: the raw scores stay stored, the choice is theirs less the cell's prior */
+        if (rp->choice_logprob && (c->prior || ch < 0 || ch >= n))
+            ch = calib_choose(rp->choice_logprob, c->prior, n);
         if (ch >= 0 && ch < n) {
             p.extracted = d->card.labels[ch].verbalizer;
             if (!p.output)
@@ -112,8 +109,7 @@ static int store_item(runner *R, rcell *c, item *it, pwb_buf *scratch, pwb_err *
     return rc;
 }
 
-/* Answers what the cache holds, in one read transaction. */
-static int lookup_cache(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
+int run_cache_lookup(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
 {
     size_t n_cacheable = 0;
     for (size_t i = 0; i < n; i++)
@@ -188,7 +184,7 @@ static int run_cell(runner *R, rcell *c, pwb_err *e)
         for (; built < n && !rc; built++)
             rc = run_item_build(R, c, &items[built], c->todo[start + built], &scratch, e);
         if (!rc)
-            rc = lookup_cache(R, c, items, n, e);
+            rc = run_cache_lookup(R, c, items, n, e);
         size_t nm = 0;
         for (size_t i = 0; !rc && i < n; i++) {
             if (items[i].cached)
@@ -305,6 +301,8 @@ int run_execute(runner *R, pwb_err *e)
                 break;
             }
         }
+        if (!rc && R->me[c->k].rank && R->me[c->k].calib != CALIB_NONE && c->n_todo > 0)
+            rc = run_calibrate(R, c, e);
         if (!rc)
             rc = run_cell(R, c, e);
         if (c->job) /* the vectors were for this cell only */

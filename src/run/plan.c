@@ -92,6 +92,9 @@ int run_plan(runner *R, pwb_err *e)
             .majority_label_correct_n = cell_majority_n(d, c),
             .sweep = m->sm->sweep,
             .sweep_point = m->sm->sweep_point,
+            .has_budget = 1,
+            .calibration = calib_kind_name(m->calib),
+            .train_limit = run_cell_budget(R, c),
         };
         rc = db_cell_upsert(R->db, &cell, &c->id, e);
     }

@@ -150,6 +150,7 @@ static int prepare_methods(runner *R, pwb_err *e)
             return err_set(e, PWB_ERANGE, "%s: %d shots is more than the limit of %d", m->tpl_path, m->tpl.shots,
                            RUN_MAX_SHOTS);
         }
+        m->calib = calib_kind_parse(m->sm->calibration);
         const char *sc = m->sm->scoring ? m->sm->scoring : "generate";
         if (strcmp(sc, "rank") == 0) {
             m->rank = 1;
@@ -202,22 +203,20 @@ void run_item_free(item *it)
     llm_response_clear(&it->resp);
 }
 
-/* Renders the example's prompt and fills its request. */
-int run_item_build(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scratch, pwb_err *e)
+/* Renders x with the shots a query at shot_query gets (an index into the shot data: the query's
+ * own index when shots come from the eval split; SIZE_MAX for an input outside it). */
+static int item_render(runner *R, const rcell *c, item *it, const ds_example *x, size_t shot_query, pwb_err *e)
 {
     rds *d = &R->ds[c->d];
     rmethod *m = &R->me[c->k];
-    rmodel *mo = &R->mo[c->m];
-    const ds_example *x = &d->eval.ex[ex];
-    it->ex = ex;
     buf_init(&it->flat);
     const ds_example *shots[RUN_MAX_SHOTS];
     size_t rows[RUN_MAX_SHOTS];
     int ns = m->tpl.shots;
     if (ns > 0) {
-        const ds_data *sd = shot_data(d);
-        /* query_row is an index into the shot data: the query's own index when it is the eval split */
-        int rc = template_pick_shots(&m->tpl, &d->card, sd, ex, d->shots_same, R->suite.seed, rows, e);
+        const ds_data *sd = c->has_pool ? &c->pool : shot_data(d);
+        int rc = template_pick_shots(&m->tpl, &d->card, sd, shot_query, d->shots_same && !c->has_pool,
+                                     R->suite.seed, rows, e);
         if (rc)
             return rc;
         for (int i = 0; i < ns; i++) {
@@ -226,9 +225,40 @@ int run_item_build(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scra
             shots[i] = &sd->ex[rows[i]];
         }
     }
-    int rc = template_render(&m->tpl, &d->card, x, shots, ns, &it->prompt, e);
-    if (rc)
-        return rc;
+    return template_render(&m->tpl, &d->card, x, shots, ns, &it->prompt, e);
+}
+
+static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, pwb_err *e);
+
+/* Renders the example's prompt and fills its request. */
+int run_item_build(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scratch, pwb_err *e)
+{
+    it->ex = ex;
+    int rc = item_render(R, c, it, &R->ds[c->d].eval.ex[ex], ex, e);
+    return rc ? rc : item_request(R, c, it, scratch, e);
+}
+
+int run_item_build_input(runner *R, const rcell *c, item *it, const char *input, int premise, pwb_buf *scratch,
+                         pwb_err *e)
+{
+    /* no fields, no answer, no label: only the text the template shows as {{input}} */
+    ds_example x;
+    memset(&x, 0, sizeof x);
+    x.input = (char *)(premise ? CALIB_MARKER : input);
+    x.label = -1;
+    x.answer_idx = -1;
+    it->ex = SIZE_MAX;
+    int rc = item_render(R, c, it, &x, SIZE_MAX, e);
+    if (!rc && premise)
+        rc = calib_premise(&it->prompt, e);
+    return rc ? rc : item_request(R, c, it, scratch, e);
+}
+
+/* Flattens the rendered prompt and fills the request. */
+static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, pwb_err *e)
+{
+    rmethod *m = &R->me[c->k];
+    rmodel *mo = &R->mo[c->m];
     if (tpl_prompt_flatten(&it->prompt, &it->flat))
         return err_set(e, PWB_ENOMEM, "out of memory");
     sha256_hex(it->flat.data, it->flat.len, it->psha);
@@ -400,6 +430,54 @@ static int cell_sample(runner *R, rcell *c, pwb_err *e)
     return PWB_OK;
 }
 
+/* A method with a train_limit draws its shots from that many rows of the shot split: the first
+ * of its seeded permutation, so a smaller budget's pool is part of a larger one's. */
+static int cell_pool(runner *R, rcell *c, pwb_err *e)
+{
+    const rds *d = &R->ds[c->d];
+    const rmethod *m = &R->me[c->k];
+    long lim = m->sm->train_limit;
+    if (m->soft || m->tpl.shots <= 0 || lim < 0)
+        return PWB_OK;
+    if (lim < m->tpl.shots)
+        return err_set(e, PWB_EINVAL, "%s: method '%s': train_limit %ld is fewer than its %d shots", R->suite.path,
+                       m->sm->name, lim, m->tpl.shots);
+    if (d->shots_same) {
+        /* shots from the eval split itself: a pool would have to exclude each query; keep them all */
+        log_warn("%s: method '%s': shots come from the evaluated split, so train_limit does not narrow them",
+                 R->suite.path, m->sm->name);
+        return PWB_OK;
+    }
+    const ds_data *sd = &d->shots;
+    size_t *idx = malloc((sd->n ? sd->n : 1) * sizeof *idx);
+    if (!idx)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    size_t n = dataset_sample(sd, (size_t)lim, R->suite.seed, idx);
+    c->pool = *sd;
+    c->pool.ex = malloc((n ? n : 1) * sizeof *c->pool.ex);
+    if (!c->pool.ex) {
+        free(idx);
+        memset(&c->pool, 0, sizeof c->pool);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        c->pool.ex[i] = sd->ex[idx[i]];
+    c->pool.n = n;
+    c->has_pool = 1;
+    free(idx);
+    return PWB_OK;
+}
+
+long run_cell_budget(const runner *R, const rcell *c)
+{
+    const rmethod *m = &R->me[c->k];
+    if (m->soft) /* what the soft prompt reads: its training rows and its held-out slice */
+        return m->sm->soft.train_limit > 0 ? m->sm->soft.train_limit + m->sm->soft.eval_n : -1;
+    if (m->tpl.shots <= 0)
+        return 0;
+    return c->has_pool ? (long)c->pool.n : -1;
+}
+
 /* Builds the cells and checks each: the template against the card, the scorer, one rendering. */
 static int prepare_cells(runner *R, pwb_err *e)
 {
@@ -460,6 +538,8 @@ static int prepare_cells(runner *R, pwb_err *e)
                 c->k = k;
                 rc = cell_sample(R, c, e);
                 if (!rc)
+                    rc = cell_pool(R, c, e);
+                if (!rc)
                     rc = scorer_init(&c->sc, &R->ds[di].card, R->me[k].tpl.answer_pattern, e);
                 if (!rc && R->me[k].soft)
                     rc = run_soft_prepare(R, c, e);
@@ -471,6 +551,14 @@ static int prepare_cells(runner *R, pwb_err *e)
                 memset(&it, 0, sizeof it);
                 rc = run_item_build(R, c, &it, c->rows[0], &scratch, e);
                 run_item_free(&it);
+                if (!rc && R->me[k].rank && R->me[k].calib == CALIB_PMI) { /* its premise too */
+                    memset(&it, 0, sizeof it);
+                    rc = run_item_build_input(R, c, &it, NULL, 1, &scratch, e);
+                    run_item_free(&it);
+                    if (rc)
+                        err_prefix(e, "%s: method '%s': calibration pmi: %s: ", R->suite.path, R->me[k].sm->name,
+                                   R->me[k].tpl_path);
+                }
             }
         }
     }

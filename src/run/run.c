@@ -66,6 +66,8 @@ static void runner_free(runner *R)
             scorer_free(R->cells[i].sc);
         free(R->cells[i].todo);
         free(R->cells[i].own_rows);
+        free(R->cells[i].pool.ex); /* a view: its examples belong to the shot split */
+        free(R->cells[i].prior);
         softjob_free(R->cells[i].job);
         free(R->cells[i].job);
         free(R->cells[i].soft_dir);

@@ -19,6 +19,7 @@
 #include "run/softjob.h"
 #include "run/suite.h"
 #include "store/db.h"
+#include "task/calib.h"
 #include "task/dataset.h"
 #include "task/score.h"
 #include "task/template.h"
@@ -57,6 +58,7 @@ typedef struct rmethod {
     char tpl_sha[65];
     int rank;
     int soft;         /* a soft prompt: tpl is its input format (no shots) */
+    int calib;        /* enum calib_kind: how rank scores are corrected */
 } rmethod;
 
 typedef struct rmodel {
@@ -84,6 +86,10 @@ typedef struct rcell {
     run_cell_result *res;
     softjob *job;  /* soft-prompt cells: the prompt's training */
     char *soft_dir;/* its folder */
+    ds_data pool;  /* the shots' pool when the method declares a train_limit: a view (ex is owned,
+                    * its examples are borrowed) of that many seeded rows of the shot split */
+    int has_pool;
+    double *prior; /* calibrated rank cells: the per-label log-prior (calibrate.c), else NULL */
 } rcell;
 
 typedef struct runner {
@@ -134,6 +140,20 @@ int run_prepare(runner *R, pwb_err *e);
 /* Renders example ex of eval for cell c and fills it->req (it zeroed by the caller). */
 int run_item_build(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scratch, pwb_err *e);
 void run_item_free(item *it);
+
+/* The rendering for a calibration input (calibrate.c): input replaces the example's text, the
+ * shots are those a query outside the shot split gets; premise: cut to PMI's domain premise. */
+int run_item_build_input(runner *R, const rcell *c, item *it, const char *input, int premise, pwb_buf *scratch,
+                         pwb_err *e);
+/* The labelled training examples the cell's method may read (-1: all of the split). */
+long run_cell_budget(const runner *R, const rcell *c);
+
+/* execute.c: answers what the response cache holds, in one read transaction. */
+int run_cache_lookup(runner *R, rcell *c, item *items, size_t n, pwb_err *e);
+
+/* calibrate.c: a calibrated rank cell's prior, from its content-free inputs (or its domain
+ * premise), computed (or read from the cache), stored with the cell, kept in c->prior. */
+int run_calibrate(runner *R, rcell *c, pwb_err *e);
 
 /* soft.c */
 int run_soft_prepare(runner *R, rcell *c, pwb_err *e);

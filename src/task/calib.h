@@ -32,8 +32,9 @@ int calib_prior_contextual(const double *lp, int n_inputs, int n_labels, double 
  * the first label wins ties). -1 when n < 1 or a needed value is not finite. */
 int calib_choose(const double *lp, const double *log_prior, int n);
 
-/* The marker a PMI premise is cut at: the prompt is rendered with this as the input. */
-#define CALIB_MARKER "\x01pwb-input\x01"
+/* The marker a PMI premise is cut at: the prompt is rendered with this as the input (control
+ * bytes no dataset text holds; \x01 is taken: the renderer marks roles with it). */
+#define CALIB_MARKER "\x02pwb-input\x02"
 
 /* Turns a prompt rendered with CALIB_MARKER as its input into the domain premise: the message
  * holding the marker keeps only the text after it (leading whitespace dropped), the messages after

@@ -433,3 +433,70 @@ Test(run_remote, presets_and_providers_run_and_rank_over_completions, .timeout =
     free(db);
     free(dir);
 }
+
+/* Calibrated rank scoring over /v1/completions. The fake server scores a label by its word alone,
+ * whatever the prompt, and favours "positive": uncalibrated, positive wins every row; the domain
+ * premise (pmi) gives exactly the same scores, so every label ties at 0 and the first (negative)
+ * wins; contextual calibration stores three content-free inputs and the prior they give.
+ * The raw scores stay stored, so the calibrated choice is re-derived from them in SQL. */
+Test(run_remote, calibrated_rank_over_completions, .timeout = 120)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    const char *const args[] = {"--favor", "positive", NULL};
+    cr_assert_eq(fake_start(&f, dir, args), 0);
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"name\": \"cal\", \"seed\": 4, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": 8}],"
+             " \"models\": [{\"name\": \"cmpl\", \"provider\": \"openai-completions\", \"preset\": \"vllm\","
+             " \"base_url\": \"http://127.0.0.1:%d/v1\", \"model\": \"m\"}],"
+             " \"methods\": [{\"name\": \"raw\", \"template\": \"zero-shot\", \"scoring\": \"rank\"},"
+             "  {\"name\": \"pmi\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"calibration\": \"pmi\"},"
+             "  {\"name\": \"cc\", \"template\": \"few-shot\", \"scoring\": \"rank\", \"calibration\": \"contextual\","
+             "   \"train_limit\": 16}]}",
+             f.port);
+    char *suite = write_suite(dir, "cal.json", text);
+    char *db = it_path(dir, "cal.db");
+    proc_out p = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM v_predictions WHERE method = 'raw' AND extracted = 'positive'"),
+                 8);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM v_predictions WHERE method = 'pmi' AND extracted = 'negative'"
+                                 " AND choice_logprobs IS NOT NULL"),
+                 8);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM calib_inputs i JOIN cells c ON c.id = i.cell_id"
+                                 " WHERE c.method = 'pmi' AND i.input IS NULL AND i.prompt NOT LIKE '%Text:%'"),
+                 1, "the premise is the prompt after its input");
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM calib_inputs i JOIN cells c ON c.id = i.cell_id"
+                                 " WHERE c.method = 'cc' AND i.choice_logprobs IS NOT NULL"),
+                 3);
+    char *v = it_sql_text(db, "SELECT group_concat(coalesce(calibration, '-') || ':' || coalesce(train_limit, 'all'),"
+                              " ' ') FROM cells ORDER BY id");
+    cr_assert_str_eq(v, "none:0 pmi:0 contextual:16");
+    free(v);
+    /* the three content-free inputs score alike here, so the prior is their label distribution:
+     * its log-probabilities differ by what the raw scores differ by */
+    cr_assert_eq(it_sql_long(db, "SELECT abs((json_extract(c.calib_prior, '$[0]') - json_extract(c.calib_prior, '$[1]'))"
+                                 " - (json_extract(i.choice_logprobs, '$[0]') - json_extract(i.choice_logprobs, '$[1]')))"
+                                 " < 1e-6 FROM cells c JOIN calib_inputs i ON i.cell_id = c.id"
+                                 " WHERE c.method = 'cc' AND i.idx = 0"),
+                 1);
+    /* re-scored from the stored raw scores and the prior, without the model: the same choices */
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                                 " WHERE c.calib_prior IS NOT NULL AND p.extracted != CASE WHEN"
+                                 " json_extract(p.choice_logprobs, '$[1]') - json_extract(c.calib_prior, '$[1]') >"
+                                 " json_extract(p.choice_logprobs, '$[0]') - json_extract(c.calib_prior, '$[0]')"
+                                 " THEN 'positive' ELSE 'negative' END"),
+                 0);
+    /* the report shows the budget and the prior */
+    p = pwb((const char *const[]){it_pwb(), "report", "--db", db, NULL});
+    cr_assert_eq(p.status, 0, "%s", p.err);
+    cr_assert(strstr(p.out, "| cc | few-shot | 16 | contextual | negative 0.") != NULL, "%s", p.out);
+    proc_out_free(&p);
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(dir);
+}
