@@ -42,7 +42,7 @@ UNIT_BINS  := $(foreach l,$(TEST_LAYERS),$(BUILD)/tests/unit_$(l))
 INTEG_BIN  := $(BUILD)/tests/integration
 TEST_BINS  := $(UNIT_BINS) $(if $(wildcard tests/integration/*.c),$(INTEG_BIN))
 
-.PHONY: all deps test unit integration asan bench demo published model clean help fuzz check-deps
+.PHONY: all deps test unit integration asan bench demo published model clean help fuzz check-deps install
 all: check-deps $(PWB) pwb
 
 help:
@@ -53,6 +53,7 @@ help:
 	@echo "make demo       run suites/demo.json on the local engine and write reports/demo.md"
 	@echo "make bench      harness and engine benchmarks (bench/run.sh; results in bench/out/)"
 	@echo "make published  the published SST-2, GSM8K and AG News comparisons (reports/*.md, ~4 h on 2 cores)"
+	@echo "make install    install pwb, its templates, cards, suites, docs and man page under PREFIX (/usr/local)"
 	@echo "make deps       install missing Debian -dev packages (as root) or say which"
 	@echo "make clean      remove build outputs"
 
@@ -103,6 +104,9 @@ $(INTEG_BIN): $(patsubst tests/%.c,$(BUILD)/tests/obj/%.o,$(wildcard tests/integ
 # binaries through PWB_BIN / PWB_FAKELLM.
 PWB_SHARED ?= $(abspath ../shared)
 export PWB_SHARED
+# The shared data folder is pwb's default data path (after $PWB_DATA_PATH): no export needed.
+$(BUILD)/obj/task/catalog.o: CFLAGS += -DPWB_DEFAULT_DATA_PATH='"$(PWB_SHARED)/datasets"'
+$(BUILD)/obj/task/catalog.o: Makefile
 TEST_ENV = PWB_BIN=$(abspath $(PWB)) PWB_FAKELLM=$(abspath $(FAKELLM)) PWB_ROOT=$(abspath .) \
            PWB_DATA_PATH=$(PWB_SHARED)/datasets PWB_DB= OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
 
@@ -129,15 +133,16 @@ model: $(SMOLLM2)
 $(SMOLLM2):
 	@sh scripts/fetch-model.sh $(MODEL_DIR)
 
-# The main jobs read the datasets from the shared folder too (after any PWB_DATA_PATH of the user's).
-RUN_ENV = PWB_DATA_PATH="$${PWB_DATA_PATH:+$$PWB_DATA_PATH:}$(PWB_SHARED)/datasets" OMP_WAIT_POLICY=passive
+# pwb finds the shared datasets by itself (the build's default data folder, below).
+RUN_ENV = OMP_WAIT_POLICY=passive
 
 published: all model
 	$(RUN_ENV) ./scripts/published.sh
 
+# The README's commands read the default database (results/pwb.db): the demo writes it.
 demo: all model
-	$(RUN_ENV) ./pwb run suites/demo.json --db results/demo.db
-	./pwb report --db results/demo.db -o reports/demo.md
+	$(RUN_ENV) ./pwb run suites/demo.json
+	./pwb report -o reports/demo.md
 	@echo "wrote reports/demo.md"
 
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
@@ -153,3 +158,18 @@ clean:
 	rm -rf build build-asan pwb
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# make install PREFIX=DIR (DESTDIR for packaging): pwb finds share/pwb beside its bin/.
+PREFIX  ?= /usr/local
+SHARE   := $(DESTDIR)$(PREFIX)/share/pwb
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(SHARE)/templates $(SHARE)/datasets $(SHARE)/suites $(SHARE)/prices \
+	  $(DESTDIR)$(PREFIX)/share/doc/pwb $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(PWB) $(DESTDIR)$(PREFIX)/bin/pwb
+	install -m 644 templates/*.tmpl $(SHARE)/templates
+	install -m 644 datasets/*.json $(SHARE)/datasets
+	install -m 644 suites/*.json $(SHARE)/suites
+	install -m 644 prices/prices.json $(SHARE)/prices
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/pwb
+	install -m 644 docs/pwb.1 $(DESTDIR)$(PREFIX)/share/man/man1
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/pwb (data in $(SHARE))"

@@ -230,7 +230,8 @@ void cli_print_group_help(const char *group, FILE *f)
 
 void cli_print_overview(FILE *f)
 {
-    fprintf(f, "pwb %s: prompt workbench. Benchmarks hard prompts against LLMs, results in SQLite.\n\n"
+    fprintf(f, "pwb %s: prompt workbench. Benchmarks hard prompts and trained soft prompts against LLMs,\n"
+               "results in SQLite.\n\n"
                "usage: pwb COMMAND [ARGS] [OPTIONS]\n\ncommands:\n",
             PWB_VERSION);
     for (int i = 0; i < cli_n_commands; i++) {
@@ -240,7 +241,8 @@ void cli_print_overview(FILE *f)
         fprintf(f, "  %-30s %s\n", left, c->summary);
     }
     fprintf(f, "\n`pwb COMMAND --help` for one command's options. Environment: PWB_DB (database),\n"
-               "PWB_DATA_PATH (':'-separated data folders). Documentation: docs/cli.md.\n");
+               "PWB_DATA_PATH and PWB_TEMPLATE_PATH (':'-separated folders searched after the checkout's or\n"
+               "install's). Documentation: docs/cli.md, man pwb.\n");
 }
 
 static int find_idx(const cli_args *a, const char *name)

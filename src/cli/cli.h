@@ -87,10 +87,14 @@ int cli_double(const cli_args *a, const char *name, double def, double min, doub
 int cli_fail(const pwb_err *e);
 int cli_exit_code(int pwb_code);
 void cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* --db, else $PWB_DB, else results/pwb.db. */
+/* --db, else $PWB_DB, else results/pwb.db in the checkout pwb was built in, else in the working directory. */
 const char *cli_db_path(const cli_args *a);
-/* ':'-separated card directories: --dir (if any), datasets/, then $PWB_DATA_PATH. */
+/* ':'-separated data folders for split files (task/catalog.h's rule). */
 const char *cli_data_path(void);
+/* ':'-separated template folders: --dir (if any), then task/catalog.h's rule. */
+const char *cli_template_dirs(const cli_args *a);
+/* A suite or model path as the user named it, else under the checkout/prefix pwb came from. */
+const char *cli_user_file(const char *name);
 /* Interrupt flag set by SIGINT/SIGTERM once cli_signals_install has run. */
 extern volatile sig_atomic_t cli_stop;
 void cli_signals_install(void);

@@ -11,9 +11,7 @@
 
 static void card_dirs_for_listing(const cli_args *a, pwb_buf *out)
 {
-    const char *extra = cli_str(a, "cards", NULL);
-    buf_reset(out);
-    buf_printf(out, "%s%sdatasets", extra ? extra : "", extra ? ":" : "");
+    catalog_card_dirs(cli_str(a, "cards", NULL), out);
 }
 
 int cmd_dataset_list(const cli_args *a)

@@ -30,6 +30,7 @@ int cmd_generate(const cli_args *a)
         cli_usage_error(a->cmd, "--model PATH is required");
         return EXIT_PWB_USAGE;
     }
+    path = cli_user_file(path);
     long max_tokens, seed, threads;
     double temperature = 0.8, top_p = 0.95;
     if (cli_long(a, "max-tokens", 64, 1, 100000, &max_tokens) || cli_long(a, "seed", 1, 0, 0x7fffffffffffffffL, &seed) ||
@@ -151,7 +152,7 @@ int cmd_model_info(const cli_args *a)
     pwb_err e;
     err_clear(&e);
     model *m = NULL;
-    int rc = model_load(&m, a->pos[0], &e);
+    int rc = model_load(&m, cli_user_file(a->pos[0]), &e);
     if (rc)
         return cli_fail(&e);
     pwb_buf out;

@@ -126,7 +126,7 @@ int cmd_run(const cli_args *a)
 {
     run_opts o;
     run_opts_init(&o);
-    o.suite_path = a->pos[0];
+    o.suite_path = cli_user_file(a->pos[0]);
     o.db_path = cli_db_path(a);
     o.fresh = cli_flag(a, "fresh") > 0;
     o.require_existing = cli_flag(a, "resume") > 0;
@@ -157,6 +157,7 @@ int cmd_run(const cli_args *a)
     catalog_card_dirs(NULL, &cards);
     o.card_dirs = cards.data;
     o.data_path = cli_data_path();
+    o.template_dirs = cli_template_dirs(a);
     o.stop = &cli_stop;
     o.progress = a->quiet ? NULL : stderr;
     cli_signals_install();

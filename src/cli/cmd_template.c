@@ -10,17 +10,47 @@
 #include "cli/table.h"
 #include "util/str.h"
 
-static const char *tpl_dir(const cli_args *a) { return cli_str(a, "dir", "templates"); }
+/* Every template in the template folders, the first of a file name winning. */
+static int all_templates(const cli_args *a, catalog_list *out)
+{
+    const char *dirs = cli_template_dirs(a);
+    catalog_list seen = {0};
+    pwb_buf dir;
+    buf_init(&dir);
+    int rc = 0;
+    for (const char *p = dirs; *p && !rc;) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        buf_reset(&dir);
+        buf_append(&dir, p, n);
+        p = colon ? colon + 1 : p + n;
+        catalog_list files = {0};
+        rc = dir.data ? catalog_files(dir.data, ".tmpl", &files) : 0;
+        for (int i = 0; !rc && i < files.n; i++) {
+            const char *base = strrchr(files.v[i], '/');
+            base = base ? base + 1 : files.v[i];
+            int dup = 0;
+            for (int k = 0; k < seen.n && !dup; k++)
+                dup = !strcmp(seen.v[k], base);
+            if (!dup && (list_add(&seen, base) || list_add(out, files.v[i])))
+                rc = -1;
+        }
+        list_free(&files);
+    }
+    buf_free(&dir);
+    list_free(&seen);
+    return rc;
+}
 
 int cmd_template_list(const cli_args *a)
 {
     catalog_list files = {0};
-    if (catalog_files(tpl_dir(a), ".tmpl", &files)) {
+    if (all_templates(a, &files)) {
         fprintf(stderr, "pwb: out of memory\n");
         return EXIT_PWB_FAILED;
     }
     if (files.n == 0) {
-        fprintf(stderr, "pwb: no templates in %s/\n", tpl_dir(a));
+        fprintf(stderr, "pwb: no templates in %s\n", cli_template_dirs(a)[0] ? cli_template_dirs(a) : "any templates folder");
         list_free(&files);
         return EXIT_PWB_INPUT;
     }
@@ -62,7 +92,7 @@ int cmd_template_show(const cli_args *a)
     buf_init(&path);
     pwb_template tp;
     template_init(&tp);
-    int rc = catalog_template_path(a->pos[0], tpl_dir(a), &path, &e);
+    int rc = catalog_template_path(a->pos[0], cli_template_dirs(a), &path, &e);
     if (!rc)
         rc = template_load(&tp, path.data, &e);
     if (rc) {
@@ -100,7 +130,7 @@ int cmd_template_check(const cli_args *a)
     if (a->npos > 0) {
         for (int i = 0; i < a->npos; i++) {
             err_clear(&e);
-            if (catalog_template_path(a->pos[i], tpl_dir(a), &path, &e)) {
+            if (catalog_template_path(a->pos[i], cli_template_dirs(a), &path, &e)) {
                 cli_fail(&e);
                 bad = 1;
             } else {
@@ -108,7 +138,7 @@ int cmd_template_check(const cli_args *a)
             }
         }
     } else {
-        oom |= catalog_files(tpl_dir(a), ".tmpl", &tfiles);
+        oom |= all_templates(a, &tfiles);
     }
     /* The cards: one, or every card in the card folders. */
     const char *only = cli_str(a, "dataset", NULL);
@@ -128,8 +158,7 @@ int cmd_template_check(const cli_args *a)
             }
         }
     } else {
-        const char *extra = cli_str(a, "cards", NULL);
-        buf_printf(&dirs, "%s%sdatasets", extra ? extra : "", extra ? ":" : "");
+        catalog_card_dirs(cli_str(a, "cards", NULL), &dirs);
         oom |= catalog_cards(dirs.data, &cfiles);
         cards = calloc((size_t)(cfiles.n ? cfiles.n : 1), sizeof *cards);
         oom |= !cards;
@@ -149,7 +178,7 @@ int cmd_template_check(const cli_args *a)
         bad = 1;
     }
     if (!tfiles.n && a->npos == 0)
-        fprintf(stderr, "pwb: no templates in %s/\n", tpl_dir(a));
+        fprintf(stderr, "pwb: no templates in %s\n", cli_template_dirs(a)[0] ? cli_template_dirs(a) : "any templates folder");
     int n_ok = 0, n_fail = 0;
     for (int i = 0; i < tfiles.n; i++) {
         pwb_template tp;
@@ -231,7 +260,7 @@ int cmd_template_render(const cli_args *a)
     tpl_prompt pr = {0};
     size_t rows[64];
     const ds_example *shots[64];
-    int rc = catalog_template_path(a->pos[0], tpl_dir(a), &path, &e);
+    int rc = catalog_template_path(a->pos[0], cli_template_dirs(a), &path, &e);
     if (!rc)
         rc = template_load(&tp, path.data, &e);
     if (!rc)

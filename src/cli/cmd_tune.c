@@ -88,7 +88,7 @@ int cmd_tune(const cli_args *a)
     pwb_db *db = NULL;
     int quiet = a->quiet;
 
-    int rc = catalog_template_path(tpl_name, "templates", &path, &e);
+    int rc = catalog_template_path(tpl_name, cli_template_dirs(a), &path, &e);
     if (!rc)
         rc = template_load(&tp, path.data, &e);
     if (!rc)

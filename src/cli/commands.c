@@ -42,24 +42,24 @@ static const cli_opt query_opts[] = {
 };
 
 static const cli_opt tpl_list_opts[] = {
-    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {"dir", 'd', "DIR", "templates folder searched first (then templates/, the checkout's or install's, $PWB_TEMPLATE_PATH)"},
     {0},
 };
 
 static const cli_opt tpl_show_opts[] = {
-    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {"dir", 'd', "DIR", "templates folder searched first (then templates/, the checkout's or install's, $PWB_TEMPLATE_PATH)"},
     {0},
 };
 
 static const cli_opt tpl_check_opts[] = {
-    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {"dir", 'd', "DIR", "templates folder searched first (then templates/, the checkout's or install's, $PWB_TEMPLATE_PATH)"},
     {"cards", 0, "DIR", "also search DIR for dataset cards"},
     {"dataset", 'D', "NAME", "check against this dataset card only"},
     {0},
 };
 
 static const cli_opt tpl_render_opts[] = {
-    {"dir", 'd', "DIR", "templates folder (default templates/)"},
+    {"dir", 'd', "DIR", "templates folder searched first (then templates/, the checkout's or install's, $PWB_TEMPLATE_PATH)"},
     {"cards", 0, "DIR", "also search DIR for dataset cards"},
     {"dataset", 'D', "NAME", "dataset card (name or path) to take the example from (required)"},
     {"split", 's', "SPLIT", "split to take the example from (default: the card's eval split)"},

@@ -1,6 +1,7 @@
 /* pwb's entry point: finds the subcommand in the table, parses its options, runs it. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -8,6 +9,7 @@
 #include <sqlite3.h>
 
 #include "cli/cli.h"
+#include "task/catalog.h"
 #include "util/log.h"
 
 int cmd_version(const cli_args *a)
@@ -41,6 +43,11 @@ int cmd_help(const cli_args *a)
 
 int main(int argc, char **argv)
 {
+    /* The price table (llm/prices.c) falls back to $PWB_ROOT/prices: point it at the checkout or
+     * install prefix pwb came from, so it is found from any folder. */
+    const char *home = catalog_home();
+    if (home && !getenv("PWB_ROOT"))
+        setenv("PWB_ROOT", home, 0);
     if (argc < 2) {
         cli_print_overview(stderr);
         return EXIT_PWB_USAGE;

@@ -3,6 +3,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "task/catalog.h"
+#include "util/file.h"
 
 volatile sig_atomic_t cli_stop;
 
@@ -48,13 +50,42 @@ const char *cli_db_path(const cli_args *a)
     p = getenv("PWB_DB");
     if (p && p[0])
         return p;
-    return "results/pwb.db";
+    /* Run from a checkout (its build/pwb or ./pwb), the checkout's results/ wherever the working
+     * directory is, so `make demo` and every later command share one database. */
+    static pwb_buf own;
+    const char *h = catalog_home();
+    if (!own.data && h) {
+        pwb_buf mk;
+        buf_init(&mk);
+        if (!file_join(&mk, h, "Makefile") && file_exists(mk.data))
+            buf_printf(&own, "%s/results/pwb.db", h);
+        buf_free(&mk);
+    }
+    return own.data ? own.data : "results/pwb.db";
 }
 
 const char *cli_data_path(void)
 {
-    const char *p = getenv("PWB_DATA_PATH");
-    return p ? p : "";
+    static pwb_buf p;
+    if (!p.data)
+        catalog_data_path(&p);
+    return p.data ? p.data : "";
+}
+
+const char *cli_template_dirs(const cli_args *a)
+{
+    static pwb_buf p;
+    catalog_template_dirs(cli_str(a, "dir", NULL), &p);
+    return p.data ? p.data : "";
+}
+
+const char *cli_user_file(const char *name)
+{
+    /* a few live at once (suite and model); leaked at exit like the other statics */
+    static pwb_buf b[4];
+    static int k;
+    pwb_buf *o = &b[k++ % 4];
+    return catalog_find_file(name, o) || !o->data ? name : o->data;
 }
 
 static void on_signal(int sig)

@@ -6,6 +6,7 @@
 
 #include "llm/remote.h"
 #include "run/request.h"
+#include "task/catalog.h"
 #include "util/file.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -44,7 +45,8 @@ static int resolve_template(runner *R, const suite_method *m, pwb_buf *out, pwb_
 {
     pwb_buf search;
     buf_init(&search);
-    buf_printf(&search, "%s/../templates:%s", R->suite_dir.data, R->o->template_dirs ? R->o->template_dirs : "templates");
+    buf_printf(&search, "%s/templates:%s/../templates:%s", R->suite_dir.data, R->suite_dir.data,
+               R->o->template_dirs ? R->o->template_dirs : "templates");
     int rc = suite_resolve_template(&R->suite, m, search.data, out, e);
     buf_free(&search);
     return rc;
@@ -311,6 +313,23 @@ static int model_config(runner *R, rmodel *m, int index, pwb_err *e)
     raw.provider = sm->provider;
     raw.base_url = sm->base_url;
     raw.model = sm->model;
+    buf_init(&m->file);
+    if (sm->provider && !strcmp(sm->provider, "local") && sm->model && sm->model[0] != '/' && !file_exists(sm->model)) {
+        /* a suite's "models/x.gguf" from any folder: beside the suite, then the checkout's (suites/..)
+         * and the one pwb came from */
+        const char *h = catalog_home();
+        buf_printf(&m->file, "%s/%s", R->suite_dir.data, sm->model);
+        if (!file_exists(m->file.data)) {
+            buf_reset(&m->file);
+            buf_printf(&m->file, "%s/../%s", R->suite_dir.data, sm->model);
+        }
+        if (!file_exists(m->file.data) && h) {
+            buf_reset(&m->file);
+            buf_printf(&m->file, "%s/%s", h, sm->model);
+        }
+        if (file_exists(m->file.data))
+            raw.model = m->file.data;
+    }
     raw.api_key_env = sm->api_key_env;
     raw.chat_template = sm->chat_template;
     if (sm->concurrency > 0)

@@ -59,6 +59,7 @@ static void runner_free(runner *R)
         if (R->mo[i].be)
             llm_backend_free(R->mo[i].be);
         buf_free(&R->mo[i].tokenizer);
+        buf_free(&R->mo[i].file);
     }
     free(R->mo);
     for (int i = 0; i < R->ncells; i++) {

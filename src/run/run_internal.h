@@ -71,6 +71,7 @@ typedef struct rmodel {
     int can_rank;     /* local, or a /v1/completions server's prompt log-probabilities */
     llm_price price;  /* what its tokens cost: the suite's, else the shipped table's */
     pwb_buf tokenizer;/* cfg.tokenizer resolved against the suite's folder */
+    pwb_buf file;     /* a local model's file, found from the working directory or the suite's */
     char sha[65];     /* local model file's sha256 (soft prompts' keys), "" until needed */
 } rmodel;
 

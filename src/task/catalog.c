@@ -1,21 +1,161 @@
 #include "task/catalog.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util/file.h"
 #include "util/str.h"
 
+/* The data folder the build was configured with (make: $(PWB_SHARED)/datasets), a default that
+ * needs no export. */
+#ifndef PWB_DEFAULT_DATA_PATH
+#define PWB_DEFAULT_DATA_PATH ""
+#endif
+
+/* 1 when dir/sub is a folder. */
+static int has_dir(const char *dir, const char *sub)
+{
+    pwb_buf p;
+    buf_init(&p);
+    int ok = !file_join(&p, dir, sub) && file_is_dir(p.data);
+    buf_free(&p);
+    return ok;
+}
+
+const char *catalog_home(void)
+{
+    static char home[PATH_MAX];
+    static int done;
+    if (done)
+        return home[0] ? home : NULL;
+    done = 1;
+    const char *env = getenv("PWB_HOME");
+    if (env && env[0]) {
+        str_copy(home, sizeof home, env);
+        return home;
+    }
+    char exe[PATH_MAX];
+    if (!realpath("/proc/self/exe", exe))
+        return NULL;
+    /* <checkout>/build/pwb (the ./pwb link resolves there), <prefix>/bin/pwb with the data in
+     * <prefix>/share/pwb, or a pwb binary beside templates/ */
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    pwb_buf c;
+    buf_init(&c);
+    for (int up = 0; up < 2 && !home[0]; up++) {
+        if (has_dir(exe, "templates") && has_dir(exe, "datasets"))
+            str_copy(home, sizeof home, exe);
+        else if (!file_join(&c, exe, "share/pwb") && has_dir(c.data, "templates"))
+            str_copy(home, sizeof home, c.data);
+        if ((slash = strrchr(exe, '/')) && slash != exe)
+            *slash = '\0';
+        else
+            break;
+    }
+    buf_free(&c);
+    return home[0] ? home : NULL;
+}
+
+/* Appends dir to the ':'-list in out unless it is missing or already there (same real folder). */
+static void add_dir(pwb_buf *out, const char *dir)
+{
+    char want[PATH_MAX], have[PATH_MAX];
+    if (!dir || !dir[0] || !realpath(dir, want) || !file_is_dir(want))
+        return;
+    pwb_buf one;
+    buf_init(&one);
+    for (const char *p = out->data; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        buf_reset(&one);
+        buf_append(&one, p, n);
+        if (one.data && realpath(one.data, have) && !strcmp(have, want)) {
+            buf_free(&one);
+            return;
+        }
+        p = colon ? colon + 1 : p + n;
+    }
+    buf_free(&one);
+    buf_printf(out, "%s%s", out->len ? ":" : "", dir);
+}
+
+/* Each folder of a ':'-list through add_dir. */
+static void add_list(pwb_buf *out, const char *list)
+{
+    pwb_buf one;
+    buf_init(&one);
+    for (const char *p = list; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        buf_reset(&one);
+        buf_append(&one, p, n);
+        if (one.data)
+            add_dir(out, one.data);
+        p = colon ? colon + 1 : p + n;
+    }
+    buf_free(&one);
+}
+
+static void add_home(pwb_buf *out, const char *sub)
+{
+    const char *h = catalog_home();
+    pwb_buf p;
+    buf_init(&p);
+    if (h && !file_join(&p, h, sub))
+        add_dir(out, p.data);
+    buf_free(&p);
+}
+
 void catalog_card_dirs(const char *extra, pwb_buf *out)
 {
     buf_reset(out);
-    if (extra && extra[0])
-        buf_printf(out, "%s:", extra);
-    buf_puts(out, "datasets");
-    const char *dp = getenv("PWB_DATA_PATH");
-    if (dp && dp[0])
-        buf_printf(out, ":%s", dp);
+    add_list(out, extra);
+    add_dir(out, "datasets");
+    add_home(out, "datasets");
+    add_list(out, getenv("PWB_DATA_PATH"));
+    add_list(out, PWB_DEFAULT_DATA_PATH);
+    if (!out->data)
+        buf_puts(out, "");
+}
+
+void catalog_data_path(pwb_buf *out)
+{
+    buf_reset(out);
+    add_list(out, getenv("PWB_DATA_PATH"));
+    add_list(out, PWB_DEFAULT_DATA_PATH);
+    if (!out->data)
+        buf_puts(out, "");
+}
+
+void catalog_template_dirs(const char *extra, pwb_buf *out)
+{
+    buf_reset(out);
+    add_list(out, extra);
+    add_dir(out, "templates");
+    add_home(out, "templates");
+    add_list(out, getenv("PWB_TEMPLATE_PATH"));
+    if (!out->data)
+        buf_puts(out, "");
+}
+
+int catalog_find_file(const char *name, pwb_buf *out)
+{
+    buf_reset(out);
+    const char *h = catalog_home();
+    if (file_exists(name) || name[0] == '/' || !h)
+        return buf_puts(out, name);
+    if (file_join(out, h, name))
+        return -1;
+    if (!file_exists(out->data)) {
+        buf_reset(out);
+        return buf_puts(out, name);
+    }
+    return 0;
 }
 
 #define CATALOG_MAX 10000 /* files per folder: a sanity cap, not a feature */
@@ -156,18 +296,32 @@ int catalog_load_card(const char *name, const char *extra_dirs, ds_card *c, pwb_
     return rc;
 }
 
-int catalog_template_path(const char *name, const char *dir, pwb_buf *out, pwb_err *e)
+int catalog_template_path(const char *name, const char *dirs, pwb_buf *out, pwb_err *e)
 {
     buf_reset(out);
     if (file_exists(name) && !file_is_dir(name))
         return buf_puts(out, name) ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
-    if (!strchr(name, '/')) {
-        file_join(out, dir, name);
+    pwb_buf dir;
+    buf_init(&dir);
+    for (const char *p = dirs; !strchr(name, '/') && p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        buf_reset(&dir);
+        buf_append(&dir, p, n);
+        p = colon ? colon + 1 : p + n;
+        if (!dir.data)
+            continue;
+        file_join(out, dir.data, name);
         if (file_exists(out->data))
-            return PWB_OK;
+            goto found;
         buf_puts(out, ".tmpl");
         if (file_exists(out->data))
-            return PWB_OK;
+            goto found;
     }
-    return err_set(e, PWB_EINVAL, "no template '%s' (looked for it as a path and in %s/)", name, dir);
+    buf_free(&dir);
+    return err_set(e, PWB_EINVAL, "no template '%s' (looked for it as a path and in %s)", name,
+                   dirs && dirs[0] ? dirs : "no templates folder");
+found:
+    buf_free(&dir);
+    return PWB_OK;
 }

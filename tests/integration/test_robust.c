@@ -3,7 +3,9 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "integration/harness.h"
 
@@ -125,5 +127,45 @@ Test(robust, query_guard_result_sets_and_nul_data, .timeout = 120)
     it_rmtree(dir);
     free(suite);
     free(db);
+    free(dir);
+}
+
+/* From any folder, with no data or template path exported, pwb finds the checkout's cards,
+ * templates, suites and the build's data folder. */
+Test(robust, works_from_any_folder_without_exports, .timeout = 120)
+{
+    char *dir = it_tmpdir();
+    char root[4096], suite[4200];
+    cr_assert_not_null(realpath(it_root(), root));
+    snprintf(suite, sizeof suite, "%s/suites/demo.json", root);
+    /* it_run starts pwb in $PWB_ROOT: here, a folder that is not the checkout */
+    setenv("PWB_ROOT", dir, 1);
+    unsetenv("PWB_DATA_PATH");
+    unsetenv("PWB_TEMPLATE_PATH");
+    const char *const *cmds[] = {
+        (const char *const[]){it_pwb(), "dataset", "show", "sst2", NULL},
+        (const char *const[]){it_pwb(), "dataset", "list", NULL},
+        (const char *const[]){it_pwb(), "template", "check", NULL},
+        (const char *const[]){it_pwb(), "template", "show", "role", NULL},
+        (const char *const[]){it_pwb(), "run", suite, "--dry-run", "--db", "x.db", NULL},
+        (const char *const[]){it_pwb(), "run", "suites/demo.json", "--dry-run", "--db", "x.db", NULL},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        proc_out p = it_run(cmds[i]);
+        cr_expect_eq(p.status, 0, "pwb %s %s: exit %d: %s", cmds[i][1], cmds[i][2], p.status, p.err);
+        proc_out_free(&p);
+    }
+    /* the search path names each folder once, however often it is spelled */
+    char dp[3 * 4096 + 64];
+    snprintf(dp, sizeof dp, "%s/datasets:%s/datasets/:%s/suites/../datasets", root, root, root);
+    setenv("PWB_DATA_PATH", dp, 1);
+    proc_out p = it_run((const char *const[]){it_pwb(), "dataset", "show", "no-such-card", NULL});
+    cr_assert_eq(p.status, 3, "%s", p.err);
+    char own[4200];
+    snprintf(own, sizeof own, "%s/datasets", root);
+    const char *first = strstr(p.err, own);
+    cr_assert(first && !strstr(first + 1, own), "%s", p.err);
+    proc_out_free(&p);
+    it_rmtree(dir);
     free(dir);
 }
