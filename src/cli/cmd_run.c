@@ -132,6 +132,7 @@ int cmd_run(const cli_args *a)
     o.require_existing = cli_flag(a, "resume") > 0;
     o.dry_run = cli_flag(a, "dry-run") > 0;
     o.no_cache = cli_flag(a, "no-cache") > 0;
+    o.search_only = !strcmp(a->cmd->name, "optimize");
     if (o.fresh && o.require_existing) {
         cli_usage_error(a->cmd, "--fresh and --resume exclude each other");
         return EXIT_PWB_USAGE;
@@ -167,8 +168,14 @@ int cmd_run(const cli_args *a)
     pwb_err e;
     err_clear(&e);
     int rc = run_suite(&o, &r, &e);
-    if (!o.dry_run || rc == PWB_OK)
+    if (o.search_only) {
+        for (int i = 0; !rc && i < r.n_cells; i++)
+            if (r.cells[i].search_template)
+                printf("%s/%s/%s: %s\n", r.cells[i].dataset, r.cells[i].model, r.cells[i].method,
+                       r.cells[i].search_template);
+    } else if (!o.dry_run || rc == PWB_OK) {
         print_summary(&o, &r);
+    }
     fflush(stdout);
     int code = EXIT_PWB_OK;
     if (rc == PWB_ELIMIT) {

@@ -191,6 +191,12 @@ const cli_cmd cli_commands[] = {
      "the run before it would spend more than USD (what a resumed run spent counts): finished\n"
      "predictions are kept, exit 6, and a rerun with a higher limit continues.",
      run_opts, cmd_run},
+    {"optimize", "SUITE", 1, 1, "run a suite's prompt searches and print each winner's template file",
+     "Runs the prompt search of every suite method with an \"optimize\" object (docs/optimize.md) and\n"
+     "prints, per dataset/model/method, the template file its winner was written to; no rows are\n"
+     "scored. Candidates, held-out scores and the search's cost go into the database; `pwb run` of\n"
+     "the same suite later reuses the winner. Same options as run.",
+     run_opts, cmd_run},
     {"report", "", 0, 0, "render a report (markdown, CSV or JSON) of a run",
      "Renders one table per dataset and model for a run: method, n, accuracy with its 95% Wilson\n"
      "interval, McNemar p against the best, invalid %, mean tokens in/out, latency p50/p95, cost\n"

@@ -260,6 +260,14 @@ static int md_training_cost(const report_group *g, pwb_buf *b)
     return r ? -1 : 0;
 }
 
+static int any_search(const report_group *g)
+{
+    for (size_t i = 0; i < g->n_rows; i++)
+        if (g->rows[i].search.found)
+            return 1;
+    return 0;
+}
+
 static int any_budget(const report_group *g)
 {
     for (size_t i = 0; i < g->n_rows; i++)
@@ -275,8 +283,15 @@ static int md_budget(const report_group *g, pwb_buf *b)
     int r = buf_puts(b, "\n### Labelled data and calibration\n\n*Labelled examples*: training examples the method "
                         "may read for shots, prompt search or training (*all*: the whole split). *Prior*: the "
                         "label probabilities of the content-free inputs (contextual) or of the domain premise "
-                        "(pmi), which calibration divides out of every prediction.\n\n"
-                        "| method | kind | labelled examples | calibration | prior |\n|---|---|--:|---|---|\n");
+                        "(pmi), which calibration divides out of every prediction.");
+    const int search = any_search(g);
+    if (search)
+        r |= buf_puts(b, " *Search*: a prompt search's candidates, label rankings spent of those allowed, distinct "
+                         "labelled rows it read, its CPU time (the search's cost, as training is a soft prompt's) "
+                         "and the winner's held-out accuracy.");
+    r |= buf_puts(b, "\n\n| method | kind | labelled examples | calibration | prior |") |
+         (search ? buf_puts(b, " search |") : 0) | buf_puts(b, "\n|---|---|--:|---|---|") |
+         (search ? buf_puts(b, "---|") : 0) | buf_putc(b, '\n');
     for (size_t i = 0; i < g->n_rows && !r; i++) {
         const report_row *w = &g->rows[i];
         if (w->is_baseline)
@@ -289,7 +304,21 @@ static int md_budget(const report_group *g, pwb_buf *b)
             r |= (k ? buf_puts(b, ", ") : 0) | (name ? md_text(b, name) : buf_printf(b, "%d", k)) |
                  buf_printf(b, " %.3f", w->calib_p[k]);
         }
-        r |= buf_puts(b, w->n_calib_p ? " |\n" : DASH " |\n");
+        r |= buf_puts(b, w->n_calib_p ? " |" : DASH " |");
+        if (search && w->search.found) {
+            const db_prompt_search_info *s = &w->search;
+            r |= buf_putc(b, ' ') | fmt_int(b, s->n_candidates) | buf_puts(b, " candidates, ") | fmt_int(b, s->evals);
+            if (s->max_evals > 0)
+                r |= buf_puts(b, " of ") | fmt_int(b, s->max_evals);
+            r |= buf_puts(b, " rankings, ") | fmt_int(b, s->examples_read) | buf_puts(b, " rows read, ") |
+                 fmt_seconds(b, s->cpu_s) | buf_puts(b, " CPU; held-out ");
+            r |= isnan(s->best_heldout_acc) ? buf_puts(b, DASH)
+                                            : buf_printf(b, "%.1f%% of %ld", 100.0 * s->best_heldout_acc, s->heldout);
+            r |= buf_puts(b, " |");
+        } else if (search) {
+            r |= buf_puts(b, " " DASH " |");
+        }
+        r |= buf_putc(b, '\n');
     }
     return r ? -1 : 0;
 }
@@ -523,6 +552,21 @@ static cJSON *json_row(const report_group *g, const report_row *w)
         cJSON *pr = w->n_calib_p ? cJSON_CreateDoubleArray(w->calib_p, w->n_calib_p) : NULL;
         if (pr)
             cJSON_AddItemToObject(o, "calibration_prior", pr);
+        if (w->search.found) {
+            cJSON *s = cJSON_CreateObject();
+            if (s) {
+                add_num(s, "candidates", (double)w->search.n_candidates);
+                add_num(s, "rounds", (double)w->search.rounds);
+                add_num(s, "evals", (double)w->search.evals);
+                add_num(s, "max_evals", (double)w->search.max_evals);
+                add_num(s, "examples_read", (double)w->search.examples_read);
+                add_num(s, "heldout", (double)w->search.heldout);
+                add_num(s, "cpu_s", w->search.cpu_s);
+                add_num(s, "wall_s", w->search.wall_s);
+                add_num(s, "best_heldout_accuracy", w->search.best_heldout_acc);
+                cJSON_AddItemToObject(o, "search", s);
+            }
+        }
     }
     cJSON_AddBoolToObject(o, "is_best", w->is_best);
     cJSON_AddBoolToObject(o, "is_baseline", w->is_baseline);

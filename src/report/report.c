@@ -455,6 +455,8 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, p
                 return err_set(e, PWB_ENOMEM, "report: out of memory");
         }
         int crc = row_calibration(w, cd[i].cell, e);
+        if (!crc && w->has_budget)
+            crc = db_prompt_search_get(db, cd[i].cell->id, &w->search, e);
         if (crc)
             return crc;
         if (cd[i].cell->soft_prompt_id > 0) {

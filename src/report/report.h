@@ -62,6 +62,7 @@ typedef struct report_row {
     int n_calib_p;
     long train_limit;          /* labelled training examples the method may read; -1: all / unknown */
     int has_budget;            /* train_limit recorded (a run of schema 3 or later) */
+    db_prompt_search_info search; /* a searched method's search (found 0 otherwise) */
 } report_row;
 
 /* A sweep within a group: the points of one suite method's grid, in suite order. */

@@ -9,18 +9,63 @@
 
 #include "run/request.h"
 
+int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
+{
+    rmodel *mo = &R->mo[c->m];
+    const int nl = R->me[c->k].rank ? R->ds[c->d].card.n_labels : 0;
+    llm_request *reqs = calloc(n ? n : 1, sizeof *reqs);
+    llm_response *out = calloc(n ? n : 1, sizeof *out);
+    size_t *map = calloc(n ? n : 1, sizeof *map);
+    pwb_buf scratch;
+    buf_init(&scratch);
+    int rc = !reqs || !out || !map ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+    if (!rc)
+        rc = run_cache_lookup(R, c, items, n, e);
+    size_t nm = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        R->prog_done -= items[i].cached; /* the lookup counts rows; these are not rows */
+        if (!items[i].cached) {
+            reqs[nm] = items[i].req;
+            map[nm++] = i;
+        }
+    }
+    if (!rc && nm > 0) {
+        rc = mo->be->run(mo->be, reqs, nm, out, NULL, NULL, e);
+        for (size_t j = 0; j < nm; j++) {
+            items[map[j]].resp = out[j];
+            memset(&out[j], 0, sizeof out[j]);
+        }
+        if (!rc && !(rc = db_begin(R->db, e))) {
+            for (size_t j = 0; !rc && j < nm; j++) {
+                item *it = &items[map[j]];
+                if (!it->cacheable || it->resp.error || !(it->resp.text || it->resp.choice_logprob))
+                    continue;
+                if (resp_encode(&it->resp, nl, &scratch))
+                    rc = err_set(e, PWB_ENOMEM, "out of memory");
+                else
+                    rc = db_cache_put(R->db, it->key, scratch.data, e);
+            }
+            if (rc)
+                db_rollback(R->db);
+            else
+                rc = db_commit(R->db, e);
+        }
+    }
+    free(reqs);
+    free(out);
+    free(map);
+    buf_free(&scratch);
+    return rc;
+}
+
 int run_calibrate(runner *R, rcell *c, pwb_err *e)
 {
     const rmethod *m = &R->me[c->k];
-    rmodel *mo = &R->mo[c->m];
     const int nl = R->ds[c->d].card.n_labels;
     const int n = m->calib == CALIB_PMI ? 1 : CALIB_N_CONTENT_FREE;
     item items[CALIB_N_CONTENT_FREE];
-    llm_request reqs[CALIB_N_CONTENT_FREE];
-    llm_response out[CALIB_N_CONTENT_FREE];
-    size_t map[CALIB_N_CONTENT_FREE];
     memset(items, 0, sizeof items);
-    memset(out, 0, sizeof out);
+    c->calib_cpu_s = 0;
     pwb_buf scratch;
     buf_init(&scratch);
     double *lp = calloc((size_t)n * (size_t)nl, sizeof *lp);
@@ -31,23 +76,10 @@ int run_calibrate(runner *R, rcell *c, pwb_err *e)
     for (; built < n && !rc; built++)
         rc = run_item_build_input(R, c, &items[built], calib_content_free[built], m->calib == CALIB_PMI, &scratch, e);
     if (!rc)
-        rc = run_cache_lookup(R, c, items, (size_t)n, e);
-    size_t nm = 0;
-    for (int i = 0; !rc && i < n; i++)
-        R->prog_done -= items[i].cached; /* the lookup counts rows; these are not rows */
-    for (int i = 0; !rc && i < n; i++)
-        if (!items[i].cached) {
-            reqs[nm] = items[i].req;
-            map[nm++] = (size_t)i;
-        }
-    if (!rc && nm > 0) {
-        rc = mo->be->run(mo->be, reqs, nm, out, NULL, NULL, e);
-        for (size_t j = 0; j < nm; j++) {
-            items[map[j]].resp = out[j];
-            memset(&out[j], 0, sizeof out[j]);
-        }
-    }
+        rc = run_items_answer(R, c, items, (size_t)n, e);
     for (int i = 0; !rc && i < n; i++) {
+        if (!items[i].cached && items[i].resp.cpu_s > 0)
+            c->calib_cpu_s += items[i].resp.cpu_s;
         const llm_response *rp = &items[i].resp;
         if (rp->error || !rp->choice_logprob)
             rc = err_set(e, PWB_EIO, "%s: method '%s': calibration input %d: %s", R->suite.path, m->sm->name, i,
@@ -60,18 +92,13 @@ int run_calibrate(runner *R, rcell *c, pwb_err *e)
     else if (!rc && calib_prior_contextual(lp, n, nl, c->prior))
         rc = err_set(e, PWB_ERANGE, "%s: method '%s': the content-free inputs gave label scores that are not finite",
                      R->suite.path, m->sm->name);
-    /* the prior and its inputs with the cell, and the answers in the cache, in one transaction */
-    if (!rc && !(rc = db_begin(R->db, e))) {
+    /* the prior and its inputs with the cell, in one transaction (a search's candidates keep
+     * theirs with the candidate) */
+    if (!rc && !c->calib_nostore && !(rc = db_begin(R->db, e))) {
         for (int i = 0; !rc && i < n; i++) {
             item *it = &items[i];
             rc = db_calib_input_put(R->db, c->id, i, m->calib == CALIB_PMI ? NULL : calib_content_free[i],
                                     it->flat.data, it->resp.choice_logprob, nl, e);
-            if (!rc && it->cacheable && !it->cached) {
-                if (resp_encode(&it->resp, nl, &scratch))
-                    rc = err_set(e, PWB_ENOMEM, "out of memory");
-                else
-                    rc = db_cache_put(R->db, it->key, scratch.data, e);
-            }
         }
         if (!rc)
             rc = db_cell_set_calib_prior(R->db, c->id, c->prior, nl, e);

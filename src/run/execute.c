@@ -301,6 +301,10 @@ int run_execute(runner *R, pwb_err *e)
                 break;
             }
         }
+        if (!rc && R->me[c->k].sm->optimize && (c->n_todo > 0 || R->o->search_only))
+            rc = run_optimize(R, c, e);
+        if (R->o->search_only)
+            continue;
         if (!rc && R->me[c->k].rank && R->me[c->k].calib != CALIB_NONE && c->n_todo > 0)
             rc = run_calibrate(R, c, e);
         if (!rc)

@@ -84,7 +84,7 @@ int run_plan(runner *R, pwb_err *e)
             .model = mo->sm->name,
             .provider = mo->sm->provider,
             .method = m->sm->name,
-            .kind = m->soft ? "soft" : template_kind_name(m->tpl.kind),
+            .kind = m->soft ? "soft" : m->sm->optimize ? "optimized" : template_kind_name(m->tpl.kind),
             .template_path = m->tpl_path,
             .template_sha256 = m->tpl_sha,
             .scoring = m->rank ? "rank" : "generate",

@@ -153,6 +153,29 @@ static int prepare_methods(runner *R, pwb_err *e)
                            RUN_MAX_SHOTS);
         }
         m->calib = calib_kind_parse(m->sm->calibration);
+        if (m->sm->optimize && m->sm->opt.n_templates > 0) {
+            m->xtpl = calloc((size_t)m->sm->opt.n_templates, sizeof *m->xtpl);
+            if (!m->xtpl) {
+                buf_free(&path);
+                return err_set(e, PWB_ENOMEM, "out of memory");
+            }
+            for (int t = 0; t < m->sm->opt.n_templates && !rc; t++) {
+                template_init(&m->xtpl[t]);
+                m->n_xtpl++;
+                suite_method alt = *m->sm;
+                alt.template_path = (char *)m->sm->opt.templates[t];
+                rc = resolve_template(R, &alt, &path, e);
+                if (!rc)
+                    rc = template_load(&m->xtpl[t], path.data, e);
+                if (!rc && m->xtpl[t].shots > RUN_MAX_SHOTS)
+                    rc = err_set(e, PWB_ERANGE, "%s: %d shots is more than the limit of %d", path.data,
+                                 m->xtpl[t].shots, RUN_MAX_SHOTS);
+            }
+            if (rc) {
+                buf_free(&path);
+                return rc;
+            }
+        }
         const char *sc = m->sm->scoring ? m->sm->scoring : "generate";
         if (strcmp(sc, "rank") == 0) {
             m->rank = 1;
@@ -210,8 +233,12 @@ void run_item_free(item *it)
 static int item_render(runner *R, const rcell *c, item *it, const ds_example *x, size_t shot_query, pwb_err *e)
 {
     rds *d = &R->ds[c->d];
-    rmethod *m = &R->me[c->k];
+    const pwb_template *t = run_cell_template(R, c);
+    const ds_card *card = c->card_over ? c->card_over : &d->card;
     buf_init(&it->flat);
+    if (c->fixed_demos)
+        return template_render(t, card, x, c->demos, c->n_demos, &it->prompt, e);
+    rmethod *m = &R->me[c->k];
     const ds_example *shots[RUN_MAX_SHOTS];
     size_t rows[RUN_MAX_SHOTS];
     int ns = m->tpl.shots;
@@ -231,6 +258,18 @@ static int item_render(runner *R, const rcell *c, item *it, const ds_example *x,
 }
 
 static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, pwb_err *e);
+
+const pwb_template *run_cell_template(const runner *R, const rcell *c)
+{
+    return c->tpl_over ? c->tpl_over : &R->me[c->k].tpl;
+}
+
+int run_item_build_example(runner *R, const rcell *c, item *it, const ds_example *x, pwb_buf *scratch, pwb_err *e)
+{
+    it->ex = SIZE_MAX;
+    int rc = item_render(R, c, it, x, SIZE_MAX, e);
+    return rc ? rc : item_request(R, c, it, scratch, e);
+}
 
 /* Renders the example's prompt and fills its request. */
 int run_item_build(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scratch, pwb_err *e)
@@ -281,7 +320,8 @@ static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, p
         q->n_messages = it->prompt.n;
         q->prompt = it->flat.data;
     }
-    q->max_tokens = mo->sm->max_tokens > 0 ? mo->sm->max_tokens : m->tpl.max_tokens > 0 ? m->tpl.max_tokens : 16;
+    const pwb_template *t = run_cell_template(R, c);
+    q->max_tokens = mo->sm->max_tokens > 0 ? mo->sm->max_tokens : t->max_tokens > 0 ? t->max_tokens : 16;
     q->temperature = mo->sm->temperature;
     q->top_p = 1.0;
     q->seed = R->suite.seed;
@@ -456,7 +496,7 @@ static int cell_pool(runner *R, rcell *c, pwb_err *e)
     const rds *d = &R->ds[c->d];
     const rmethod *m = &R->me[c->k];
     long lim = m->sm->train_limit;
-    if (m->soft || m->tpl.shots <= 0 || lim < 0)
+    if (m->soft || m->tpl.shots <= 0 || lim < 0 || m->sm->optimize)
         return PWB_OK;
     if (lim < m->tpl.shots)
         return err_set(e, PWB_EINVAL, "%s: method '%s': train_limit %ld is fewer than its %d shots", R->suite.path,
@@ -492,6 +532,8 @@ long run_cell_budget(const runner *R, const rcell *c)
     const rmethod *m = &R->me[c->k];
     if (m->soft) /* what the soft prompt reads: its training rows and its held-out slice */
         return m->sm->soft.train_limit > 0 ? m->sm->soft.train_limit + m->sm->soft.eval_n : -1;
+    if (m->sm->optimize) /* the search reads at most its budget */
+        return m->sm->train_limit;
     if (m->tpl.shots <= 0)
         return 0;
     return c->has_pool ? (long)c->pool.n : -1;
@@ -521,13 +563,18 @@ static int prepare_cells(runner *R, pwb_err *e)
                 continue;
             }
             any = ok[di * R->nme + k] = 1;
-            if (m->tpl.shots > 0 && !d->needs_shots) {
+            if ((m->tpl.shots > 0 || m->sm->optimize) && !d->needs_shots) {
                 /* first: it may point the card's few_shot_split at the eval split */
                 d->needs_shots = 1;
                 rc = load_shots(R, d, e);
             }
             if (!rc)
                 rc = template_check(&m->tpl, &d->card, e);
+            for (int t = 0; !rc && t < m->n_xtpl; t++)
+                rc = template_check(&m->xtpl[t], &d->card, e);
+            if (!rc && m->sm->optimize && d->shots_same)
+                rc = err_set(e, PWB_EINVAL, "%s: method '%s': prompt search needs a training split besides the "
+                             "evaluated one (card %s has none)", R->suite.path, m->sm->name, d->card.path);
             if (!rc && m->rank && d->card.n_labels == 0)
                 rc = err_set(e, PWB_EINVAL, "%s: method '%s' ranks labels but card %s has none", R->suite.path,
                              m->sm->name, d->card.path);

@@ -23,6 +23,7 @@ void run_result_free(run_result *r)
         free(r->cells[i].model);
         free(r->cells[i].method);
         free(r->cells[i].soft_dir);
+        free(r->cells[i].search_template);
     }
     free(r->cells);
     memset(r, 0, sizeof *r);
@@ -52,6 +53,9 @@ static void runner_free(runner *R)
     free(R->ds);
     for (int i = 0; i < R->nme; i++) {
         template_free(&R->me[i].tpl);
+        for (int t = 0; t < R->me[i].n_xtpl; t++)
+            template_free(&R->me[i].xtpl[t]);
+        free(R->me[i].xtpl);
         free(R->me[i].tpl_path);
     }
     free(R->me);
@@ -69,6 +73,7 @@ static void runner_free(runner *R)
         free(R->cells[i].own_rows);
         free(R->cells[i].pool.ex); /* a view: its examples belong to the shot split */
         free(R->cells[i].prior);
+        template_free(&R->cells[i].own_tpl);
         softjob_free(R->cells[i].job);
         free(R->cells[i].job);
         free(R->cells[i].soft_dir);

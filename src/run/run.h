@@ -41,6 +41,7 @@ typedef struct run_opts {
                                 * (NULL: "soft" beside the database) */
     volatile sig_atomic_t *stop; /* set asynchronously to stop (SIGINT); may be NULL */
     FILE *progress;            /* progress bar / lines; NULL for silence */
+    int search_only;           /* `pwb optimize`: run the prompt searches, score no rows */
 } run_opts;
 
 void run_opts_init(run_opts *o);
@@ -54,6 +55,7 @@ typedef struct run_cell_result {
     double cost_usd;
     long n_new;      /* predictions written by this invocation */
     long n_cached;   /* of which answered from the response cache */
+    char *search_template; /* a searched method's winner, written as a template file (else NULL) */
     /* --dry-run: what the whole cell would send (the cache and earlier invocations not counted). */
     llm_estimate est;
     int est_exact;         /* prompt tokens counted with the model's own tokenizer */

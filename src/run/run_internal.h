@@ -59,6 +59,8 @@ typedef struct rmethod {
     int rank;
     int soft;         /* a soft prompt: tpl is its input format (no shots) */
     int calib;        /* enum calib_kind: how rank scores are corrected */
+    pwb_template *xtpl; /* prompt search: optimize.templates, loaded (candidate template k + 1) */
+    int n_xtpl;
 } rmethod;
 
 typedef struct rmodel {
@@ -91,6 +93,17 @@ typedef struct rcell {
                     * its examples are borrowed) of that many seeded rows of the shot split */
     int has_pool;
     double *prior; /* calibrated rank cells: the per-label log-prior (calibrate.c), else NULL */
+    /* What renders the cell's prompts when not its method's template, card and shot rule: a prompt
+     * search's candidate or winner (optimize.c). */
+    const pwb_template *tpl_over;
+    const ds_card *card_over;
+    const ds_example *const *demos; /* with fixed_demos: exactly these shots */
+    int n_demos;
+    int fixed_demos;
+    int calib_nostore;  /* a candidate's calibration: not the cell's, so not stored */
+    double calib_cpu_s; /* what the last calibration cost */
+    pwb_template own_tpl; /* the search's winner, loaded */
+    long search_evals, search_read;
 } rcell;
 
 typedef struct runner {
@@ -146,6 +159,12 @@ void run_item_free(item *it);
  * shots are those a query outside the shot split gets; premise: cut to PMI's domain premise. */
 int run_item_build_input(runner *R, const rcell *c, item *it, const char *input, int premise, pwb_buf *scratch,
                          pwb_err *e);
+/* Renders a labelled example outside the eval split (a prompt search's held-out row). */
+int run_item_build_example(runner *R, const rcell *c, item *it, const ds_example *x, pwb_buf *scratch, pwb_err *e);
+/* The template cell c renders with. */
+const pwb_template *run_cell_template(const runner *R, const rcell *c);
+/* Candidate template t of a method: 0 its own, k the (k-1)th of optimize.templates. */
+const pwb_template *run_method_template(const rmethod *m, int t);
 /* The labelled training examples the cell's method may read (-1: all of the split). */
 long run_cell_budget(const runner *R, const rcell *c);
 
@@ -155,6 +174,13 @@ int run_cache_lookup(runner *R, rcell *c, item *items, size_t n, pwb_err *e);
 /* calibrate.c: a calibrated rank cell's prior, from its content-free inputs (or its domain
  * premise), computed (or read from the cache), stored with the cell, kept in c->prior. */
 int run_calibrate(runner *R, rcell *c, pwb_err *e);
+/* Answers items (built, not yet answered) from the cache or the cell's model; new answers go into
+ * the cache. Not counted in the run's progress. */
+int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e);
+
+/* optimize.c: a searched method's cell: races its candidates on held-out training rows, writes
+ * and loads the winner (or loads the one an earlier invocation wrote) as c->own_tpl. */
+int run_optimize(runner *R, rcell *c, pwb_err *e);
 
 /* soft.c */
 int run_soft_prepare(runner *R, rcell *c, pwb_err *e);

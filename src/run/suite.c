@@ -33,6 +33,7 @@ static void method_free(suite_method *m)
     free(m->sweep);
     free(m->sweep_point);
     free(m->calibration);
+    cJSON_Delete(m->optimize);
     memset(m, 0, sizeof *m);
 }
 
@@ -483,6 +484,8 @@ static int sweep_value_text(pwb_buf *b, const cJSON *v)
     return buf_printf(b, "%.6g", v->valuedouble);
 }
 
+static int parse_optimize(sctx *x, suite_method *m, const char *where);
+
 /* Appends one method per grid point of the sweep to s->methods, the last axis varying fastest. */
 static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const sweep_axis *ax, int nax, long points,
                         int *cap, const char *where)
@@ -510,9 +513,10 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         m->scoring = str_dup(base->scoring);
         m->sweep = str_dup(base->name);
         m->soft_prompt = base->soft_prompt ? cJSON_Duplicate(base->soft_prompt, 1) : NULL;
+        m->optimize = base->optimize ? cJSON_Duplicate(base->optimize, 1) : NULL;
         cJSON *point = cJSON_CreateObject();
         int oom = !m->scoring || !m->sweep || (base->template_path && !m->template_path) ||
-                  (base->calibration && !m->calibration) ||
+                  (base->calibration && !m->calibration) || (base->optimize && !m->optimize) ||
                   (base->soft_prompt && !m->soft_prompt) || !point;
         buf_reset(&name);
         oom |= buf_puts(&name, base->name) | buf_putc(&name, '[');
@@ -554,6 +558,8 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
             rc = err_set(x->e, PWB_ENOMEM, "out of memory");
         else
             rc = method_name_unique(s, x, where);
+        if (!rc && m->optimize)
+            rc = parse_optimize(x, m, where);
         if (!rc && m->soft_prompt) {
             char pw[160];
             snprintf(pw, sizeof pw, "%s (point %.80s).soft_prompt", where, m->name);
@@ -566,10 +572,70 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
     return rc;
 }
 
+static int opt_strings(sctx *x, const cJSON *o, const char *key, const char *where, const char **out, int *n)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key);
+    *n = 0;
+    if (!a || cJSON_IsNull(a))
+        return PWB_OK;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > SUITE_OPT_MAX_LIST)
+        return err_set(x->e, PWB_EINVAL, "%s: %s.%s must be an array of at most %d strings", x->path, where, key,
+                       SUITE_OPT_MAX_LIST);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, a)
+    {
+        if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > 4096)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.%s[%d] must be a non-empty string (at most 4096 bytes)",
+                           x->path, where, key, *n);
+        out[(*n)++] = v->valuestring;
+    }
+    return PWB_OK;
+}
+
+/* Validates a method's "optimize" object into m->opt (strings point into m->optimize). */
+static int parse_optimize(sctx *x, suite_method *m, const char *where)
+{
+    static const char *const keys[] = {"templates", "instructions", "demo_sets", "heldout", "max_evals", NULL};
+    char w[80];
+    snprintf(w, sizeof w, "%s.optimize", where);
+    const cJSON *o = m->optimize;
+    if (!cJSON_IsObject(o))
+        return err_set(x->e, PWB_EINVAL, "%s: %s must be an object", x->path, w);
+    int rc = keys_ok(x, o, keys, w);
+    if (!rc)
+        rc = opt_strings(x, o, "templates", w, m->opt.templates, &m->opt.n_templates);
+    if (!rc)
+        rc = opt_strings(x, o, "instructions", w, m->opt.instructions, &m->opt.n_instructions);
+    double sets = 3, held = 100, evals = 0;
+    if (!rc)
+        rc = get_num(x, o, "demo_sets", w, 1, 64, 1, &sets);
+    if (!rc)
+        rc = get_num(x, o, "heldout", w, 2, 100000, 1, &held);
+    if (!rc)
+        rc = get_num(x, o, "max_evals", w, 0, 1e9, 1, &evals);
+    if (rc)
+        return rc;
+    m->opt.demo_sets = (int)sets;
+    m->opt.heldout = (long)held;
+    m->opt.max_evals = (long)evals;
+    if (m->soft_prompt)
+        return err_set(x->e, PWB_EINVAL, "%s: %s: a soft prompt is trained, not searched", x->path, where);
+    if (strcmp(m->scoring, "rank"))
+        return err_set(x->e, PWB_EINVAL, "%s: %s: prompt search scores candidates by rank: give \"scoring\": \"rank\"",
+                       x->path, where);
+    if (m->train_limit < 0)
+        return err_set(x->e, PWB_EINVAL, "%s: %s: prompt search needs a train_limit (the labelled rows it may read)",
+                       x->path, where);
+    if (m->train_limit < 2 * m->opt.heldout && m->train_limit < m->opt.heldout + 8)
+        return err_set(x->e, PWB_EINVAL, "%s: %s: train_limit %ld leaves too few rows beside %ld held out", x->path,
+                       where, m->train_limit, m->opt.heldout);
+    return PWB_OK;
+}
+
 static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
 {
     static const char *const keys[] = {"name",        "template",    "scoring", "shots", "limit", "soft_prompt",
-                                       "calibration", "train_limit", "sweep",   NULL};
+                                       "calibration", "train_limit", "sweep",   "optimize", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "methods", &n, &rc);
     if (!a)
@@ -654,6 +720,19 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         }
         if (!m->template_path && !m->soft_prompt)
             return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);
+        const cJSON *op = cJSON_GetObjectItemCaseSensitive(it, "optimize");
+        const cJSON *swp = cJSON_GetObjectItemCaseSensitive(it, "sweep");
+        const int budget_swept = swp && cJSON_GetObjectItemCaseSensitive(swp, "train_limit");
+        if (op && !cJSON_IsNull(op)) {
+            if (!(m->optimize = cJSON_Duplicate(op, 1)))
+                return err_set(x->e, PWB_ENOMEM, "out of memory");
+            if (budget_swept && m->train_limit < 0)
+                m->train_limit = 0x7fffffff; /* checked again per point */
+            if ((rc = parse_optimize(x, m, where)))
+                return rc;
+            if (budget_swept)
+                m->train_limit = -1;
+        }
         if ((rc = method_name_unique(s, x, where)))
             return rc;
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(it, "sweep");

@@ -48,6 +48,22 @@ typedef struct suite_model {
                               * the shipped table */
 } suite_model;
 
+/* Prompt search (a method's "optimize" object, docs/optimize.md): candidates are the method's
+ * template and `templates`, crossed with the card's instruction and `instructions` (for templates
+ * that show {{instruction}}), crossed with `demo_sets` seeded demonstration sets (for templates
+ * with shots); they race by successive halving on `heldout` rows of the method's train_limit rows
+ * of the training split, within `max_evals` label rankings. Strings point into the suite's JSON. */
+#define SUITE_OPT_MAX_LIST 32
+typedef struct suite_optimize {
+    const char *templates[SUITE_OPT_MAX_LIST];
+    int n_templates;
+    const char *instructions[SUITE_OPT_MAX_LIST];
+    int n_instructions;
+    int demo_sets;      /* demonstration sets per template with shots (3) */
+    long heldout;       /* held-out rows of the budget the race is scored on (100) */
+    long max_evals;     /* label rankings the search may spend, calibration inputs included (0: no cap) */
+} suite_optimize;
+
 typedef struct suite_method {
     char *name;
     char *template_path;  /* hard prompt: template file (resolved against the suite and templates/) */
@@ -65,6 +81,8 @@ typedef struct suite_method {
     char *sweep;          /* the method's name as written; NULL outside a sweep */
     char *sweep_point;    /* the point as minified JSON in axis order: {"tokens":20,"init":"class"} */
     char *calibration;    /* rank scoring: "none" (default), "contextual" or "pmi" (task/calib.h) */
+    cJSON *optimize;      /* prompt search settings, NULL for none (owned) */
+    suite_optimize opt;   /* optimize validated (strings point into it) */
     long train_limit;     /* labelled training examples the method may read for shots, search or
                            * training; -1: not declared (all). A soft prompt's is its
                            * soft_prompt.train_limit (the method key sets it). */

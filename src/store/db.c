@@ -35,6 +35,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_CELL_ID] = "SELECT id FROM cells WHERE run_id = ?1 AND dataset = ?2 AND model = ?3 AND method = ?4",
     [ST_CELL_SET_SP] = "UPDATE cells SET soft_prompt_id = ?2 WHERE id = ?1",
     [ST_CELL_SET_PRIOR] = "UPDATE cells SET calib_prior = ?2 WHERE id = ?1",
+    [ST_SEARCH_PUT] =
+        "INSERT OR REPLACE INTO prompt_searches (cell_id, seed, train_limit, heldout, max_evals, n_candidates,"
+        " rounds, evals, examples_read, cpu_s, wall_s, winner, best_heldout_acc, template_path)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [ST_CAND_PUT] = "INSERT OR REPLACE INTO prompt_candidates (search_id, idx, template, instruction, demo_rows,"
+                    " last_round, n_eval, correct, accuracy, calib_prior)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [ST_SEARCH_TPL] = "SELECT template_path FROM prompt_searches WHERE cell_id = ?1",
     [ST_CALIB_INPUT] = "INSERT OR REPLACE INTO calib_inputs (cell_id, idx, input, prompt, choice_logprobs)"
                        " VALUES (?1, ?2, ?3, ?4, ?5)",
     /* The WHERE keeps a resumed run from rewriting every unchanged example. */

@@ -52,6 +52,33 @@ int db_cell_set_calib_prior(pwb_db *db, int64_t cell_id, const double *log_prior
 int db_calib_input_put(pwb_db *db, int64_t cell_id, int idx, const char *input, const char *prompt,
                        const double *choice_logprob, int n, pwb_err *e);
 
+/* Prompt search (schema 4): one search per cell (a second put replaces the first, and its
+ * candidates with it), then its candidates. */
+typedef struct db_prompt_search {
+    int64_t cell_id;
+    uint64_t seed;
+    long train_limit, heldout, max_evals, n_candidates, rounds, evals, examples_read;
+    double cpu_s, wall_s, best_heldout_acc;
+    long winner;                 /* index of the winning candidate */
+    const char *template_path;   /* the winner, written as a template file */
+} db_prompt_search;
+
+typedef struct db_prompt_candidate {
+    int64_t search_id;
+    int idx;
+    const char *template_name, *instruction;
+    const char *demo_rows;       /* JSON array of training-split rows */
+    int last_round;              /* the last round it ran in (-1: none) */
+    long n_eval, correct;
+    const double *prior;         /* calibrated: its per-label log-prior, n_prior values */
+    int n_prior;
+} db_prompt_candidate;
+
+int db_prompt_search_put(pwb_db *db, const db_prompt_search *s, int64_t *search_id, pwb_err *e);
+int db_prompt_candidate_put(pwb_db *db, const db_prompt_candidate *c, pwb_err *e);
+/* The template file a cell's search wrote (*path malloc'd), NULL when the cell has no search. */
+int db_prompt_search_template(pwb_db *db, int64_t cell_id, char **path, pwb_err *e);
+
 /* Example rows of a dataset split (shared across cells): gold answer and label. */
 int db_example_upsert(pwb_db *db, const char *dataset, const char *split, long row, const char *input,
                       const char *answer, int label, pwb_err *e);
@@ -155,6 +182,14 @@ typedef struct db_outcome {
     double latency_s, cpu_s, cost_usd; /* NAN unknown */
     int cached, error;          /* error: the prediction carries an error message */
 } db_outcome;
+
+/* A cell's prompt search for reports (found 0 when none). */
+typedef struct db_prompt_search_info {
+    int found;
+    long train_limit, heldout, max_evals, n_candidates, rounds, evals, examples_read, winner;
+    double cpu_s, wall_s, best_heldout_acc;
+} db_prompt_search_info;
+int db_prompt_search_get(pwb_db *db, int64_t cell_id, db_prompt_search_info *out, pwb_err *e);
 
 /* The label names of a dataset split as its stored gold answers give them: names[label] (malloc'd
  * array of malloc'd strings, NULL where no stored example has that label), *n = max label + 1. */

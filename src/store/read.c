@@ -462,3 +462,31 @@ int db_split_labels(pwb_db *db, const char *dataset, const char *split, char ***
     *n = cap;
     return PWB_OK;
 }
+
+int db_prompt_search_get(pwb_db *db, int64_t cell_id, db_prompt_search_info *out, pwb_err *e)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s;
+    int rc = prepare(db,
+                     "SELECT train_limit, heldout, max_evals, n_candidates, rounds, evals, examples_read, winner,"
+                     " cpu_s, wall_s, best_heldout_acc FROM prompt_searches WHERE cell_id = ?1",
+                     &s, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, cell_id);
+    int st = sqlite3_step(s);
+    if (st == SQLITE_ROW) {
+        long *v[] = {&out->train_limit, &out->heldout, &out->max_evals, &out->n_candidates, &out->rounds,
+                     &out->evals, &out->examples_read, &out->winner};
+        for (int i = 0; i < 8; i++)
+            *v[i] = (long)col_i64(s, i, -1);
+        out->cpu_s = col_dbl(s, 8);
+        out->wall_s = col_dbl(s, 9);
+        out->best_heldout_acc = col_dbl(s, 10);
+        out->found = 1;
+    } else if (st != SQLITE_DONE) {
+        rc = db_fail(db, "read prompt search", e);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}

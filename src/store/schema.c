@@ -200,5 +200,42 @@ static const char migration_3[] =
     "  PRIMARY KEY (cell_id, idx)\n"
     ") WITHOUT ROWID;\n";
 
-const char *const db_migrations[] = {migration_1, migration_2, migration_3};
+/* Migration 4: prompt search. One row per searched cell: its budget (labelled rows of the
+ * training split, held-out slice, label rankings allowed), what it spent (rankings, distinct
+ * labelled rows read, CPU and wall seconds: the search's cost, as a soft prompt's training), the
+ * winner and the template file written for it; and every candidate with its held-out score. */
+static const char migration_4[] =
+    "CREATE TABLE prompt_searches (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  cell_id INTEGER NOT NULL UNIQUE REFERENCES cells(id) ON DELETE CASCADE,\n"
+    "  seed INTEGER,\n"
+    "  train_limit INTEGER,\n"
+    "  heldout INTEGER,\n"
+    "  max_evals INTEGER,\n"
+    "  n_candidates INTEGER,\n"
+    "  rounds INTEGER,\n"
+    "  evals INTEGER,\n"
+    "  examples_read INTEGER,\n"
+    "  cpu_s REAL,\n"
+    "  wall_s REAL,\n"
+    "  winner INTEGER,\n"
+    "  best_heldout_acc REAL,\n"
+    "  template_path TEXT,\n"
+    "  created TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE TABLE prompt_candidates (\n"
+    "  search_id INTEGER NOT NULL REFERENCES prompt_searches(id) ON DELETE CASCADE,\n"
+    "  idx INTEGER NOT NULL,\n"
+    "  template TEXT,\n"
+    "  instruction TEXT,\n"
+    "  demo_rows TEXT,\n"
+    "  last_round INTEGER,\n"
+    "  n_eval INTEGER,\n"
+    "  correct INTEGER,\n"
+    "  accuracy REAL,\n"
+    "  calib_prior TEXT,\n"
+    "  PRIMARY KEY (search_id, idx)\n"
+    ") WITHOUT ROWID;\n";
+
+const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

@@ -215,6 +215,81 @@ int db_calib_input_put(pwb_db *db, int64_t cell_id, int idx, const char *input, 
     return rc;
 }
 
+int db_prompt_search_put(pwb_db *db, const db_prompt_search *ps, int64_t *search_id, pwb_err *e)
+{
+    int rc = need_rw(db, e);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = db_stmt(db, ST_SEARCH_PUT, e);
+    if (!s)
+        return PWB_EDB;
+    sqlite3_bind_int64(s, 1, ps->cell_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)ps->seed);
+    const long v[] = {ps->train_limit, ps->heldout, ps->max_evals, ps->n_candidates, ps->rounds, ps->evals,
+                      ps->examples_read};
+    for (int i = 0; i < 7; i++)
+        sqlite3_bind_int64(s, 3 + i, v[i]);
+    sqlite3_bind_double(s, 10, ps->cpu_s);
+    sqlite3_bind_double(s, 11, ps->wall_s);
+    sqlite3_bind_int64(s, 12, ps->winner);
+    sqlite3_bind_double(s, 13, ps->best_heldout_acc);
+    db_bind_text(s, 14, ps->template_path);
+    if ((rc = step_done(db, s, "store prompt search", e)))
+        return rc;
+    *search_id = sqlite3_last_insert_rowid(db->h);
+    return PWB_OK;
+}
+
+int db_prompt_candidate_put(pwb_db *db, const db_prompt_candidate *c, pwb_err *e)
+{
+    int rc = need_rw(db, e);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = db_stmt(db, ST_CAND_PUT, e);
+    if (!s)
+        return PWB_EDB;
+    pwb_buf b;
+    buf_init(&b);
+    if (c->prior && c->n_prior > 0 && logprobs_json(&b, c->prior, c->n_prior)) {
+        buf_free(&b);
+        return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    }
+    sqlite3_bind_int64(s, 1, c->search_id);
+    sqlite3_bind_int(s, 2, c->idx);
+    db_bind_text(s, 3, c->template_name);
+    db_bind_text(s, 4, c->instruction);
+    db_bind_text(s, 5, c->demo_rows);
+    sqlite3_bind_int(s, 6, c->last_round);
+    sqlite3_bind_int64(s, 7, c->n_eval);
+    sqlite3_bind_int64(s, 8, c->correct);
+    if (c->n_eval > 0)
+        sqlite3_bind_double(s, 9, (double)c->correct / (double)c->n_eval);
+    if (b.len)
+        sqlite3_bind_text(s, 10, b.data, (int)b.len, SQLITE_STATIC);
+    rc = step_done(db, s, "store prompt candidate", e);
+    sqlite3_clear_bindings(s);
+    buf_free(&b);
+    return rc;
+}
+
+int db_prompt_search_template(pwb_db *db, int64_t cell_id, char **path, pwb_err *e)
+{
+    *path = NULL;
+    sqlite3_stmt *s = db_stmt(db, ST_SEARCH_TPL, e);
+    if (!s)
+        return PWB_EDB;
+    sqlite3_bind_int64(s, 1, cell_id);
+    int st = sqlite3_step(s), oom = 0, rc = PWB_OK;
+    if (st == SQLITE_ROW)
+        *path = db_col_dup(s, 0, &oom);
+    else if (st != SQLITE_DONE)
+        rc = db_fail(db, "read prompt search", e);
+    sqlite3_reset(s);
+    if (oom)
+        rc = err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
+    return rc;
+}
+
 int db_example_upsert(pwb_db *db, const char *dataset, const char *split, long row, const char *input,
                       const char *answer, int label, pwb_err *e)
 {

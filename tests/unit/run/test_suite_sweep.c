@@ -172,3 +172,44 @@ Test(sweep, budgets_and_calibration)
         suite_free(&s);
     }
 }
+
+/* Prompt search settings: defaults, the budget it needs, and a train_limit sweep of a searched method. */
+Test(sweep, optimize_settings)
+{
+    pwb_suite s;
+    pwb_err e;
+    cr_assert_eq(parse(&s,
+                       "{\"name\": \"o\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
+                       " \"optimize\": {\"templates\": [\"few-shot\"], \"instructions\": [\"Say it.\"]}},"
+                       "{\"name\": \"os\", \"template\": \"zero-shot\", \"scoring\": \"rank\","
+                       " \"optimize\": {\"heldout\": 8}, \"sweep\": {\"train_limit\": [16, 64]}}",
+                       &e),
+                 PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.n_methods, 3);
+    cr_assert_eq(s.methods[0].opt.n_templates, 1);
+    cr_assert_str_eq(s.methods[0].opt.templates[0], "few-shot");
+    cr_assert_eq(s.methods[0].opt.n_instructions, 1);
+    cr_assert_eq(s.methods[0].opt.demo_sets, 3);
+    cr_assert_eq(s.methods[0].opt.heldout, 100);
+    cr_assert_eq(s.methods[0].opt.max_evals, 0);
+    cr_assert_eq(s.methods[2].train_limit, 64);
+    cr_assert_eq(s.methods[2].opt.heldout, 8);
+    suite_free(&s);
+    static const char *const bad[][2] = {
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"optimize\": {}}", "needs a train_limit"},
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"train_limit\": 500, \"optimize\": {}}", "scoring"},
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
+         " \"optimize\": {\"demo_sets\": 0}}", "demo_sets"},
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
+         " \"optimize\": {\"templates\": [3]}}", "templates[0]"},
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 20,"
+         " \"optimize\": {\"heldout\": 100}}", "too few rows"},
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
+         " \"optimize\": {\"rounds\": 3}}", "rounds"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_neq(parse(&s, bad[i][0], &e), PWB_OK, "%s", bad[i][0]);
+        cr_assert(strstr(e.msg, bad[i][1]) != NULL, "%s: %s", bad[i][0], e.msg);
+        suite_free(&s);
+    }
+}

@@ -1,0 +1,479 @@
+/* Prompt search: a method with "optimize" races candidate prompts (templates x instructions x
+ * demonstration sets) by successive halving on a held-out slice of its labelled budget, writes
+ * the winner as an ordinary template file and scores the cell with it (docs/optimize.md). Every
+ * candidate, its held-out score and the search's cost go into SQLite. Deterministic: the pool,
+ * the demonstration draws and the order of the race come from the suite's seed. */
+#include "run/run_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/file.h"
+#include "util/log.h"
+#include "util/rng.h"
+#include "util/str.h"
+#include "util/timer.h"
+
+#define OPT_MAX_CANDIDATES 512
+
+typedef struct cand {
+    int t;                   /* template: 0 the method's, k the (k-1)th of optimize.templates */
+    const char *instruction; /* NULL: the card's */
+    size_t demo[RUN_MAX_SHOTS]; /* positions in the pool */
+    int n_demo;
+    double *prior;           /* calibrated: from its content-free inputs */
+    long n_eval, correct;
+    int last_round;          /* the last round it ran in */
+    int alive;
+} cand;
+
+typedef struct search {
+    runner *R;
+    rcell *c;
+    size_t *pool;            /* indices into the shot split: the budget's rows */
+    size_t n_pool, n_held;   /* the first n_held are the held-out slice, the rest the demo pool */
+    char *read;              /* per pool position: read by the search */
+    cand *cands;
+    int n_cands;
+    long evals, max_evals;
+    double cpu_s;
+} search;
+
+const pwb_template *run_method_template(const rmethod *m, int t)
+{
+    return t == 0 ? &m->tpl : &m->xtpl[t - 1];
+}
+
+static const char *template_label(const rmethod *m, int t)
+{
+    return t == 0 ? m->sm->template_path : m->sm->opt.templates[t - 1];
+}
+
+/* k demonstrations from the demo pool: label-balanced (labels in a seeded order take the extra
+ * ones), in a seeded order. */
+static void draw_demos(search *S, pwb_rng *r, int k, cand *cd)
+{
+    const rds *d = &S->R->ds[S->c->d];
+    size_t nd = S->n_pool - S->n_held;
+    size_t *order = malloc((nd ? nd : 1) * sizeof *order);
+    int L = d->card.n_labels > 0 ? d->card.n_labels : 1;
+    size_t lab_order[64];
+    int quota[64];
+    if (!order || k < 1 || nd == 0) {
+        free(order);
+        return;
+    }
+    for (size_t i = 0; i < nd; i++)
+        order[i] = S->n_held + i;
+    rng_shuffle_idx(r, order, nd);
+    if (L > 64)
+        L = 64;
+    for (int l = 0; l < L; l++)
+        lab_order[l] = (size_t)l;
+    rng_shuffle_idx(r, lab_order, (size_t)L);
+    for (int j = 0; j < L; j++)
+        quota[lab_order[j]] = k / L + (j < k % L ? 1 : 0);
+    cd->n_demo = 0;
+    for (size_t i = 0; i < nd && cd->n_demo < k; i++) {
+        int lab = d->shots.ex[S->pool[order[i]]].label;
+        if (lab >= 0 && lab < L && quota[lab] > 0) {
+            quota[lab]--;
+            cd->demo[cd->n_demo++] = order[i];
+            order[i] = SIZE_MAX;
+        }
+    }
+    for (size_t i = 0; i < nd && cd->n_demo < k; i++) /* a label ran short: any row */
+        if (order[i] != SIZE_MAX)
+            cd->demo[cd->n_demo++] = order[i];
+    rng_shuffle_idx(r, cd->demo, (size_t)cd->n_demo);
+    free(order);
+}
+
+static int build_candidates(search *S, pwb_err *e)
+{
+    runner *R = S->R;
+    const rmethod *m = &R->me[S->c->k];
+    const suite_optimize *o = &m->sm->opt;
+    S->cands = calloc(OPT_MAX_CANDIDATES, sizeof *S->cands);
+    if (!S->cands)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    pwb_rng r;
+    rng_init(&r, R->suite.seed ^ 0x6f7074696d697a65ULL);
+    for (int t = 0; t <= m->n_xtpl; t++) {
+        const pwb_template *tp = run_method_template(m, t);
+        /* a template that does not show the instruction gets one candidate, not one per wording */
+        int n_ins = tp->text && strstr(tp->text, "{{instruction}}") ? 1 + o->n_instructions : 1;
+        int n_sets = tp->shots > 0 ? o->demo_sets : 1;
+        for (int i = 0; i < n_ins; i++)
+            for (int s = 0; s < n_sets; s++) {
+                if (S->n_cands == OPT_MAX_CANDIDATES)
+                    return err_set(e, PWB_ERANGE, "%s: method '%s': more than %d prompt candidates", R->suite.path,
+                                   m->sm->name, OPT_MAX_CANDIDATES);
+                cand *cd = &S->cands[S->n_cands++];
+                cd->t = t;
+                cd->instruction = i == 0 ? NULL : o->instructions[i - 1];
+                cd->alive = 1;
+                cd->last_round = -1;
+                if (tp->shots > 0) {
+                    draw_demos(S, &r, tp->shots, cd);
+                    if (cd->n_demo < tp->shots)
+                        return err_set(e, PWB_ERANGE, "%s: method '%s': %zu rows beside the held-out slice cannot "
+                                       "give %d demonstrations", R->suite.path, m->sm->name, S->n_pool - S->n_held,
+                                       tp->shots);
+                }
+            }
+    }
+    return PWB_OK;
+}
+
+/* A cell that renders candidate cd: its template, its instruction, its demonstrations. */
+static void cand_cell(search *S, const cand *cd, rcell *tmp, ds_card *card, const ds_example **demos)
+{
+    const rds *d = &S->R->ds[S->c->d];
+    *tmp = *S->c;
+    *card = d->card;
+    if (cd->instruction)
+        card->instruction = (char *)cd->instruction;
+    for (int i = 0; i < cd->n_demo; i++)
+        demos[i] = &d->shots.ex[S->pool[cd->demo[i]]];
+    tmp->tpl_over = run_method_template(&S->R->me[S->c->k], cd->t);
+    tmp->card_over = card;
+    tmp->demos = demos;
+    tmp->n_demos = cd->n_demo;
+    tmp->fixed_demos = 1;
+    tmp->prior = cd->prior;
+    tmp->calib_nostore = 1;
+}
+
+static void add_cpu(search *S, const item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].cached && items[i].resp.cpu_s > 0)
+            S->cpu_s += items[i].resp.cpu_s;
+}
+
+/* Scores candidate cd on held-out rows [from, to), its calibration first when it has none yet. */
+static int evaluate(search *S, cand *cd, size_t from, size_t to, pwb_err *e)
+{
+    runner *R = S->R;
+    const rmethod *m = &R->me[S->c->k];
+    const rds *d = &R->ds[S->c->d];
+    rcell tmp;
+    ds_card card;
+    const ds_example *demos[RUN_MAX_SHOTS];
+    cand_cell(S, cd, &tmp, &card, demos);
+    int rc = PWB_OK;
+    if (m->calib != CALIB_NONE && !cd->prior) {
+        rc = run_calibrate(R, &tmp, e);
+        S->evals += m->calib == CALIB_PMI ? 1 : CALIB_N_CONTENT_FREE;
+        S->cpu_s += tmp.calib_cpu_s;
+        cd->prior = tmp.prior;
+        tmp.prior = NULL;
+        if (rc)
+            return rc;
+    }
+    for (int i = 0; i < cd->n_demo; i++)
+        S->read[cd->demo[i]] = 1;
+    size_t n = to - from;
+    item *items = calloc(n ? n : 1, sizeof *items);
+    pwb_buf scratch;
+    buf_init(&scratch);
+    if (!items)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    size_t built = 0;
+    for (; built < n && !rc; built++)
+        rc = run_item_build_example(R, &tmp, &items[built], &d->shots.ex[S->pool[from + built]], &scratch, e);
+    if (!rc)
+        rc = run_items_answer(R, &tmp, items, n, e);
+    add_cpu(S, items, n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        const llm_response *rp = &items[i].resp;
+        if (rp->error || !rp->choice_logprob) {
+            rc = err_set(e, PWB_EIO, "%s: method '%s': prompt search: %s", R->suite.path, m->sm->name,
+                         rp->error ? rp->error : "no label scores");
+            break;
+        }
+        int ch = calib_choose(rp->choice_logprob, cd->prior, d->card.n_labels);
+        cd->correct += ch >= 0 && ch == d->shots.ex[S->pool[from + i]].label;
+        cd->n_eval++;
+        S->read[from + i] = 1;
+    }
+    S->evals += (long)n;
+    for (size_t i = 0; i < built; i++)
+        run_item_free(&items[i]);
+    free(items);
+    buf_free(&scratch);
+    return rc;
+}
+
+static double acc(const cand *cd) { return cd->n_eval ? (double)cd->correct / (double)cd->n_eval : -1; }
+
+/* Better: more accurate; ties go to the earlier candidate (the method's own template first). */
+static int better(const cand *a, int ia, const cand *b, int ib)
+{
+    return acc(a) > acc(b) || (acc(a) == acc(b) && ia < ib);
+}
+
+static int race(search *S, int *winner, int *rounds_run, pwb_err *e)
+{
+    const rmethod *m = &S->R->me[S->c->k];
+    int C = S->n_cands, rounds = 1;
+    while ((1 << (rounds - 1)) < C && rounds < 30)
+        rounds++;
+    size_t done = 0;
+    int alive = C, rc = PWB_OK;
+    *rounds_run = 0;
+    for (int r = 0; r < rounds && !rc && !run_stopped(S->R); r++) {
+        size_t upto = S->n_held >> (rounds - 1 - r);
+        if (upto < 1)
+            upto = 1;
+        if (r == rounds - 1)
+            upto = S->n_held;
+        if (upto <= done)
+            continue;
+        long cost = (long)alive * (long)(upto - done);
+        if (r == 0 && m->calib != CALIB_NONE)
+            cost += (long)alive * (m->calib == CALIB_PMI ? 1 : CALIB_N_CONTENT_FREE);
+        if (S->max_evals > 0 && S->evals + cost > S->max_evals) {
+            if (r == 0)
+                return err_set(e, PWB_ERANGE, "%s: method '%s': max_evals %ld cannot score %d candidates on %zu "
+                               "held-out rows (%ld rankings)", S->R->suite.path, m->sm->name, S->max_evals, C,
+                               upto, cost);
+            log_info("prompt search %s: the evaluation budget stops the race after round %d", m->sm->name, r);
+            break;
+        }
+        for (int i = 0; i < C && !rc; i++)
+            if (S->cands[i].alive) {
+                rc = evaluate(S, &S->cands[i], done, upto, e);
+                S->cands[i].last_round = r;
+            }
+        done = upto;
+        *rounds_run = r + 1;
+        if (rc || r == rounds - 1)
+            break;
+        /* keep the better half */
+        int keep = (alive + 1) / 2;
+        for (int i = 0; i < C; i++) {
+            if (!S->cands[i].alive)
+                continue;
+            int above = 0;
+            for (int j = 0; j < C; j++)
+                above += j != i && S->cands[j].alive && better(&S->cands[j], j, &S->cands[i], i);
+            if (above >= keep)
+                S->cands[i].alive = 0;
+        }
+        alive = keep;
+    }
+    if (rc)
+        return rc;
+    if (run_stopped(S->R))
+        return err_set(e, PWB_EINTR, "interrupted during the prompt search of %s", m->sm->name);
+    *winner = -1;
+    for (int i = 0; i < C; i++)
+        if (S->cands[i].alive && (*winner < 0 || better(&S->cands[i], i, &S->cands[*winner], *winner)))
+            *winner = i;
+    return *winner < 0 ? err_set(e, PWB_EINVAL, "%s: prompt search found no candidate", S->R->suite.path) : PWB_OK;
+}
+
+static void name_part(pwb_buf *b, const char *s)
+{
+    for (; s && *s; s++)
+        buf_putc(b, (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+                            *s == '.' || *s == '_'
+                        ? *s
+                        : '_');
+}
+
+static void one_line(pwb_buf *b, const char *s)
+{
+    for (; s && *s; s++)
+        buf_putc(b, *s == '\n' || *s == '\r' ? ' ' : *s);
+}
+
+/* The winner as a template: its prompt rendered with a marker for the input, the marker turned
+ * into {{input}}: instruction and demonstrations become literal text, so it runs anywhere. */
+static int write_winner(search *S, const cand *w, pwb_buf *path, pwb_err *e)
+{
+    runner *R = S->R;
+    const rmethod *m = &R->me[S->c->k];
+    const rds *d = &R->ds[S->c->d];
+    rcell tmp;
+    ds_card card;
+    const ds_example *demos[RUN_MAX_SHOTS];
+    cand_cell(S, w, &tmp, &card, demos);
+    item it;
+    memset(&it, 0, sizeof it);
+    pwb_buf scratch, text, dir;
+    buf_init(&scratch);
+    buf_init(&text);
+    buf_init(&dir);
+    int rc = run_item_build_input(R, &tmp, &it, CALIB_MARKER, 0, &scratch, e);
+    const pwb_template *tp = run_method_template(m, w->t);
+    if (!rc) {
+        buf_printf(&text, "# Written by pwb's prompt search (docs/optimize.md) for method %s on %s / %s, seed %llu:\n"
+                   "# the winner of %d candidates, %ld of %ld held-out rows right.\nname: ",
+                   m->sm->name, d->card.name, R->mo[S->c->m].sm->name, (unsigned long long)R->suite.seed, S->n_cands,
+                   w->correct, w->n_eval);
+        name_part(&text, m->sm->name);
+        buf_printf(&text, "\nkind: zero-shot\ntask: %s\nmax_tokens: %d\ndescription: search winner: template ",
+                   d->card.name, tp->max_tokens > 0 ? tp->max_tokens : 16);
+        one_line(&text, template_label(m, w->t));
+        buf_printf(&text, ", %s instruction, %d demonstrations\n---\n", w->instruction ? "a searched" : "the card's",
+                   w->n_demo);
+        for (int i = 0; i < it.prompt.n && !rc; i++) {
+            const char *msg = it.prompt.msgs[i].content;
+            if (strstr(msg, "{{") || strstr(msg, "}}"))
+                rc = err_set(e, PWB_EINVAL, "%s: prompt search: the winner's text holds '{{' or '}}', which a "
+                             "template cannot show literally", R->suite.path);
+            if (!(it.prompt.n == 1 && !strcmp(it.prompt.msgs[i].role, "user")))
+                buf_printf(&text, "[%s]\n", it.prompt.msgs[i].role);
+            const char *mk = strstr(msg, CALIB_MARKER);
+            if (mk) {
+                buf_append(&text, msg, (size_t)(mk - msg));
+                buf_puts(&text, "{{input}}");
+                buf_puts(&text, mk + strlen(CALIB_MARKER));
+            } else {
+                buf_puts(&text, msg);
+            }
+            buf_putc(&text, '\n');
+        }
+    }
+    if (!rc) {
+        file_dirname(R->o->db_path, &dir);
+        buf_reset(path);
+        buf_printf(path, "%s/optimized/", dir.data);
+        rc = file_mkdirs(path->data, e);
+        name_part(path, R->suite.name);
+        buf_putc(path, '-');
+        name_part(path, m->sm->name);
+        buf_putc(path, '-');
+        name_part(path, d->card.name);
+        buf_putc(path, '-');
+        name_part(path, R->mo[S->c->m].sm->name);
+        buf_puts(path, ".tmpl");
+    }
+    if (!rc)
+        rc = file_write_atomic(path->data, text.data, text.len, e);
+    run_item_free(&it);
+    buf_free(&scratch);
+    buf_free(&text);
+    buf_free(&dir);
+    return rc;
+}
+
+static int store_search(search *S, int winner, int rounds, double wall, const char *tpath, pwb_err *e)
+{
+    runner *R = S->R;
+    const rmethod *m = &R->me[S->c->k];
+    const rds *d = &R->ds[S->c->d];
+    long nread = 0;
+    for (size_t i = 0; i < S->n_pool; i++)
+        nread += S->read[i] != 0;
+    db_prompt_search ps = {.cell_id = S->c->id, .seed = R->suite.seed, .train_limit = (long)S->n_pool,
+                           .heldout = (long)S->n_held, .max_evals = S->max_evals, .n_candidates = S->n_cands,
+                           .rounds = rounds, .evals = S->evals, .examples_read = nread, .cpu_s = S->cpu_s,
+                           .wall_s = wall, .winner = winner, .best_heldout_acc = acc(&S->cands[winner]),
+                           .template_path = tpath};
+    int64_t sid = 0;
+    int rc = db_begin(R->db, e);
+    if (!rc)
+        rc = db_prompt_search_put(R->db, &ps, &sid, e);
+    pwb_buf rows;
+    buf_init(&rows);
+    for (int i = 0; i < S->n_cands && !rc; i++) {
+        const cand *cd = &S->cands[i];
+        buf_reset(&rows);
+        buf_putc(&rows, '[');
+        for (int k = 0; k < cd->n_demo; k++)
+            buf_printf(&rows, "%s%zu", k ? "," : "", d->shots.ex[S->pool[cd->demo[k]]].row);
+        buf_putc(&rows, ']');
+        db_prompt_candidate pc = {.search_id = sid, .idx = i, .template_name = template_label(m, cd->t),
+                                  .instruction = cd->instruction ? cd->instruction : d->card.instruction,
+                                  .demo_rows = rows.data, .last_round = cd->last_round, .n_eval = cd->n_eval,
+                                  .correct = cd->correct, .prior = cd->prior,
+                                  .n_prior = cd->prior ? d->card.n_labels : 0};
+        rc = db_prompt_candidate_put(R->db, &pc, e);
+    }
+    buf_free(&rows);
+    if (rc)
+        db_rollback(R->db);
+    else
+        rc = db_commit(R->db, e);
+    S->c->search_evals = S->evals;
+    S->c->search_read = nread;
+    return rc;
+}
+
+int run_optimize(runner *R, rcell *c, pwb_err *e)
+{
+    const rmethod *m = &R->me[c->k];
+    rds *d = &R->ds[c->d];
+    pwb_buf path;
+    buf_init(&path);
+    /* searched before (a resumed run): the winner's file is the result */
+    char *prev = NULL;
+    int rc = db_prompt_search_template(R->db, c->id, &prev, e);
+    if (!rc && prev && file_exists(prev)) {
+        buf_puts(&path, prev);
+        free(prev);
+        goto load;
+    }
+    free(prev);
+    if (rc)
+        return rc;
+    search S;
+    memset(&S, 0, sizeof S);
+    S.R = R;
+    S.c = c;
+    S.max_evals = m->sm->opt.max_evals;
+    S.pool = malloc((d->shots.n ? d->shots.n : 1) * sizeof *S.pool);
+    if (!S.pool)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    S.n_pool = dataset_sample(&d->shots, (size_t)m->sm->train_limit, R->suite.seed ^ 0x706f6f6cULL, S.pool);
+    S.n_held = (size_t)m->sm->opt.heldout < S.n_pool / 2 ? (size_t)m->sm->opt.heldout : S.n_pool / 2;
+    S.read = calloc(S.n_pool ? S.n_pool : 1, 1);
+    rc = !S.read ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+    if (!rc)
+        rc = build_candidates(&S, e);
+    if (!rc && R->o->progress)
+        fprintf(R->o->progress, "pwb: %s/%s/%s: prompt search over %d candidates on %zu held-out rows of %zu\n",
+                d->card.name, R->mo[c->m].sm->name, m->sm->name, S.n_cands, S.n_held, S.n_pool);
+    double t0 = timer_wall();
+    int winner = -1, rounds = 0;
+    if (!rc)
+        rc = race(&S, &winner, &rounds, e);
+    double wall = timer_wall() - t0;
+    if (!rc)
+        rc = write_winner(&S, &S.cands[winner], &path, e);
+    if (!rc)
+        rc = store_search(&S, winner, rounds, wall, path.data, e);
+    R->r->soft_wall_s += wall; /* searching, like training, is no part of the answering rate */
+    R->prog.start += wall;
+    for (int i = 0; i < S.n_cands; i++)
+        free(S.cands[i].prior);
+    free(S.cands);
+    free(S.pool);
+    free(S.read);
+    if (rc) {
+        buf_free(&path);
+        return rc;
+    }
+load:
+    template_free(&c->own_tpl);
+    template_init(&c->own_tpl);
+    rc = template_load(&c->own_tpl, path.data, e);
+    if (!rc)
+        rc = template_check(&c->own_tpl, &d->card, e);
+    buf_free(&path);
+    if (rc)
+        return rc;
+    free(c->res->search_template);
+    c->res->search_template = str_dup(c->own_tpl.path ? c->own_tpl.path : "");
+    c->tpl_over = &c->own_tpl;
+    c->card_over = NULL;
+    c->demos = NULL;
+    c->n_demos = 0;
+    c->fixed_demos = 1;
+    return PWB_OK;
+}
