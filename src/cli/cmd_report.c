@@ -1,4 +1,5 @@
-/* pwb report: renders a run from the database (read-only) as markdown, CSV or JSON. Markdown
+/* pwb report: renders a run from the database (read-only) as markdown, CSV, JSON or one
+ * self-contained HTML file (charts inline). Markdown
  * written to a file gets its charts: SVG files beside it named "<stem>-<chart>.svg", embedded
  * with relative links, so the folder can be moved or committed as it is. */
 #include <stdio.h>
@@ -55,7 +56,7 @@ int cmd_report(const cli_args *a)
     int format;
     const char *fmt = cli_str(a, "format", "md");
     if (report_format_parse(fmt, &format, &e) != PWB_OK) {
-        cli_usage_error(a->cmd, "--format must be md, csv or json (got '%s')", fmt);
+        cli_usage_error(a->cmd, "--format must be md, csv, json or html (got '%s')", fmt);
         return EXIT_PWB_USAGE;
     }
     long run_id, other;
@@ -87,6 +88,8 @@ int cmd_report(const cli_args *a)
     } else {
         rc = report_load(&r, db, run_id, &e);
         loaded = rc == PWB_OK;
+        if (!rc && format == REPORT_HTML) /* the per-example view */
+            rc = report_load_details(&r, db, &e);
         if (!rc && to_file && format == REPORT_MD) {
             r.chart_dir = "";
             r.chart_prefix = stem.data ? stem.data : "";

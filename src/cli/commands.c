@@ -29,7 +29,7 @@ static const cli_opt report_opts[] = {
     {"db", 0, "PATH", "results database (default $PWB_DB, else results/pwb.db)"},
     {"run", 'r', "ID", "the run to report (default: the latest)"},
     {"compare", 'c', "ID", "compare with run ID instead: per cell, accuracy in both, delta, McNemar p"},
-    {"format", 'f', "FMT", "md (default), csv or json"},
+    {"format", 'f', "FMT", "md (default), csv, json or html"},
     {"output", 'o', "FILE", "write to FILE instead of stdout (markdown: with its SVG charts beside it)"},
     {0},
 };
@@ -197,21 +197,25 @@ const cli_cmd cli_commands[] = {
      "scored. Candidates, held-out scores and the search's cost go into the database; `pwb run` of\n"
      "the same suite later reuses the winner. Same options as run.",
      run_opts, cmd_run},
-    {"report", "", 0, 0, "render a report (markdown, CSV or JSON) of a run",
-     "Renders one table per dataset and model for a run: method, n, accuracy with its 95% Wilson\n"
+    {"report", "", 0, 0, "render a report (markdown, CSV, JSON or HTML) of a run",
+     "Renders, per dataset and model, a verdict (the best engineered prompt against the best tuned\n"
+     "method: the accuracy gap with its interval and McNemar p, the labelled examples and CPU cost\n"
+     "each used, when the answer flips), then one table for a run: method, n, accuracy with its 95% Wilson\n"
      "interval, McNemar p against the best, invalid %, mean tokens in/out, latency p50/p95, cost\n"
      "per 1,000 examples, and the majority-class baseline; soft prompts' training cost and\n"
      "break-even point; one table per sweep. With -o FILE.md the charts (accuracy, accuracy\n"
      "against cost, training curves, sweeps) are written beside it as FILE-*.svg. With\n"
      "--compare A, compares run A with the run (B) per method: accuracy in both, B - A, an exact\n"
-     "McNemar test on the rows both evaluated, tokens and cost. The database is opened read-only.\n"
+     "McNemar test on the rows both evaluated, tokens and cost. -f html writes one self-contained\n"
+     "page: sortable tables, charts inline, and the examples where two chosen methods disagree.\n"
+     "The database is opened read-only.\n"
      "See docs/reports.md.",
      report_opts, cmd_report},
     {"query", "SQL", 1, 1, "read-only SQL over the results database",
      "Runs SQL against the results database opened read-only. Every statement is checked before\n"
      "any runs: reads only (no writes, transactions, ATTACH or setting PRAGMAs; exit 3). Several\n"
-     "statements give one result set each. Views: v_runs, v_summary, v_predictions (see\n"
-     "docs/database.md). Example:\n"
+     "statements give one result set each. Views: v_runs, v_summary, v_predictions, v_confusion\n"
+     "(per cell: gold label x answered label, with their words; see docs/database.md). Example:\n"
      "  pwb query \"SELECT dataset, method, n, accuracy FROM v_summary\"",
      query_opts, cmd_query},
     {"template list", "", 0, 0, "list the templates", "Lists the templates (*.tmpl) with their kind, shots and task.",

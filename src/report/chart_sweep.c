@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "report/report_internal.h"
 #include "report/svg.h"
 #include "report/svg_draw.h"
 #include "util/str.h"
@@ -110,18 +111,8 @@ int report_svg_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b, 
         }
     }
     const report_row *base = g->baseline >= 0 ? &g->rows[g->baseline] : NULL;
-    if (base && base->n > 0) {
-        lo = fmin(lo, base->accuracy);
-        hi = fmax(hi, base->accuracy);
-    }
-    if (lo > hi) {
-        lo = 0;
-        hi = 1;
-    }
-    lo = fmax(0, lo - 0.02);
-    hi = fmin(1, hi + 0.02);
     double yt[16];
-    int nyt = svg_ticks(&lo, &hi, 7, yt);
+    int nyt = report_acc_axis(g, lo, hi, &lo, &hi, yt);
     double ystep = nyt > 1 ? yt[1] - yt[0] : 0.1;
     int legend_rows = svg_legend_rows((const char *const *)series, ns, X1 - X0);
     double H = Y1 + 56 + legend_rows * SVG_LEGEND_ROW + 8;

@@ -227,7 +227,7 @@ static int fill_row(pwb_db *db, cmp_row *w, pwb_err *e)
     w->unit = report_is_local(any_cell(w)->provider) ? REPORT_COST_CPU_S : paid > 0 ? REPORT_COST_USD : REPORT_COST_NONE;
     report_row_fill(&w->fa, oa, na, w->unit);
     report_row_fill(&w->fb, ob, nb, w->unit);
-    report_pair(oa, na, ob, nb, &w->shared, &w->only_a, &w->only_b);
+    report_pair(oa, na, ob, nb, &w->shared, &w->only_a, &w->only_b, NULL);
     w->p = w->shared ? stats_mcnemar_exact(w->only_a, w->only_b) : NAN;
     free(oa);
     free(ob);

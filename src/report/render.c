@@ -134,7 +134,7 @@ static int fmt_seconds(pwb_buf *b, double s)
     return buf_printf(b, "%.1f min", s / 60.0);
 }
 
-static int fmt_cost(pwb_buf *b, int unit, double v)
+int fmt_cost(pwb_buf *b, int unit, double v)
 {
     if (isnan(v) || unit == REPORT_COST_NONE)
         return buf_puts(b, DASH);
@@ -149,7 +149,7 @@ static const char *cost_header(int unit)
 }
 
 /* An integer with thousands separators: 18,560. */
-static int fmt_int(pwb_buf *b, int64_t v)
+int fmt_int(pwb_buf *b, int64_t v)
 {
     char d[32];
     int n = snprintf(d, sizeof d, "%lld", (long long)(v < 0 ? -v : v)), r = v < 0 ? buf_putc(b, '-') : 0;
@@ -176,7 +176,7 @@ static int fmt_break_even(pwb_buf *b, double v)
     if (isnan(v))
         return buf_puts(b, DASH);
     if (isinf(v))
-        return buf_puts(b, "never");
+        return buf_puts(b, "never (not cheaper per example; see cost over volume)");
     if (v > 9e15)
         return buf_printf(b, "%.3g", v);
     return fmt_int(b, (int64_t)v);
@@ -381,6 +381,7 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
     r |= buf_puts(b, " \xc2\xb7 ") | md_text(b, g->model);
     if (g->provider && *g->provider)
         r |= buf_puts(b, " (") | md_text(b, g->provider) | buf_putc(b, ')');
+    r |= buf_putc(b, '\n') | md_verdict(g, b) | buf_puts(b, "\n### Methods");
     r |= buf_printf(b, "\n\n| method | kind | n | accuracy [95%% CI] | p vs best | invalid | tokens in | "
                        "tokens out | latency p50 / p95 | %s |\n"
                        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n",
@@ -390,6 +391,9 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
         r |= buf_puts(b, "| ");
         if (w->is_best)
             r |= buf_puts(b, "**") | md_text(b, w->method) | buf_puts(b, "**");
+        else if (w->is_baseline && w->majority_label < g->n_labels && g->labels[w->majority_label])
+            r |= buf_printf(b, "majority class (label %d: ", w->majority_label) |
+                 md_text(b, g->labels[w->majority_label]) | buf_putc(b, ')');
         else if (w->is_baseline)
             r |= buf_printf(b, "majority class (label %d)", w->majority_label);
         else
@@ -412,6 +416,9 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
     }
     r |= md_charts(rep, charts, nch, gi, REPORT_CHART_ACCURACY, 0, b);
     r |= md_charts(rep, charts, nch, gi, REPORT_CHART_COST, 0, b);
+    r |= md_volume(g, b) | md_charts(rep, charts, nch, gi, REPORT_CHART_VOLUME, 0, b);
+    r |= md_charts(rep, charts, nch, gi, REPORT_CHART_BUDGET, 0, b);
+    r |= md_classes(g, b);
     if (any_soft(g))
         r |= md_training_cost(g, b);
     if (any_budget(g))
@@ -419,6 +426,8 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
     r |= md_charts(rep, charts, nch, gi, REPORT_CHART_TRAINING, 0, b);
     for (size_t k = 0; k < g->n_sweeps && !r; k++)
         r |= md_sweep(g, &g->sweeps[k], b) | md_charts(rep, charts, nch, gi, REPORT_CHART_SWEEP, k, b);
+    if (rep->chart_dir && report_models_first(rep, gi))
+        r |= buf_puts(b, "\n### Across models\n") | md_charts(rep, charts, nch, gi, REPORT_CHART_MODELS, 0, b);
     return r ? -1 : 0;
 }
 
@@ -606,6 +615,21 @@ static cJSON *json_row(const report_group *g, const report_row *w)
             add_num(t, "steps", !sp ? 0 : sp->steps >= 0 ? (double)sp->steps : NAN);
         }
     }
+    add_str(o, "arm", w->arm == REPORT_ARM_TUNED ? "tuned" : w->arm == REPORT_ARM_ENGINEERED ? "engineered" : "baseline");
+    add_num(o, "labelled_examples", w->labelled >= 0 ? (double)w->labelled : NAN);
+    add_num(o, "one_time_cpu_s", w->fixed_cpu_s);
+    if (w->confusion && g->n_labels > 0) {
+        /* rows: gold labels; columns: answered labels, then invalid, then other */
+        cJSON *cm = cJSON_AddArrayToObject(o, "confusion");
+        for (int k = 0; cm && k < g->n_labels; k++) {
+            cJSON *line = cJSON_CreateArray();
+            if (!line)
+                break;
+            cJSON_AddItemToArray(cm, line);
+            for (int c = 0; c < g->n_labels + 2; c++)
+                cJSON_AddItemToArray(line, cJSON_CreateNumber((double)w->confusion[k * (g->n_labels + 2) + c]));
+        }
+    }
     if (w->has_soft_prompt) {
         cJSON *be = cJSON_AddObjectToObject(o, "break_even");
         if (be) {
@@ -709,6 +733,24 @@ int report_render_json(const pwb_report *rep, pwb_buf *b, pwb_err *e)
                                                                        : NULL);
         add_str(go, "best_method", grp->best >= 0 ? grp->rows[grp->best].method : NULL);
         add_str(go, "break_even_vs", grp->few_shot_ref >= 0 ? grp->rows[grp->few_shot_ref].method : NULL);
+        cJSON *lw = cJSON_AddArrayToObject(go, "label_words");
+        for (int k = 0; lw && k < grp->n_labels; k++)
+            cJSON_AddItemToArray(lw, report_json_string(grp->labels[k]));
+        const report_verdict *v = &grp->verdict;
+        cJSON *vo = cJSON_AddObjectToObject(go, "verdict");
+        if (vo) {
+            add_str(vo, "engineered", v->engineered >= 0 ? grp->rows[v->engineered].method : NULL);
+            add_str(vo, "tuned", v->tuned >= 0 ? grp->rows[v->tuned].method : NULL);
+            add_num(vo, "gap", v->gap);
+            add_num(vo, "gap_ci_low", v->gap_lo);
+            add_num(vo, "gap_ci_high", v->gap_hi);
+            add_num(vo, "mcnemar_p", v->p);
+            add_num(vo, "shared", (double)v->shared);
+            cJSON_AddBoolToObject(vo, "significant", v->significant);
+            add_num(vo, "break_even_volume", v->v_flip);
+            add_str(vo, "break_even_reason", v->v_reason);
+            add_num(vo, "n_star", v->n_star);
+        }
         cJSON *rows = cJSON_AddArrayToObject(go, "rows");
         for (size_t i = 0; rows && i < grp->n_rows; i++) {
             cJSON *ro = json_row(grp, &grp->rows[i]);

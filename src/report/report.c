@@ -21,8 +21,10 @@ int report_format_parse(const char *s, int *format, pwb_err *e)
         *format = REPORT_CSV;
     else if (s && !strcasecmp(s, "json"))
         *format = REPORT_JSON;
+    else if (s && !strcasecmp(s, "html"))
+        *format = REPORT_HTML;
     else
-        return err_set(e, PWB_EINVAL, "unknown report format '%s' (md, csv, json)", s ? s : "");
+        return err_set(e, PWB_EINVAL, "unknown report format '%s' (md, csv, json, html)", s ? s : "");
     return PWB_OK;
 }
 
@@ -41,6 +43,8 @@ static void row_free(report_row *w)
     free(w->sweep_values);
     free(w->calibration);
     free(w->calib_p);
+    free(w->confusion);
+    db_details_free(w->details, w->n_details);
 }
 
 static void sweep_free(report_sweep *s)
@@ -153,9 +157,10 @@ double report_break_even(double train_seconds, double few_shot_cpu_per_example, 
 
 /* Discordant pairs between two outcome lists sorted by row. */
 void report_pair(const db_outcome *a, size_t na, const db_outcome *b, size_t nb, long *shared, long *only_a,
-                 long *only_b)
+                 long *only_b, long *both)
 {
     size_t i = 0, j = 0;
+    long nb_both = 0;
     *shared = *only_a = *only_b = 0;
     while (i < na && j < nb) {
         if (a[i].row < b[j].row) {
@@ -166,10 +171,13 @@ void report_pair(const db_outcome *a, size_t na, const db_outcome *b, size_t nb,
             (*shared)++;
             *only_a += a[i].correct && !b[j].correct;
             *only_b += !a[i].correct && b[j].correct;
+            nb_both += a[i].correct && b[j].correct;
             i++;
             j++;
         }
     }
+    if (both)
+        *both = nb_both;
 }
 
 static int cmp_long(const void *a, const void *b)
@@ -251,6 +259,7 @@ static int baseline_outcomes(const cell_data *cd, size_t ncd, db_outcome **out, 
     for (size_t i = 0; i < n; i++) {
         o[i].valid = 1;
         o[i].correct = o[i].label == best_label;
+        o[i].predicted = best_label;
         o[i].tokens_in = o[i].tokens_out = -1;
         o[i].latency_s = o[i].cpu_s = o[i].cost_usd = NAN;
     }
@@ -393,7 +402,7 @@ static int build_sweeps(report_group *g, const cell_data *cd, pwb_err *e)
             if (ri == bi)
                 continue;
             long shared, only_best, only_this;
-            report_pair(cd[bi].o, cd[bi].n, cd[ri].o, cd[ri].n, &shared, &only_best, &only_this);
+            report_pair(cd[bi].o, cd[bi].n, cd[ri].o, cd[ri].n, &shared, &only_best, &only_this, NULL);
             if (shared > 0)
                 g->rows[ri].sweep_p = stats_mcnemar_exact(only_best, only_this);
         }
@@ -433,7 +442,33 @@ static int row_calibration(report_row *w, const db_cell_info *c, pwb_err *e)
     return PWB_OK;
 }
 
-static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, pwb_err *e)
+/* Arms, labelled examples, costs and confusion counts of every row, then the verdict. */
+static int prepare_rows(report_group *g, const cell_data *cd, size_t ncd, const db_outcome *bo, size_t nbo,
+                        const char *suite_json, pwb_err *e)
+{
+    const db_outcome **o = calloc(g->n_rows + 1, sizeof *o);
+    size_t *n = calloc(g->n_rows + 1, sizeof *n);
+    const char **tp = calloc(g->n_rows + 1, sizeof *tp);
+    int rc = PWB_OK;
+    if (!o || !n || !tp) {
+        rc = err_set(e, PWB_ENOMEM, "report: out of memory");
+    } else {
+        for (size_t i = 0; i < g->n_rows; i++) {
+            o[i] = i < ncd ? cd[i].o : bo;
+            n[i] = i < ncd ? cd[i].n : nbo;
+            tp[i] = i < ncd ? cd[i].cell->template_path : NULL;
+        }
+        rc = report_rows_prepare(g, o, n, tp, suite_json, e);
+        if (!rc)
+            report_verdict_build(g, o, n);
+    }
+    free(o);
+    free(n);
+    free(tp);
+    return rc;
+}
+
+static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, const char *suite_json, pwb_err *e)
 {
     g->rows = calloc(ncd + 1, sizeof *g->rows);
     if (!g->rows)
@@ -482,7 +517,7 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, p
             if ((long)i == g->best)
                 continue;
             report_row *w = &g->rows[i];
-            report_pair(bd->o, bd->n, cd[i].o, cd[i].n, &w->mcnemar_shared, &w->mcnemar_b, &w->mcnemar_c);
+            report_pair(bd->o, bd->n, cd[i].o, cd[i].n, &w->mcnemar_shared, &w->mcnemar_b, &w->mcnemar_c, NULL);
             if (w->mcnemar_shared > 0)
                 w->mcnemar_p = stats_mcnemar_exact(w->mcnemar_b, w->mcnemar_c);
         }
@@ -511,15 +546,18 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, p
         w->tokens_in_mean = w->tokens_out_mean = NAN;
         if (g->best >= 0) {
             const cell_data *bd = &cd[g->best];
-            report_pair(bd->o, bd->n, bo, nbo, &w->mcnemar_shared, &w->mcnemar_b, &w->mcnemar_c);
+            report_pair(bd->o, bd->n, bo, nbo, &w->mcnemar_shared, &w->mcnemar_b, &w->mcnemar_c, NULL);
             if (w->mcnemar_shared > 0)
                 w->mcnemar_p = stats_mcnemar_exact(w->mcnemar_b, w->mcnemar_c);
         }
     }
-    free(bo);
-    if (oom)
+    if (oom) {
+        free(bo);
         return err_set(e, PWB_ENOMEM, "report: out of memory");
-    return PWB_OK;
+    }
+    rc = prepare_rows(g, cd, ncd, bo, nbo, suite_json, e);
+    free(bo);
+    return rc;
 }
 
 int report_load(pwb_report *r, pwb_db *db, int64_t run_id, pwb_err *e)
@@ -582,9 +620,9 @@ int report_load(pwb_report *r, pwb_db *db, int64_t run_id, pwb_err *e)
         grp->cost_unit = report_is_local(grp->provider) ? REPORT_COST_CPU_S
                          : cost > 0                     ? REPORT_COST_USD
                                                         : REPORT_COST_NONE;
-        rc = build_group(grp, db, tmp, nt, e);
+        rc = db_split_labels(db, grp->dataset, grp->split, &grp->labels, &grp->n_labels, e);
         if (!rc)
-            rc = db_split_labels(db, grp->dataset, grp->split, &grp->labels, &grp->n_labels, e);
+            rc = build_group(grp, db, tmp, nt, r->run.suite_json, e);
     }
     free(tmp);
 out_cd:
@@ -608,6 +646,8 @@ int report_render(const pwb_report *r, int format, pwb_buf *out, pwb_err *e)
         return report_render_csv(r, out, e);
     case REPORT_JSON:
         return report_render_json(r, out, e);
+    case REPORT_HTML:
+        return report_render_html(r, out, e);
     default:
         return err_set(e, PWB_EINVAL, "report: unknown format %d", format);
     }
@@ -622,4 +662,18 @@ int report_write(pwb_db *db, int64_t run_id, int format, pwb_buf *out, pwb_err *
     rc = report_render(&r, format, out, e);
     report_free(&r);
     return rc;
+}
+
+int report_load_details(pwb_report *r, pwb_db *db, pwb_err *e)
+{
+    for (size_t g = 0; g < r->n_groups; g++)
+        for (size_t i = 0; i < r->groups[g].n_rows; i++) {
+            report_row *w = &r->groups[g].rows[i];
+            if (w->is_baseline || w->details)
+                continue;
+            int rc = db_cell_details(db, w->cell_id, &w->details, &w->n_details, e);
+            if (rc)
+                return rc;
+        }
+    return PWB_OK;
 }

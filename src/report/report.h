@@ -11,8 +11,8 @@
 #include "util/buf.h"
 #include "util/err.h"
 
-enum report_format { REPORT_MD = 0, REPORT_CSV = 1, REPORT_JSON = 2 };
-/* "md" / "markdown", "csv", "json"; PWB_EINVAL otherwise. */
+enum report_format { REPORT_MD = 0, REPORT_CSV = 1, REPORT_JSON = 2, REPORT_HTML = 3 };
+/* "md" / "markdown", "csv", "json", "html"; PWB_EINVAL otherwise. */
 int report_format_parse(const char *s, int *format, pwb_err *e);
 
 /* How a group's cost column is expressed. */
@@ -63,7 +63,40 @@ typedef struct report_row {
     long train_limit;          /* labelled training examples the method may read; -1: all / unknown */
     int has_budget;            /* train_limit recorded (a run of schema 3 or later) */
     db_prompt_search_info search; /* a searched method's search (found 0 otherwise) */
+    /* ---- the verdict's inputs (verdict.c) ---- */
+    int arm;                   /* enum report_arm */
+    /* Labelled examples the method used: a prompt's shots, a tuned method's training set (its
+     * train_limit, or the examples it saw when smaller). -1 unknown. */
+    long labelled;
+    /* One-time cost in CPU seconds before the first inference: training or prompt search; 0 for
+     * a hand-written prompt; NAN unknown. fixed_estimated: derived from wall time (see verdict.c). */
+    double fixed_cpu_s;
+    int fixed_estimated;
+    /* Confusion counts, n_labels rows (gold) x (n_labels + 2) columns: predicted label, then
+     * invalid, then another answer. NULL without labels. */
+    long *confusion;
+    db_detail *details;        /* report_load_details: the predictions with their examples */
+    size_t n_details;
 } report_row;
+
+enum report_arm { REPORT_ARM_ENGINEERED = 0, REPORT_ARM_TUNED = 1, REPORT_ARM_BASELINE = 2 };
+
+/* The verdict of a group: the best engineered prompt against the best tuned method. */
+typedef struct report_verdict {
+    long engineered, tuned;    /* row indices, -1 when the group lacks that arm */
+    long shared, only_e, only_t; /* rows both evaluated; rows only one of them got right */
+    double gap, gap_lo, gap_hi; /* tuned - engineered accuracy on shared rows, paired 95% CI */
+    double p;                  /* exact McNemar on the shared rows */
+    int significant;           /* p < 0.05 */
+    /* Volume: total CPU cost = fixed + per-example x V. v_flip is the V where the two totals are
+     * equal (NAN: never; the reason in v_reason). */
+    double v_flip;
+    const char *v_reason;      /* static text; NULL when v_flip is finite */
+    /* Labelled examples: the budget below which the engineered arm wins, from a budget sweep of
+     * the tuned arm (NAN: no sweep with labelled counts). */
+    double n_star;
+    int n_star_upper;          /* the tuned arm already leads at its smallest budget: N* <= n_star */
+} report_verdict;
 
 /* A sweep within a group: the points of one suite method's grid, in suite order. */
 typedef struct report_sweep {
@@ -88,6 +121,7 @@ typedef struct report_group {
     long baseline;             /* index of the majority-class row, -1 when none */
     char **labels;             /* label names by index (from the stored gold answers), NULL gaps */
     int n_labels;
+    report_verdict verdict;
 } report_group;
 
 typedef struct pwb_report {
@@ -109,6 +143,13 @@ void report_free(pwb_report *r);
 int report_render_md(const pwb_report *r, pwb_buf *out, pwb_err *e);
 int report_render_csv(const pwb_report *r, pwb_buf *out, pwb_err *e);
 int report_render_json(const pwb_report *r, pwb_buf *out, pwb_err *e);
+/* Loads every row's predictions with their examples (inputs, prompts, outputs) for the HTML
+ * report's per-example view. */
+int report_load_details(pwb_report *r, pwb_db *db, pwb_err *e);
+/* One self-contained HTML file: the markdown report's sections and tables (sortable), its charts
+ * inline, and, when report_load_details ran, a per-example view of where two chosen methods
+ * disagree. */
+int report_render_html(const pwb_report *r, pwb_buf *out, pwb_err *e);
 int report_render(const pwb_report *r, int format, pwb_buf *out, pwb_err *e);
 
 /* Load + render in one call (what `pwb report` needs). */

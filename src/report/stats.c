@@ -71,3 +71,27 @@ double stats_mean(const double *v, size_t n)
         s += v[i];
     return s / (double)n;
 }
+
+void stats_paired_diff(long a, long b, long c, long d, double z, double *lo, double *hi)
+{
+    long n = a + b + c + d;
+    if (n <= 0 || a < 0 || b < 0 || c < 0 || d < 0) {
+        *lo = -1.0;
+        *hi = 1.0;
+        return;
+    }
+    double nn = (double)n, p1 = (double)(a + b) / nn, p2 = (double)(a + c) / nn, l1, u1, l2, u2;
+    stats_wilson(a + b, n, z, &l1, &u1);
+    stats_wilson(a + c, n, z, &l2, &u2);
+    /* phi with Newcombe's continuity correction of ad - bc when it is positive. */
+    double ad_bc = (double)a * (double)d - (double)b * (double)c;
+    if (ad_bc > 0)
+        ad_bc = fmax(ad_bc - nn / 2.0, 0.0);
+    double den = sqrt((double)(a + b) * (double)(c + d) * (double)(a + c) * (double)(b + d));
+    double phi = den > 0 ? ad_bc / den : 0.0;
+    double th = p1 - p2;
+    double dl = (p1 - l1) * (p1 - l1) - 2.0 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) * (u2 - p2);
+    double du = (u1 - p1) * (u1 - p1) - 2.0 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) * (p2 - l2);
+    *lo = fmax(-1.0, th - sqrt(fmax(dl, 0.0)));
+    *hi = fmin(1.0, th + sqrt(fmax(du, 0.0)));
+}

@@ -140,7 +140,7 @@ void report_charts_free(report_chart *c, size_t n)
     free(c);
 }
 
-static const char *const kind_name[] = {"accuracy", "cost", "training", "sweep"};
+static const char *const kind_name[] = {"accuracy", "cost", "training", "sweep", "volume", "budget", "models"};
 
 static int add_chart(const pwb_report *r, report_chart **v, size_t *n, int kind, size_t g, size_t sw)
 {
@@ -161,15 +161,23 @@ static int add_chart(const pwb_report *r, report_chart **v, size_t *n, int kind,
     int rc = 0;
     if (r->chart_prefix && *r->chart_prefix)
         rc |= safe(&f, r->chart_prefix) | buf_putc(&f, '-');
-    rc |= group_slug(grp, &f) | buf_putc(&f, '-') | buf_puts(&f, kind_name[kind]);
+    if (kind == REPORT_CHART_MODELS) /* one chart for the dataset, across its models */
+        rc |= safe(&f, grp->dataset) | (grp->split && *grp->split ? buf_putc(&f, '-') | safe(&f, grp->split) : 0) |
+              buf_puts(&f, "-models");
+    else
+        rc |= group_slug(grp, &f) | buf_putc(&f, '-') | buf_puts(&f, kind_name[kind]);
     if (kind == REPORT_CHART_SWEEP)
         rc |= buf_putc(&f, '-') | safe(&f, grp->sweeps[sw].name);
     rc |= buf_puts(&f, ".svg");
     if (!rc && f.data[0] == '.')
         f.data[0] = '_';
     static const char *const what[] = {"accuracy by method", "accuracy against cost per example",
-                                       "soft prompt training curves", "sweep"};
-    rc |= buf_printf(&a, "%s: %s \xc2\xb7 %s", what[kind], grp->dataset, grp->model);
+                                       "soft prompt training curves", "sweep", "total cost against inferences served",
+                                       "accuracy against labelled examples used", "best accuracy per arm by model"};
+    if (kind == REPORT_CHART_MODELS)
+        rc |= buf_printf(&a, "%s: %s", what[kind], grp->dataset);
+    else
+        rc |= buf_printf(&a, "%s: %s \xc2\xb7 %s", what[kind], grp->dataset, grp->model);
     if (kind == REPORT_CHART_SWEEP)
         rc |= buf_printf(&a, " \xc2\xb7 %s", grp->sweeps[sw].name);
     if (rc) {
@@ -196,6 +204,12 @@ int report_charts_list(const pwb_report *r, report_chart **charts, size_t *n, pw
             rc |= add_chart(r, charts, n, REPORT_CHART_TRAINING, g, 0);
         for (size_t s = 0; s < grp->n_sweeps && !rc; s++)
             rc |= add_chart(r, charts, n, REPORT_CHART_SWEEP, g, s);
+        if (!rc && report_group_has_volume(grp))
+            rc |= add_chart(r, charts, n, REPORT_CHART_VOLUME, g, 0);
+        if (!rc && report_group_has_budget(grp))
+            rc |= add_chart(r, charts, n, REPORT_CHART_BUDGET, g, 0);
+        if (!rc && report_models_first(r, g))
+            rc |= add_chart(r, charts, n, REPORT_CHART_MODELS, g, 0);
     }
     if (rc) {
         report_charts_free(*charts, *n);
@@ -222,6 +236,12 @@ int report_chart_render(const pwb_report *r, const report_chart *c, pwb_buf *out
         if (c->sweep >= g->n_sweeps)
             return err_set(e, PWB_EINVAL, "report: no sweep %zu", c->sweep);
         return report_svg_sweep(g, &g->sweeps[c->sweep], out, e);
+    case REPORT_CHART_VOLUME:
+        return report_svg_volume(g, out, e);
+    case REPORT_CHART_BUDGET:
+        return report_svg_budget(g, out, e);
+    case REPORT_CHART_MODELS:
+        return report_svg_models(r, c->group, out, e);
     default:
         return err_set(e, PWB_EINVAL, "report: unknown chart kind %d", c->kind);
     }

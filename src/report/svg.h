@@ -19,12 +19,29 @@ int report_svg_filename(const report_group *g, pwb_buf *out);
 int report_svg_cost(const report_group *g, pwb_buf *out, pwb_err *e);
 int report_svg_training(const report_group *g, pwb_buf *out, pwb_err *e);
 int report_svg_sweep(const report_group *g, const report_sweep *sw, pwb_buf *out, pwb_err *e);
+int report_svg_volume(const report_group *g, pwb_buf *out, pwb_err *e);
+int report_svg_budget(const report_group *g, pwb_buf *out, pwb_err *e);
+/* Each arm's best accuracy on one dataset and split, by model: the groups sharing g's. */
+int report_svg_models(const pwb_report *r, size_t g, pwb_buf *out, pwb_err *e);
 
 /* Whether a group has what the chart needs: a cost for some method; a training curve. */
 int report_group_has_cost(const report_group *g);
 int report_group_has_training(const report_group *g);
+/* A one-time cost and at least two methods to weigh; labelled counts for both arms; g is the
+ * first of two or more groups (models) on its dataset. */
+int report_group_has_volume(const report_group *g);
+int report_group_has_budget(const report_group *g);
+int report_models_first(const pwb_report *r, size_t g);
 
-enum report_chart_kind { REPORT_CHART_ACCURACY = 0, REPORT_CHART_COST, REPORT_CHART_TRAINING, REPORT_CHART_SWEEP };
+enum report_chart_kind {
+    REPORT_CHART_ACCURACY = 0,
+    REPORT_CHART_COST,
+    REPORT_CHART_TRAINING,
+    REPORT_CHART_SWEEP,
+    REPORT_CHART_VOLUME, /* total cost against inferences served */
+    REPORT_CHART_BUDGET, /* accuracy against labelled examples used */
+    REPORT_CHART_MODELS  /* the run's best accuracy per arm and model (group: the first of the dataset) */
+};
 
 typedef struct report_chart {
     int kind;

@@ -152,6 +152,7 @@ int db_train_eval_insert(pwb_db *db, int64_t soft_prompt_id, long step, double a
 typedef struct db_run_info {
     int64_t id;
     char *suite_name, *suite_path, *suite_sha256, *started, *finished, *status, *pwb_version;
+    char *suite_json; /* the suite as run (NULL when not stored) */
     uint64_t seed;
 } db_run_info;
 
@@ -181,6 +182,9 @@ typedef struct db_outcome {
     int tokens_in, tokens_out;  /* -1 unknown */
     double latency_s, cpu_s, cost_usd; /* NAN unknown */
     int cached, error;          /* error: the prediction carries an error message */
+    /* The label the answer names (see v_confusion): the gold label when correct, else the label
+     * whose word equals the extracted answer (no case); DB_PRED_INVALID, DB_PRED_OTHER. */
+    int predicted;
 } db_outcome;
 
 /* A cell's prompt search for reports (found 0 when none). */
@@ -195,6 +199,7 @@ int db_prompt_search_get(pwb_db *db, int64_t cell_id, db_prompt_search_info *out
  * array of malloc'd strings, NULL where no stored example has that label), *n = max label + 1. */
 int db_split_labels(pwb_db *db, const char *dataset, const char *split, char ***names, int *n, pwb_err *e);
 void db_labels_free(char **names, int n);
+enum { DB_PRED_INVALID = -1, DB_PRED_OTHER = -2 };
 
 /* The predictions of a cell sorted by row (malloc'd array). */
 int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, pwb_err *e);
@@ -235,6 +240,17 @@ typedef struct db_train_eval_info {
     long step;
     double accuracy, loss;
 } db_train_eval_info;
+
+/* One prediction with its example, for per-example views (owned strings, NULL when unknown). */
+typedef struct db_detail {
+    long row;
+    char *input, *answer, *prompt, *output, *extracted, *choice_logprobs;
+    int valid, correct, label; /* label -1: none */
+} db_detail;
+
+/* The predictions of a cell with their examples, sorted by row (malloc'd array). */
+int db_cell_details(pwb_db *db, int64_t cell_id, db_detail **out, size_t *n, pwb_err *e);
+void db_details_free(db_detail *d, size_t n);
 
 int db_train_steps_list(pwb_db *db, int64_t soft_prompt_id, db_train_step_info **out, size_t *n, pwb_err *e);
 int db_train_evals_list(pwb_db *db, int64_t soft_prompt_id, db_train_eval_info **out, size_t *n, pwb_err *e);

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static int prepare(pwb_db *db, const char *sql, sqlite3_stmt **s, pwb_err *e)
 {
@@ -34,6 +35,7 @@ void db_run_info_free(db_run_info *r)
     free(r->finished);
     free(r->status);
     free(r->pwb_version);
+    free(r->suite_json);
     memset(r, 0, sizeof *r);
 }
 
@@ -43,7 +45,7 @@ int db_run_get(pwb_db *db, int64_t run_id, db_run_info *out, pwb_err *e)
     sqlite3_stmt *s;
     int rc = prepare(db,
                      "SELECT id, suite_name, suite_path, suite_sha256, started, finished, status, pwb_version,"
-                     " seed FROM runs WHERE id = ?1 OR (?1 = 0 AND id = (SELECT max(id) FROM runs))",
+                     " seed, suite_json FROM runs WHERE id = ?1 OR (?1 = 0 AND id = (SELECT max(id) FROM runs))",
                      &s, e);
     if (rc)
         return rc;
@@ -70,6 +72,7 @@ int db_run_get(pwb_db *db, int64_t run_id, db_run_info *out, pwb_err *e)
     out->status = db_col_dup(s, 6, &oom);
     out->pwb_version = db_col_dup(s, 7, &oom);
     out->seed = (uint64_t)sqlite3_column_int64(s, 8);
+    out->suite_json = db_col_dup(s, 9, &oom);
     sqlite3_finalize(s);
     if (oom) {
         db_run_info_free(out);
@@ -164,20 +167,51 @@ int db_cells_list(pwb_db *db, int64_t run_id, db_cell_info **cells, size_t *n, p
     return PWB_OK;
 }
 
+/* The label an extracted answer names: its word among words[] without case and surrounding
+ * blanks (what v_confusion does in SQL). */
+static int answer_label(const unsigned char *ans, char *const *words, int nw)
+{
+    if (!ans)
+        return DB_PRED_OTHER;
+    while (*ans == ' ' || *ans == '\t' || *ans == '\n' || *ans == '\r')
+        ans++;
+    size_t len = strlen((const char *)ans);
+    while (len && (ans[len - 1] == ' ' || ans[len - 1] == '\t' || ans[len - 1] == '\n' || ans[len - 1] == '\r'))
+        len--;
+    for (int i = 0; i < nw; i++)
+        if (words[i] && strlen(words[i]) == len && !strncasecmp(words[i], (const char *)ans, len))
+            return i;
+    return DB_PRED_OTHER;
+}
+
 int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, pwb_err *e)
 {
     *out = NULL;
     *n = 0;
+    char **words = NULL;
+    int nw = 0;
     sqlite3_stmt *s;
-    int rc = prepare(db,
-                     "SELECT p.row, p.valid, p.correct, x.label, p.tokens_in, p.tokens_out, p.latency_s,"
-                     " p.cpu_s, p.cost_usd, p.cached, p.error IS NOT NULL"
-                     " FROM predictions p JOIN cells c ON c.id = p.cell_id"
-                     " LEFT JOIN examples x ON x.dataset = c.dataset AND x.split = c.split AND x.row = p.row"
-                     " WHERE p.cell_id = ?1 ORDER BY p.row",
-                     &s, e);
+    int rc = prepare(db, "SELECT dataset, split FROM cells WHERE id = ?1", &s, e);
     if (rc)
         return rc;
+    sqlite3_bind_int64(s, 1, cell_id);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        rc = db_split_labels(db, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+                            &words, &nw, e);
+    sqlite3_finalize(s);
+    if (rc)
+        return rc;
+    rc = prepare(db,
+                 "SELECT p.row, p.valid, p.correct, x.label, p.tokens_in, p.tokens_out, p.latency_s,"
+                 " p.cpu_s, p.cost_usd, p.cached, p.error IS NOT NULL, p.extracted"
+                 " FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                 " LEFT JOIN examples x ON x.dataset = c.dataset AND x.split = c.split AND x.row = p.row"
+                 " WHERE p.cell_id = ?1 ORDER BY p.row",
+                 &s, e);
+    if (rc) {
+        db_labels_free(words, nw);
+        return rc;
+    }
     sqlite3_bind_int64(s, 1, cell_id);
     size_t cap = 0;
     db_outcome *v = NULL;
@@ -189,6 +223,7 @@ int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, p
             if (!nv) {
                 free(v);
                 sqlite3_finalize(s);
+                db_labels_free(words, nw);
                 *n = 0;
                 return err_set(e, PWB_ENOMEM, "%s: out of memory", db->path);
             }
@@ -207,7 +242,11 @@ int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, p
         o->cost_usd = col_dbl(s, 8);
         o->cached = sqlite3_column_int(s, 9) != 0;
         o->error = sqlite3_column_int(s, 10) != 0;
+        o->predicted = o->correct && o->label >= 0 ? o->label
+                       : !o->valid                 ? DB_PRED_INVALID
+                                                   : answer_label(sqlite3_column_text(s, 11), words, nw);
     }
+    db_labels_free(words, nw);
     if (st != SQLITE_DONE) {
         rc = db_fail(db, "read predictions", e);
         free(v);

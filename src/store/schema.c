@@ -237,5 +237,31 @@ static const char migration_4[] =
     "  PRIMARY KEY (search_id, idx)\n"
     ") WITHOUT ROWID;\n";
 
-const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4};
+/* Migration 5: the confusion matrix as a view. A prediction's label is the gold label whose
+ * answer word (examples.answer, the card's verbalizer) equals its extracted answer, compared
+ * without case; a correct prediction is its gold label whatever it extracted. An invalid answer
+ * is -1 ('(invalid)'), a valid one that names no label -2 ('(other)'). Labelled examples only. */
+static const char migration_5[] =
+    "CREATE VIEW v_confusion AS\n"
+    "WITH words AS (\n"
+    "  SELECT dataset, split, label, min(answer) AS word FROM examples\n"
+    "  WHERE label >= 0 GROUP BY dataset, split, label),\n"
+    "pl AS (\n"
+    "  SELECT c.run_id, c.id AS cell_id, c.dataset, c.split, c.model, c.method, c.kind, x.label AS gold,\n"
+    "         CASE WHEN p.correct THEN x.label WHEN NOT p.valid THEN -1\n"
+    "              ELSE coalesce((SELECT w.label FROM words w WHERE w.dataset = c.dataset AND w.split = c.split\n"
+    "                             AND lower(w.word) = lower(trim(p.extracted))), -2) END AS predicted\n"
+    "  FROM predictions p JOIN cells c ON c.id = p.cell_id\n"
+    "  JOIN examples x ON x.dataset = c.dataset AND x.split = c.split AND x.row = p.row\n"
+    "  WHERE x.label >= 0)\n"
+    "SELECT pl.run_id, pl.cell_id, pl.dataset, pl.split, pl.model, pl.method, pl.kind,\n"
+    "       pl.gold, gw.word AS gold_word, pl.predicted,\n"
+    "       CASE pl.predicted WHEN -1 THEN '(invalid)' WHEN -2 THEN '(other)' ELSE pw.word END AS predicted_word,\n"
+    "       count(*) AS n\n"
+    "FROM pl\n"
+    "LEFT JOIN words gw ON gw.dataset = pl.dataset AND gw.split = pl.split AND gw.label = pl.gold\n"
+    "LEFT JOIN words pw ON pw.dataset = pl.dataset AND pw.split = pl.split AND pw.label = pl.predicted\n"
+    "GROUP BY pl.cell_id, pl.gold, pl.predicted;\n";
+
+const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4, migration_5};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

@@ -136,6 +136,27 @@ Test(report_sweep, sweep_table_and_charts_end_to_end, .timeout = 180)
     cr_assert_eq(check_charts(dir, text), 3);
     free(text);
 
+    /* one self-contained HTML page: charts inline, no files beside it */
+    char *html = it_path(dir, "page.html");
+    p = it_run((const char *const[]){it_pwb(), "report", "--db", db, "-f", "html", "-o", html, NULL});
+    cr_assert_eq(p.status, 0, "%s", p.err);
+    cr_assert(strstr(p.err, "wrote") && !strstr(p.err, "chart"), "%s", p.err);
+    proc_out_free(&p);
+    char *page = it_read(html);
+    cr_assert(page && !strncmp(page, "<!DOCTYPE html>", 15));
+    cr_assert(strstr(page, "<h3 id=\"s2-verdict\">Verdict</h3>"), "%.400s", page);
+    cr_assert(strstr(page, "<svg") && strstr(page, "id=\"pwb-data\""));
+    free(page);
+    free(html);
+    /* the confusion matrix as a view: one count per (gold, answered) pair, summing to the cell's rows */
+    p = it_run((const char *const[]){it_pwb(), "query", "--db", db, "-f", "csv",
+                                     "SELECT sum(n) FROM v_confusion WHERE method = 'zero-shot'", NULL});
+    cr_assert_eq(p.status, 0, "%s", p.err);
+    char want[32];
+    snprintf(want, sizeof want, "\n%d", LIMIT);
+    cr_assert(strstr(p.out, want), "%s", p.out);
+    proc_out_free(&p);
+
     /* CSV and JSON carry the sweep too */
     p = it_run((const char *const[]){it_pwb(), "report", "--db", db, "-f", "csv", NULL});
     cr_assert_eq(p.status, 0, "%s", p.err);

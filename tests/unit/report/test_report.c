@@ -23,6 +23,7 @@
 
 #include "report/report.h"
 #include "report/svg.h"
+#include "unit/report/html_check.h"
 #include "unit/report/svg_check.h"
 
 static char tmpdir[256];
@@ -117,35 +118,104 @@ static void setup(void)
 
 TestSuite(report, .init = setup, .fini = teardown);
 
+/* The verdict of tiny: best engineered fs (8/10) against the only tuned method soft (6/10) on 10
+ * shared rows: both right 6, only fs 2 (rows 6, 7), only soft 0, neither 2; gap -20.0 points,
+ * Newcombe's paired interval [-47.1, +11.4] (hybrid score, from the Wilson intervals 6/10
+ * [31.3, 83.2] and 8/10 [49.0, 94.3], phi = (6*2 - 0)/sqrt(6*4*8*2) corrected to (12 - 5)/19.6);
+ * McNemar b=2 c=0 -> p = 0.5. soft's labelled examples: examples_seen 1,600 (no train_limit in the
+ * suite); its one-time cost 42.5 s wall x CPU/wall 1.0 of its inference = 42.5 CPU-s; break-even
+ * V = 42.5 / (0.2 - 0.01) = 223.7 -> 224. Totals: soft 42.5 + 10.0 = 52.5 at 1k, 42.5 + 1,000 =
+ * 1,043 at 100k. The examples' extracted answer is "x", which names no label: wrong answers
+ * count as "other", invalid ones (zs rows 2, 6) as invalid. */
 static const char expected_groups[] =
-    "\n## sst2 (validation) \xc2\xb7 tiny (local)\n\n"
+    "\n"
+    "## sst2 (validation) \xc2\xb7 tiny (local)\n"
+    "\n"
+    "### Verdict\n"
+    "\n"
+    "**No significant difference** between the best tuned method, **soft**, and the best engineered prompt, **fs**: tuned \xe2\x88\x92 engineered = \xe2\x88\x92" "20.0 points [95% CI \xe2\x88\x92" "47.1, +11.4] on the 10 examples both evaluated (exact McNemar p = 0.500). **soft** used 1,600 labelled examples and 42.5 CPU-s of training; **fs** used an unknown number of labelled examples and no training or search. Counting that one-time cost, **soft** is the cheaper of the two in total only beyond V = 224 inferences (CPU-s per 1,000: 10.0 against 200.0); for fewer, **fs** costs less. The labelled-example count below which the answer flips (N\\*) is not measured: this run has no budget sweep of the tuned method.\n"
+    "\n"
+    "| arm | method | kind | accuracy [95% CI] | labelled examples | training / search (CPU-s) | CPU-s / 1k inferences |\n"
+    "|---|---|---|---|--:|--:|--:|\n"
+    "| engineered | fs | few-shot | 80.0% [49.0, 94.3] | unknown | 0 | 200.0 |\n"
+    "| tuned | soft | soft | 60.0% [31.3, 83.2] | 1,600 | 42.5 (from wall time) | 10.0 |\n"
+    "\n"
+    "| tuned \xe2\x88\x92 engineered | gap (points) | 95% CI | exact McNemar p | shared rows | only tuned right | only engineered right | break-even volume V | N\\* (labelled examples) |\n"
+    "|---|--:|---|--:|--:|--:|--:|---|---|\n"
+    "| soft \xe2\x88\x92 fs | \xe2\x88\x92" "20.0 | [\xe2\x88\x92" "47.1, +11.4] | 0.500 | 10 | 0 | 2 | 224 | not measured |\n"
+    "\n"
+    "### Methods\n"
+    "\n"
     "| method | kind | n | accuracy [95% CI] | p vs best | invalid | tokens in | tokens out | latency p50 / p95 | CPU-s / 1k |\n"
     "|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n"
     "| zs | zero-shot | 10 | 50.0% [23.7, 76.3] | 0.375 | 20.0% | 20.0 | 3.0 | 550.0 ms / 955.0 ms | 50.0 |\n"
     "| **fs** | few-shot | 10 | 80.0% [49.0, 94.3] | best | 0.0% | 100.0 | 2.0 | 200.0 ms / 200.0 ms | 200.0 |\n"
     "| cot | cot | 8/10 | 50.0% [21.5, 78.5] | 0.500 | 0.0% | 40.0 | 50.0 | 2.00 s / 2.00 s | 1500.0 |\n"
     "| soft | soft | 10 | 60.0% [31.3, 83.2] | 0.500 | 0.0% | 12.0 | 1.0 | 10.0 ms / 10.0 ms | 10.0 |\n"
-    "| majority class (label 1) | baseline | 10 | 70.0% [39.7, 89.2] | 1.000 | \xe2\x80\x94 | \xe2\x80\x94 | "
-    "\xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 |\n"
-    "\n### Training cost and break-even\n\nSoft prompts are trained once on the frozen model; hard prompts cost "
-    "nothing to make (0). *Break-even*: the number of inferences after which a soft prompt's training time is "
-    "repaid by its cheaper input, compared with the most accurate few-shot method, **fs**: training seconds / "
-    "(few-shot CPU-s per example \xe2\x88\x92 soft CPU-s per example); *never* when the soft prompt is not cheaper "
-    "per example.\n\n"
-    "| method | kind | virtual tokens | init | trainable params | artifact bytes | steps | examples seen | "
-    "training time | best held-out acc | CPU-s / example | break-even (inferences) |\n"
+    "| majority class (label 1: positive) | baseline | 10 | 70.0% [39.7, 89.2] | 1.000 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 |\n"
+    "\n"
+    "### Cost over volume\n"
+    "\n"
+    "Total CPU cost of serving V inferences = one-time cost (training or search) + CPU-s per example \xc3\x97 V. *Compared with*: the cheapest engineered prompt (per example) that is at least as accurate; *break-even*: the volume beyond which the method's total cost falls below that prompt's. *Shared prefix*: the local engine keeps the key/value cache of the prompt prefix a batch of requests has in common (the instruction and a few-shot prompt's shots; a soft prompt's virtual tokens) and computes it once per batch of up to 256 requests; its CPU time is divided over that batch, so the per-example figures below include a share of it.\n"
+    "\n"
+    "| method | arm | accuracy | one-time CPU-s | CPU-s / 1k | total at 1k | total at 100k | compared with | accuracy bought (points) | break-even volume |\n"
+    "|---|---|--:|--:|--:|--:|--:|---|--:|---|\n"
+    "| zs | engineered | 50.0% | 0 | 50.0 | 50.0 | 5,000 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 (nothing to repay) |\n"
+    "| fs | engineered | 80.0% | 0 | 200.0 | 200 | 20,000 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 (nothing to repay) |\n"
+    "| cot | engineered | 50.0% | 0 | 1500.0 | 1,500 | 150,000 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 (nothing to repay) |\n"
+    "| soft | tuned | 60.0% | 42.5 | 10.0 | 52.5 | 1,043 | fs | \xe2\x88\x92" "20.0 | 224 |\n"
+    "\n"
+    "### Per-class recall and confusion\n"
+    "\n"
+    "One row per method and gold label: how its answers to that label's examples spread over the labels (then invalid answers and answers naming no label). *Recall*: the share answered with the gold label. A method that gives one label to at least 95% of the examples is marked *collapsed*.\n"
+    "\n"
+    "| method | gold | \xe2\x86\x92 negative | \xe2\x86\x92 positive | \xe2\x86\x92 invalid | \xe2\x86\x92 other | recall |\n"
+    "|---|---|--:|--:|--:|--:|--:|\n"
+    "| zs | negative | 2 | 0 | 0 | 1 | 66.7% |\n"
+    "| zs | positive | 0 | 3 | 2 | 2 | 42.9% |\n"
+    "| fs | negative | 2 | 0 | 0 | 1 | 66.7% |\n"
+    "| fs | positive | 0 | 6 | 0 | 1 | 85.7% |\n"
+    "| cot | negative | 1 | 0 | 0 | 2 | 33.3% |\n"
+    "| cot | positive | 0 | 3 | 0 | 2 | 60.0% |\n"
+    "| soft | negative | 1 | 0 | 0 | 2 | 33.3% |\n"
+    "| soft | positive | 0 | 5 | 0 | 2 | 71.4% |\n"
+    "\n"
+    "### Training cost and break-even\n"
+    "\n"
+    "Soft prompts are trained once on the frozen model; hard prompts cost nothing to make (0). *Break-even*: the number of inferences after which a soft prompt's training time is repaid by its cheaper input, compared with the most accurate few-shot method, **fs**: training seconds / (few-shot CPU-s per example \xe2\x88\x92 soft CPU-s per example); *never* when the soft prompt is not cheaper per example.\n"
+    "\n"
+    "| method | kind | virtual tokens | init | trainable params | artifact bytes | steps | examples seen | training time | best held-out acc | CPU-s / example | break-even (inferences) |\n"
     "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     "| zs | zero-shot | \xe2\x80\x94 | \xe2\x80\x94 | 0 | 0 | 0 | 0 | 0 s | \xe2\x80\x94 | 0.05 | \xe2\x80\x94 |\n"
     "| fs | few-shot | \xe2\x80\x94 | \xe2\x80\x94 | 0 | 0 | 0 | 0 | 0 s | \xe2\x80\x94 | 0.2 | \xe2\x80\x94 |\n"
     "| cot | cot | \xe2\x80\x94 | \xe2\x80\x94 | 0 | 0 | 0 | 0 | 0 s | \xe2\x80\x94 | 1.5 | \xe2\x80\x94 |\n"
-    /* break-even: 42.5 s / (0.2 - 0.01) CPU-s per example = 223.7 -> 224 inferences */
     "| soft | soft | 8 | vocab | 4,608 | 18,560 | 100 | 1,600 | 42.50 s | 75.0% | 0.01 | 224 |\n"
-    "\n## sst2 (validation) \xc2\xb7 gpt-x (openai)\n\n"
+    "\n"
+    "## sst2 (validation) \xc2\xb7 gpt-x (openai)\n"
+    "\n"
+    "### Verdict\n"
+    "\n"
+    "Only engineered methods ran here, so there is no tuned method to weigh them against. The most accurate is **zs** at 75.0% [30.1, 95.4]; **zs** used 0 labelled examples and no training or search. Against the majority class (75.0% [30.1, 95.4]) its exact McNemar p is 1.000: not a significant improvement.\n"
+    "\n"
+    "| arm | method | kind | accuracy [95% CI] | labelled examples | training / search (CPU-s) | CPU-s / 1k inferences |\n"
+    "|---|---|---|---|--:|--:|--:|\n"
+    "| engineered | zs | zero-shot | 75.0% [30.1, 95.4] | 0 | 0 | unknown |\n"
+    "\n"
+    "### Methods\n"
+    "\n"
     "| method | kind | n | accuracy [95% CI] | p vs best | invalid | tokens in | tokens out | latency p50 / p95 | USD / 1k |\n"
     "|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n"
     "| **zs** | zero-shot | 4 | 75.0% [30.1, 95.4] | best | 0.0% | \xe2\x80\x94 | 5.0 | 1.50 s / 1.50 s | $2.0000 |\n"
-    "| majority class (label 1) | baseline | 4 | 75.0% [30.1, 95.4] | 1.000 | \xe2\x80\x94 | \xe2\x80\x94 | "
-    "\xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 |\n";
+    "| majority class (label 1: positive) | baseline | 4 | 75.0% [30.1, 95.4] | 1.000 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 | \xe2\x80\x94 |\n"
+    "\n"
+    "### Per-class recall and confusion\n"
+    "\n"
+    "One row per method and gold label: how its answers to that label's examples spread over the labels (then invalid answers and answers naming no label). *Recall*: the share answered with the gold label. A method that gives one label to at least 95% of the examples is marked *collapsed*.\n"
+    "\n"
+    "| method | gold | \xe2\x86\x92 negative | \xe2\x86\x92 positive | \xe2\x86\x92 invalid | \xe2\x86\x92 other | recall |\n"
+    "|---|---|--:|--:|--:|--:|--:|\n"
+    "| zs | negative | 1 | 0 | 0 | 0 | 100.0% |\n"
+    "| zs | positive | 0 | 2 | 0 | 1 | 66.7% |\n";
 
 static pwb_db *open_ro(void)
 {
@@ -270,6 +340,18 @@ Test(report, json_document)
     cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(zs, "training"), "trainable_params")->valuedouble, 0.0);
     cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(soft, "training"), "trainable_params")->valuedouble, 4608.0);
     cr_assert_float_eq(cJSON_GetObjectItem(soft, "cpu_s_per_example")->valuedouble, 0.01, 1e-12);
+    /* the verdict and the rows' arms, labelled examples and confusion counts */
+    cr_assert_str_eq(cJSON_GetObjectItem(soft, "arm")->valuestring, "tuned");
+    cr_assert_eq(cJSON_GetObjectItem(soft, "labelled_examples")->valuedouble, 1600.0);
+    cJSON *cm = cJSON_GetObjectItem(soft, "confusion");
+    cr_assert_eq(cJSON_GetArraySize(cm), 2);
+    cr_assert_eq(cJSON_GetArrayItem(cJSON_GetArrayItem(cm, 1), 1)->valuedouble, 5.0); /* positive -> positive */
+    cr_assert_str_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(g0, "label_words"), 1)->valuestring, "positive");
+    cJSON *vd = cJSON_GetObjectItem(g0, "verdict");
+    cr_assert_str_eq(cJSON_GetObjectItem(vd, "engineered")->valuestring, "fs");
+    cr_assert_str_eq(cJSON_GetObjectItem(vd, "tuned")->valuestring, "soft");
+    cr_assert_float_eq(cJSON_GetObjectItem(vd, "gap")->valuedouble, -0.2, 1e-12);
+    cr_assert_eq(cJSON_GetObjectItem(vd, "break_even_volume")->valuedouble, 224.0);
     cr_assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 4), "training")); /* baseline */
     cJSON_Delete(root);
     buf_free(&b);
@@ -385,16 +467,31 @@ Test(report, svg_chart_and_markdown_link)
     report_chart *charts;
     size_t nch;
     cr_assert_eq(report_charts_list(&r, &charts, &nch, &e), PWB_OK);
-    cr_assert_eq(nch, 4);
+    /* tiny: accuracy, cost, volume (soft's training), budget (both arms' labelled counts), models (two
+     * models on sst2/validation); gpt-x: accuracy, cost */
+    cr_assert_eq(nch, 7);
+    static const char *const files[] = {"x-sst2-validation-tiny-accuracy.svg", "x-sst2-validation-tiny-cost.svg",
+                                        "x-sst2-validation-tiny-volume.svg",   "x-sst2-validation-tiny-budget.svg",
+                                        "x-sst2-validation-models.svg",        "x-sst2-validation-gpt-x-accuracy.svg",
+                                        "x-sst2-validation-gpt-x-cost.svg"};
+    static const char *const titles[] = {"accuracy by method", "against cost", "total cost against inferences served",
+                                         "accuracy against labelled examples used", "best accuracy by model"};
     for (size_t i = 0; i < nch; i++) {
+        cr_assert_str_eq(charts[i].file, files[i]);
         buf_reset(&b);
         cr_assert_eq(report_chart_render(&r, &charts[i], &b, &e), PWB_OK, "%s", e.msg);
         bad = svg_wellformed(b.data);
         cr_assert_null(bad, "%s: %s", charts[i].file, bad);
         bad = svg_in_bounds(b.data);
         cr_assert_null(bad, "%s: %s", charts[i].file, bad);
-        cr_assert(strstr(b.data, charts[i].kind == REPORT_CHART_COST ? "against cost" : "accuracy by method") != NULL);
+        int k = charts[i].kind == REPORT_CHART_MODELS ? 4 : charts[i].kind == REPORT_CHART_BUDGET ? 3
+                : charts[i].kind == REPORT_CHART_VOLUME ? 2 : charts[i].kind == REPORT_CHART_COST ? 1 : 0;
+        cr_assert(strstr(b.data, titles[k]) != NULL, "%s", charts[i].file);
     }
+    /* the break-even volume of the verdict (224) is marked on the volume chart */
+    buf_reset(&b);
+    cr_assert_eq(report_chart_render(&r, &charts[2], &b, &e), PWB_OK);
+    cr_assert(strstr(b.data, ">V = 224<") != NULL, "%s", b.data);
     report_charts_free(charts, nch);
     buf_free(&b);
     report_free(&r);
@@ -420,4 +517,69 @@ Test(report, svg_escapes_names)
     cr_assert_eq(report_svg_filename(&g, &b), 0);
     cr_assert_str_eq(b.data, "d_d-m_1__x_.svg");
     buf_free(&b);
+}
+
+/* The HTML page holds every table row of the markdown report, its charts inline as well-formed
+ * SVG, loads nothing from elsewhere, and carries the per-example data as parseable JSON. */
+Test(report, html_has_every_markdown_row)
+{
+    pwb_db *db = open_ro();
+    pwb_report r;
+    pwb_err e;
+    cr_assert_eq(report_load(&r, db, 1, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(report_load_details(&r, db, &e), PWB_OK, "%s", e.msg);
+    pwb_buf md, html;
+    buf_init(&md);
+    buf_init(&html);
+    r.chart_dir = "";
+    cr_assert_eq(report_render_md(&r, &md, &e), PWB_OK);
+    cr_assert_eq(report_render(&r, REPORT_HTML, &html, &e), PWB_OK, "%s", e.msg);
+    cr_assert(!strncmp(html.data, "<!DOCTYPE html>", 15));
+    const char *missing = html_missing_row(md.data, html.data);
+    cr_assert_null(missing, "markdown row not in the HTML: %s", missing);
+    /* a row the test knows, to be sure the check compares something */
+    cr_assert(strstr(html.data, "<td>soft \xe2\x88\x92 fs</td><td class=\"num\">\xe2\x88\x92" "20.0</td>") != NULL);
+    const char *off = html_offline(html.data);
+    cr_assert_null(off, "loads something: %.60s", off);
+    /* every chart the markdown links is inline, and well-formed */
+    int nsvg = 0;
+    for (const char *p = strstr(html.data, "<svg"); p; p = strstr(p + 1, "<svg")) {
+        const char *end = strstr(p, "</svg>");
+        cr_assert_not_null(end);
+        size_t n = (size_t)(end + 6 - p);
+        char *one = malloc(n + 1);
+        memcpy(one, p, n);
+        one[n] = 0;
+        const char *bad = svg_wellformed(one);
+        cr_assert_null(bad, "%s", bad);
+        free(one);
+        nsvg++;
+    }
+    cr_assert_eq(nsvg, 7);
+    cr_assert_null(strstr(html.data, "](x-"), "a markdown image link was left as text");
+    /* the per-example data: one group per dataset x model; fs and soft disagree on rows 6 and 7 */
+    const char *js = strstr(html.data, "id=\"pwb-data\">");
+    cr_assert_not_null(js);
+    js += strlen("id=\"pwb-data\">");
+    const char *jend = strstr(js, "</script>");
+    char *txt = malloc((size_t)(jend - js) + 1);
+    memcpy(txt, js, (size_t)(jend - js));
+    txt[jend - js] = 0;
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    cr_assert_not_null(root);
+    cJSON *g0 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "groups"), 0);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(g0, "rows")), 10);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(g0, "methods")), 4);
+    /* the default pair is the verdict's: fs (1) against soft (3) */
+    cr_assert_eq(cJSON_GetObjectItem(g0, "a")->valueint, 1);
+    cr_assert_eq(cJSON_GetObjectItem(g0, "b")->valueint, 3);
+    cJSON *fs = cJSON_GetArrayItem(cJSON_GetObjectItem(g0, "methods"), 1);
+    cr_assert(cJSON_IsTrue(cJSON_GetArrayItem(cJSON_GetObjectItem(fs, "c"), 6)));
+    cr_assert_str_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(g0, "input"), 6)->valuestring, "text 6");
+    cJSON_Delete(root);
+    buf_free(&md);
+    buf_free(&html);
+    report_free(&r);
+    db_close(db);
 }

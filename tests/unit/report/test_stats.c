@@ -60,3 +60,32 @@ Test(stats, percentiles_and_mean)
     cr_assert(isnan(stats_percentile(v, 0, 0.5)));
     cr_assert(isnan(stats_mean(v, 0)));
 }
+
+/* Newcombe's paired interval (method 10), values recomputed by hand from the formula: Wilson
+ * intervals of both margins combined with the continuity-corrected phi. */
+Test(stats, paired_difference_interval)
+{
+    double lo, hi;
+    /* a=6 both right, b=0 only the first, c=2 only the second, d=2: 0.6 - 0.8 = -0.2 */
+    stats_paired_diff(6, 0, 2, 2, STATS_Z95, &lo, &hi);
+    cr_assert_float_eq(lo, -0.47143449673187854, 1e-9);
+    cr_assert_float_eq(hi, 0.11372658596322138, 1e-9);
+    /* a=12 b=9 c=2 d=21 (n=44): (21 - 14) / 44 = 0.159 */
+    stats_paired_diff(12, 9, 2, 21, STATS_Z95, &lo, &hi);
+    cr_assert_float_eq(lo, 0.011242503551198435, 1e-9);
+    cr_assert_float_eq(hi, 0.29537178064660924, 1e-9);
+    /* swapping the two methods mirrors the interval */
+    double lo2, hi2;
+    stats_paired_diff(12, 2, 9, 21, STATS_Z95, &lo2, &hi2);
+    cr_assert_float_eq(lo2, -hi, 1e-12);
+    cr_assert_float_eq(hi2, -lo, 1e-12);
+    /* identical methods: an interval around 0 that narrows with n */
+    stats_paired_diff(50, 0, 0, 50, STATS_Z95, &lo, &hi);
+    stats_paired_diff(500, 0, 0, 500, STATS_Z95, &lo2, &hi2);
+    cr_assert(lo < 0 && hi > 0 && lo2 > lo && hi2 < hi);
+    /* the extremes stay inside [-1, 1]; no pairs: the whole range */
+    stats_paired_diff(0, 0, 30, 0, STATS_Z95, &lo, &hi);
+    cr_assert(lo >= -1.0 && hi <= 0.0 && hi > -1.0, "%g %g", lo, hi);
+    stats_paired_diff(0, 0, 0, 0, STATS_Z95, &lo, &hi);
+    cr_assert(lo == -1.0 && hi == 1.0);
+}

@@ -310,8 +310,10 @@ Test(sweep_report, every_chart_is_valid_and_inside_its_box)
     size_t n;
     pwb_err e;
     cr_assert_eq(report_charts_list(&r, &charts, &n, &e), PWB_OK);
-    /* tiny: accuracy, cost, training, 2 sweeps; evil: accuracy, cost, training, 1 sweep */
-    cr_assert_eq(n, 9);
+    /* tiny: accuracy, cost, training, 2 sweeps, volume, budget, models (two models on sst2/dev);
+     * evil: accuracy, cost, training, 1 sweep, budget (its costs are not recorded: no volume) */
+    cr_assert_eq(n, 13);
+    cr_assert_str_eq(charts[7].file, "rep-sst2-dev-models.svg");
     cr_assert_eq(charts[2].kind, REPORT_CHART_TRAINING);
     cr_assert_str_eq(charts[4].file, "rep-sst2-dev-tiny-sweep-soft.svg");
     const char *dump = getenv("PWB_CHART_DUMP");

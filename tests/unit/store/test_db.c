@@ -102,7 +102,7 @@ Test(store, migrates_fresh_and_reopens)
     cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type='table' AND name IN "
                          "('runs','cells','examples','predictions','soft_prompts','train_steps',"
                          "'train_evals','cache')"), 8);
-    cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type='view'"), 3);
+    cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type='view'"), 4); /* + v_confusion */
     long long nobj = raw_int("SELECT count(*) FROM sqlite_schema");
     /* Re-opening applies nothing and changes nothing. */
     db = open_rw();
@@ -444,9 +444,20 @@ Test(store, views)
             p.valid = 0;
             p.extracted = NULL;
         }
+        if (r == 2) /* wrong on a negative example: a label word in another case, with blanks */
+            p.extracted = " POSITIVE ";
         cr_assert_eq(db_prediction_insert(db, &p, &e), PWB_OK);
     }
     db_close(db);
+    /* v_confusion: gold x answered label with both words; invalid answers are -1 */
+    cr_assert_eq(raw_int("SELECT count(*) FROM v_confusion"), 4);
+    cr_assert_eq(raw_int("SELECT n FROM v_confusion WHERE gold = 0 AND predicted = 0 AND gold_word = 'negative'"
+                         " AND predicted_word = 'negative'"), 1);
+    cr_assert_eq(raw_int("SELECT n FROM v_confusion WHERE gold = 0 AND predicted = 1 AND predicted_word = 'positive'"),
+                 1);
+    cr_assert_eq(raw_int("SELECT n FROM v_confusion WHERE gold = 1 AND predicted = 1"), 1);
+    cr_assert_eq(raw_int("SELECT n FROM v_confusion WHERE gold = 1 AND predicted = -1 AND predicted_word = '(invalid)'"),
+                 1);
     cr_assert_eq(raw_int("SELECT count(*) FROM examples"), 4);
     cr_assert_eq(raw_int("SELECT n FROM v_summary"), 4);
     cr_assert_eq(raw_int("SELECT correct FROM v_summary"), 2);
@@ -470,7 +481,32 @@ Test(store, views)
     cr_assert_eq(o[3].valid, 0);
     cr_assert_eq(o[3].tokens_in, -1);
     cr_assert_float_eq(o[2].latency_s, 1.5, 1e-12);
+    /* the label each answer names, as v_confusion has it */
+    cr_assert_eq(o[0].predicted, 0);
+    cr_assert_eq(o[1].predicted, 1);
+    cr_assert_eq(o[2].predicted, 1);
+    cr_assert_eq(o[3].predicted, DB_PRED_INVALID);
     free(o);
+    char **words;
+    int nw;
+    cr_assert_eq(db_split_labels(db, "sst2", "validation", &words, &nw, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(nw, 2);
+    cr_assert_str_eq(words[0], "negative");
+    cr_assert_str_eq(words[1], "positive");
+    db_labels_free(words, nw);
+    cr_assert_eq(db_split_labels(db, "nope", "x", &words, &nw, &e), PWB_OK);
+    cr_assert_eq(nw, 0);
+    db_detail *d;
+    cr_assert_eq(db_cell_details(db, cell, &d, &n, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(n, 4);
+    cr_assert_str_eq(d[2].input, "text 2");
+    cr_assert_str_eq(d[2].answer, "negative");
+    cr_assert_str_eq(d[2].extracted, " POSITIVE ");
+    cr_assert_str_eq(d[2].prompt, "p");
+    cr_assert_eq(d[2].label, 0);
+    cr_assert_eq(d[3].valid, 0);
+    cr_assert_null(d[3].extracted);
+    db_details_free(d, n);
     db_close(db);
 }
 
