@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs Criterion test binaries with the test environment and prints one closing line for all.
+# Runs Criterion test binaries with the test environment; each summary line names its binary,
+# and one closing line sums them all.
 # PWB_TEST_FILTER, when set, is passed to Criterion as --filter (the sanitizer build uses it to
 # leave out the reference-value suites, whose full SmolLM2 passes take minutes under ASan).
 set -u
@@ -15,7 +16,8 @@ for bin in "$@"; do
     env $env_assign "$bin" --jobs 2 >"$out" 2>&1
   fi
   rc=$?
-  cat "$out"
+  # Criterion's closing line names no binary: say which one it is for.
+  sed "s/^\(\[====\] Synthesis:\)/\1 $name:/" "$out"
   line=$(grep -E 'Synthesis: Tested:' "$out" | tail -n 1)
   rm -f "$out"
   p=$(printf '%s\n' "$line" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')

@@ -138,7 +138,11 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a, int *help_
             size_t len = eq ? (size_t)(eq - name) : strlen(name);
             idx = lookup(cmd, name, len, 0);
             if (idx == OPT_UNKNOWN) {
-                cli_usage_error(cmd, "unknown option '--%.*s'", (int)len, name);
+                char given[64];
+                snprintf(given, sizeof given, "%.*s", (int)(len < 63 ? len : 63), name);
+                const char *near = cli_closest_option(cmd, given);
+                cli_usage_error(cmd, "unknown option '--%.*s'%s%s%s", (int)len, name, near ? " (did you mean --" : "",
+                                near ? near : "", near ? "?)" : "");
                 return EXIT_PWB_USAGE;
             }
             if (eq)
@@ -303,4 +307,30 @@ int cli_double(const cli_args *a, const char *name, double def, double min, doub
     }
     *out = v;
     return 0;
+}
+
+const char *cli_closest_option(const cli_cmd *cmd, const char *name)
+{
+    const char *names[CLI_MAX_OPTS * 2];
+    size_t n = 0;
+    for (int i = 0; cmd->opts && cmd->opts[i].name && n < CLI_MAX_OPTS; i++)
+        names[n++] = cmd->opts[i].name;
+    for (int i = 0; cli_common_opts[i].name && n < CLI_MAX_OPTS * 2; i++)
+        names[n++] = cli_common_opts[i].name;
+    return str_closest(name, names, n);
+}
+
+const char *cli_closest_command(const char *word)
+{
+    /* the first word of every command ("template list" -> "template") */
+    static char first[64][32];
+    const char *names[64];
+    size_t n = 0;
+    for (int i = 0; i < cli_n_commands && n < 64; i++) {
+        size_t k = strcspn(cli_commands[i].name, " ");
+        snprintf(first[n], sizeof first[n], "%.*s", (int)(k < 31 ? k : 31), cli_commands[i].name);
+        names[n] = first[n];
+        n++;
+    }
+    return str_closest(word, names, n);
 }

@@ -82,6 +82,10 @@ int cli_long(const cli_args *a, const char *name, long def, long min, long max, 
 /* The same for a finite number within [min, max]. */
 int cli_double(const cli_args *a, const char *name, double def, double min, double max, double *out);
 
+/* "Did you mean": the option of cmd (or common one) or the command closest to a misspelling. */
+const char *cli_closest_option(const cli_cmd *cmd, const char *name);
+const char *cli_closest_command(const char *word);
+
 /* util.c */
 /* Prints "pwb: <message>" on stderr and maps the error code to an exit code. */
 int cli_fail(const pwb_err *e);

@@ -76,7 +76,11 @@ int main(int argc, char **argv)
             cli_print_group_help(group, stderr);
             return EXIT_PWB_USAGE;
         }
-        fprintf(stderr, "pwb: unknown command '%s' (see pwb help)\n", w);
+        const char *near = cli_closest_command(w);
+        if (near)
+            fprintf(stderr, "pwb: unknown command '%s' (did you mean '%s'? see pwb help)\n", w, near);
+        else
+            fprintf(stderr, "pwb: unknown command '%s' (see pwb help)\n", w);
         return EXIT_PWB_USAGE;
     }
     cli_args a;

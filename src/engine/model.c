@@ -590,7 +590,8 @@ int model_load(model **out, const char *path, pwb_err *e)
     int is_dir = file_is_dir(path);
     int is_gguf = !is_dir && path_is_gguf(path);
     if (!is_dir && !is_gguf && !file_exists(path)) {
-        rc = err_set(e, PWB_EIO, "%s: no such file or folder", path);
+        rc = err_set(e, PWB_EIO, "%s: no such file or folder%s", path,
+                     strstr(path, "SmolLM2-135M-Instruct") ? " (`make model` fetches it into models/)" : "");
         goto fail;
     }
     if (!is_dir && !is_gguf && !str_ends(path, ".safetensors")) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "task/catalog.h"
 #include "task/calib.h"
 #include "tune/softprompt.h"
 #include "util/buf.h"
@@ -72,7 +73,29 @@ void suite_free(pwb_suite *s)
 typedef struct sctx {
     const char *path;
     pwb_err *e;
+    const char *text; /* the suite's text, for the line of a key */
+    size_t n;
 } sctx;
+
+/* The 1-based line of the first `"key":` in text, 0 when not found. */
+static long key_line(const sctx *x, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; x->text && i + kl + 2 <= x->n; i++) {
+        if (x->text[i] != '"' || memcmp(x->text + i + 1, key, kl) || x->text[i + 1 + kl] != '"')
+            continue;
+        size_t j = i + kl + 2;
+        while (j < x->n && (x->text[j] == ' ' || x->text[j] == '\t' || x->text[j] == '\n' || x->text[j] == '\r'))
+            j++;
+        if (j < x->n && x->text[j] == ':') {
+            long line = 1;
+            for (size_t k = 0; k < i; k++)
+                line += x->text[k] == '\n';
+            return line;
+        }
+    }
+    return 0;
+}
 
 static int keys_ok(sctx *x, const cJSON *o, const char *const *allowed, const char *where)
 {
@@ -83,10 +106,18 @@ static int keys_ok(sctx *x, const cJSON *o, const char *const *allowed, const ch
         if (json_key_is_comment(k))
             continue;
         int ok = 0;
-        for (int i = 0; allowed[i] && !ok; i++)
-            ok = !strcmp(k, allowed[i]);
-        if (!ok)
-            return err_set(x->e, PWB_EINVAL, "%s: %s%sunknown field '%s'", x->path, where, where[0] ? "." : "", k);
+        size_t na = 0;
+        for (; allowed[na]; na++)
+            ok |= !strcmp(k, allowed[na]);
+        if (!ok) {
+            long line = key_line(x, k);
+            const char *near = str_closest(k, allowed, na);
+            char at[32] = "";
+            if (line > 0)
+                snprintf(at, sizeof at, ":%ld", line);
+            return err_set(x->e, PWB_EINVAL, "%s%s: %s%sunknown field '%s'%s%s%s", x->path, at, where,
+                           where[0] ? "." : "", k, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+        }
     }
     return PWB_OK;
 }
@@ -761,7 +792,7 @@ int suite_parse(pwb_suite *s, const char *text, size_t n, const char *path, pwb_
     s->path = str_dup(path ? path : "suite");
     if (!s->path)
         return err_set(e, PWB_ENOMEM, "out of memory");
-    sctx x = {s->path, e};
+    sctx x = {s->path, e, text, n};
     s->json = json_parse(text, n, s->path, e);
     if (!s->json)
         return e ? e->code : PWB_EPARSE;
@@ -824,7 +855,11 @@ int suite_resolve_template(const pwb_suite *s, const suite_method *m, const char
         buf_printf(&name, "%s.tmpl", m->template_path);
         rc = file_resolve(name.data, dir.data, template_dirs, out, NULL);
     }
-    if (rc)
+    char near[128] = "";
+    if (rc && catalog_closest_template(m->template_path, template_dirs, near, sizeof near))
+        rc = err_set(e, PWB_EIO, "%s: method '%s': template '%s' not found (did you mean '%s'?)", s->path, m->name,
+                     m->template_path, near);
+    else if (rc)
         rc = err_set(e, PWB_EIO, "%s: method '%s': template '%s' not found (looked beside the suite and in %s)",
                      s->path, m->name, m->template_path, template_dirs && template_dirs[0] ? template_dirs : "nothing");
     buf_free(&dir);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "task/catalog.h"
 #include "task/mustache.h"
 #include "task/rx.h"
 #include "util/buf.h"
@@ -530,7 +531,10 @@ int card_find(ds_card *c, const char *name, const char *card_dirs, pwb_err *e)
         buf_printf(&file, "%s/card.json", name);
         rc = file_resolve(file.data, NULL, card_dirs, &path, NULL);
     }
-    if (rc)
+    char near[128] = "";
+    if (rc && catalog_closest_card(name, card_dirs, near, sizeof near))
+        rc = err_set(e, PWB_EIO, "no card for dataset '%s' (did you mean '%s'?)", name, near);
+    else if (rc)
         rc = err_set(e, PWB_EIO, "no card for dataset '%s' (looked for %s.json in %s)", name, name,
                      card_dirs && card_dirs[0] ? card_dirs : "no directories");
     else

@@ -284,6 +284,74 @@ int catalog_cards(const char *dirs, catalog_list *out)
     return rc;
 }
 
+/* The closest of names (list of paths, each turned into its stem by stem_of) to name, into out. */
+static int closest_stem(const char *name, const catalog_list *files, void (*stem_of)(const char *, char *, size_t),
+                        char *out, size_t cap)
+{
+    out[0] = '\0';
+    char(*stems)[128] = files->n ? calloc((size_t)files->n, sizeof *stems) : NULL;
+    const char **v = files->n ? calloc((size_t)files->n, sizeof *v) : NULL;
+    if (files->n && (!stems || !v)) {
+        free(stems);
+        free(v);
+        return 0;
+    }
+    for (int i = 0; i < files->n; i++) {
+        stem_of(files->v[i], stems[i], sizeof stems[i]);
+        v[i] = stems[i];
+    }
+    const char *best = str_closest(name, v, (size_t)files->n);
+    if (best)
+        str_copy(out, cap, best);
+    free(stems);
+    free(v);
+    return out[0] != '\0';
+}
+
+int catalog_closest_card(const char *name, const char *dirs, char *out, size_t cap)
+{
+    catalog_list files = {0};
+    int found = !catalog_cards(dirs, &files) && closest_stem(name, &files, card_stem, out, cap);
+    list_free(&files);
+    return found;
+}
+
+static void tmpl_stem(const char *path, char *out, size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    str_copy(out, cap, base ? base + 1 : path);
+    size_t n = strlen(out);
+    if (n > 5 && !strcmp(out + n - 5, ".tmpl"))
+        out[n - 5] = '\0';
+}
+
+/* Every *.tmpl in the ':'-separated folders. */
+static int template_files(const char *dirs, catalog_list *out)
+{
+    pwb_buf dir;
+    buf_init(&dir);
+    int rc = 0;
+    for (const char *p = dirs; p && *p && !rc;) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        buf_reset(&dir);
+        buf_append(&dir, p, n);
+        p = colon ? colon + 1 : p + n;
+        if (dir.data)
+            rc = catalog_files(dir.data, ".tmpl", out);
+    }
+    buf_free(&dir);
+    return rc;
+}
+
+int catalog_closest_template(const char *name, const char *dirs, char *out, size_t cap)
+{
+    catalog_list files = {0};
+    int found = !template_files(dirs, &files) && closest_stem(name, &files, tmpl_stem, out, cap);
+    list_free(&files);
+    return found;
+}
+
 int catalog_load_card(const char *name, const char *extra_dirs, ds_card *c, pwb_err *e)
 {
     if (strchr(name, '/') || str_ends(name, ".json"))
@@ -319,7 +387,10 @@ int catalog_template_path(const char *name, const char *dirs, pwb_buf *out, pwb_
             goto found;
     }
     buf_free(&dir);
-    return err_set(e, PWB_EINVAL, "no template '%s' (looked for it as a path and in %s)", name,
+    char near[128] = "";
+    catalog_closest_template(name, dirs, near, sizeof near);
+    return err_set(e, PWB_EINVAL, "no template '%s'%s%s%s (looked for it as a path and in %s)", name,
+                   near[0] ? " (did you mean '" : "", near, near[0] ? "'?)" : "",
                    dirs && dirs[0] ? dirs : "no templates folder");
 found:
     buf_free(&dir);

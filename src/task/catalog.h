@@ -37,6 +37,10 @@ int catalog_files(const char *dir, const char *ext, catalog_list *out);
 /* Card files in the folders of a colon-separated list: NAME.json and NAME/card.json. The first
  * of a name wins. */
 int catalog_cards(const char *dirs, catalog_list *out);
+/* The card name in dirs closest to a misspelt name (did you mean), into out; 0 when none is close. */
+int catalog_closest_card(const char *name, const char *dirs, char *out, size_t cap);
+/* The same for a template name in the ':'-separated template folders. */
+int catalog_closest_template(const char *name, const char *dirs, char *out, size_t cap);
 /* A card by name (searched in the card folders) or by path (a name with '/' or ending .json). */
 int catalog_load_card(const char *name, const char *extra_dirs, ds_card *c, pwb_err *e);
 /* A template by path, or by name in the ':'-separated folders (with or without .tmpl). */

@@ -76,3 +76,47 @@ int str_to_double(const char *s, double *out)
     *out = v;
     return 0;
 }
+
+/* Levenshtein distance, capped: rows of at most 64 columns (longer words get no suggestion). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63)
+        return (size_t)-1;
+    size_t row[64];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+const char *str_closest(const char *word, const char *const *cands, size_t n)
+{
+    const char *best = NULL;
+    size_t bd = (size_t)-1, len = word ? strlen(word) : 0;
+    /* close enough to be a typo: two edits, or a third of a long word */
+    size_t cap = len / 3 > 2 ? len / 3 : 2;
+    for (size_t i = 0; word && i < n; i++) {
+        if (!cands[i] || !strcmp(cands[i], word))
+            continue;
+        size_t d = edit_distance(word, cands[i]);
+        if (d <= cap && d < bd) {
+            bd = d;
+            best = cands[i];
+        }
+    }
+    return best;
+}

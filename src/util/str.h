@@ -15,4 +15,7 @@ char *str_trim(char *s);
 int str_to_long(const char *s, long *out);
 int str_to_double(const char *s, double *out); /* whole string, finite */
 
+/* The candidate closest to word within a typo's distance (for "did you mean"), or NULL. */
+const char *str_closest(const char *word, const char *const *cands, size_t n);
+
 #endif

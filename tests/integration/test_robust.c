@@ -169,3 +169,39 @@ Test(robust, works_from_any_folder_without_exports, .timeout = 120)
     it_rmtree(dir);
     free(dir);
 }
+
+/* Misspellings get a suggestion; an unknown suite key its file:line. */
+Test(robust, did_you_mean, .timeout = 60)
+{
+    char *dir = it_tmpdir();
+    char *suite = it_path(dir, "s.json");
+    it_write(suite, "{\n  \"name\": \"x\",\n  \"seedd\": 1,\n  \"datasets\": [{\"name\": \"sst2\"}],\n"
+                    "  \"models\": [], \"methods\": []\n}\n");
+    const struct {
+        const char *const *argv;
+        int status;
+        const char *want;
+    } cases[] = {
+        {(const char *const[]){"rn", NULL}, 2, "did you mean 'run'"},
+        {(const char *const[]){"query", "--formt", "csv", "SELECT 1", NULL}, 2, "did you mean --format"},
+        {(const char *const[]){"dataset", "show", "sst22", NULL}, 3, "did you mean 'sst2'"},
+        {(const char *const[]){"template", "show", "rol", NULL}, 3, "did you mean 'role'"},
+        {(const char *const[]){"run", "SUITE", "--dry-run", NULL}, 3, "s.json:3: unknown field 'seedd' (did you mean 'seed'?)"},
+        {(const char *const[]){"generate", "--model", "models/SmolLM2-135M-Instruct.Q9.gguf", "--prompt", "x", NULL}, 3,
+         "make model"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[16] = {it_pwb()};
+        int n = 1;
+        for (int k = 0; cases[i].argv[k] && n < 15; k++)
+            argv[n++] = strcmp(cases[i].argv[k], "SUITE") ? cases[i].argv[k] : suite;
+        argv[n] = NULL;
+        proc_out p = it_run(argv);
+        cr_expect_eq(p.status, cases[i].status, "case %zu: exit %d: %s", i, p.status, p.err);
+        cr_expect(strstr(p.err, cases[i].want), "case %zu: no \"%s\" in: %s", i, cases[i].want, p.err);
+        proc_out_free(&p);
+    }
+    it_rmtree(dir);
+    free(suite);
+    free(dir);
+}
