@@ -15,6 +15,7 @@
 #define SCHED_MAX_STOP_IDS 4
 #define SCHED_POOL_MAX 64        /* pooled prompts at most */
 #define SCHED_LOGIT_ROWS 128     /* prompt rows scored per step (each holds n_vocab logits) */
+#define SCHED_MIN_SHARE 8        /* leading ids worth waiting for another request's prompt */
 
 /* A KV cache shared by reference: a running sequence, a pooled prompt, a soft prompt's vectors. */
 typedef struct skv {
@@ -39,6 +40,8 @@ typedef struct sched_run {
     int32_t feed;      /* the token the next decode step reads */
     sampler smp;
     int decoding;
+    struct sched_job *wait_for; /* a running job whose prompt this one continues, once it has read */
+    int wait_n;                 /* this many ids of it (no cache of its own until then) */
 } sched_run;
 
 struct sched {
@@ -353,7 +356,9 @@ static void run_free(sched *s, sched_job *j, int pool)
     sched_run *r = j->run_;
     if (!r)
         return;
-    if (pool && j->status == PWB_OK && !j->cancel)
+    if (r->wait_for)
+        job_unref_locked(r->wait_for);
+    if (pool && j->status == PWB_OK && !j->cancel && r->k)
         pool_add(s, j);
     skv_release(r->k);
     sampler_free(&r->smp);
@@ -361,7 +366,30 @@ static void run_free(sched *s, sched_job *j, int pool)
     j->run_ = NULL;
 }
 
-/* Sets up a popped job's cache (scheduler thread, no lock). */
+/* Gives j its cache: a child of parent (NULL: the adapter's root) at reuse of j's ids, whose
+ * log-probabilities lp (when j echoes) already holds. */
+static int job_attach(sched *s, sched_job *j, skv *parent, int reuse, const sched_tok *lp, pwb_err *e)
+{
+    sched_run *r = j->run_;
+    int base = s->roots[j->adapter] ? kv_cache_len(s->roots[j->adapter]->kv) : 0;
+    int cap = j->n_ids - reuse + j->max_tokens;
+    if (cap > s->m->hp.n_ctx - base - reuse)
+        cap = s->m->hp.n_ctx - base - reuse;
+    int rc = skv_new(&r->k, s->m, parent ? parent : s->roots[j->adapter], base + reuse, cap > 0 ? cap : 1, e);
+    if (rc != PWB_OK)
+        return rc;
+    if (j->echo && reuse > 0)
+        memcpy(j->prompt_lp + 1, lp + 1, (size_t)reuse * sizeof *lp);
+    r->pos = reuse;
+    j->n_cached = reuse;
+    s->st.tokens_cached += reuse;
+    r->feed = j->ids[j->n_ids - 1];
+    if (r->pos >= j->n_ids - 1)
+        r->decoding = j->max_tokens > 0;
+    return PWB_OK;
+}
+
+/* Sets up a popped job (lock held): its outputs, then its cache, or a lead to wait for. */
 static int job_admit(sched *s, sched_job *j, pwb_err *e)
 {
     sched_run *r = calloc(1, sizeof *r);
@@ -382,26 +410,69 @@ static int job_admit(sched *s, sched_job *j, pwb_err *e)
         return err_set(e, PWB_ENOMEM, "out of memory");
     int reuse = 0;
     donor *d = pool_find(s, j, &reuse);
-    skv *parent = d ? d->k : s->roots[j->adapter];
-    int base = s->roots[j->adapter] ? kv_cache_len(s->roots[j->adapter]->kv) : 0;
-    int cap = j->n_ids - reuse + j->max_tokens;
-    if (cap > s->m->hp.n_ctx - base - reuse)
-        cap = s->m->hp.n_ctx - base - reuse;
-    int rc = skv_new(&r->k, s->m, parent, base + reuse, cap > 0 ? cap : 1, e);
-    if (rc != PWB_OK)
-        return rc;
-    if (d) {
-        d->used = ++s->clock;
+    /* a request admitted beside another with the same leading ids (rank classification sends one
+     * per label at once) waits for that one's prompt instead of computing it a second time */
+    sched_job *lead = NULL;
+    int lead_n = 0;
+    for (int i = 0; i < s->n_active; i++) {
+        sched_job *a = s->active[i];
+        sched_run *ar = a->run_;
+        if (a->done || a->adapter != j->adapter || !ar || !ar->k || ar->wait_for || (j->echo && !a->echo) ||
+            ar->k->kv->depth >= KV_MAX_DEPTH - 1)
+            continue;
+        int l = common_prefix(a->ids, a->n_ids, j->ids, j->n_ids);
+        if (l > j->n_ids - 1)
+            l = j->n_ids - 1;
+        if (l > a->n_ids - 1) /* positions it computes in its prefill */
+            l = a->n_ids - 1;
         if (j->echo)
-            memcpy(j->prompt_lp + 1, d->lp + 1, (size_t)reuse * sizeof *d->lp);
+            l--;
+        if (l > lead_n) {
+            lead_n = l;
+            lead = a;
+        }
     }
-    r->pos = reuse;
-    j->n_cached = reuse;
-    s->st.tokens_cached += reuse;
-    r->feed = j->ids[j->n_ids - 1];
-    return PWB_OK;
+    if (lead && lead_n >= reuse + SCHED_MIN_SHARE) {
+        lead->refs_++;
+        r->wait_for = lead;
+        r->wait_n = lead_n;
+        r->feed = j->ids[j->n_ids - 1];
+        return PWB_OK;
+    }
+    if (d)
+        d->used = ++s->clock;
+    return job_attach(s, j, d ? d->k : NULL, reuse, d ? d->lp : NULL, e);
 }
 
+/* A waiting job whose lead has read far enough continues its cache; one whose lead is gone takes
+ * what the pool has (lock held). */
+static void resolve_waits(sched *s)
+{
+    for (int i = 0; i < s->n_active; i++) {
+        sched_job *j = s->active[i];
+        sched_run *r = j->run_;
+        if (!r || !r->wait_for || j->done)
+            continue;
+        sched_job *a = r->wait_for;
+        int rc = PWB_OK;
+        pwb_err e = {0};
+        if (a->done || !a->run_ || !a->run_->k) {
+            int reuse = 0;
+            donor *d = pool_find(s, j, &reuse);
+            if (d)
+                d->used = ++s->clock;
+            rc = job_attach(s, j, d ? d->k : NULL, reuse, d ? d->lp : NULL, &e);
+        } else if (a->run_->pos >= r->wait_n) {
+            rc = job_attach(s, j, a->run_->k, r->wait_n, a->prompt_lp, &e);
+        } else {
+            continue;
+        }
+        r->wait_for = NULL;
+        job_unref_locked(a);
+        if (rc != PWB_OK)
+            job_finish_locked(s, j, rc, e.msg);
+    }
+}
 /* Top n of a row of log-probabilities (ties: the lower id first). */
 static void top_k(const float *row, int V, double lse, int n, sched_tok *t)
 {
@@ -504,7 +575,7 @@ static void step(sched *s, fwd_seq *seqs, slot *sl)
     /* generating sequences first (one token each), then prompt chunks in arrival order */
     for (int i = 0; i < s->n_active; i++) {
         sched_job *j = s->active[i];
-        if (!j->run_->decoding || rows >= s->logit_rows)
+        if (!j->run_->k || !j->run_->decoding || rows >= s->logit_rows)
             continue;
         sl[ns] = (slot){.j = j, .kind = 1, .row = rows};
         seqs[ns] = (fwd_seq){.kv = j->run_->k->kv, .ids = &j->run_->feed, .n_ids = 1, .n_out = 1,
@@ -516,7 +587,7 @@ static void step(sched *s, fwd_seq *seqs, slot *sl)
     for (int i = 0; i < s->n_active && tokens < s->o.step_tokens; i++) {
         sched_job *j = s->active[i];
         sched_run *r = j->run_;
-        if (r->decoding)
+        if (!r->k || r->decoding)
             continue;
         int n = j->n_ids - 1 - r->pos, budget = s->o.step_tokens - tokens;
         if (n > budget)
@@ -671,10 +742,9 @@ static void *loop(void *arg)
                 job_unref_locked(j);
                 continue;
             }
-            if (j->run_->pos >= j->n_ids - 1)
-                j->run_->decoding = j->max_tokens > 0;
             s->active[s->n_active++] = j;
         }
+        resolve_waits(s);
         pthread_mutex_unlock(&s->mu);
         if (seqs && sl)
             step(s, seqs, sl);

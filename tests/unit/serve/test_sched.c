@@ -255,3 +255,49 @@ Test(sched, stop_strings_cancel_and_limits, .timeout = 120)
     adapter_set_free(&ads);
     engine_close(en);
 }
+
+Test(sched, requests_sharing_a_prompt_at_once_compute_it_once, .timeout = 120)
+{
+    engine *en = open_ts(), *ref = open_ts();
+    adapter_set ads;
+    adapter_set_init(&ads);
+    add_soft(&ads, "soft", 3, engine_n_embd(en), 5);
+    sched *s = NULL;
+    pwb_err e = {0};
+    sched_opts so = {.n_threads = 1, .step_tokens = 8};
+    cr_assert_eq(sched_start(&s, en, &ads, &so, &e), PWB_OK, "%s", e.msg);
+    int n;
+    int32_t *ids = encode(en, "Once upon a time there was a little girl named Lily. She loved to play", &n);
+    /* the same prompt with three different last tokens (rank classification's label requests) */
+    sched_job *j[3];
+    for (int k = 0; k < 3; k++) {
+        ids[n - 1] = (int32_t)(10 + k);
+        j[k] = sched_job_new(ids, n);
+        j[k]->adapter = 1;
+        j[k]->echo = 1;
+        j[k]->logprobs = 0;
+    }
+    for (int k = 0; k < 3; k++)
+        cr_assert_eq(sched_submit(s, j[k], &e), PWB_OK, "%s", e.msg);
+    for (int k = 0; k < 3; k++)
+        wait_done(s, j[k]);
+    sched_stats st;
+    sched_get_stats(s, &st);
+    cr_log_info("prefill %ld tokens for 3 prompts of %d, %ld read from another's cache", st.tokens_prefill, n,
+                st.tokens_cached);
+    cr_assert_lt(st.tokens_prefill, 2 * (n - 1), "the shared prompt was computed once, not three times");
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(j[k]->status, PWB_OK, "%s", j[k]->err);
+        double *want = malloc((size_t)n * sizeof *want);
+        ref_prompt_lp(ref, &ads.items[1], j[k]->ids, n, want);
+        for (int i = 1; i < n; i++)
+            cr_assert(fabs(j[k]->prompt_lp[i].logprob - want[i]) < 1e-9, "job %d token %d", k, i);
+        free(want);
+        sched_job_release(s, j[k]);
+    }
+    free(ids);
+    sched_free(s);
+    adapter_set_free(&ads);
+    engine_close(en);
+    engine_close(ref);
+}
