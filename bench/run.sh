@@ -23,6 +23,14 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
   "$bin/kernels_bench" Q4_1 Q8_0 F32
   echo "## prompt tuning: batch 8, 20 virtual tokens"
   "$bin/tune_bench" "$model" "$shared/datasets/sst2/train.tsv"
+  echo "## LoRA: batch 8, r 8 on q and v (AdamW)"
+  "$bin/tune_bench" "$model" "$shared/datasets/sst2/train.tsv" --lora 8
+  if [ -x "${PWB_REF_PYTHON:-}" ] && "$PWB_REF_PYTHON" -c 'import peft' 2>/dev/null; then
+    echo "## the same LoRA step with PEFT + PyTorch (PWB_REF_PYTHON), 2 threads"
+    "$PWB_REF_PYTHON" tests/reference/peft_reference.py "$model" --bench --threads 2
+  else
+    echo "## PEFT + PyTorch LoRA comparison skipped: set PWB_REF_PYTHON to a python with torch, transformers, peft"
+  fi
   echo "## pwb serve: 64 clients x 20 requests, mixed adapters (TinyStories-656K; latency and RSS)"
   PWB_SERVE_LOAD=64x20 PWB_BIN=${PWB_BIN:-$root/build/pwb} PWB_ROOT=$root PWB_SHARED=$shared \
     "$root/build/tests/integration" --filter 'serve/load_mixed_adapters' 2>&1 | grep '^serve load'

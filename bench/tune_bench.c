@@ -12,6 +12,8 @@
  * Run:
  *   OMP_WAIT_POLICY=passive build/tune_bench models/SmolLM2-135M-Instruct.Q4_1.gguf \
  *     ../shared/datasets/sst2/train.tsv [--threads 2] [--batch 8] [--tokens 20] [--steps 4] [--exact]
+ * With --lora R the step is LoRA's instead (rank R on q and v, alpha 2R, AdamW, no soft prompt):
+ * tests/reference/peft_reference.py --bench times PEFT + PyTorch on the same step.
  */
 #include <omp.h>
 #include <stdio.h>
@@ -21,6 +23,8 @@
 #include "engine/backward.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "engine/lora.h"
+#include "tune/method.h"
 #include "tune/optim.h"
 #include "util/buf.h"
 #include "util/file.h"
@@ -53,7 +57,7 @@ int main(int argc, char **argv)
                         "[--steps N] [--exact]\n");
         return 2;
     }
-    int threads = 2, B = 8, n_soft = 20, steps = 4, exact = 0, prefix = 0, no_t = 0;
+    int threads = 2, B = 8, n_soft = 20, steps = 4, exact = 0, prefix = 0, no_t = 0, lora_r = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -69,7 +73,11 @@ int main(int argc, char **argv)
             prefix = 1;
         else if (!strcmp(argv[i], "--no-transposed"))
             no_t = 1;
+        else if (!strcmp(argv[i], "--lora") && i + 1 < argc)
+            lora_r = atoi(argv[++i]);
     }
+    if (lora_r > 0) /* LoRA: no leading vectors, no shared prefix sequence */
+        n_soft = 0, prefix = 0;
     if (threads > 0)
         omp_set_num_threads(threads);
     pwb_err e = {0};
@@ -167,8 +175,8 @@ int main(int argc, char **argv)
             seqs[ns++] = (bwd_seq){.prefix = &seqs[0], .ids = ids[b] + lcp, .n_ids = n_ids[b] - lcp, .n_tgt = nl,
                                    .tgt_pos = tpos[b], .targets = tgt[b]};
         else
-            seqs[ns++] = (bwd_seq){.embeds = soft, .n_embeds = n_soft, .ids = ids[b], .n_ids = n_ids[b], .n_tgt = nl,
-                                   .tgt_pos = tpos[b], .targets = tgt[b], .d_embeds = grad};
+            seqs[ns++] = (bwd_seq){.embeds = n_soft ? soft : NULL, .n_embeds = n_soft, .ids = ids[b], .n_ids = n_ids[b],
+                                   .n_tgt = nl, .tgt_pos = tpos[b], .targets = tgt[b], .d_embeds = n_soft ? grad : NULL};
         tokens += prefix ? n_ids[b] - lcp : n_soft + n_ids[b];
     }
     bwd_opts bo = {.exact = exact, .no_transposed = no_t};
@@ -176,10 +184,29 @@ int main(int argc, char **argv)
     if (bwd_ctx_new(&c, m, &bo, &e))
         die("bwd_ctx", &e);
     optim_config oc;
-    optim_config_default(&oc, OPTIM_ADAFACTOR);
-    optimizer opt;
-    if (optim_init(&opt, &oc, (size_t)n_soft, (size_t)d, &e))
+    optim_config_default(&oc, lora_r > 0 ? OPTIM_ADAMW : OPTIM_ADAFACTOR);
+    optimizer opt, *lopt = NULL;
+    if (optim_init(&opt, &oc, (size_t)(n_soft > 0 ? n_soft : 1), (size_t)d, &e))
         die("optim", &e);
+    tune_adapter ad, adg;
+    tune_params lp, lg;
+    if (lora_r > 0) {
+        tune_method_config mc;
+        tune_method_config_default(&mc);
+        mc.kind = TUNE_LORA;
+        mc.lora_r = lora_r;
+        mc.lora_alpha = 2 * lora_r;
+        if (tune_adapter_new(&ad, m, &mc, 0, &e) || tune_adapter_like(&adg, &ad, &e) || tune_params_of(&ad, &lp, &e) ||
+            tune_params_of(&adg, &lg, &e))
+            die("lora", &e);
+        lora_init_peft(&ad.lora, 42);
+        lopt = calloc((size_t)lp.n, sizeof *lopt);
+        for (int i = 0; i < lp.n; i++)
+            if (optim_init(&lopt[i], &oc, lp.rows[i], lp.cols[i], &e))
+                die("optim", &e);
+        bwd_ctx_set_lora(c, &ad.lora, &adg.lora);
+        printf("LoRA r %d on q, v: %zu trainable parameters, AdamW\n", lora_r, lora_n_params(&ad.lora));
+    }
     long rss_before = timer_peak_rss_kb();
     printf("model %s: %d layers, hidden %d, vocab %d; load %.2f s\n", argv[1], m->hp.n_layer, d, m->hp.n_vocab,
            t_load);
@@ -191,11 +218,19 @@ int main(int argc, char **argv)
     int counted = 0;
     for (int s = 0; s < steps; s++) {
         memset(grad, 0, (size_t)n_soft * d * sizeof(float));
+        if (lora_r > 0) {
+            lora_zero(&adg.lora);
+            lora_set_training(&ad.lora, 1, (uint64_t)s);
+        }
         double ts = timer_wall(), loss;
         if (bwd_run(c, seqs, ns, 1, &loss, &e))
             die("step", &e);
         double tf = timer_wall();
-        optim_step(&opt, soft, grad);
+        if (lora_r > 0)
+            for (int i = 0; i < lp.n; i++)
+                optim_step(&lopt[i], lp.w[i], lg.w[i]);
+        else
+            optim_step(&opt, soft, grad);
         double dt = timer_wall() - ts;
         printf("step %d: loss %.4f, %.3f s (fwd+bwd %.3f s)\n", s + 1, loss, dt, tf - ts);
         if (s > 0 || steps == 1) {
@@ -208,6 +243,15 @@ int main(int argc, char **argv)
     printf("peak RSS %.1f MiB (%.1f MiB before the first step); activations %.1f MiB\n", rss / 1024.0,
            rss_before / 1024.0, bwd_ctx_bytes(c) / 1048576.0);
     optim_free(&opt);
+    if (lora_r > 0) {
+        for (int i = 0; i < lp.n; i++)
+            optim_free(&lopt[i]);
+        free(lopt);
+        tune_params_free(&lp);
+        tune_params_free(&lg);
+        tune_adapter_free(&ad);
+        tune_adapter_free(&adg);
+    }
     bwd_ctx_free(c);
     model_free(m);
     return 0;

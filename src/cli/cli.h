@@ -23,7 +23,7 @@ enum pwb_exit {
     EXIT_PWB_INTERRUPTED = 130
 };
 
-#define CLI_MAX_OPTS 32
+#define CLI_MAX_OPTS 48
 #define CLI_MAX_POS 64
 #define CLI_MAX_MULTI 64
 

@@ -1,5 +1,5 @@
-/* pwb tune: train a soft prompt (prompt tuning) for a dataset on a frozen local model and write it
- * as a PEFT folder. The job (examples rendered with a template and the model's chat template as
+/* pwb tune: train a soft prompt (prompt tuning), a LoRA adapter or a prefix (--method) for a
+ * dataset on a frozen local model and write it as a PEFT folder. The job (examples rendered with a template and the model's chat template as
  * the local backend's rank classification reads them, keys, checkpoint, rows) is src/run/softjob,
  * shared with the runner; this file parses the options and prints. */
 #include <math.h>
@@ -28,11 +28,27 @@ static void print_eval(void *ctx, const tune_eval_info *v)
                 v->loss, v->is_best ? " (best)" : "");
 }
 
-/* The soft-prompt settings from their options (tune/settings.h's names, '-' for '_'). */
+/* The method's settings from their options (tune/settings.h's names, '-' for '_'); an option of
+ * another method is an error rather than ignored. */
 static int soft_options(const cli_args *a, soft_settings *sp)
 {
-    soft_settings_defaults(sp);
-    const tune_method *m = &tune_soft_method;
+    const char *name = cli_str(a, "method", "prompt");
+    const int kind = tune_method_parse(name);
+    if (kind < 0) {
+        cli_usage_error(a->cmd, "--method: '%s' is not prompt, lora or prefix", name);
+        return -1;
+    }
+    const tune_method *m = kind == TUNE_LORA ? &tune_lora_method : kind == TUNE_PREFIX ? &tune_prefix_method
+                                                                                        : &tune_soft_method;
+    m->defaults(sp);
+    static const char *const lora_only[] = {"r", "alpha", "dropout", "targets", NULL},
+                             *const prompt_only[] = {"tokens", "init", "init-text", NULL};
+    const char *const *other = kind == TUNE_LORA ? prompt_only : lora_only;
+    for (int i = 0; other[i]; i++)
+        if (cli_str(a, other[i], NULL)) {
+            cli_usage_error(a->cmd, "--%s is not a setting of --method %s", other[i], name);
+            return -1;
+        }
     pwb_err e;
     err_clear(&e);
     for (int i = 0; i < m->n_fields; i++) {
@@ -111,17 +127,27 @@ int cmd_tune(const cli_args *a)
         job.o.db = db;
     }
     if (!rc) {
-        if (!quiet)
-            fprintf(stderr, "pwb: tuning %d virtual tokens (%s init) on %s/%s: %zu examples, %s lr %g, batch %d\n",
-                    job.cfg.n_tokens, sp.init, card.name, split, job.n_sampled, sp.optimizer, job.cfg.opt.lr,
-                    job.cfg.batch);
+        const int method = job.cfg.method.kind;
+        if (!quiet && method == TUNE_LORA)
+            fprintf(stderr, "pwb: tuning LoRA r %d alpha %g on %s on %s/%s: %zu examples, %s lr %g, batch %d\n", sp.r,
+                    sp.alpha, sp.targets, card.name, split, job.n_sampled, sp.optimizer, job.cfg.opt.lr, job.cfg.batch);
+        else if (!quiet)
+            fprintf(stderr, "pwb: tuning %d virtual tokens (%s, %s init) on %s/%s: %zu examples, %s lr %g, batch %d\n",
+                    job.cfg.n_tokens, method == TUNE_PREFIX ? "prefix" : "soft prompt", sp.init, card.name, split,
+                    job.n_sampled, sp.optimizer, job.cfg.opt.lr, job.cfg.batch);
         cli_signals_install();
         rc = softjob_run(&job, &e);
     }
     const tune_result *res = &job.res;
     const soft_prompt *prompt = &job.prompt;
-    if (!rc) {
+    const int method = job.cfg.method.kind;
+    const char *what = method == TUNE_LORA ? "LoRA adapter" : method == TUNE_PREFIX ? "prefix" : "soft prompt";
+    if (!rc && method != TUNE_PROMPT)
+        printf("%s: %s (%zu trainable parameters, %lld bytes)\n", what, out_dir, tune_adapter_n_params(&job.adapter),
+               (long long)job.artifact_bytes);
+    else if (!rc)
         printf("soft prompt: %s (%d x %d, %s init)\n", out_dir, prompt->n_tokens, prompt->dim, sp.init);
+    if (!rc) {
         printf("steps %ld, examples %lld, %.1f s (%.3f s/step)%s\n", res->steps, (long long)res->examples_seen,
                res->seconds, res->steps ? res->seconds / (double)res->steps : 0.0, res->resumed ? ", resumed" : "");
         if (!isnan(res->best_accuracy))
@@ -144,9 +170,10 @@ int cmd_tune(const cli_args *a)
                        tp.name, acc, n_tex, loss);
         }
         if (!rc)
-            rc = tune_evaluate(job.en, prompt, tex, n_tex, &acc, &loss, NULL, &e);
+            rc = method == TUNE_PROMPT ? tune_evaluate(job.en, prompt, tex, n_tex, &acc, &loss, NULL, &e)
+                                       : tune_evaluate_adapter(job.en, &job.adapter, tex, n_tex, &acc, &loss, NULL, &e);
         if (!rc)
-            printf("%s with the soft prompt: accuracy %.4f (n %zu), loss %.4f (%.1f s)\n", test_split, acc, n_tex, loss,
+            printf("%s with the %s: accuracy %.4f (n %zu), loss %.4f (%.1f s)\n", test_split, what, acc, n_tex, loss,
                    timer_wall() - t0);
     }
     int code = EXIT_PWB_OK;

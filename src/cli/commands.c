@@ -147,14 +147,19 @@ static const cli_opt tune_opts[] = {
     {"out", 'o', "DIR", "the PEFT folder to write: adapter_config.json, adapter_model.safetensors (required)"},
     {"template", 0, "NAME", "template rendering each input (default zero-shot)"},
     {"split", 0, "SPLIT", "split to train on (default: the card's few-shot split, train)"},
-    {"tokens", 0, "N", "virtual tokens (default 20)"},
+    {"method", 0, "KIND", "prompt (default: prompt tuning), lora or prefix (prefix tuning)"},
+    {"tokens", 0, "N", "virtual tokens of a soft prompt or prefix (default 20)"},
+    {"r", 0, "N", "LoRA rank (default 8)"},
+    {"alpha", 0, "X", "LoRA alpha: the update is scaled by alpha / r (default 16)"},
+    {"dropout", 0, "X", "LoRA dropout on the adapted inputs while training (default 0.05)"},
+    {"targets", 0, "LIST", "LoRA target modules of q,k,v,o,gate,up,down (default q,v)"},
     {"init", 0, "KIND", "random, vocab, class (default) or text"},
     {"init-text", 0, "TEXT", "with --init text: the text whose embeddings start the prompt"},
     {"steps", 0, "N", "optimizer steps (default: one epoch)"},
     {"epochs", 0, "X", "epochs over the training examples when --steps is not given (default 1)"},
     {"batch", 'b', "N", "examples per step (default 8)"},
     {"lr", 0, "X", "learning rate (default 0.3 for adafactor, 1e-3 for adamw)"},
-    {"optimizer", 0, "NAME", "adafactor (default, as in Lester et al.) or adamw"},
+    {"optimizer", 0, "NAME", "adafactor (prompt tuning's default, as in Lester et al.) or adamw (LoRA's and prefix's)"},
     {"weight-decay", 0, "X", "weight decay (default 1e-5 for adafactor, 0.01 for adamw)"},
     {"clip", 0, "X", "global L2 gradient clipping (default 1; 0: off)"},
     {"warmup", 0, "N", "linear warmup steps, then linear decay (default: constant rate)"},
@@ -260,14 +265,19 @@ const cli_cmd cli_commands[] = {
      "See docs/serve.md. Example:\n"
      "  pwb serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf --adapter sst2=results/soft/KEY --port 8080",
      serve_opts, cmd_serve},
-    {"tune", "", 0, 0, "train a soft prompt (prompt tuning) on a frozen local model",
+    {"tune", "", 0, 0, "train a soft prompt, LoRA adapter or prefix on a frozen local model",
      "Trains a soft prompt (Lester et al. 2021): N vectors in front of the input embeddings of a\n"
      "frozen model, learned by the cross-entropy of each example's label verbalizer given\n"
      "[soft prompt][input rendered by the template and the chat template], as rank classification\n"
      "scores it. A held-out slice of the training split is scored every K steps and the best prompt\n"
      "is kept. The checkpoint in DIR makes an interrupted run resume. Writes a PEFT folder. Example:\n"
      "  pwb tune --model models/SmolLM2-135M-Instruct.Q4_1.gguf --dataset sst2 --train-limit 2000 \\\n"
-     "    --tokens 20 --init class --out results/sst2-soft --test-split dev",
+     "    --tokens 20 --init class --out results/sst2-soft --test-split dev\n"
+     "--method lora trains LoRA (Hu et al. 2021) on the chosen weight products instead (base weights\n"
+     "frozen and still quantized), --method prefix the keys and values of N virtual positions in every\n"
+     "layer (prefix tuning, Li & Liang 2021); both default to AdamW (docs/peft.md):\n"
+     "  pwb tune --method lora --r 8 --targets q,v --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n"
+     "    --dataset sst2 --train-limit 2000 --out results/sst2-lora --test-split dev",
      tune_opts, cmd_tune},
     {"model info", "PATH", 1, 1, "describe a model file or folder",
      "Prints what a model holds: architecture, dimensions, parameter count, tensor types, file size,\n"

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "engine/kernels.h"
+#include "engine/lora.h"
 #include "engine/ops.h"
 #include "engine/quant.h"
 
@@ -68,6 +69,17 @@ struct bwd_ctx {
     float *lg, *dlg, *xf, *dxf;     /* head: [BWD_LOGIT_ROWS][V], [.][V], [.][d], [.][d] */
     double *inv_freq, *inv_freq_swa;
     size_t bytes;
+    /* LoRA (the adapter itself is c->wp.lora): its gradient, and the products' inputs the base
+     * pass does not keep: the attention output per layer (o adapted), the MLP's hidden rows (down). */
+    lora *lora_grad;
+    float *lora_att, *lora_h;
+    size_t cap_lora_att, cap_lora_h;
+    /* Prefix tuning: vP virtual positions before every sequence, keys and values given per layer
+     * ([vP][n_layer][2][kv_dim]), gradient added to vgrad; vpd holds each sequence's share. */
+    const float *vkv;
+    float *vgrad, *vpd;
+    int vP;
+    size_t cap_vpd;
 };
 
 #define CHECK(x)                                                                                              \
@@ -171,11 +183,27 @@ static void free_run_buffers(bwd_ctx *c)
     c->act_floats = 0;
 }
 
+void bwd_ctx_set_lora(bwd_ctx *c, const lora *l, lora *grad)
+{
+    c->wp.lora = l;
+    c->lora_grad = l ? grad : NULL;
+}
+
+void bwd_ctx_set_kv_prefix(bwd_ctx *c, const float *kv, int n, float *grad)
+{
+    c->vkv = n > 0 ? kv : NULL;
+    c->vP = kv && n > 0 ? n : 0;
+    c->vgrad = grad;
+}
+
 void bwd_ctx_free(bwd_ctx *c)
 {
     if (!c)
         return;
     free_run_buffers(c);
+    free(c->lora_att);
+    free(c->lora_h);
+    free(c->vpd);
     free(c->s_base);
     free(c->s_len);
     free(c->s_pidx);
@@ -348,6 +376,27 @@ static int ensure(bwd_ctx *c, int T, int keep, int n_seqs, size_t max_len, size_
     return PWB_OK;
 }
 
+/* The adapters' own buffers (see struct bwd_ctx). */
+static int ensure_adapters(bwd_ctx *c, int T, int keep, int n_seqs, pwb_err *e)
+{
+    if (!keep)
+        return PWB_OK;
+    const lora *l = c->wp.lora;
+    if (l && l->n_layer != c->n_layer)
+        return err_set(e, PWB_EINVAL, "backward: the LoRA adapter has %d layers, the model %d", l->n_layer, c->n_layer);
+    const size_t att = l && (l->targets & (1u << LORA_O)) ? (size_t)c->n_layer * T * c->q_dim : 0;
+    const size_t h = l && (l->targets & (1u << LORA_DOWN)) ? (size_t)T * c->ff : 0;
+    const size_t vpd = (size_t)n_seqs * c->vP * 2 * c->kv_dim;
+    int ok = 1;
+    if (att > c->cap_lora_att && (c->lora_att = grow(c->lora_att, att * sizeof(float), &ok), ok))
+        c->cap_lora_att = att;
+    if (ok && h > c->cap_lora_h && (c->lora_h = grow(c->lora_h, h * sizeof(float), &ok), ok))
+        c->cap_lora_h = h;
+    if (ok && vpd > c->cap_vpd && (c->vpd = grow(c->vpd, vpd * sizeof(float), &ok), ok))
+        c->cap_vpd = vpd;
+    return ok ? PWB_OK : err_set(e, PWB_ENOMEM, "out of memory (adapter activations for %d tokens)", T);
+}
+
 /* Kept activations of layer l (per-layer copies only when keep; else one shared set). */
 typedef struct layer_act {
     float *x_in, *xm, *x_out, *q, *k, *v, *g, *u;
@@ -395,21 +444,27 @@ static float attn_scale(const model_hparams *hp)
  * own rows up to itself; with gradients when g is set (the prefix's go to this task's share pdk of
  * c->pd). Returns the segment count after the layer's window. */
 static int key_segs(const bwd_ctx *c, const layer_act *a, int l, int s, int i, int kvh, int grad, float *pdk,
-                    attn_seg seg[2])
+                    float *vdk, attn_seg seg[3])
 {
-    const int hd = c->m->hp.head_dim, kv_dim = c->kv_dim, plen = c->s_plen[s], base = c->s_base[s];
+    const int hd = c->m->hp.head_dim, kv_dim = c->kv_dim, plen = c->s_plen[s], base = c->s_base[s], vP = c->vP;
     const size_t off = (size_t)kvh * hd;
     int n = 0;
+    if (vP) { /* prefix tuning's virtual positions (their gradient to this task's share vdk) */
+        const float *k = c->vkv + 2 * (size_t)l * kv_dim + off;
+        seg[n++] = (attn_seg){k, k + kv_dim, (size_t)c->n_layer * 2 * kv_dim, grad ? vdk : NULL,
+                              grad ? vdk + kv_dim : NULL, 2 * (size_t)kv_dim, 0, vP};
+    }
     if (plen) {
         const size_t pb = (size_t)c->s_base[c->s_pidx[s]];
         seg[n++] = (attn_seg){a->k + pb * kv_dim + off, a->v + pb * kv_dim + off, (size_t)kv_dim,
-                              grad ? pdk : NULL, grad ? pdk + kv_dim : NULL, 2 * (size_t)kv_dim, 0, plen};
+                              grad ? pdk : NULL, grad ? pdk + kv_dim : NULL, 2 * (size_t)kv_dim, vP, vP + plen};
     }
     seg[n++] = (attn_seg){a->k + (size_t)base * kv_dim + off, a->v + (size_t)base * kv_dim + off, (size_t)kv_dim,
                           grad ? c->dk + (size_t)base * kv_dim + off : NULL,
-                          grad ? c->dv + (size_t)base * kv_dim + off : NULL, (size_t)kv_dim, plen, plen + i + 1};
+                          grad ? c->dv + (size_t)base * kv_dim + off : NULL, (size_t)kv_dim, vP + plen,
+                          vP + plen + i + 1};
     const int window = c->m->layers[l].swa ? c->m->hp.n_swa : 0;
-    return window > 0 ? op_attn_window(seg, n, plen + i + 1 - window) : n;
+    return window > 0 ? op_attn_window(seg, n, vP + plen + i + 1 - window) : n;
 }
 
 /* o = softmax(q k^T * scale) v per sequence, causal. Parallel over (token, head). */
@@ -426,8 +481,8 @@ static void attn_fwd(bwd_ctx *c, const layer_act *a, int l, int T)
     for (int64_t task = 0; task < (int64_t)T * n_head; task++) {
         const int t = (int)(task / n_head), h = (int)(task % n_head);
         const int s = c->t_seq[t];
-        attn_seg seg[2];
-        const int nseg = key_segs(c, a, l, s, t - c->s_base[s], h / group, 0, NULL, seg);
+        attn_seg seg[3];
+        const int nseg = key_segs(c, a, l, s, t - c->s_base[s], h / group, 0, NULL, NULL, seg);
         float *sc = c->scores + (size_t)omp_get_thread_num() * 2 * c->cap_len;
         op_attn(a->q + (size_t)t * q_dim + (size_t)h * hd, seg, nseg, hd, scale, sc,
                 c->att + (size_t)t * q_dim + (size_t)h * hd);
@@ -460,17 +515,28 @@ static void attn_bwd(bwd_ctx *c, const layer_act *a, int l, int n_seqs, size_t m
             memset(pdk + (size_t)p * 2 * kv_dim, 0, (size_t)hd * sizeof(float));
             memset(pdk + (size_t)p * 2 * kv_dim + kv_dim, 0, (size_t)hd * sizeof(float));
         }
+        /* and of the virtual prefix's: [vP][2 kv_dim] */
+        float *vdk = c->vP ? c->vpd + (size_t)s * c->vP * 2 * kv_dim + (size_t)kvh * hd : NULL;
+        for (int p = 0; p < c->vP; p++) {
+            memset(vdk + (size_t)p * 2 * kv_dim, 0, (size_t)hd * sizeof(float));
+            memset(vdk + (size_t)p * 2 * kv_dim + kv_dim, 0, (size_t)hd * sizeof(float));
+        }
         float *P = c->scores + (size_t)omp_get_thread_num() * 2 * c->cap_len;
         float *dP = P + c->cap_len;
         for (int h = kvh * group; h < (kvh + 1) * group; h++)
             for (int i = 0; i < len; i++) {
                 const size_t t = (size_t)(base + i);
-                attn_seg seg[2];
-                const int nseg = key_segs(c, a, l, s, i, kvh, 1, pdk, seg);
+                attn_seg seg[3];
+                const int nseg = key_segs(c, a, l, s, i, kvh, 1, pdk, vdk, seg);
                 op_attn_bwd(a->q + t * q_dim + (size_t)h * hd, c->datt + t * q_dim + (size_t)h * hd, seg, nseg, hd,
                             scale, P, dP, c->dq + t * q_dim + (size_t)h * hd);
             }
     }
+    /* Each sequence's share of the virtual prefix's key and value gradients, in sequence order. */
+    for (int s = 0; c->vgrad && s < n_seqs; s++)
+        for (int p = 0; p < c->vP; p++)
+            kernel_axpy_f32(c->vgrad + ((size_t)p * c->n_layer * 2 + 2 * (size_t)l) * kv_dim, 1.0f,
+                            c->vpd + ((size_t)s * c->vP + (size_t)p) * 2 * kv_dim, 2 * (int64_t)kv_dim);
     /* Children's shares of their prefix's key and value gradients, in sequence order. */
     for (int s = 0; s < n_seqs; s++) {
         const int plen = c->s_plen[s];
@@ -510,6 +576,7 @@ static int check_seqs(bwd_ctx *c, const bwd_seq *seqs, int n, int64_t *T, size_t
         }
         if (own <= 0)
             return err_set(e, PWB_EINVAL, "backward: sequence %d is empty", i);
+        plen += c->vP; /* prefix tuning's virtual positions come first */
         if (own + plen > hp->n_ctx)
             return err_set(e, PWB_ERANGE, "backward: sequence %d: %lld positions exceed the context of %d", i,
                            (long long)(own + plen), hp->n_ctx);
@@ -528,8 +595,8 @@ static int check_seqs(bwd_ctx *c, const bwd_seq *seqs, int n, int64_t *T, size_t
         }
         if ((size_t)(own + plen) > *max_len)
             *max_len = (size_t)(own + plen);
-        if ((size_t)plen > *max_plen)
-            *max_plen = (size_t)plen;
+        if ((size_t)(plen - c->vP) > *max_plen)
+            *max_plen = (size_t)(plen - c->vP);
         *T += own;
     }
     if (*T > BWD_MAX_TOKENS)
@@ -594,6 +661,8 @@ static int forward_layers(bwd_ctx *c, bwd_seq *seqs, int T, int keep, pwb_err *e
             op_rope(a.k + (size_t)t * c->kv_dim, hp->n_head_kv, hd, cs, hp->n_rot, hp->rope_layout);
         }
         attn_fwd(c, &a, l, T);
+        if (keep && c->lora_grad && lora_at(c->wp.lora, l, LORA_O)) /* the o adapter's input, for its gradient */
+            memcpy(c->lora_att + (size_t)l * T * c->q_dim, c->att, (size_t)T * c->q_dim * sizeof(float));
         WP(l, WS_O, WP_FWD, c->att, T, a.ao ? a.ao : c->xn, 0);
         if (a.ao)
             op_rmsnorm_rows(c->xn, a.ao, L->post_attn_norm, T, d, eps);
@@ -710,14 +779,28 @@ static int backward_layers(bwd_ctx *c, int n, int T, size_t max_plen, pwb_err *e
         const model_layer *L = &m->layers[l];
         const float *cs_l = L->swa ? c->cs_swa : c->cs;
         layer_act a = act_of(c, l, T, 1);
-        /* MLP: through the post-norm, dh = dfo Wd; dg, du from the gated activation. */
-        WP(l, WS_DOWN, WP_BWD, post_norm_bwd(c, a.fo, L->post_ffn_norm, T), T, c->h, 0);
+        /* MLP: through the post-norm, dh = dfo Wd; dg, du from the gated activation. An adapted
+         * product's own weights get their gradient from its input (recomputed) and dy. */
+        const float *dfo = post_norm_bwd(c, a.fo, L->post_ffn_norm, T);
+        WP(l, WS_DOWN, WP_BWD, dfo, T, c->h, 0);
+        if (c->lora_grad && lora_at(c->wp.lora, l, LORA_DOWN)) {
+            op_glu(c->lora_h, a.g, a.u, (int64_t)T * ff, hp->act);
+            CHECK(weight_product_grad(&c->wp, c->lora_grad, l, WS_DOWN, c->lora_h, dfo, T, e));
+        }
         op_glu_bwd(c->dg, c->du, c->h, a.g, a.u, (int64_t)T * ff, hp->act);
         WP(l, WS_GATE, WP_BWD, c->dg, T, c->dxn, 0);
         WP(l, WS_UP, WP_BWD, c->du, T, c->dxn, 1);
+        if (c->lora_grad && (lora_at(c->wp.lora, l, LORA_GATE) || lora_at(c->wp.lora, l, LORA_UP))) {
+            op_rmsnorm_rows(c->xn, a.xm, L->ffn_norm, T, d, eps);
+            CHECK(weight_product_grad(&c->wp, c->lora_grad, l, WS_GATE, c->xn, c->dg, T, e));
+            CHECK(weight_product_grad(&c->wp, c->lora_grad, l, WS_UP, c->xn, c->du, T, e));
+        }
         op_rmsnorm_bwd_rows(c->dx, a.xm, L->ffn_norm, c->dxn, T, d, eps);
         /* Attention. */
-        WP(l, WS_O, WP_BWD, post_norm_bwd(c, a.ao, L->post_attn_norm, T), T, c->datt, 0);
+        const float *dao = post_norm_bwd(c, a.ao, L->post_attn_norm, T);
+        WP(l, WS_O, WP_BWD, dao, T, c->datt, 0);
+        if (c->lora_grad && lora_at(c->wp.lora, l, LORA_O))
+            CHECK(weight_product_grad(&c->wp, c->lora_grad, l, WS_O, c->lora_att + (size_t)l * T * c->q_dim, dao, T, e));
         attn_bwd(c, &a, l, n, max_plen);
 #pragma omp parallel for schedule(static) if ((int64_t)T * c->q_dim >= BWD_PAR_MIN)
         for (int t = 0; t < T; t++) {
@@ -738,6 +821,13 @@ static int backward_layers(bwd_ctx *c, int n, int T, size_t max_plen, pwb_err *e
         WP(l, WS_Q, WP_BWD, dq, T, c->dxn, 0);
         WP(l, WS_K, WP_BWD, dk, T, c->dxn, 1);
         WP(l, WS_V, WP_BWD, c->dv, T, c->dxn, 1);
+        if (c->lora_grad && (lora_at(c->wp.lora, l, LORA_Q) || lora_at(c->wp.lora, l, LORA_K) ||
+                             lora_at(c->wp.lora, l, LORA_V))) {
+            op_rmsnorm_rows(c->xn, a.x_in, L->attn_norm, T, d, eps);
+            CHECK(weight_product_grad(&c->wp, c->lora_grad, l, WS_Q, c->xn, dq, T, e));
+            CHECK(weight_product_grad(&c->wp, c->lora_grad, l, WS_K, c->xn, dk, T, e));
+            CHECK(weight_product_grad(&c->wp, c->lora_grad, l, WS_V, c->xn, c->dv, T, e));
+        }
         op_rmsnorm_bwd_rows(c->dx, a.x_in, L->attn_norm, c->dxn, T, d, eps);
     }
     return PWB_OK;
@@ -750,6 +840,7 @@ int bwd_run(bwd_ctx *c, bwd_seq *seqs, int n, int grad, double *loss, pwb_err *e
     CHECK(check_seqs(c, seqs, n, &T64, &max_len, &max_plen, e));
     const int T = (int)T64, keep = grad != 0;
     CHECK(ensure(c, T, keep, n, max_len, max_plen, e));
+    CHECK(ensure_adapters(c, T, keep, n, e));
     int t = 0;
     for (int s = 0; s < n; s++) {
         const bwd_seq *q = &seqs[s];
@@ -760,7 +851,7 @@ int bwd_run(bwd_ctx *c, bwd_seq *seqs, int n, int grad, double *loss, pwb_err *e
         c->s_plen[s] = q->prefix ? q->prefix->n_embeds + q->prefix->n_ids : 0;
         for (int j = 0; j < own; j++, t++) {
             c->t_seq[t] = s;
-            c->t_pos[t] = c->s_plen[s] + j;
+            c->t_pos[t] = c->vP + c->s_plen[s] + j;
         }
     }
     CHECK(forward_layers(c, seqs, T, keep, e));

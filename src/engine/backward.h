@@ -72,6 +72,16 @@ void bwd_ctx_free(bwd_ctx *c);
  * n_layer * tokens * (2*n_embd + q_dim + 2*kv_dim + 2*n_ff) floats. */
 int bwd_run(bwd_ctx *c, bwd_seq *seqs, int n, int grad, double *loss, pwb_err *e);
 
+/* A LoRA adapter (engine/lora.h) on the weight products, and where its gradient is ADDED (may be
+ * NULL: the adapter is applied but not trained). NULL l: none. Both must outlive their use. */
+struct lora;
+void bwd_ctx_set_lora(bwd_ctx *c, const struct lora *l, struct lora *grad);
+/* Prefix tuning: n virtual positions before every sequence of a run, whose keys (already rotated)
+ * and values attention reads like a cached prefix: kv [n][n_layer][2][n_head_kv * head_dim]
+ * (keys then values per layer). Sequences' own positions start at n. The gradient is ADDED to
+ * grad (same shape; may be NULL). kv NULL or n 0: none. */
+void bwd_ctx_set_kv_prefix(bwd_ctx *c, const float *kv, int n, float *grad);
+
 /* Bytes of activations the last bwd_run kept (the scratch high-water mark). */
 size_t bwd_ctx_bytes(const bwd_ctx *c);
 

@@ -6,6 +6,7 @@
 
 #include "engine/forward.h"
 #include "engine/kernels.h"
+#include "engine/lora.h"
 #include "engine/sample.h"
 #include "util/buf.h"
 
@@ -124,6 +125,60 @@ int engine_prefix_new(engine *en, const float *embeds, int n_embeds, const int32
     }
     *out = p;
     return PWB_OK;
+}
+
+int engine_prefix_new_kv(engine *en, const float *kv, int n_kv, const int32_t *ids, int n_ids, engine_prefix **out,
+                         pwb_err *e)
+{
+    *out = NULL;
+    engine_enter(en);
+    if (n_kv < 1 || !kv || !ids_ok(en, ids, n_ids))
+        return err_set(e, PWB_EINVAL, "prefix: bad input");
+    if ((int64_t)n_kv + n_ids > en->m->hp.n_ctx)
+        return err_set(e, PWB_ERANGE, "prefix: %d positions exceed the context of %d", n_kv + n_ids, en->m->hp.n_ctx);
+    engine_prefix *p = NULL;
+    int rc = engine_prefix_new(en, NULL, 0, NULL, 0, &p, e);
+    if (rc != PWB_OK)
+        return rc;
+    rc = kv_cache_reserve(p->kv, n_kv + n_ids, e);
+    const model_hparams *hp = &en->m->hp;
+    const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, row = (size_t)hp->n_layer * 2 * kvd;
+    for (int l = 0; rc == PWB_OK && l < hp->n_layer; l++)
+        for (int i = 0; i < n_kv; i++) {
+            memcpy(p->kv->k[l] + (size_t)i * kvd, kv + (size_t)i * row + 2 * (size_t)l * kvd, kvd * sizeof(float));
+            memcpy(p->kv->v[l] + (size_t)i * kvd, kv + (size_t)i * row + (2 * (size_t)l + 1) * kvd, kvd * sizeof(float));
+        }
+    if (rc == PWB_OK) {
+        p->kv->n = n_kv;
+        p->n_embeds = n_kv;
+        rc = engine_prefix_set_ids(en, p, ids, n_ids, e);
+    }
+    if (rc != PWB_OK) {
+        engine_prefix_free(p);
+        return rc;
+    }
+    *out = p;
+    return PWB_OK;
+}
+
+int engine_prefix_kv(const engine_prefix *p, float *out, pwb_err *e)
+{
+    const kv_cache *c = p->kv;
+    const model_hparams *hp = &c->m->hp;
+    if (c->n_parent || c->n < 1)
+        return err_set(e, PWB_EINVAL, "prefix: no keys and values of its own");
+    const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, row = (size_t)hp->n_layer * 2 * kvd;
+    for (int i = 0; i < c->n; i++)
+        for (int l = 0; l < hp->n_layer; l++) {
+            memcpy(out + (size_t)i * row + 2 * (size_t)l * kvd, c->k[l] + (size_t)i * kvd, kvd * sizeof(float));
+            memcpy(out + (size_t)i * row + (2 * (size_t)l + 1) * kvd, c->v[l] + (size_t)i * kvd, kvd * sizeof(float));
+        }
+    return PWB_OK;
+}
+
+void engine_set_lora(engine *en, const lora *l)
+{
+    fwd_ctx_set_lora(en->fc, l);
 }
 
 int engine_prefix_set_ids(engine *en, engine_prefix *p, const int32_t *ids, int n_ids, pwb_err *e)

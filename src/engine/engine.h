@@ -42,6 +42,11 @@ int engine_n_vocab(const engine *en);
 int engine_n_embd(const engine *en);
 int engine_n_ctx(const engine *en);
 
+/* A LoRA adapter (engine/lora.h) on every later forward pass; NULL: none. It must outlive its
+ * use; prefixes computed under another adapter keep that one's KV. */
+struct lora;
+void engine_set_lora(engine *en, const struct lora *l);
+
 /* ---- shared prefix ------------------------------------------------------------------------- */
 
 typedef struct engine_prefix engine_prefix;
@@ -53,6 +58,13 @@ int engine_prefix_new(engine *en, const float *embeds, int n_embeds, const int32
 /* Re-targets the prefix to (its embeds +) ids, keeping the KV of the longest common leading run of
  * ids and computing only the rest. No rank/generate call may be running on it. */
 int engine_prefix_set_ids(engine *en, engine_prefix *p, const int32_t *ids, int n_ids, pwb_err *e);
+/* A prefix whose first n_kv positions are given keys (already rotated) and values rather than
+ * computed: prefix tuning. kv is [n_kv][n_layer][2][n_head_kv * head_dim] (per layer its keys,
+ * then its values); ids (may be empty) follow at positions n_kv onwards. */
+int engine_prefix_new_kv(engine *en, const float *kv, int n_kv, const int32_t *ids, int n_ids, engine_prefix **out,
+                         pwb_err *e);
+/* The prefix's keys and values in engine_prefix_new_kv's layout: out [len][n_layer][2][kv_dim]. */
+int engine_prefix_kv(const engine_prefix *p, float *out, pwb_err *e);
 void engine_prefix_free(engine_prefix *p);
 int engine_prefix_len(const engine_prefix *p);            /* positions: embeds + ids */
 const int32_t *engine_prefix_ids(const engine_prefix *p, int *n_ids);

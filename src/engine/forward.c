@@ -203,6 +203,11 @@ void fwd_ctx_set_exact(fwd_ctx *c, int exact)
     c->wp.exact = exact != 0;
 }
 
+void fwd_ctx_set_lora(fwd_ctx *c, const struct lora *l)
+{
+    c->wp.lora = l;
+}
+
 const model *fwd_ctx_model(const fwd_ctx *c)
 {
     return c->m;

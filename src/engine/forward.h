@@ -71,6 +71,10 @@ void fwd_ctx_free(fwd_ctx *c);
 const model *fwd_ctx_model(const fwd_ctx *c);
 /* Exact arithmetic (kernel_matmul_exact: no 8-bit activation rounding) for this context's steps. */
 void fwd_ctx_set_exact(fwd_ctx *c, int exact);
+/* A LoRA adapter (engine/lora.h) on this context's weight products; NULL: none. It must outlive
+ * its use and KV computed without it is not valid with it. */
+struct lora;
+void fwd_ctx_set_lora(fwd_ctx *c, const struct lora *l);
 
 /* Runs the batch. Every kv must belong to this model and appear at most once. On error the
  * caches may hold partial positions: truncate them to their old lengths before reuse. */

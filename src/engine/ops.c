@@ -6,6 +6,7 @@
 
 #include "engine/arch.h"
 #include "engine/kernels.h"
+#include "engine/lora.h"
 
 /* Below this much elementwise work a loop stays on one thread: waking the team costs more, above
  * all when the cores are shared. Results never depend on it (rows are independent). */
@@ -262,20 +263,25 @@ static int64_t rows_of(const pwb_tensor *W)
     return W->ne[1] * W->ne[2] * W->ne[3];
 }
 
-int weight_product(const wprod *c, int layer, int slot, int dir, const float *in, int B, float *out, int acc,
-                   pwb_err *e)
+int weight_product_grad(const wprod *c, lora *grad, int layer, int slot, const float *x, const float *dy, int B,
+                        pwb_err *e)
 {
-    const pwb_tensor *W = wprod_weight(c->m, layer, slot);
-    if (!W)
-        return err_set(e, PWB_EINVAL, "weight product: no weight (layer %d, slot %d)", layer, slot);
+    if (!c->lora || !grad || slot >= WS_OUTPUT || !lora_at(c->lora, layer, slot))
+        return PWB_OK;
+    const lora_mat *t = lora_at(c->lora, layer, slot);
+    return lora_bwd(c->lora, grad, layer, slot, x, (size_t)t->in, dy, (size_t)t->out, B, NULL, 0, 0, e);
+}
+
+_Static_assert((int)LORA_Q == (int)WS_Q && (int)LORA_K == (int)WS_K && (int)LORA_V == (int)WS_V &&
+                   (int)LORA_O == (int)WS_O && (int)LORA_GATE == (int)WS_GATE && (int)LORA_UP == (int)WS_UP &&
+                   (int)LORA_DOWN == (int)WS_DOWN,
+               "LoRA's modules are numbered as the weight slots");
+
+/* dx (+)= dy W for the base weight alone. */
+static int base_bwd(const wprod *c, const pwb_tensor *W, int layer, int slot, const float *in, int B, float *out,
+                    int acc, pwb_err *e)
+{
     const int64_t K = W->ne[0], M = rows_of(W);
-    if (dir == WP_FWD) {
-        if (acc)
-            return err_set(e, PWB_EINVAL, "weight product: a forward product cannot accumulate");
-        if (!c->exact)
-            return kernel_matmul(W, in, B, out, e);
-        return kernel_matmul_exact(W, in, K > 0 ? (size_t)K : 0, B, out, M > 0 ? (size_t)M : 0, e);
-    }
     const pwb_tensor *T = c->wt && slot != WS_OUTPUT ? &c->wt[(size_t)layer * WS_COUNT_ + (size_t)slot] : NULL;
     if (T && T->data) {
         if (!acc)
@@ -297,4 +303,29 @@ int weight_product(const wprod *c, int layer, int slot, int dir, const float *in
             return rc;
     }
     return PWB_OK;
+}
+
+int weight_product(const wprod *c, int layer, int slot, int dir, const float *in, int B, float *out, int acc,
+                   pwb_err *e)
+{
+    const pwb_tensor *W = wprod_weight(c->m, layer, slot);
+    if (!W)
+        return err_set(e, PWB_EINVAL, "weight product: no weight (layer %d, slot %d)", layer, slot);
+    const int64_t K = W->ne[0], M = rows_of(W);
+    /* LoRA's modules are the layers' slots (enum lora_module follows enum wslot up to WS_DOWN). */
+    const int adapted = c->lora && slot < WS_OUTPUT && lora_at(c->lora, layer, slot);
+    int rc;
+    if (dir == WP_FWD) {
+        if (acc)
+            return err_set(e, PWB_EINVAL, "weight product: a forward product cannot accumulate");
+        rc = !c->exact ? kernel_matmul(W, in, B, out, e)
+                       : kernel_matmul_exact(W, in, K > 0 ? (size_t)K : 0, B, out, M > 0 ? (size_t)M : 0, e);
+        if (rc == PWB_OK && adapted)
+            rc = lora_fwd(c->lora, layer, slot, in, (size_t)K, B, out, (size_t)M, 0, e);
+        return rc;
+    }
+    rc = base_bwd(c, W, layer, slot, in, B, out, acc, e);
+    if (rc == PWB_OK && adapted)
+        rc = lora_bwd(c->lora, NULL, layer, slot, NULL, 0, in, (size_t)M, B, out, (size_t)K, 0, e);
+    return rc;
 }

@@ -83,6 +83,9 @@ typedef struct wprod {
     int tile_rows;          /* backward without a copy: token rows per kernel_matmul_t call (0: 128) */
     float *tmp;             /* backward with a copy and acc: scratch of tmp_cap floats */
     size_t tmp_cap;
+    /* A LoRA adapter (engine/lora.h) on the layers' products, unmerged: the forward adds its
+     * low-rank term, the backward its share of the input gradient; NULL: none. */
+    const struct lora *lora;
 } wprod;
 
 /* The weight of (layer, slot); layer is ignored for WS_OUTPUT. NULL when out of range. */
@@ -93,5 +96,10 @@ const pwb_tensor *wprod_weight(const model *m, int layer, int slot);
  *   WP_BWD: out[B][K] (+)= in[B][M] W       (acc: add to out, else overwrite) */
 int weight_product(const wprod *c, int layer, int slot, int dir, const float *in, int B, float *out, int acc,
                    pwb_err *e);
+/* The gradients of the adapter's own weights at (layer, slot) ADDED to grad (shaped like c->lora),
+ * from the forward product's input x [B][K] and the gradient dy [B][M] of its output. No base
+ * weight gets a gradient. A no-op without an adapter there. */
+int weight_product_grad(const wprod *c, struct lora *grad, int layer, int slot, const float *x, const float *dy,
+                        int B, pwb_err *e);
 
 #endif

@@ -42,6 +42,10 @@ typedef struct llm_request {
     int prefix_dim;
     const char *prefix_id;       /* what identifies the vectors (sha256 of them): part of the
                                   * response cache's key; a request with vectors but no id is not cached */
+    /* Local backend: a LoRA or prefix-tuning adapter (tune/method.h) the model runs with; its
+     * identity is prefix_id (sha256 of its values) as for vectors. Requests of one call that share
+     * it should pass the same pointer. NULL: none. */
+    const struct tune_adapter *adapter;
 } llm_request;
 
 typedef struct llm_response {

@@ -6,6 +6,7 @@
 
 #include "engine/chat.h"
 #include "engine/engine.h"
+#include "tune/method.h"
 #include "util/buf.h"
 #include "util/str.h"
 #include "util/timer.h"
@@ -21,6 +22,7 @@ typedef struct local_impl {
     engine_prefix *prefix; /* the last call's shared prefix, kept for the next call */
     float *pfx_embeds;     /* a copy of the vectors the prefix starts with (a soft prompt), NULL: none */
     int n_pfx_embeds;
+    const tune_adapter *pfx_adapter; /* the adapter the kept prefix was computed with */
     int batch;
     char *name;
 } local_impl;
@@ -312,10 +314,13 @@ done:
 
 /* Points the kept prefix at embeds (n of them) + ids: its KV is kept where they agree with the
  * last call's, computed afresh when the vectors differ. */
-static int set_prefix(local_impl *im, const float *embeds, int n_embeds, const int32_t *ids, int n_ids, pwb_err *e)
+static int set_prefix(local_impl *im, const tune_adapter *ad, const float *embeds, int n_embeds, const int32_t *ids,
+                      int n_ids, pwb_err *e)
 {
     const size_t bytes = (size_t)n_embeds * (size_t)engine_n_embd(im->en) * sizeof(float);
-    if (im->prefix && (n_embeds != im->n_pfx_embeds || (n_embeds > 0 && memcmp(embeds, im->pfx_embeds, bytes)))) {
+    /* An adapter's prefix is never kept across calls: the pointer may name other values later. */
+    if (im->prefix && (ad || im->pfx_adapter || n_embeds != im->n_pfx_embeds ||
+                       (n_embeds > 0 && memcmp(embeds, im->pfx_embeds, bytes)))) {
         engine_prefix_free(im->prefix);
         im->prefix = NULL;
     }
@@ -326,7 +331,10 @@ static int set_prefix(local_impl *im, const float *embeds, int n_embeds, const i
         im->n_pfx_embeds = 0;
         if (n_embeds > 0 && !(im->pfx_embeds = malloc(bytes)))
             return err_set(e, PWB_ENOMEM, "out of memory");
-        rc = engine_prefix_new(im->en, embeds, n_embeds, ids, n_ids, &im->prefix, e);
+        tune_adapter_bind_engine(im->en, ad);
+        im->pfx_adapter = ad;
+        rc = ad ? tune_adapter_prefix(im->en, ad, ids, n_ids, &im->prefix, e)
+                : engine_prefix_new(im->en, embeds, n_embeds, ids, n_ids, &im->prefix, e);
         if (rc == PWB_OK && n_embeds > 0) {
             memcpy(im->pfx_embeds, embeds, bytes);
             im->n_pfx_embeds = n_embeds;
@@ -368,7 +376,7 @@ static int run_group(llm_backend *b, local_impl *im, const llm_request *reqs, lo
     if (first < g1) {
         double w0 = timer_wall(), c0 = timer_cpu();
         const llm_request *r = &reqs[first];
-        rc = set_prefix(im, r->n_prefix_embeds > 0 ? r->prefix_embeds : NULL,
+        rc = set_prefix(im, r->adapter, r->n_prefix_embeds > 0 ? r->prefix_embeds : NULL,
                         r->n_prefix_embeds > 0 ? r->n_prefix_embeds : 0, pp[first].ids, lcp, e);
         if (rc != PWB_OK)
             return rc;
@@ -396,7 +404,7 @@ static int run_group(llm_backend *b, local_impl *im, const llm_request *reqs, lo
 static int same_vectors(const llm_request *a, const llm_request *b)
 {
     int na = a->n_prefix_embeds > 0 ? a->n_prefix_embeds : 0, nb = b->n_prefix_embeds > 0 ? b->n_prefix_embeds : 0;
-    return na == nb && (na == 0 || a->prefix_embeds == b->prefix_embeds);
+    return na == nb && (na == 0 || a->prefix_embeds == b->prefix_embeds) && a->adapter == b->adapter;
 }
 
 static int local_run(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done,

@@ -309,8 +309,10 @@ int run_execute(runner *R, pwb_err *e)
             rc = run_calibrate(R, c, e);
         if (!rc)
             rc = run_cell(R, c, e);
-        if (c->job) /* the vectors were for this cell only */
+        if (c->job) { /* the vectors (adapter) were for this cell only */
             softprompt_free(&c->job->prompt);
+            tune_adapter_free(&c->job->adapter);
+        }
     }
     R->r->wall_s = timer_wall() - t0 - R->r->soft_wall_s;
     progress_finish(&R->prog);

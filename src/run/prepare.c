@@ -1,4 +1,5 @@
 /* The runner's first phase: everything is loaded and checked before the database is opened. */
+#include "tune/method.h"
 #include "run/run_internal.h"
 
 #include <stdlib.h>
@@ -334,6 +335,10 @@ static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, p
         q->prefix_embeds = c->job->prompt.w;
         q->n_prefix_embeds = c->job->prompt.n_tokens;
         q->prefix_dim = c->job->prompt.dim;
+        q->prefix_id = c->job->prompt_sha256;
+    } else if (c->job && c->job->adapter.kind != TUNE_PROMPT) {
+        /* a LoRA or prefix adapter the model runs with, named by its values like a prompt */
+        q->adapter = &c->job->adapter;
         q->prefix_id = c->job->prompt_sha256;
     }
     it->cacheable = !R->o->no_cache && req_cacheable(q);

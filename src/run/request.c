@@ -5,13 +5,14 @@
 
 #include <cjson/cJSON.h>
 
+#include "tune/method.h"
 #include "util/sha256.h"
 #include "util/str.h"
 
 int req_cacheable(const llm_request *r)
 {
     /* vectors nobody named cannot be told apart from other vectors, or from none */
-    if (r->n_prefix_embeds > 0 && (!r->prefix_id || !r->prefix_id[0]))
+    if ((r->n_prefix_embeds > 0 || r->adapter) && (!r->prefix_id || !r->prefix_id[0]))
         return 0;
     return r->temperature == 0.0;
 }
@@ -36,6 +37,10 @@ int req_canonical(const llm_config *cfg, const llm_request *r, pwb_buf *out)
     if (r->n_prefix_embeds > 0) {
         bad = bad || add_str(o, "soft_prompt", r->prefix_id);
         bad = bad || !cJSON_AddNumberToObject(o, "soft_tokens", r->n_prefix_embeds);
+    }
+    if (r->adapter) {
+        bad = bad || add_str(o, "adapter", tune_method_name(r->adapter->kind));
+        bad = bad || add_str(o, "adapter_sha256", r->prefix_id);
     }
     if (!bad && r->n_messages > 0) {
         cJSON *msgs = cJSON_AddArrayToObject(o, "messages");

@@ -36,6 +36,7 @@ void softjob_free(softjob *j)
     free(j->idx);
     free(j->dir);
     softprompt_free(&j->prompt);
+    tune_adapter_free(&j->adapter);
     if (j->have_ct)
         chat_template_free(&j->ct);
     engine_close(j->en);
@@ -205,6 +206,19 @@ static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_
                          c->init_text ? c->init_text : "", c->batch, c->opt.kind == OPTIM_ADAMW ? "adamw" : "adafactor",
                          c->opt.lr, c->opt.weight_decay, c->opt.grad_clip_norm, o->sp.warmup,
                          (unsigned long long)c->seed, c->train_limit, c->eval_n, c->eval_every, c->patience, c->exact);
+    /* Prompt tuning's keys are what they were before other methods existed. */
+    if (c->method.kind == TUNE_LORA) {
+        pwb_buf t;
+        buf_init(&t);
+        for (int m = 0; m < LORA_N_MODULES; m++)
+            if (c->method.lora_targets & (1u << m))
+                bad |= buf_printf(&t, "%s%s", t.len ? "," : "", lora_module_name(m));
+        bad |= buf_printf(&k, " method=lora r=%d alpha=%.17g dropout=%.17g targets=%s", c->method.lora_r,
+                          c->method.lora_alpha, c->method.lora_dropout, t.data ? t.data : "");
+        buf_free(&t);
+    } else if (c->method.kind == TUNE_PREFIX) {
+        bad |= buf_printf(&k, " method=prefix");
+    }
     const size_t base = k.len;
     bad |= buf_printf(&k, " steps=%ld epochs=%.17g", c->steps, c->steps > 0 ? 0.0 : c->epochs);
     if (bad || !k.data) {
@@ -352,13 +366,30 @@ static int record_row(softjob *j, int done, pwb_err *e)
         return PWB_OK;
     const tune_config *c = &j->cfg;
     const int dim = j->prompt.dim > 0 ? j->prompt.dim : j->en ? engine_n_embd(j->en) : 0;
+    const int64_t n_params = c->method.kind != TUNE_PROMPT ? (done ? (int64_t)tune_adapter_n_params(&j->adapter) : -1)
+                             : dim > 0 ? (int64_t)c->n_tokens * dim : -1;
+    /* The init column names the method for LoRA and prefix rows (reports show it as is). */
+    char init[96];
+    const char *init_name = softprompt_init_name(c->init);
+    if (c->method.kind == TUNE_LORA) {
+        int k = snprintf(init, sizeof init, "lora r%d", c->method.lora_r);
+        for (int m = 0, first = 1; m < LORA_N_MODULES && k > 0 && (size_t)k < sizeof init; m++)
+            if (c->method.lora_targets & (1u << m)) {
+                k += snprintf(init + k, sizeof init - (size_t)k, "%s%s", first ? " " : ",", lora_module_name(m));
+                first = 0;
+            }
+        init_name = init;
+    } else if (c->method.kind == TUNE_PREFIX) {
+        snprintf(init, sizeof init, "prefix, %s", softprompt_init_name(c->init));
+        init_name = init;
+    }
     db_soft_prompt row = {.config_sha256 = j->o.reuse ? j->full_key : j->key,
                           .model = j->o.model_path,
                           .dataset = j->o.card->name,
-                          .init = softprompt_init_name(c->init),
+                          .init = init_name,
                           .artifact_path = j->dir,
-                          .n_tokens = c->n_tokens,
-                          .trainable_params = dim > 0 ? (int64_t)c->n_tokens * dim : -1,
+                          .n_tokens = c->method.kind == TUNE_LORA ? 0 : c->n_tokens,
+                          .trainable_params = n_params,
                           .artifact_bytes = done ? j->artifact_bytes : -1,
                           .examples_seen = done ? j->res.examples_seen : -1,
                           .steps = done ? j->res.steps : -1,
@@ -380,6 +411,10 @@ static int64_t artifact_size(const char *dir)
 
 static void prompt_identity(softjob *j)
 {
+    if (j->cfg.method.kind != TUNE_PROMPT) {
+        tune_adapter_sha256(&j->adapter, j->prompt_sha256);
+        return;
+    }
     sha256_hex(j->prompt.w, (size_t)j->prompt.n_tokens * (size_t)j->prompt.dim * sizeof(float), j->prompt_sha256);
 }
 
@@ -401,6 +436,12 @@ static char *training_json(const softjob *j)
     cJSON_AddStringToObject(x, "split", o->split);
     cJSON_AddStringToObject(x, "template", o->tpl->name ? o->tpl->name : "");
     cJSON_AddStringToObject(x, "chat_template", j->have_ct ? chat_kind_name(j->ct.kind) : "");
+    cJSON_AddStringToObject(x, "method", tune_method_name(c->method.kind));
+    if (c->method.kind == TUNE_LORA) {
+        cJSON_AddNumberToObject(x, "r", c->method.lora_r);
+        cJSON_AddNumberToObject(x, "alpha", c->method.lora_alpha);
+        cJSON_AddNumberToObject(x, "dropout", c->method.lora_dropout);
+    }
     cJSON_AddStringToObject(x, "init", softprompt_init_name(c->init));
     if (c->init_text)
         cJSON_AddStringToObject(x, "init_text", c->init_text);
@@ -422,19 +463,34 @@ static char *training_json(const softjob *j)
     else
         cJSON_AddNumberToObject(x, "best_eval_accuracy", r->best_accuracy);
     cJSON_AddNumberToObject(x, "best_step", (double)r->best_step);
-    cJSON_AddNumberToObject(x, "trainable_params", (double)j->prompt.n_tokens * j->prompt.dim);
+    cJSON_AddNumberToObject(x, "trainable_params", c->method.kind != TUNE_PROMPT
+                                                       ? (double)tune_adapter_n_params(&j->adapter)
+                                                       : (double)j->prompt.n_tokens * j->prompt.dim);
     char *text = cJSON_Print(x);
     cJSON_Delete(x);
     return text;
 }
 
 /* A finished prompt of this configuration: load it and its record. */
+static int open_engine(softjob *j, pwb_err *e);
+
 static int reuse(softjob *j, cJSON *rec, pwb_err *e)
 {
-    int rc = tune_load(j->dir, 0, &j->prompt, e);
-    if (rc)
+    int rc = PWB_OK;
+    if (j->cfg.method.kind != TUNE_PROMPT) {
+        /* LoRA and prefix folders are read against the model's shapes */
+        rc = open_engine(j, e);
+        if (!rc)
+            rc = tune_adapter_load(j->dir, engine_model(j->en), &j->adapter, e);
+        if (!rc && j->adapter.kind != j->cfg.method.kind)
+            rc = err_set(e, PWB_EINVAL, "%s: holds a %s adapter, the configuration says %s", j->dir,
+                         tune_method_name(j->adapter.kind), tune_method_name(j->cfg.method.kind));
+        if (rc)
+            return rc;
+    } else if ((rc = tune_load(j->dir, 0, &j->prompt, e))) {
         return rc;
-    if (j->prompt.n_tokens != j->cfg.n_tokens) {
+    }
+    if (j->cfg.method.kind == TUNE_PROMPT && j->prompt.n_tokens != j->cfg.n_tokens) {
         int n = j->prompt.n_tokens;
         softprompt_free(&j->prompt);
         return err_set(e, PWB_EINVAL, "%s: %d virtual tokens, the configuration says %d", j->dir, n,
@@ -463,17 +519,21 @@ static int reuse(softjob *j, cJSON *rec, pwb_err *e)
     return rc;
 }
 
+static int open_engine(softjob *j, pwb_err *e)
+{
+    if (j->en)
+        return PWB_OK;
+    engine_opts eo = {.n_threads = j->o.threads};
+    return engine_open(&j->en, j->o.model_path, &eo, e);
+}
+
 static int train(softjob *j, pwb_err *e)
 {
     const softjob_opts *o = &j->o;
     tune_example *ex = NULL;
     pwb_buf ckpt;
     buf_init(&ckpt);
-    int rc = PWB_OK;
-    if (!j->en) {
-        engine_opts eo = {.n_threads = o->threads};
-        rc = engine_open(&j->en, o->model_path, &eo, e);
-    }
+    int rc = open_engine(j, e);
     if (!rc && !j->have_ct) {
         rc = chat_template_init(&j->ct, engine_model(j->en)->chat_template, o->chat_template, e);
         j->have_ct = rc == PWB_OK;
@@ -495,14 +555,20 @@ static int train(softjob *j, pwb_err *e)
         pwb_progress prog;
         progress_init(&prog, o->progress, o->progress_label ? o->progress_label : "tune", j->planned_steps);
         tune_hooks hooks = {.on_step = on_step, .on_eval = on_eval, .ctx = j, .progress = &prog, .stop = o->stop};
-        rc = tune_train(j->en, &cfg, ex, j->n_sampled, &j->prompt, &hooks, &j->res, e);
+        if (cfg.method.kind == TUNE_PROMPT)
+            rc = tune_train(j->en, &cfg, ex, j->n_sampled, &j->prompt, &hooks, &j->res, e);
+        else
+            rc = tune_train_adapter(j->en, &cfg, ex, j->n_sampled, &j->adapter, &hooks, &j->res, e);
         progress_finish(&prog);
     }
     char *json = NULL;
     if (!rc && !(json = training_json(j)))
         rc = err_set(e, PWB_ENOMEM, "out of memory");
     if (!rc)
-        rc = tune_save(j->dir, &j->prompt, cfg.init, cfg.init_text, o->model_path, json, e);
+        rc = cfg.method.kind == TUNE_PROMPT
+                 ? tune_save(j->dir, &j->prompt, cfg.init, cfg.init_text, o->model_path, json, e)
+                 : tune_adapter_save(j->dir, engine_model(j->en), &j->adapter, cfg.init, cfg.init_text, o->model_path,
+                                     json, e);
     free(json);
     if (!rc) {
         j->trained = 1;
@@ -518,6 +584,7 @@ static int train(softjob *j, pwb_err *e)
 int softjob_run(softjob *j, pwb_err *e)
 {
     softprompt_free(&j->prompt);
+    tune_adapter_free(&j->adapter);
     j->trained = j->reused = 0;
     if (j->o.reuse) {
         /* looked at again: an earlier cell of the same run may have trained it since */

@@ -71,12 +71,13 @@ typedef struct softjob {
     engine *en;                 /* opened for training (NULL when the prompt was reused) */
     chat_template ct;
     int have_ct;
-    soft_prompt prompt;         /* the trained (best) or loaded prompt */
+    soft_prompt prompt;         /* the trained (best) or loaded prompt (prompt tuning) */
+    tune_adapter adapter;       /* the trained or loaded LoRA or prefix (cfg.method.kind) */
     tune_result res;            /* what training did, in total (from the record when reused) */
     int trained, reused;
     int64_t sp_id;              /* the soft_prompts row (0 without a database) */
     int64_t artifact_bytes;     /* adapter_model.safetensors */
-    char prompt_sha256[65];     /* of the prompt's F32 values: its identity for the response cache */
+    char prompt_sha256[65];     /* of the prompt's (adapter's) F32 values: its identity for the response cache */
 } softjob;
 
 void softjob_init(softjob *j);

@@ -449,8 +449,8 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
             return err_set(x->e, PWB_EINVAL, "%s: %s: give %s or sweep.%s, not both", x->path, where, k, k);
         if (m->soft_prompt && shots)
             return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shots: a soft prompt has no shots", x->path, where);
-        if (m->soft_prompt && !tune_field_find(&tune_soft_method, k))
-            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s is not a soft_prompt setting", x->path, where, k);
+        if (m->soft_prompt && !tune_field_find(m->tm, k))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s is not a %s setting", x->path, where, k, m->tm->key);
         if (shots && m->shots >= 0)
             return err_set(x->e, PWB_EINVAL, "%s: %s: give shots or sweep.shots, not both", x->path, where);
         int n = cJSON_IsArray(it) ? cJSON_GetArraySize(it) : 0;
@@ -543,6 +543,7 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         m->template_path = base->template_path ? str_dup(base->template_path) : NULL;
         m->scoring = str_dup(base->scoring);
         m->sweep = str_dup(base->name);
+        m->tm = base->tm;
         m->soft_prompt = base->soft_prompt ? cJSON_Duplicate(base->soft_prompt, 1) : NULL;
         m->optimize = base->optimize ? cJSON_Duplicate(base->optimize, 1) : NULL;
         cJSON *point = cJSON_CreateObject();
@@ -593,8 +594,8 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
             rc = parse_optimize(x, m, where);
         if (!rc && m->soft_prompt) {
             char pw[160];
-            snprintf(pw, sizeof pw, "%s (point %.80s).soft_prompt", where, m->name);
-            rc = tune_settings_parse(&tune_soft_method, m->soft_prompt, x->path, pw, &m->soft, x->e);
+            snprintf(pw, sizeof pw, "%s (point %.80s).%s", where, m->name, m->tm->key);
+            rc = tune_settings_parse(m->tm, m->soft_prompt, x->path, pw, &m->soft, x->e);
             if (!rc)
                 m->train_limit = m->soft.train_limit > 0 ? m->soft.train_limit : -1;
         }
@@ -665,8 +666,8 @@ static int parse_optimize(sctx *x, suite_method *m, const char *where)
 
 static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
 {
-    static const char *const keys[] = {"name",        "template",    "scoring", "shots", "limit", "soft_prompt",
-                                       "calibration", "train_limit", "sweep",   "optimize", NULL};
+    static const char *const keys[] = {"name",        "template",    "scoring", "shots",    "limit", "soft_prompt", "lora",
+                                       "prefix",      "calibration", "train_limit", "sweep", "optimize", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "methods", &n, &rc);
     if (!a)
@@ -693,8 +694,19 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         if (!ident_ok(m->name))
             return err_set(x->e, PWB_EINVAL, "%s: %s.name '%s': use letters, digits, '_', '-', '.'", x->path, where,
                            m->name);
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "soft_prompt");
-        const int soft = sp && !cJSON_IsNull(sp);
+        /* at most one tuning method: "soft_prompt", "lora" or "prefix" (tune_methods[]) */
+        const cJSON *sp = NULL;
+        for (int k = 0; tune_methods[k]; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, tune_methods[k]->key);
+            if (!v || cJSON_IsNull(v))
+                continue;
+            if (sp)
+                return err_set(x->e, PWB_EINVAL, "%s: %s has both %s and %s", x->path, where, m->tm->key,
+                               tune_methods[k]->key);
+            sp = v;
+            m->tm = tune_methods[k];
+        }
+        const int soft = sp != NULL;
         /* a soft prompt is trained for the label's tokens: rank them unless told otherwise */
         if (!m->scoring && !(m->scoring = str_dup(soft ? "rank" : "generate")))
             return err_set(x->e, PWB_ENOMEM, "out of memory");
@@ -726,7 +738,7 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         m->train_limit = (long)budget;
         if (soft) {
             char sw[80];
-            snprintf(sw, sizeof sw, "%s.soft_prompt", where);
+            snprintf(sw, sizeof sw, "%s.%s", where, m->tm->key);
             if (!cJSON_IsObject(sp))
                 return err_set(x->e, PWB_EINVAL, "%s: %s must be an object", x->path, sw);
             if (m->shots >= 0)
@@ -737,15 +749,15 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
             /* the method's budget is the soft prompt's training limit (one number for every arm) */
             if (m->train_limit >= 0) {
                 if (cJSON_GetObjectItemCaseSensitive(m->soft_prompt, "train_limit"))
-                    return err_set(x->e, PWB_EINVAL, "%s: %s: give train_limit or soft_prompt.train_limit, not both",
-                                   x->path, where);
+                    return err_set(x->e, PWB_EINVAL, "%s: %s: give train_limit or %s.train_limit, not both",
+                                   x->path, where, m->tm->key);
                 cJSON *tl = cJSON_CreateNumber((double)m->train_limit);
                 if (!tl || !cJSON_AddItemToObject(m->soft_prompt, "train_limit", tl)) {
                     cJSON_Delete(tl);
                     return err_set(x->e, PWB_ENOMEM, "out of memory");
                 }
             }
-            if ((rc = tune_settings_parse(&tune_soft_method, m->soft_prompt, x->path, sw, &m->soft, x->e)))
+            if ((rc = tune_settings_parse(m->tm, m->soft_prompt, x->path, sw, &m->soft, x->e)))
                 return rc;
             m->train_limit = m->soft.train_limit > 0 ? m->soft.train_limit : -1;
         }

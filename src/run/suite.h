@@ -71,9 +71,10 @@ typedef struct suite_method {
     int shots;            /* overrides the template's shot count when >= 0 */
     long limit;           /* scores only the first `limit` rows of each dataset's seeded sample (0:
                            * all): the same rows as a dataset limit of that size, for costly sweeps */
-    cJSON *soft_prompt;   /* soft prompt settings, NULL for hard prompts (owned) */
+    cJSON *soft_prompt;   /* tuning settings ("soft_prompt", "lora" or "prefix"), NULL for hard prompts (owned) */
     soft_settings soft;   /* soft_prompt validated (strings point into it); template_path is then
                            * the input format (NULL: zero-shot) and scoring defaults to "rank" */
+    const tune_method *tm;/* which of tune_methods[] soft_prompt is (NULL for hard prompts) */
     /* Sweeps: a method written with "sweep": {"axis": [values...], ...} becomes one method per
      * grid point (the last axis varies fastest), named "<name>[axis=value,...]", with the point
      * applied (shots, train_limit, calibration -> the method's; any axis of a soft prompt -> that

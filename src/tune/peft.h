@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "engine/lora.h"
+#include "engine/model.h"
 #include "util/err.h"
 
 typedef struct peft_prompt {
@@ -26,5 +28,25 @@ int peft_save(const char *dir, const peft_prompt *p, const char *training_json, 
 /* Reads a PEFT folder (made by pwb or by PEFT). Checks peft_type, the tensor's dtype and shape
  * against num_virtual_tokens/token_dim. */
 int peft_load(const char *dir, peft_prompt *p, pwb_err *e);
+
+/* LoRA (peft_type LORA): adapter_config.json (r, lora_alpha, lora_dropout, target_modules as PEFT
+ * names) and F32 tensors base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight [r][in]
+ * and ...lora_B.weight [out][r], B's rows of q and k in Hugging Face's order (m says whether
+ * pwb's differ: lora_permute_rows). Loading checks every tensor's shape against m and refuses what
+ * pwb does not compute (DoRA, rsLoRA, biases, per-layer patterns). */
+int peft_lora_save(const char *dir, const model *m, const lora *l, const char *base_model, const char *training_json,
+                   pwb_err *e);
+int peft_lora_load(const char *dir, const model *m, lora *l, pwb_err *e);
+
+/* Prefix tuning (peft_type PREFIX_TUNING, no projection stored: PEFT saves the projected values):
+ * "prompt_embeddings" [n][n_layer * 2 * kv_dim], per layer keys then values, keys in Hugging Face's
+ * order; token_dim and num_attention_heads as PEFT records them for grouped-query attention
+ * (kv_dim, n_head_kv). kv is engine_prefix_new_kv's layout. */
+int peft_prefix_save(const char *dir, const model *m, const float *kv, int n, const char *base_model,
+                     const char *training_json, pwb_err *e);
+int peft_prefix_load(const char *dir, const model *m, float **kv, int *n, pwb_err *e);
+
+/* The method of a PEFT folder (enum tune_method_kind), -1 with e set when unknown. */
+int peft_kind(const char *dir, pwb_err *e);
 
 #endif

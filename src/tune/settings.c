@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "engine/lora.h"
 #include "tune/optim.h"
 #include "tune/softprompt.h"
 #include "util/json.h"
@@ -16,25 +17,33 @@ static const char *const g_optimizers[] = {"adafactor", "adamw", NULL};
 
 #define SOFT_NUM(key, type, lo, hi, unset) {#key, type, offsetof(soft_settings, key), lo, hi, unset, NULL, NULL}
 
-static const tune_field g_soft_fields[] = {
-    SOFT_NUM(tokens, TF_INT, 1, SOFTPROMPT_MAX_TOKENS, 0),
-    {"init", TF_STR, offsetof(soft_settings, init), 0, 0, 0, g_inits, "random, vocab, class or text"},
-    {"init_text", TF_STR, offsetof(soft_settings, init_text), 0, 0, 0, NULL, NULL},
-    SOFT_NUM(steps, TF_LONG, 0, 1e8, 0),
-    SOFT_NUM(epochs, TF_DOUBLE, 1e-6, 1e6, 0),
-    SOFT_NUM(batch, TF_INT, 1, 1024, 0),
-    {"optimizer", TF_STR, offsetof(soft_settings, optimizer), 0, 0, 0, g_optimizers, "adafactor or adamw"},
-    SOFT_NUM(lr, TF_DOUBLE, 1e-12, 1e3, 1),
-    SOFT_NUM(weight_decay, TF_DOUBLE, 0, 1e3, 1),
-    SOFT_NUM(warmup, TF_LONG, 0, 1e8, 0),
-    SOFT_NUM(clip, TF_DOUBLE, 0, 1e6, 1),
-    SOFT_NUM(seed, TF_U64, 0, 9007199254740991.0, 0),
-    SOFT_NUM(train_limit, TF_LONG, 0, 1e8, 0),
-    SOFT_NUM(eval_n, TF_INT, 0, 1e6, 0),
-    SOFT_NUM(eval_every, TF_LONG, 0, 1e8, 0),
-    SOFT_NUM(patience, TF_INT, 0, 1e6, 0),
-    {"train_split", TF_STR, offsetof(soft_settings, train_split), 0, 0, 0, NULL, NULL},
-    {"exact", TF_BOOL, offsetof(soft_settings, exact), 0, 1, 0, NULL, NULL},
+/* What every method's loop takes. */
+#define LOOP_FIELDS                                                                                           \
+    SOFT_NUM(steps, TF_LONG, 0, 1e8, 0), SOFT_NUM(epochs, TF_DOUBLE, 1e-6, 1e6, 0),                             \
+        SOFT_NUM(batch, TF_INT, 1, 1024, 0),                                                                  \
+        {"optimizer", TF_STR, offsetof(soft_settings, optimizer), 0, 0, 0, g_optimizers, "adafactor or adamw"}, \
+        SOFT_NUM(lr, TF_DOUBLE, 1e-12, 1e3, 1), SOFT_NUM(weight_decay, TF_DOUBLE, 0, 1e3, 1),                   \
+        SOFT_NUM(warmup, TF_LONG, 0, 1e8, 0), SOFT_NUM(clip, TF_DOUBLE, 0, 1e6, 1),                            \
+        SOFT_NUM(seed, TF_U64, 0, 9007199254740991.0, 0), SOFT_NUM(train_limit, TF_LONG, 0, 1e8, 0),            \
+        SOFT_NUM(eval_n, TF_INT, 0, 1e6, 0), SOFT_NUM(eval_every, TF_LONG, 0, 1e8, 0),                          \
+        SOFT_NUM(patience, TF_INT, 0, 1e6, 0),                                                                \
+        {"train_split", TF_STR, offsetof(soft_settings, train_split), 0, 0, 0, NULL, NULL},                     \
+        {"exact", TF_BOOL, offsetof(soft_settings, exact), 0, 1, 0, NULL, NULL}
+
+/* Virtual positions and their start: soft prompts and prefixes. */
+#define TOKEN_FIELDS                                                                                          \
+    SOFT_NUM(tokens, TF_INT, 1, SOFTPROMPT_MAX_TOKENS, 0),                                                    \
+        {"init", TF_STR, offsetof(soft_settings, init), 0, 0, 0, g_inits, "random, vocab, class or text"},      \
+        {"init_text", TF_STR, offsetof(soft_settings, init_text), 0, 0, 0, NULL, NULL}
+
+static const tune_field g_soft_fields[] = {TOKEN_FIELDS, LOOP_FIELDS};
+
+static const tune_field g_lora_fields[] = {
+    LOOP_FIELDS,
+    SOFT_NUM(r, TF_INT, 1, LORA_MAX_RANK, 0),
+    SOFT_NUM(alpha, TF_DOUBLE, 1e-6, 1e6, 0),
+    SOFT_NUM(dropout, TF_DOUBLE, 0, 0.99, 0),
+    {"targets", TF_STR, offsetof(soft_settings, targets), 0, 0, 0, NULL, NULL},
 };
 
 void soft_settings_defaults(soft_settings *s)
@@ -51,9 +60,30 @@ void soft_settings_defaults(soft_settings *s)
     s->seed = 1;
     s->eval_n = 200;
     s->eval_every = 50;
+    s->method = "prompt";
+    s->r = 8;
+    s->alpha = 16;
+    s->dropout = 0.05;
+    s->targets = "q,v";
 }
 
 static void soft_defaults(void *s) { soft_settings_defaults(s); }
+
+static void lora_defaults(void *v)
+{
+    soft_settings *s = v;
+    soft_settings_defaults(s);
+    s->method = "lora";
+    s->optimizer = "adamw";
+}
+
+static void prefix_defaults(void *v)
+{
+    soft_settings *s = v;
+    soft_settings_defaults(s);
+    s->method = "prefix";
+    s->optimizer = "adamw";
+}
 
 static int soft_check(const void *v, const char *path, const char *where, pwb_err *e)
 {
@@ -64,18 +94,42 @@ static int soft_check(const void *v, const char *path, const char *where, pwb_er
     return PWB_OK;
 }
 
-const tune_method tune_soft_method = {
-    "soft_prompt", g_soft_fields, (int)(sizeof g_soft_fields / sizeof g_soft_fields[0]), soft_defaults, soft_check,
-};
+static int lora_check(const void *v, const char *path, const char *where, pwb_err *e)
+{
+    const soft_settings *s = v;
+    if (!lora_targets_parse(s->targets))
+        return err_set(e, PWB_EINVAL, "%s%s%s%stargets '%.64s' is not a list of q, k, v, o, gate, up, down",
+                       path ? path : "", path ? ": " : "", where, where[0] ? "." : "", s->targets ? s->targets : "");
+    return PWB_OK;
+}
 
-const tune_method *const tune_methods[] = {&tune_soft_method, NULL};
+#define N_OF(a) ((int)(sizeof a / sizeof a[0]))
+const tune_method tune_soft_method = {"soft_prompt", g_soft_fields, N_OF(g_soft_fields), soft_defaults, soft_check};
+const tune_method tune_lora_method = {"lora", g_lora_fields, N_OF(g_lora_fields), lora_defaults, lora_check};
+const tune_method tune_prefix_method = {"prefix", g_soft_fields, N_OF(g_soft_fields), prefix_defaults, soft_check};
+
+const tune_method *const tune_methods[] = {&tune_soft_method, &tune_lora_method, &tune_prefix_method, NULL};
+
+const tune_method *soft_settings_method(const soft_settings *s)
+{
+    const char *m = s->method ? s->method : "prompt";
+    return !strcmp(m, "lora") ? &tune_lora_method : !strcmp(m, "prefix") ? &tune_prefix_method : &tune_soft_method;
+}
 
 int soft_settings_config(const soft_settings *s, tune_config *c, pwb_err *e)
 {
     tune_config_default(c);
-    int rc = tune_settings_check(&tune_soft_method, s, "soft prompt", "", e);
+    const tune_method *m = soft_settings_method(s);
+    int rc = tune_settings_check(m, s, m == &tune_soft_method ? "soft prompt" : m->key, "", e);
     if (rc)
         return rc;
+    c->method.kind = tune_method_parse(s->method ? s->method : "prompt");
+    if (c->method.kind == TUNE_LORA) {
+        c->method.lora_r = s->r;
+        c->method.lora_alpha = s->alpha;
+        c->method.lora_dropout = s->dropout;
+        c->method.lora_targets = lora_targets_parse(s->targets);
+    }
     const int init = softprompt_init_parse(s->init);
     const int kind = optim_parse_kind(s->optimizer);
     c->n_tokens = s->tokens;

@@ -57,11 +57,22 @@ typedef struct soft_settings {
     int patience;            /* evaluations without improvement before stopping (0: never) */
     const char *train_split; /* NULL: the card's few-shot split, else "train" */
     int exact;               /* backward with F32 activations throughout (slower) */
+    /* LoRA and prefix tuning take the same struct: method says which (set by the method's
+     * defaults), and LoRA's own settings follow. */
+    const char *method;      /* "prompt" (soft_prompt), "lora", "prefix" */
+    int r;                   /* LoRA rank (8) */
+    double alpha;            /* LoRA alpha (16): the update is scaled by alpha / r */
+    double dropout;          /* LoRA dropout on the adapted inputs while training (0.05) */
+    const char *targets;     /* LoRA target modules (engine/lora.h): "q,v" (default), "q-k-v-o" */
 } soft_settings;
 
-extern const tune_method tune_soft_method;
+/* "soft_prompt": prompt tuning; "lora": LoRA (no tokens or init, AdamW by default); "prefix":
+ * prefix tuning (the soft prompt's settings, AdamW by default). */
+extern const tune_method tune_soft_method, tune_lora_method, tune_prefix_method;
 
 void soft_settings_defaults(soft_settings *s);
+/* The method whose settings s holds (by s->method). */
+const tune_method *soft_settings_method(const soft_settings *s);
 /* The training configuration the settings describe (checked first, as tune_settings_check). */
 int soft_settings_config(const soft_settings *s, tune_config *c, pwb_err *e);
 

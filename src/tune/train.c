@@ -141,6 +141,7 @@ int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, i
 void tune_config_default(tune_config *c)
 {
     memset(c, 0, sizeof *c);
+    tune_method_config_default(&c->method);
     c->n_tokens = 20;
     c->init = SP_INIT_CLASS;
     c->epochs = 1.0;
@@ -155,6 +156,8 @@ void tune_config_default(tune_config *c)
 
 #define CKPT_MAGIC "PWBTUNE1"
 
+/* n_tokens and dim: the shape of a single matrix (a soft prompt, as before methods existed), or
+ * for several the number of matrices and of values in all. */
 typedef struct ckpt_hdr {
     char magic[8];
     int32_t n_tokens, dim, has_best, evals_since_best;
@@ -170,17 +173,34 @@ typedef struct train_state {
     int has_best, evals_since_best;
     long best_step;
     double best_acc, best_loss;
-    soft_prompt best;
+    tune_adapter best;
 } train_state;
 
-static int ckpt_save(const char *path, const char *key, const train_state *st, const soft_prompt *p,
-                     const optimizer *o, pwb_err *e)
+/* The trainable values and their optimizers, matrix by matrix. */
+typedef struct train_mats {
+    tune_params p, best, grad;
+    optimizer *opt;
+    size_t n_values, state_n;
+} train_mats;
+
+static void mats_shape(const train_mats *t, int32_t *a, int32_t *b)
+{
+    *a = t->p.n == 1 ? (int32_t)t->p.rows[0] : (int32_t)t->p.n;
+    *b = t->p.n == 1 ? (int32_t)t->p.cols[0] : (int32_t)t->n_values;
+}
+
+static void mats_copy(const tune_params *dst, const tune_params *src)
+{
+    for (int i = 0; i < src->n; i++)
+        memcpy(dst->w[i], src->w[i], src->rows[i] * src->cols[i] * sizeof(float));
+}
+
+static int ckpt_save(const char *path, const char *key, const train_state *st, const train_mats *t, pwb_err *e)
 {
     ckpt_hdr h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, CKPT_MAGIC, 8);
-    h.n_tokens = p->n_tokens;
-    h.dim = p->dim;
+    mats_shape(t, &h.n_tokens, &h.dim);
     h.has_best = st->has_best;
     h.evals_since_best = st->evals_since_best;
     h.step = st->step;
@@ -190,31 +210,34 @@ static int ckpt_save(const char *path, const char *key, const train_state *st, c
     h.best_loss = st->best_loss;
     h.seconds = st->seconds;
     h.last_loss = st->last_loss;
-    h.state_n = (int64_t)optim_state_size(o);
+    h.state_n = (int64_t)t->state_n;
     str_copy(h.key, sizeof h.key, key ? key : "");
-    const size_t np = (size_t)p->n_tokens * (size_t)p->dim;
-    const size_t n = sizeof h + (np * (st->has_best ? 2 : 1) + (size_t)h.state_n) * sizeof(float);
+    const size_t n = sizeof h + (t->n_values * (st->has_best ? 2 : 1) + t->state_n) * sizeof(float);
     unsigned char *buf = malloc(n);
     if (!buf)
         return err_set(e, PWB_ENOMEM, "out of memory");
     unsigned char *q = buf;
     memcpy(q, &h, sizeof h);
     q += sizeof h;
-    memcpy(q, p->w, np * sizeof(float));
-    q += np * sizeof(float);
-    if (st->has_best) {
-        memcpy(q, st->best.w, np * sizeof(float));
-        q += np * sizeof(float);
+    for (int i = 0; i < t->p.n; i++) {
+        memcpy(q, t->p.w[i], t->p.rows[i] * t->p.cols[i] * sizeof(float));
+        q += t->p.rows[i] * t->p.cols[i] * sizeof(float);
     }
-    optim_state_save(o, (float *)(void *)q);
+    for (int i = 0; st->has_best && i < t->p.n; i++) {
+        memcpy(q, t->best.w[i], t->p.rows[i] * t->p.cols[i] * sizeof(float));
+        q += t->p.rows[i] * t->p.cols[i] * sizeof(float);
+    }
+    for (int i = 0; i < t->p.n; i++) {
+        optim_state_save(&t->opt[i], (float *)(void *)q);
+        q += optim_state_size(&t->opt[i]) * sizeof(float);
+    }
     int rc = file_write_atomic(path, buf, n, e);
     free(buf);
     return rc;
 }
 
 /* Returns PWB_OK with *found = 1 when a matching checkpoint was loaded. */
-static int ckpt_load(const char *path, const char *key, train_state *st, soft_prompt *p, optimizer *o, int *found,
-                     pwb_err *e)
+static int ckpt_load(const char *path, const char *key, train_state *st, train_mats *t, int *found, pwb_err *e)
 {
     *found = 0;
     if (!file_exists(path))
@@ -225,18 +248,19 @@ static int ckpt_load(const char *path, const char *key, train_state *st, soft_pr
     if (rc != PWB_OK)
         return rc;
     ckpt_hdr h;
-    const size_t np = (size_t)p->n_tokens * (size_t)p->dim;
+    int32_t r0, c0;
+    mats_shape(t, &r0, &c0);
     if (b.len < sizeof h) {
         buf_free(&b);
         return err_set(e, PWB_EPARSE, "%s: not a pwb tuning checkpoint", path);
     }
     memcpy(&h, b.data, sizeof h);
     h.key[sizeof h.key - 1] = '\0';
-    if (memcmp(h.magic, CKPT_MAGIC, 8) != 0 || h.n_tokens != p->n_tokens || h.dim != p->dim ||
-        h.state_n != (int64_t)optim_state_size(o) || h.step < 0 ||
-        b.len != sizeof h + (np * (h.has_best ? 2 : 1) + (size_t)h.state_n) * sizeof(float)) {
+    if (memcmp(h.magic, CKPT_MAGIC, 8) != 0 || h.n_tokens != r0 || h.dim != c0 ||
+        h.state_n != (int64_t)t->state_n || h.step < 0 ||
+        b.len != sizeof h + (t->n_values * (h.has_best ? 2 : 1) + (size_t)h.state_n) * sizeof(float)) {
         buf_free(&b);
-        return err_set(e, PWB_EPARSE, "%s: not a checkpoint of this soft prompt (shape or optimizer differ)", path);
+        return err_set(e, PWB_EPARSE, "%s: not a checkpoint of these parameters (shape or optimizer differ)", path);
     }
     if (strcmp(h.key, key ? key : "") != 0) {
         buf_free(&b);
@@ -244,11 +268,13 @@ static int ckpt_load(const char *path, const char *key, train_state *st, soft_pr
                        path, h.key);
     }
     const unsigned char *q = (const unsigned char *)b.data + sizeof h;
-    memcpy(p->w, q, np * sizeof(float));
-    q += np * sizeof(float);
-    if (h.has_best) {
-        memcpy(st->best.w, q, np * sizeof(float));
-        q += np * sizeof(float);
+    for (int i = 0; i < t->p.n; i++) {
+        memcpy(t->p.w[i], q, t->p.rows[i] * t->p.cols[i] * sizeof(float));
+        q += t->p.rows[i] * t->p.cols[i] * sizeof(float);
+    }
+    for (int i = 0; h.has_best && i < t->p.n; i++) {
+        memcpy(t->best.w[i], q, t->p.rows[i] * t->p.cols[i] * sizeof(float));
+        q += t->p.rows[i] * t->p.cols[i] * sizeof(float);
     }
     float *state = malloc((size_t)(h.state_n > 0 ? h.state_n : 1) * sizeof(float));
     if (!state) {
@@ -256,9 +282,12 @@ static int ckpt_load(const char *path, const char *key, train_state *st, soft_pr
         return err_set(e, PWB_ENOMEM, "out of memory");
     }
     memcpy(state, q, (size_t)h.state_n * sizeof(float));
-    optim_state_load(o, state);
+    for (int i = 0, off = 0; i < t->p.n; i++) {
+        optim_state_load(&t->opt[i], state + off);
+        off += (int)optim_state_size(&t->opt[i]);
+        t->opt[i].step = h.step;
+    }
     free(state);
-    o->step = h.step;
     st->step = h.step;
     st->examples_seen = h.examples_seen;
     st->seconds = h.seconds;
@@ -291,7 +320,7 @@ static int common_prefix(const tune_example *ex, const size_t *idx, size_t n)
     return lcp > 0 ? lcp : 0;
 }
 
-static int evaluate_idx(engine *en, const soft_prompt *prompt, const tune_example *ex, const size_t *idx, size_t n,
+static int evaluate_idx(engine *en, const tune_adapter *ad, const tune_example *ex, const size_t *idx, size_t n,
                         double *accuracy, double *loss, int *pred, pwb_err *e)
 {
     *accuracy = NAN;
@@ -301,9 +330,12 @@ static int evaluate_idx(engine *en, const soft_prompt *prompt, const tune_exampl
     const int lcp = common_prefix(ex, idx, n);
     const tune_example *first = &ex[idx ? idx[0] : 0];
     engine_prefix *pre = NULL;
-    int rc = engine_prefix_new(en, prompt ? prompt->w : NULL, prompt ? prompt->n_tokens : 0, first->ids, lcp, &pre, e);
-    if (rc != PWB_OK)
+    tune_adapter_bind_engine(en, ad);
+    int rc = tune_adapter_prefix(en, ad, first->ids, lcp, &pre, e);
+    if (rc != PWB_OK) {
+        tune_adapter_bind_engine(en, NULL);
         return rc;
+    }
     engine_rank_item *items = calloc(n, sizeof *items);
     double *lp = NULL;
     int nl = first->n_labels;
@@ -312,6 +344,7 @@ static int evaluate_idx(engine *en, const soft_prompt *prompt, const tune_exampl
     if (!items || !lp) {
         free(items);
         engine_prefix_free(pre);
+        tune_adapter_bind_engine(en, NULL);
         return err_set(e, PWB_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
@@ -321,6 +354,7 @@ static int evaluate_idx(engine *en, const soft_prompt *prompt, const tune_exampl
                                       .n_conts = x->n_labels, .logprob = lp + i * (size_t)nl};
     }
     rc = engine_rank(en, pre, items, (int)n, e);
+    tune_adapter_bind_engine(en, NULL);
     size_t correct = 0, scored = 0;
     double nll = 0;
     for (size_t i = 0; rc == PWB_OK && i < n; i++) {
@@ -351,13 +385,24 @@ static int evaluate_idx(engine *en, const soft_prompt *prompt, const tune_exampl
     return rc;
 }
 
-int tune_evaluate(engine *en, const soft_prompt *prompt, const tune_example *ex, size_t n, double *accuracy,
-                  double *loss, int *pred, pwb_err *e)
+int tune_evaluate_adapter(engine *en, const tune_adapter *ad, const tune_example *ex, size_t n, double *accuracy,
+                          double *loss, int *pred, pwb_err *e)
 {
     for (size_t i = 0; i < n; i++)
         if (ex[i].n_labels != ex[0].n_labels || ex[i].n_ids < 1)
             return err_set(e, PWB_EINVAL, "tune: example %zu: labels or prompt do not match the others", i);
-    return evaluate_idx(en, prompt, ex, NULL, n, accuracy, loss, pred, e);
+    return evaluate_idx(en, ad, ex, NULL, n, accuracy, loss, pred, e);
+}
+
+int tune_evaluate(engine *en, const soft_prompt *prompt, const tune_example *ex, size_t n, double *accuracy,
+                  double *loss, int *pred, pwb_err *e)
+{
+    tune_adapter a;
+    memset(&a, 0, sizeof a);
+    a.kind = TUNE_PROMPT;
+    if (prompt)
+        a.prompt = *prompt; /* borrowed */
+    return tune_evaluate_adapter(en, prompt ? &a : NULL, ex, n, accuracy, loss, pred, e);
 }
 
 /* ---- training ------------------------------------------------------------------------------ */
@@ -397,25 +442,82 @@ static int init_prompt(const model *m, const tune_config *cfg, const tune_exampl
     }
 }
 
-static double l2(const float *x, size_t n)
+/* Prefix tuning starts from real activations (Li & Liang 2021 found that better than random):
+ * the keys and values the model computes for n tokens, chosen as a soft prompt's init chooses
+ * them (class: each label's first token first, then sampled vocabulary; vocab; text). random:
+ * uniform in [-0.5, 0.5]. */
+static int init_prefix(engine *en, const tune_config *cfg, const tune_example *ex, soft_prompt *kv, pwb_err *e)
+{
+    const model *m = engine_model(en);
+    pwb_rng r;
+    rng_init(&r, cfg->seed ^ 0x50F7u);
+    if (cfg->init == SP_INIT_RANDOM) {
+        softprompt_init_uniform(kv, &r, -0.5f, 0.5f);
+        return PWB_OK;
+    }
+    const int n = kv->n_tokens;
+    int32_t *ids = malloc((size_t)n * sizeof *ids), *cand = NULL;
+    int n_cand = 0, k = 0, rc = ids ? PWB_OK : err_set(e, PWB_ENOMEM, "out of memory");
+    if (rc == PWB_OK && cfg->init == SP_INIT_TEXT) {
+        int32_t *t = NULL;
+        size_t nt = 0;
+        if (tokenizer_encode(m->tok, cfg->init_text ? cfg->init_text : "", strlen(cfg->init_text ? cfg->init_text : ""),
+                             0, 0, &t, &nt, e) < 0 || nt == 0)
+            rc = err_set(e, PWB_EINVAL, "tune: the init text has no tokens");
+        for (; rc == PWB_OK && k < n; k++)
+            ids[k] = t[(size_t)k % nt];
+        free(t);
+    }
+    if (rc == PWB_OK && cfg->init == SP_INIT_CLASS)
+        for (int c = 0; c < ex->n_labels && k < n; c++)
+            ids[k++] = ex->conts[c][0];
+    if (rc == PWB_OK && k < n)
+        rc = softprompt_vocab_candidates(m, &cand, &n_cand, e);
+    for (; rc == PWB_OK && k < n; k++)
+        ids[k] = cand[rng_below(&r, (uint64_t)n_cand)];
+    engine_prefix *p = NULL;
+    if (rc == PWB_OK)
+        rc = engine_prefix_new(en, NULL, 0, ids, n, &p, e);
+    if (rc == PWB_OK)
+        rc = engine_prefix_kv(p, kv->w, e);
+    engine_prefix_free(p);
+    free(ids);
+    free(cand);
+    return rc;
+}
+
+static double l2_all(const tune_params *p)
 {
     double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)x[i] * x[i];
+    for (int i = 0; i < p->n; i++)
+        for (size_t k = 0; k < p->rows[i] * p->cols[i]; k++)
+            s += (double)p->w[i][k] * p->w[i][k];
     return sqrt(s);
 }
 
-int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_t n, soft_prompt *out,
-               const tune_hooks *hooks, tune_result *res, pwb_err *e)
+static void mats_free(train_mats *t)
+{
+    for (int i = 0; t->opt && i < t->p.n; i++)
+        optim_free(&t->opt[i]);
+    free(t->opt);
+    tune_params_free(&t->p);
+    tune_params_free(&t->best);
+    tune_params_free(&t->grad);
+}
+
+int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *ex, size_t n, tune_adapter *out,
+                       const tune_hooks *hooks, tune_result *res, pwb_err *e)
 {
     const model *m = engine_model(en);
-    const int d = m->hp.n_embd;
+    const int kind = cfg->method.kind;
     memset(res, 0, sizeof *res);
     res->best_accuracy = NAN;
     memset(out, 0, sizeof *out);
     if (n == 0 || !ex)
         return err_set(e, PWB_EINVAL, "tune: no training examples");
-    if (cfg->batch < 1 || cfg->n_tokens < 1 || (cfg->steps <= 0 && !(cfg->epochs > 0)) || cfg->eval_n < 0)
+    const int n_pos = kind == TUNE_LORA ? 0 : cfg->n_tokens;
+    if (cfg->batch < 1 || (kind != TUNE_LORA && cfg->n_tokens < 1) || (cfg->steps <= 0 && !(cfg->epochs > 0)) ||
+        cfg->eval_n < 0)
         return err_set(e, PWB_EINVAL, "tune: bad configuration (batch %d, tokens %d, steps %ld, epochs %g)",
                        cfg->batch, cfg->n_tokens, cfg->steps, cfg->epochs);
     int max_cont = 1;
@@ -426,7 +528,7 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
         for (int c = 0; c < x->n_labels; c++)
             if (x->cont_lens[c] > max_cont)
                 max_cont = x->cont_lens[c];
-        if ((int64_t)cfg->n_tokens + x->n_ids + max_cont > m->hp.n_ctx)
+        if ((int64_t)n_pos + x->n_ids + max_cont > m->hp.n_ctx)
             return err_set(e, PWB_ERANGE, "tune: example %zu does not fit the model's context of %d", i, m->hp.n_ctx);
     }
 
@@ -459,43 +561,65 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
     optim_config oc = cfg->opt;
     if (oc.total_steps <= 0)
         oc.total_steps = total;
-    optimizer opt;
-    memset(&opt, 0, sizeof opt);
+    train_mats tm;
+    memset(&tm, 0, sizeof tm);
     train_state st;
     memset(&st, 0, sizeof st);
     st.best_acc = -1;
+    tune_adapter grad;
+    memset(&grad, 0, sizeof grad);
     bwd_ctx *bc = NULL;
-    float *grad = NULL;
     batch_buf bb = {0};
     size_t *bx = malloc((size_t)B * sizeof *bx);
     long cur_epoch = -1;
     int stopping = 0;
     char extra[96];
-    const size_t np = (size_t)cfg->n_tokens * (size_t)d;
-    int rc = softprompt_new(out, cfg->n_tokens, d, e);
+    int rc = tune_adapter_new(out, m, &cfg->method, cfg->n_tokens, e);
     if (rc == PWB_OK)
-        rc = softprompt_new(&st.best, cfg->n_tokens, d, e);
+        rc = tune_adapter_like(&st.best, out, e);
     if (rc == PWB_OK)
-        rc = optim_init(&opt, &oc, (size_t)cfg->n_tokens, (size_t)d, e);
+        rc = tune_adapter_like(&grad, out, e);
+    if (rc == PWB_OK)
+        rc = tune_params_of(out, &tm.p, e);
+    if (rc == PWB_OK)
+        rc = tune_params_of(&st.best, &tm.best, e);
+    if (rc == PWB_OK)
+        rc = tune_params_of(&grad, &tm.grad, e);
+    if (rc == PWB_OK && !(tm.opt = calloc((size_t)tm.p.n, sizeof *tm.opt)))
+        rc = err_set(e, PWB_ENOMEM, "out of memory");
+    /* Several matrices are clipped together (one global norm) before their updates. */
+    optim_config oc_each = oc;
+    if (tm.p.n > 1)
+        oc_each.grad_clip_norm = 0;
+    for (int i = 0; rc == PWB_OK && i < tm.p.n; i++) {
+        rc = optim_init(&tm.opt[i], &oc_each, tm.p.rows[i], tm.p.cols[i], e);
+        tm.n_values += tm.p.rows[i] * tm.p.cols[i];
+        tm.state_n += rc == PWB_OK ? optim_state_size(&tm.opt[i]) : 0;
+    }
     if (rc != PWB_OK)
         goto done;
     int found = 0;
     if (cfg->checkpoint)
-        rc = ckpt_load(cfg->checkpoint, cfg->config_key, &st, out, &opt, &found, e);
-    if (rc == PWB_OK && !found)
-        rc = init_prompt(m, cfg, &ex[0], out, e);
+        rc = ckpt_load(cfg->checkpoint, cfg->config_key, &st, &tm, &found, e);
+    if (rc == PWB_OK && !found) {
+        if (kind == TUNE_PROMPT)
+            rc = init_prompt(m, cfg, &ex[0], &out->prompt, e);
+        else if (kind == TUNE_PREFIX)
+            rc = init_prefix(en, cfg, &ex[0], &out->prompt, e);
+        else
+            lora_init_peft(&out->lora, cfg->seed ^ 0x10A4u);
+    }
     if (rc != PWB_OK)
         goto done;
     res->resumed = found;
 
     bwd_opts bo = {.exact = cfg->exact};
     rc = bwd_ctx_new(&bc, m, &bo, e);
-    grad = malloc((size_t)cfg->n_tokens * (size_t)d * sizeof *grad);
     bb.seqs = calloc((size_t)B + 1, sizeof *bb.seqs);
     bb.ids = calloc((size_t)B, sizeof *bb.ids);
     bb.tpos = malloc((size_t)B * (size_t)max_cont * sizeof *bb.tpos);
     bb.max_cont = max_cont;
-    if (rc == PWB_OK && (!grad || !bb.seqs || !bb.ids || !bb.tpos || !bx))
+    if (rc == PWB_OK && (!bb.seqs || !bb.ids || !bb.tpos || !bx))
         rc = err_set(e, PWB_ENOMEM, "out of memory");
     for (int b = 0; rc == PWB_OK && b < B; b++) {
         bb.ids[b] = malloc(((size_t)m->hp.n_ctx + 1) * sizeof(int32_t));
@@ -505,14 +629,14 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
     if (rc != PWB_OK)
         goto done;
 
-    /* Step 0: the initial prompt is the first candidate, so training never returns worse than it
-     * started (as the held-out slice sees it). */
+    /* Step 0: the initial parameters are the first candidate, so training never returns worse
+     * than it started (as the held-out slice sees it). */
     if (n_eval > 0 && !found) {
         double acc, el;
         rc = evaluate_idx(en, out, ex, eval_idx, n_eval, &acc, &el, NULL, e);
         if (rc != PWB_OK)
             goto done;
-        memcpy(st.best.w, out->w, np * sizeof(float));
+        mats_copy(&tm.best, &tm.p);
         st.has_best = 1;
         st.best_acc = acc;
         st.best_loss = el;
@@ -534,8 +658,10 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
             bx[b] = perm[k % (int64_t)n_train];
         }
         const int lcp = common_prefix(ex, bx, (size_t)B);
-        bb.seqs[0] = (bwd_seq){.embeds = out->w, .n_embeds = cfg->n_tokens, .ids = ex[bx[0]].ids, .n_ids = lcp,
-                               .d_embeds = grad};
+        bb.seqs[0] = (bwd_seq){.ids = ex[bx[0]].ids, .n_ids = lcp};
+        tune_adapter_bind_batch(bc, out, &grad, &bb.seqs[0]);
+        /* Without leading vectors or shared ids there is no prefix sequence. */
+        const int has0 = bb.seqs[0].n_embeds + lcp > 0;
         for (int b = 0; b < B; b++) {
             const tune_example *x = &ex[bx[b]];
             const int own = x->n_ids - lcp, nc = x->cont_lens[x->label];
@@ -545,20 +671,31 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
             int *tp = bb.tpos + (size_t)b * max_cont;
             for (int k = 0; k < nc; k++)
                 tp[k] = own - 1 + k;
-            bb.seqs[b + 1] = (bwd_seq){.prefix = &bb.seqs[0], .ids = bb.ids[b], .n_ids = own + nc - 1, .n_tgt = nc,
-                                       .tgt_pos = tp, .targets = x->conts[x->label]};
+            bb.seqs[b + 1] = (bwd_seq){.prefix = has0 ? &bb.seqs[0] : NULL, .ids = bb.ids[b], .n_ids = own + nc - 1,
+                                       .n_tgt = nc, .tgt_pos = tp, .targets = x->conts[x->label]};
         }
-        memset(grad, 0, np * sizeof *grad);
+        for (int i = 0; i < tm.grad.n; i++)
+            memset(tm.grad.w[i], 0, tm.grad.rows[i] * tm.grad.cols[i] * sizeof(float));
+        if (kind == TUNE_LORA)
+            lora_set_training(&out->lora, 1, cfg->seed * 0x9E3779B97F4A7C15ull + (uint64_t)step);
         double loss;
-        rc = bwd_run(bc, bb.seqs, B + 1, 1, &loss, e);
+        rc = bwd_run(bc, has0 ? bb.seqs : bb.seqs + 1, has0 ? B + 1 : B, 1, &loss, e);
+        if (kind == TUNE_LORA)
+            lora_set_training(&out->lora, 0, 0);
         if (rc != PWB_OK)
             goto done;
         if (!isfinite(loss)) {
             rc = err_set(e, PWB_ERANGE, "tune: the loss diverged at step %ld (try a smaller learning rate)", step);
             goto done;
         }
-        const double gn = l2(grad, np);
-        const double lr = optim_step(&opt, out->w, grad);
+        const double gn = l2_all(&tm.grad);
+        if (tm.p.n > 1 && oc.grad_clip_norm > 0 && gn > oc.grad_clip_norm)
+            for (int i = 0; i < tm.grad.n; i++)
+                for (size_t k = 0; k < tm.grad.rows[i] * tm.grad.cols[i]; k++)
+                    tm.grad.w[i][k] *= (float)(oc.grad_clip_norm / gn);
+        double lr = 0;
+        for (int i = 0; i < tm.p.n; i++)
+            lr = optim_step(&tm.opt[i], tm.p.w[i], tm.grad.w[i]);
         const double dt = timer_wall() - t0;
         st.step = step;
         st.examples_seen += B;
@@ -577,7 +714,7 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
                 goto done;
             int better = !st.has_best || acc > st.best_acc || (acc == st.best_acc && el < st.best_loss);
             if (better) {
-                memcpy(st.best.w, out->w, np * sizeof(float));
+                mats_copy(&tm.best, &tm.p);
                 st.has_best = 1;
                 st.best_acc = acc;
                 st.best_loss = el;
@@ -598,7 +735,7 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
             stopping = 2;
         if (cfg->checkpoint && (do_eval || stopping || step == total ||
                                 (cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0))) {
-            rc = ckpt_save(cfg->checkpoint, cfg->config_key, &st, out, &opt, e);
+            rc = ckpt_save(cfg->checkpoint, cfg->config_key, &st, &tm, e);
             if (rc != PWB_OK)
                 goto done;
         }
@@ -614,7 +751,7 @@ int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_
         rc = err_set(e, PWB_EINTR, "tune: stopped at step %ld (checkpoint written%s)", st.step,
                      cfg->checkpoint ? "" : ": none configured");
     else if (st.has_best)
-        memcpy(out->w, st.best.w, np * sizeof(float));
+        mats_copy(&tm.p, &tm.best);
 
 done:
     res->steps = st.step;
@@ -631,14 +768,25 @@ done:
     free(bb.seqs);
     free(bb.tpos);
     free(bx);
-    free(grad);
     bwd_ctx_free(bc);
-    optim_free(&opt);
-    softprompt_free(&st.best);
+    mats_free(&tm);
+    tune_adapter_free(&grad);
+    tune_adapter_free(&st.best);
     free(all);
     free(perm);
     if (rc != PWB_OK && rc != PWB_EINTR)
-        softprompt_free(out);
+        tune_adapter_free(out);
+    return rc;
+}
+
+int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_t n, soft_prompt *out,
+               const tune_hooks *hooks, tune_result *res, pwb_err *e)
+{
+    tune_config c = *cfg;
+    c.method.kind = TUNE_PROMPT;
+    tune_adapter a;
+    int rc = tune_train_adapter(en, &c, ex, n, &a, hooks, res, e);
+    *out = a.prompt; /* moved: a owns nothing else */
     return rc;
 }
 
@@ -676,5 +824,36 @@ int tune_load(const char *dir, int dim, soft_prompt *sp, pwb_err *e)
         p.embeddings = NULL;
     }
     peft_prompt_free(&p);
+    return rc;
+}
+
+int tune_adapter_save(const char *dir, const model *m, const tune_adapter *a, int init, const char *init_text,
+                      const char *base_model, const char *training_json, pwb_err *e)
+{
+    switch (a->kind) {
+    case TUNE_PROMPT:
+        return tune_save(dir, &a->prompt, init, init_text, base_model, training_json, e);
+    case TUNE_LORA:
+        return peft_lora_save(dir, m, &a->lora, base_model, training_json, e);
+    case TUNE_PREFIX:
+        return peft_prefix_save(dir, m, a->prompt.w, a->prompt.n_tokens, base_model, training_json, e);
+    default:
+        return err_set(e, PWB_EINVAL, "tune: unknown method %d", a->kind);
+    }
+}
+
+int tune_adapter_load(const char *dir, const model *m, tune_adapter *a, pwb_err *e)
+{
+    memset(a, 0, sizeof *a);
+    const int kind = peft_kind(dir, e);
+    if (kind < 0)
+        return e && e->code ? e->code : PWB_EPARSE;
+    a->kind = kind;
+    if (kind == TUNE_PROMPT)
+        return tune_load(dir, m->hp.n_embd, &a->prompt, e);
+    if (kind == TUNE_LORA)
+        return peft_lora_load(dir, m, &a->lora, e);
+    int rc = peft_prefix_load(dir, m, &a->prompt.w, &a->prompt.n_tokens, e);
+    a->prompt.dim = m->hp.n_layer * 2 * m->hp.n_head_kv * m->hp.head_dim;
     return rc;
 }

@@ -26,6 +26,7 @@
 
 #include "engine/chat.h"
 #include "engine/engine.h"
+#include "tune/method.h"
 #include "tune/optim.h"
 #include "tune/softprompt.h"
 #include "util/err.h"
@@ -50,7 +51,8 @@ int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, i
                 const char *const *choices, int n_choices, int label, tune_example *out, pwb_err *e);
 
 typedef struct tune_config {
-    int n_tokens;           /* virtual tokens (20) */
+    tune_method_config method; /* which method and its own settings (prompt tuning) */
+    int n_tokens;           /* virtual tokens (20): prompt and prefix tuning */
     int init;               /* enum sp_init (SP_INIT_CLASS) */
     const char *init_text;  /* SP_INIT_TEXT */
     long steps;             /* optimizer steps; 0: from epochs */
@@ -109,6 +111,15 @@ typedef struct tune_result {
 int tune_train(engine *en, const tune_config *cfg, const tune_example *ex, size_t n, soft_prompt *out,
                const tune_hooks *hooks, tune_result *res, pwb_err *e);
 
+/* The same loop for any method (cfg->method): out is initialised here (per cfg->init for prompt
+ * and prefix tuning, as PEFT does for LoRA, or from the checkpoint) and holds the best (or last)
+ * parameters on return. */
+int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *ex, size_t n, tune_adapter *out,
+                       const tune_hooks *hooks, tune_result *res, pwb_err *e);
+/* tune_evaluate with any adapter (NULL: the bare model). */
+int tune_evaluate_adapter(engine *en, const tune_adapter *ad, const tune_example *ex, size_t n, double *accuracy,
+                          double *loss, int *pred, pwb_err *e);
+
 /* Rank classification of ex[0..n) with the soft prompt in front (prompt NULL: none): accuracy
  * and mean -log p(gold label); pred (may be NULL) gets each example's argmax label. */
 int tune_evaluate(engine *en, const soft_prompt *prompt, const tune_example *ex, size_t n, double *accuracy,
@@ -120,5 +131,10 @@ int tune_save(const char *dir, const soft_prompt *sp, int init, const char *init
               const char *training_json, pwb_err *e);
 /* Reads a PEFT folder (pwb's or PEFT's) into sp; dim > 0 checks the token dimension. */
 int tune_load(const char *dir, int dim, soft_prompt *sp, pwb_err *e);
+/* Any method's PEFT folder (tune/peft.h); init and init_text matter to prompt tuning only. */
+int tune_adapter_save(const char *dir, const model *m, const tune_adapter *a, int init, const char *init_text,
+                      const char *base_model, const char *training_json, pwb_err *e);
+/* A PEFT folder of any of the three methods (peft_type says which), checked against m. */
+int tune_adapter_load(const char *dir, const model *m, tune_adapter *a, pwb_err *e);
 
 #endif

@@ -205,3 +205,46 @@ Test(soft, sigint_during_training_then_resume, .timeout = 90)
     free(err);
     free(dir);
 }
+
+/* LoRA and prefix tuning through `pwb tune` and a suite: PEFT folders, the same rows, reuse, cache. */
+Test(soft, lora_and_prefix_tune_and_suite, .timeout = 120)
+{
+    if (!have_model())
+        cr_skip("no %s", g_model);
+    char *dir = it_tmpdir();
+    char *out = it_path(dir, "lora");
+    const char *argv[] = {it_pwb(), "tune", "--method", "lora", "--r", "4", "--targets", "q,v,down", "--model", g_model,
+                          "--dataset", "sst2", "--out", out, "--steps", "4", "--batch", "4", "--train-limit", "24",
+                          "--eval-n", "8", "--eval-every", "2", "--test-split", "dev", "--test-limit", "12", "-q", NULL};
+    proc_out p = it_run(argv);
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    cr_assert(strstr(p.out, "LoRA adapter: "), "%s", p.out);
+    cr_assert(strstr(p.out, "dev with the LoRA adapter: accuracy"), "%s", p.out);
+    proc_out_free(&p);
+    char *cfg = it_path(out, "adapter_config.json");
+    char *text = it_read(cfg);
+    cr_assert(text && strstr(text, "\"LORA\"") && strstr(text, "\"down_proj\""), "%s", text ? text : "");
+    free(text);
+
+    char *suite = suite_with(dir, "{\"name\": \"lo\", \"lora\": {\"r\": 2, \"steps\": 3, \"batch\": 4, \"train_limit\": 24,"
+                                  " \"eval_n\": 8}}, {\"name\": \"px\", \"prefix\": {\"tokens\": 3, \"steps\": 3,"
+                                  " \"batch\": 4, \"train_limit\": 24, \"eval_n\": 8}}");
+    char *db = it_path(dir, "r.db");
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "%s%s", p.out, p.err);
+    proc_out_free(&p);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM v_predictions WHERE method IN ('lo', 'px') AND error IS NULL"),
+                 60);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM soft_prompts WHERE trainable_params > 0"), 2);
+    /* again: both adapters reused and every answer from the cache */
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", "--fresh", NULL});
+    cr_assert_eq(p.status, 0, "%s%s", p.out, p.err);
+    cr_assert(strstr(p.out, "60 from cache"), "%s", p.out);
+    proc_out_free(&p);
+    it_rmtree(dir);
+    free(cfg);
+    free(suite);
+    free(db);
+    free(out);
+    free(dir);
+}

@@ -159,6 +159,38 @@ Test(suite, method_limit_and_local_batch)
         "models[0].batch is for local models");
 }
 
+/* "lora" and "prefix" methods beside "soft_prompt": the same settings, LoRA's own, sweeps over them. */
+Test(suite, lora_and_prefix_methods)
+{
+    const char *json = "{\"name\":\"x\"," DS "," MO ",\"methods\":["
+                       "{\"name\":\"l\",\"lora\":{\"r\":4,\"targets\":\"q,v,o\",\"steps\":10}},"
+                       "{\"name\":\"p\",\"prefix\":{\"tokens\":8}},"
+                       "{\"name\":\"s\",\"lora\":{},\"sweep\":{\"r\":[2,16],\"targets\":[\"q-v\",\"q-k-v-o\"]}}]}";
+    pwb_suite s;
+    suite_init(&s);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(suite_parse(&s, json, strlen(json), "suites/ok.json", &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.n_methods, 6);
+    cr_expect_str_eq(s.methods[0].soft.method, "lora");
+    cr_expect_eq(s.methods[0].soft.r, 4);
+    cr_expect_str_eq(s.methods[0].soft.targets, "q,v,o");
+    cr_expect_str_eq(s.methods[0].soft.optimizer, "adamw");
+    cr_expect_str_eq(s.methods[0].scoring, "rank");
+    cr_expect_str_eq(s.methods[1].soft.method, "prefix");
+    cr_expect_eq(s.methods[1].soft.tokens, 8);
+    cr_expect_str_eq(s.methods[2].soft.method, "lora");
+    cr_expect_eq(s.methods[5].soft.r, 16);
+    cr_expect_str_eq(s.methods[5].soft.targets, "q-k-v-o");
+    suite_free(&s);
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"prefix\":{\"r\":4}}]}",
+        "methods[0].prefix.unknown field 'r'");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"lora\":{\"targets\":\"q,x\"}}]}",
+        "methods[0].lora.targets 'q,x' is not a list");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"lora\":{},\"prefix\":{}}]}",
+        "methods[0] has both lora and prefix");
+}
+
 /* Hostile input: random text built from JSON's special characters never crashes the suite parser
  * (run under `make asan` too); it may only fail with an error. */
 Test(suite, garbage_never_crashes)

@@ -71,8 +71,8 @@ Test(peft, rejects_wrong_type_and_shape, .init = mk, .fini = rm)
     pwb_err e;
     char path[192];
     snprintf(path, sizeof path, "%s/adapter_config.json", tmpdir);
-    const char *lora = "{\"peft_type\": \"LORA\", \"num_virtual_tokens\": 4, \"token_dim\": 8}";
-    cr_assert_eq(file_write_atomic(path, lora, strlen(lora), &e), PWB_OK);
+    const char *lora_cfg = "{\"peft_type\": \"LORA\", \"num_virtual_tokens\": 4, \"token_dim\": 8}";
+    cr_assert_eq(file_write_atomic(path, lora_cfg, strlen(lora_cfg), &e), PWB_OK);
     peft_prompt q;
     cr_assert_neq(peft_load(tmpdir, &q, &e), PWB_OK);
     cr_assert_not_null(strstr(e.msg, "PROMPT_TUNING"), "%s", e.msg);
