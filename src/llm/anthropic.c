@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "llm/openai.h"
 #include "llm/remote.h"
 #include "llm/stream.h"
 #include "util/str.h"
@@ -26,7 +25,7 @@ int anthropic_build(const char *model, int stream, int default_max_tokens, const
 {
     if (r->mode == LLM_RANK)
         return err_set(e, PWB_EUNSUP, "ranking (LLM_RANK) is not supported by Anthropic's Messages API");
-    int rc = openai_check_common(r, e);
+    int rc = llm_request_check(r, e);
     if (rc)
         return rc;
     if (!model)
@@ -327,5 +326,5 @@ int llm_anthropic_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
         return err_set(e, PWB_EINVAL, "%s: anthropic needs a model name (e.g. \"claude-3-5-haiku-latest\")",
                        cfg->name ? cfg->name : "model");
     static const char *const headers[] = {"anthropic-version: " ANTHROPIC_VERSION};
-    return remote_backend_create(out, cfg, &g_anthropic, "/v1/messages", "x-api-key", headers, 1, e);
+    return remote_backend_create(out, cfg, &g_anthropic, "/v1/messages", headers, 1, e);
 }

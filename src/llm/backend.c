@@ -1,25 +1,13 @@
-/* Backend dispatch, config defaults and response lifetime: the parts of backend.h that are not
- * tied to one provider. */
+/* Backend dispatch (through the provider table, provider.h), config defaults, the request checks
+ * every provider shares and response lifetime: the parts of backend.h not tied to one provider. */
 #include "llm/backend.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "llm/anthropic.h"
-#include "llm/ollama.h"
-#include "llm/openai.h"
-#include "llm/remote.h"
-
-#if defined(__has_include)
-#if __has_include("llm/local.h")
-#include "llm/local.h"
-#define PWB_HAVE_LOCAL_H 1
-#endif
-#endif
-#ifndef PWB_HAVE_LOCAL_H
-/* The local-engine adapter (src/llm/local.c); declared here until its header lands. */
-int llm_local_create(llm_backend **out, const llm_config *cfg, pwb_err *e);
-#endif
+#include "llm/provider.h"
+#include "util/buf.h"
 
 void llm_response_clear(llm_response *r)
 {
@@ -55,19 +43,39 @@ int llm_backend_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     int r = llm_config_resolve(cfg, &rc, e);
     if (r)
         return r;
-    const char *p = rc.provider;
-    if (strcmp(p, "openai") == 0 || strcmp(p, "openai-completions") == 0)
-        return llm_openai_create(out, &rc, e);
-    if (strcmp(p, "ollama") == 0)
-        return llm_ollama_create(out, &rc, e);
-    if (strcmp(p, "anthropic") == 0)
-        return llm_anthropic_create(out, &rc, e);
-    if (strcmp(p, "local") == 0)
-        return llm_local_create(out, cfg, e);
-    return err_set(e, PWB_EUNSUP,
-                   "model %s: unknown provider '%.64s' (known: openai, openai-completions, ollama, anthropic, local, "
-                   "and the presets vllm, llamacpp, ollama-openai, openrouter, together, groq)",
-                   cfg->name ? cfg->name : "?", p);
+    const llm_provider *p = llm_provider_find(rc.provider);
+    if (p)
+        return p->create(out, &rc, e);
+    pwb_buf known, presets;
+    buf_init(&known);
+    buf_init(&presets);
+    llm_provider_names(&known, 0);
+    llm_provider_names(&presets, 1);
+    err_set(e, PWB_EUNSUP, "model %s: unknown provider '%.64s' (known: %s, and the presets %s)",
+            cfg->name ? cfg->name : "?", rc.provider, known.data ? known.data : "", presets.data ? presets.data : "");
+    buf_free(&known);
+    buf_free(&presets);
+    return PWB_EUNSUP;
+}
+
+int llm_request_check(const llm_request *r, pwb_err *e)
+{
+    if (r->mode != LLM_GENERATE && r->mode != LLM_RANK)
+        return err_set(e, PWB_EINVAL, "unknown request mode %d", r->mode);
+    if (r->n_messages < 0 || (r->n_messages > 0 && !r->messages))
+        return err_set(e, PWB_EINVAL, "request: bad message list");
+    if (r->n_messages == 0 && !r->prompt)
+        return err_set(e, PWB_EINVAL, "request: neither messages nor prompt given");
+    for (int k = 0; k < r->n_messages; k++)
+        if (!r->messages[k].role || !r->messages[k].content)
+            return err_set(e, PWB_EINVAL, "request: message %d has no role or content", k);
+    if (!isfinite(r->temperature) || r->temperature < 0)
+        return err_set(e, PWB_EINVAL, "request: temperature must be a finite number >= 0");
+    if (!isfinite(r->top_p))
+        return err_set(e, PWB_EINVAL, "request: top_p must be finite");
+    if (r->n_stop < 0 || (r->n_stop > 0 && !r->stop))
+        return err_set(e, PWB_EINVAL, "request: bad stop list");
+    return PWB_OK;
 }
 
 void llm_backend_free(llm_backend *b)

@@ -115,9 +115,14 @@ struct llm_backend {
     void *impl;
 };
 
-/* Creates the backend named by cfg->provider: "openai", "openai-completions", "ollama",
- * "anthropic", "local", or an OpenAI-compatible preset name (llm_config_resolve). */
+/* Creates the backend named by cfg->provider, a row of the provider table (provider.h): "openai",
+ * "openai-completions", "ollama", "anthropic", "local", or an OpenAI-compatible preset name
+ * (llm_config_resolve). */
 int llm_backend_create(llm_backend **out, const llm_config *cfg, pwb_err *e);
 void llm_backend_free(llm_backend *b);
+
+/* The checks every provider makes of a request before building its body: mode, messages or
+ * prompt, temperature, top_p, stop list. */
+int llm_request_check(const llm_request *r, pwb_err *e);
 
 #endif

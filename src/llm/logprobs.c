@@ -1,5 +1,5 @@
-/* LLM_RANK over /v1/completions with echo + logprobs. See logprobs.h. */
-#include "llm/logprobs.h"
+/* LLM_RANK over /v1/completions with echo + logprobs: the completions backend's ranking path. See openai.h. */
+#include "llm/openai.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -42,7 +42,7 @@ static int rank_text(const openai_body_opts *bo, const llm_request *r, int k, pw
 int logprobs_build(const openai_body_opts *bo, const llm_request *r, int k, pwb_buf *body, size_t *start,
                    size_t *end, pwb_err *e)
 {
-    int rc = openai_check_common(r, e);
+    int rc = llm_request_check(r, e);
     if (rc)
         return rc;
     pwb_buf text;

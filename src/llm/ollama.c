@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "llm/openai.h"
 #include "llm/remote.h"
 #include "llm/stream.h"
 #include "util/str.h"
@@ -18,7 +17,7 @@ int ollama_build(const char *model, int stream, const llm_request *r, pwb_buf *o
 {
     if (r->mode == LLM_RANK)
         return err_set(e, PWB_EUNSUP, "ranking (LLM_RANK) is not supported by Ollama's /api/chat");
-    int rc = openai_check_common(r, e);
+    int rc = llm_request_check(r, e);
     if (rc)
         return rc;
     if (!model)
@@ -206,5 +205,5 @@ int llm_ollama_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     *out = NULL;
     if (!cfg->model || !*cfg->model)
         return err_set(e, PWB_EINVAL, "%s: ollama needs a model name (e.g. \"llama3.2:1b\")", cfg->name ? cfg->name : "model");
-    return remote_backend_create(out, cfg, &g_ollama, "/api/chat", NULL, NULL, 0, e);
+    return remote_backend_create(out, cfg, &g_ollama, "/api/chat", NULL, 0, e);
 }

@@ -14,7 +14,6 @@
 #include "engine/gguf.h"
 #include "llm/estimate.h"
 #include "llm/http.h"
-#include "llm/logprobs.h"
 #include "llm/remote.h"
 #include "llm/stream.h"
 #include "util/str.h"
@@ -39,27 +38,7 @@ static int check_request(const llm_request *r, pwb_err *e)
         return err_set(e, PWB_EUNSUP,
                        "ranking (LLM_RANK) over HTTP needs provider \"openai-completions\" (/v1/completions with "
                        "echo and logprobs, as vLLM and llama.cpp serve it)");
-    return openai_check_common(r, e);
-}
-
-int openai_check_common(const llm_request *r, pwb_err *e)
-{
-    if (r->mode != LLM_GENERATE && r->mode != LLM_RANK)
-        return err_set(e, PWB_EINVAL, "unknown request mode %d", r->mode);
-    if (r->n_messages < 0 || (r->n_messages > 0 && !r->messages))
-        return err_set(e, PWB_EINVAL, "request: bad message list");
-    if (r->n_messages == 0 && !r->prompt)
-        return err_set(e, PWB_EINVAL, "request: neither messages nor prompt given");
-    for (int k = 0; k < r->n_messages; k++)
-        if (!r->messages[k].role || !r->messages[k].content)
-            return err_set(e, PWB_EINVAL, "request: message %d has no role or content", k);
-    if (!isfinite(r->temperature) || r->temperature < 0)
-        return err_set(e, PWB_EINVAL, "request: temperature must be a finite number >= 0");
-    if (!isfinite(r->top_p))
-        return err_set(e, PWB_EINVAL, "request: top_p must be finite");
-    if (r->n_stop < 0 || (r->n_stop > 0 && !r->stop))
-        return err_set(e, PWB_EINVAL, "request: bad stop list");
-    return PWB_OK;
+    return llm_request_check(r, e);
 }
 
 /* The sampling fields shared by both endpoints. */
@@ -512,7 +491,7 @@ int llm_openai_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     if (!im)
         return err_set(e, PWB_ENOMEM, "%s: out of memory", name);
     im->chat = chat;
-    int rc = remote_conn_open(&im->conn, cfg, chat ? "/chat/completions" : "/completions", NULL, NULL, 0, e);
+    int rc = remote_conn_open(&im->conn, cfg, chat ? "/chat/completions" : "/completions", NULL, 0, e);
     if (!rc && !chat && cfg->chat_template && *cfg->chat_template) {
         /* the model's own GGUF (cfg->tokenizer) carries its Jinja template: its default system
          * prompt then comes along, so the prompt is the one the local backend renders */

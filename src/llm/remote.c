@@ -1,4 +1,4 @@
-/* Presets, keys, URLs and connections shared by the HTTP providers. See remote.h. */
+/* Keys, URLs and connections shared by the HTTP providers. See remote.h. */
 #include "llm/remote.h"
 
 #include <arpa/inet.h>
@@ -9,69 +9,9 @@
 #include <strings.h>
 
 #include "llm/estimate.h"
+#include "llm/provider.h"
 #include "util/str.h"
 #include "util/timer.h"
-
-static const llm_preset g_presets[] = {
-    {"openai", "openai", "https://api.openai.com/v1", NULL, "OPENAI_API_KEY"},
-    {"vllm", "openai", "http://127.0.0.1:8000/v1", NULL, NULL},
-    {"llamacpp", "openai", "http://127.0.0.1:8080/v1", NULL, NULL},
-    {"ollama-openai", "openai", "http://127.0.0.1:11434/v1", NULL, NULL},
-    {"openrouter", "openai", "https://openrouter.ai/api/v1", NULL, "OPENROUTER_API_KEY"},
-    {"together", "openai", "https://api.together.xyz/v1", NULL, "TOGETHER_API_KEY"},
-    {"groq", "openai", "https://api.groq.com/openai/v1", NULL, "GROQ_API_KEY"},
-    {"ollama", "ollama", "http://127.0.0.1:11434", NULL, NULL},
-    {"anthropic", "anthropic", "https://api.anthropic.com", "x-api-key", "ANTHROPIC_API_KEY"},
-};
-
-const llm_preset *llm_preset_list(size_t *n)
-{
-    *n = sizeof g_presets / sizeof g_presets[0];
-    return g_presets;
-}
-
-const llm_preset *llm_preset_find(const char *name)
-{
-    if (!name)
-        return NULL;
-    for (size_t i = 0; i < sizeof g_presets / sizeof g_presets[0]; i++)
-        if (strcmp(g_presets[i].name, name) == 0)
-            return &g_presets[i];
-    return NULL;
-}
-
-int llm_config_resolve(const llm_config *cfg, llm_config *out, pwb_err *e)
-{
-    *out = *cfg;
-    const char *name = cfg->name ? cfg->name : "model";
-    const char *p = cfg->provider;
-    if (!p || !*p)
-        return err_set(e, PWB_EINVAL, "model %s: no provider given", name);
-    const llm_preset *pr = NULL;
-    if (strcmp(p, "openai") == 0 || strcmp(p, "openai-completions") == 0) {
-        if (cfg->preset && *cfg->preset) {
-            pr = llm_preset_find(cfg->preset);
-            if (!pr || strcmp(pr->api, "openai") != 0)
-                return err_set(e, PWB_EINVAL,
-                               "model %s: unknown OpenAI-compatible preset '%.64s' (known: openai, vllm, llamacpp, "
-                               "ollama-openai, openrouter, together, groq)",
-                               name, cfg->preset);
-        }
-    } else if ((pr = llm_preset_find(p))) {
-        out->provider = strcmp(pr->api, "openai") == 0 ? "openai" : pr->api;
-        out->preset = pr->name;
-    }
-    int hosted = 0; /* the preset's own (hosted) endpoint, which wants a key; a base_url of the
-                     * user's own (a proxy, a test server) may not */
-    if (pr && (!out->base_url || !*out->base_url)) {
-        out->base_url = pr->base_url;
-        hosted = 1;
-    }
-    if (hosted && pr->key_env && (!cfg->api_key_env || !*cfg->api_key_env))
-        return err_set(e, PWB_EINVAL, "model %s: %s needs an API key: name its environment variable in api_key_env (e.g. %s)",
-                       name, pr->name, pr->key_env);
-    return PWB_OK;
-}
 
 int url_is_loopback(const char *url)
 {
@@ -159,8 +99,8 @@ int remote_url(pwb_buf *out, const char *base, const char *path, pwb_err *e)
     return PWB_OK;
 }
 
-int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path, const char *auth_header,
-                     const char *const *headers, int n_headers, pwb_err *e)
+int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path, const char *const *headers,
+                     int n_headers, pwb_err *e)
 {
     memset(conn, 0, sizeof *conn);
     const char *name = cfg->name ? cfg->name : "model";
@@ -176,6 +116,7 @@ int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path,
         buf_free(&url);
         return rc;
     }
+    const llm_provider *provider = llm_provider_find(cfg->provider);
     conn->stream = cfg->stream != 0;
     if (cfg->model && *cfg->model && !(conn->model = str_dup(cfg->model))) {
         buf_free(&url);
@@ -198,7 +139,7 @@ int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path,
         .max_retries = cfg->max_retries < 0 ? 0 : cfg->max_retries,
         .backoff_base_s = cfg->backoff_base_s,
         .backoff_max_s = cfg->backoff_max_s,
-        .auth_header = auth_header,
+        .auth_header = provider ? provider->auth : NULL,
         .limiter = conn->limited ? &conn->rl : NULL,
         .budget = cfg->budget,
     };
@@ -288,13 +229,13 @@ static void rb_destroy(llm_backend *b)
 }
 
 int remote_backend_create(llm_backend **out, const llm_config *cfg, const remote_proto *proto, const char *path,
-                          const char *auth_header, const char *const *headers, int n_headers, pwb_err *e)
+                          const char *const *headers, int n_headers, pwb_err *e)
 {
     *out = NULL;
     remote_backend *rb = calloc(1, sizeof *rb);
     if (!rb)
         return err_set(e, PWB_ENOMEM, "out of memory");
-    int rc = remote_conn_open(&rb->conn, cfg, path, auth_header, headers, n_headers, e);
+    int rc = remote_conn_open(&rb->conn, cfg, path, headers, n_headers, e);
     if (rc) {
         free(rb);
         return rc;

@@ -1,10 +1,9 @@
-/* What the HTTP providers (openai.c, ollama.c, anthropic.c) share: provider presets, the API key
+/* What the HTTP providers (openai.c, ollama.c, anthropic.c) share: the API key
  * and where it may be sent, endpoint URLs, and one connection (http client + rate limiter) built
  * from an llm_config.
  *
- * Presets (llm_preset_find): an OpenAI-compatible server's default base URL and how it takes the
- * key. A model names one as its provider ("groq") or, with provider "openai" or
- * "openai-completions", as cfg->preset. llm_config_resolve applies them.
+ * Each provider's default base URL, key header and key variable are its row of the provider table
+ * (provider.h); llm_config_resolve applies them.
  *
  * The key: read once from getenv(cfg->api_key_env); never sent over plain http:// to a host other
  * than loopback (localhost, 127.0.0.0/8, ::1) unless cfg->allow_insecure_key. TLS verification is
@@ -19,26 +18,6 @@
 #include "llm/ratelimit.h"
 #include "util/buf.h"
 #include "util/err.h"
-
-typedef struct llm_preset {
-    const char *name;     /* "vllm" */
-    const char *api;      /* wire protocol: "openai", "ollama", "anthropic" */
-    const char *base_url; /* default base URL */
-    const char *auth;     /* the key's header: NULL = "Authorization: Bearer", else its name */
-    const char *key_env;  /* where people usually keep the key, for messages; NULL: keyless */
-} llm_preset;
-
-const llm_preset *llm_preset_find(const char *name);
-/* All presets, for help text. */
-const llm_preset *llm_preset_list(size_t *n);
-
-/* Copies cfg into out with its preset applied: a preset named as provider becomes provider
- * "openai" (chat) with cfg->preset set; base_url defaults to the preset's (provider "ollama":
- * http://127.0.0.1:11434, "anthropic": https://api.anthropic.com); a hosted preset's endpoint
- * without api_key_env is an error that names the usual variable. The strings still belong to
- * cfg or are static. PWB_EINVAL for an unknown preset. The runner should resolve before it keys
- * its response cache, so that the base URL a preset implies is part of the key. */
-int llm_config_resolve(const llm_config *cfg, llm_config *out, pwb_err *e);
 
 /* 1 when url is http(s) to localhost, 127.0.0.0/8 or ::1. */
 int url_is_loopback(const char *url);
@@ -60,11 +39,11 @@ typedef struct remote_conn {
     int stream;
 } remote_conn;
 
-/* Opens conn for cfg (already resolved): the URL from cfg->base_url + path, the key sent as
- * auth_header (NULL: Bearer), extra headers, the limiter from cfg->rpm/tpm/adaptive_concurrency,
+/* Opens conn for cfg (already resolved): the URL from cfg->base_url + path, the key sent as its
+ * provider's row says (provider.h), extra headers, the limiter from cfg->rpm/tpm/adaptive_concurrency,
  * the budget and price from cfg. */
-int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path, const char *auth_header,
-                     const char *const *headers, int n_headers, pwb_err *e);
+int remote_conn_open(remote_conn *conn, const llm_config *cfg, const char *path, const char *const *headers,
+                     int n_headers, pwb_err *e);
 void remote_conn_close(remote_conn *conn);
 
 /* A backend for one wire protocol on a remote_conn (ollama.c, anthropic.c). */
@@ -87,7 +66,7 @@ struct remote_backend {
 };
 
 int remote_backend_create(llm_backend **out, const llm_config *cfg, const remote_proto *proto, const char *path,
-                          const char *auth_header, const char *const *headers, int n_headers, pwb_err *e);
+                          const char *const *headers, int n_headers, pwb_err *e);
 
 /* Applies stop strings to generated text the way a server would (cut at the earliest); for
  * providers that cannot take some stops (Anthropic rejects whitespace-only ones). */

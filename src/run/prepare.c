@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "llm/remote.h"
+#include "llm/provider.h"
 #include "run/request.h"
 #include "task/catalog.h"
 #include "util/file.h"
@@ -404,10 +404,11 @@ static int model_config(runner *R, rmodel *m, int index, pwb_err *e)
     int rc = llm_config_resolve(&raw, &m->cfg, e);
     if (rc)
         return err_prefix(e, "%s: models[%d] '%s': ", R->suite.path, index, sm->name);
-    const char *p = m->cfg.provider;
-    m->completion = strcmp(p, "openai-completions") == 0;
+    const llm_provider *p = llm_provider_find(m->cfg.provider);
+    const unsigned flags = p ? p->flags : 0;
+    m->completion = (flags & LLM_PROVIDER_PROMPT) != 0;
     m->messages = !m->completion || (m->cfg.chat_template && m->cfg.chat_template[0]);
-    m->can_rank = m->completion || strcmp(p, "local") == 0;
+    m->can_rank = (flags & LLM_PROVIDER_RANKS) != 0;
     return PWB_OK;
 }
 

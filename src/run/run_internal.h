@@ -67,10 +67,10 @@ typedef struct rmodel {
     const suite_model *sm;
     llm_config cfg;   /* resolved (llm_config_resolve): the preset applied */
     llm_backend *be;
-    int completion;   /* provider openai-completions: sends a prompt, not chat messages */
+    int completion;   /* its provider sends a prompt, not chat messages (openai-completions) */
     int messages;     /* requests carry chat messages (chat providers, and completions with a
                        * chat_template, which renders them) */
-    int can_rank;     /* local, or a /v1/completions server's prompt log-probabilities */
+    int can_rank;     /* its provider ranks (local, or a /v1/completions server's prompt log-probabilities) */
     llm_price price;  /* what its tokens cost: the suite's, else the shipped table's */
     pwb_buf tokenizer;/* cfg.tokenizer resolved against the suite's folder */
     pwb_buf file;     /* a local model's file, found from the working directory or the suite's */

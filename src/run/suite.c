@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm/provider.h"
 #include "task/catalog.h"
 #include "task/calib.h"
 #include "tune/softprompt.h"
@@ -167,33 +168,24 @@ static int get_bool(sctx *x, const cJSON *o, const char *key, const char *where,
     return PWB_OK;
 }
 
-/* The providers and presets of src/llm (backend.c, remote.c). bench may not include llm/, so the
- * names are repeated here; a test in tests/unit/run checks that the two lists agree. */
-static const char *const g_presets[] = {"vllm", "llamacpp", "ollama-openai", "openrouter", "together", "groq", NULL};
-
-static int in_list(const char *name, const char *const *list)
+/* "models[0].provider 'x' is not a provider (local, openai, ..., or a preset: vllm, ...)", from the
+ * provider table. */
+static int bad_name(sctx *x, const char *where, const char *field, const char *name)
 {
-    for (int i = 0; name && list[i]; i++)
-        if (!strcmp(name, list[i]))
-            return 1;
-    return 0;
-}
-
-int suite_preset_known(const char *name) { return (name && !strcmp(name, "openai")) || in_list(name, g_presets); }
-
-int suite_provider_known(const char *name)
-{
-    static const char *const protocols[] = {"local", "openai", "openai-completions", "ollama", "anthropic", NULL};
-    return in_list(name, protocols) || in_list(name, g_presets);
-}
-
-int suite_provider_has_default_url(const char *provider, const char *preset)
-{
-    if (!provider)
-        return 0;
-    if (!strcmp(provider, "openai") || !strcmp(provider, "openai-completions"))
-        return preset && suite_preset_known(preset);
-    return !strcmp(provider, "ollama") || !strcmp(provider, "anthropic") || in_list(provider, g_presets);
+    pwb_buf protocols, presets;
+    buf_init(&protocols);
+    buf_init(&presets);
+    llm_provider_names(&protocols, 0);
+    llm_provider_names(&presets, 1);
+    if (!strcmp(field, "provider"))
+        err_set(x->e, PWB_EINVAL, "%s: %s.provider '%.64s' is not a provider (%s, or a preset: %s)", x->path, where,
+                name, protocols.data ? protocols.data : "", presets.data ? presets.data : "");
+    else
+        err_set(x->e, PWB_EINVAL, "%s: %s.preset '%.64s' is not a preset (%s)", x->path, where, name,
+                presets.data ? presets.data : "");
+    buf_free(&protocols);
+    buf_free(&presets);
+    return PWB_EINVAL;
 }
 
 static int ident_ok(const char *s)
@@ -294,27 +286,21 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
         if (!ident_ok(m->name))
             return err_set(x->e, PWB_EINVAL, "%s: %s.name '%s': use letters, digits, '_', '-', '.'", x->path, where,
                            m->name);
-        if (!ident_ok(m->provider) || !suite_provider_known(m->provider))
-            return err_set(x->e, PWB_EINVAL,
-                           "%s: %s.provider '%.64s' is not a provider (local, openai, openai-completions, ollama, "
-                           "anthropic, or a preset: vllm, llamacpp, ollama-openai, openrouter, together, groq)",
-                           x->path, where, m->provider);
+        if (!ident_ok(m->provider) || !llm_provider_find(m->provider))
+            return bad_name(x, where, "provider", m->provider);
         int local = !strcmp(m->provider, "local");
-        int oai = !strcmp(m->provider, "openai") || !strcmp(m->provider, "openai-completions");
+        int oai = (llm_provider_find(m->provider)->flags & LLM_PROVIDER_TAKES_PRESET) != 0;
         if (m->preset && !oai)
             return err_set(x->e, PWB_EINVAL, "%s: %s.preset is for provider openai or openai-completions, not '%s'",
                            x->path, where, m->provider);
-        if (m->preset && !suite_preset_known(m->preset))
-            return err_set(x->e, PWB_EINVAL,
-                           "%s: %s.preset '%.64s' is not a preset (openai, vllm, llamacpp, ollama-openai, "
-                           "openrouter, together, groq)",
-                           x->path, where, m->preset);
+        if (m->preset && !llm_preset_known(m->preset))
+            return bad_name(x, where, "preset", m->preset);
         if (local && m->tokenizer)
             return err_set(x->e, PWB_EINVAL, "%s: %s.tokenizer: a local model counts with its own tokenizer",
                            x->path, where);
         if (m->base_url && !str_starts(m->base_url, "http://") && !str_starts(m->base_url, "https://"))
             return err_set(x->e, PWB_EINVAL, "%s: %s.base_url must start with http:// or https://", x->path, where);
-        if (!local && !m->base_url && !suite_provider_has_default_url(m->provider, m->preset))
+        if (!local && !m->base_url && !llm_provider_has_default_url(m->provider, m->preset))
             return err_set(x->e, PWB_EINVAL,
                            "%s: %s.base_url is required for provider '%s' (or name a preset that gives one)",
                            x->path, where, m->provider);

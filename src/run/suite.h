@@ -21,7 +21,7 @@ typedef struct suite_dataset {
 typedef struct suite_model {
     char *name;
     char *provider;     /* "openai", "openai-completions", "ollama", "anthropic", "local", or a preset
-                         * name ("vllm", "groq", ...; see suite_provider_known) */
+                         * name ("vllm", "groq", ...): a row of llm/provider.h */
     char *base_url;
     char *model;        /* server model id, or local model path */
     char *api_key_env;
@@ -112,15 +112,6 @@ int suite_load(pwb_suite *s, const char *path, pwb_err *e);
 int suite_parse(pwb_suite *s, const char *text, size_t n, const char *path, pwb_err *e);
 /* The method's template file: as written, beside the suite, then each of the ':'-separated
  * template_dirs; a bare name also tries "<name>.tmpl". */
-/* 1 when name is a provider a suite may name: local, openai, openai-completions, ollama,
- * anthropic, or an OpenAI-compatible preset (vllm, llamacpp, ollama-openai, openrouter, together,
- * groq). Kept in step with src/llm/remote.c, which bench may not include. */
-int suite_provider_known(const char *name);
-/* 1 when name is a preset a model may give as "preset" (with provider openai or openai-completions). */
-int suite_preset_known(const char *name);
-/* 1 when the provider has a default base URL (ollama, anthropic, a preset), so base_url may be left out. */
-int suite_provider_has_default_url(const char *provider, const char *preset);
-
 int suite_resolve_template(const pwb_suite *s, const suite_method *m, const char *template_dirs, pwb_buf *out,
                            pwb_err *e);
 

@@ -11,7 +11,6 @@
 
 #include "engine/chat.h"
 #include "fakesrv.h"
-#include "llm/logprobs.h"
 #include "llm/openai.h"
 #include "util/rng.h"
 #include "util/utf8.h"

@@ -162,3 +162,30 @@ Test(request, damaged_cache_values_are_misses)
         cr_assert_null(d.text);
     }
 }
+
+/* A cached answer keeps the prompt tokens its provider read from its own cache, so its stored
+ * cost (billed at the cached-input price) is the original request's. */
+Test(request, cache_keeps_cached_input_tokens)
+{
+    llm_response r;
+    memset(&r, 0, sizeof r);
+    r.text = "positive";
+    r.tokens_in = 120;
+    r.tokens_out = 2;
+    r.tokens_cached_in = 100;
+    pwb_buf b;
+    buf_init(&b);
+    cr_assert_eq(resp_encode(&r, 0, &b), 0);
+    llm_response back;
+    cr_assert_eq(resp_decode(b.data, 0, &back), 0);
+    cr_assert_eq(back.tokens_in, 120);
+    cr_assert_eq(back.tokens_cached_in, 100);
+    llm_response_clear(&back);
+    r.tokens_cached_in = 0;
+    cr_assert_eq(resp_encode(&r, 0, &b), 0);
+    cr_assert_null(strstr(b.data, "tokens_cached_in"), "entries without cached tokens keep their old form");
+    cr_assert_eq(resp_decode("{\"text\":\"x\",\"tokens_in\":3,\"tokens_cached_in\":-7}", 0, &back), 0);
+    cr_assert_eq(back.tokens_cached_in, 0);
+    llm_response_clear(&back);
+    buf_free(&b);
+}

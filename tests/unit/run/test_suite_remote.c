@@ -91,21 +91,3 @@ Test(suite_remote, errors_name_file_and_field)
     bad("{\"name\":\"m\",\"provider\":\"vllm\",\"model\":\"x\",\"streaming\":true}", "models[0].unknown field 'streaming'");
 }
 
-Test(suite_remote, provider_names)
-{
-    const char *ok[] = {"local", "openai", "openai-completions", "ollama", "anthropic", "vllm", "llamacpp",
-                        "ollama-openai", "openrouter", "together", "groq"};
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
-        cr_assert(suite_provider_known(ok[i]), "%s", ok[i]);
-    cr_assert(!suite_provider_known("OpenAI"));
-    cr_assert(!suite_provider_known(""));
-    cr_assert(!suite_provider_known(NULL));
-    cr_assert(suite_preset_known("openai") && suite_preset_known("groq"));
-    cr_assert(!suite_preset_known("ollama") && !suite_preset_known("anthropic") && !suite_preset_known("local"));
-    cr_assert(suite_provider_has_default_url("ollama", NULL));
-    cr_assert(suite_provider_has_default_url("together", NULL));
-    cr_assert(suite_provider_has_default_url("openai", "openai"));
-    cr_assert(!suite_provider_has_default_url("openai", NULL));
-    cr_assert(!suite_provider_has_default_url("openai-completions", NULL));
-    cr_assert(!suite_provider_has_default_url("local", NULL));
-}
