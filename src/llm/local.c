@@ -7,6 +7,7 @@
 #include "engine/chat.h"
 #include "engine/engine.h"
 #include "tune/method.h"
+#include "tune/train.h"
 #include "util/buf.h"
 #include "util/str.h"
 #include "util/timer.h"
@@ -57,21 +58,6 @@ static char *msg_dup(const pwb_err *e, const char *what)
     return buf_take(&b);
 }
 
-static int encode(const local_impl *im, const char *text, int add_special, int parse_special, int32_t **ids, int *n,
-                  pwb_err *e)
-{
-    size_t k = 0;
-    if (tokenizer_encode(engine_tokenizer(im->en), text, strlen(text), add_special, parse_special, ids, &k, e) < 0)
-        return e->code ? e->code : PWB_EPARSE;
-    if (k > (size_t)engine_n_ctx(im->en)) {
-        free(*ids);
-        *ids = NULL;
-        return err_set(e, PWB_ERANGE, "%zu tokens exceed the model's context of %d", k, engine_n_ctx(im->en));
-    }
-    *n = (int)k;
-    return PWB_OK;
-}
-
 /* Renders and tokenizes one request; failures land in p->err. */
 static void prep_request(local_impl *im, const llm_request *r, local_prep *p, pwb_buf *text)
 {
@@ -111,11 +97,27 @@ static void prep_request(local_impl *im, const llm_request *r, local_prep *p, pw
         p->err = str_dup("out of memory");
         return;
     }
-    if (encode(im, text->data, 1, 1, &p->ids, &p->n, &e) != PWB_OK) {
+    const model *m = engine_model(im->en);
+    if (r->mode == LLM_RANK) {
+        if (r->n_choices < 1 || !r->choices) {
+            p->err = str_dup("rank request without choices");
+            return;
+        }
+        /* the sequence training reads too (tune_rank_tokens) */
+        tune_example x;
+        if (tune_rank_tokens(m, text->data, r->choices, r->n_choices, &x, &e) != PWB_OK) {
+            p->err = msg_dup(&e, "tokenize");
+            return;
+        }
+        p->ids = x.ids;
+        p->n = x.n_ids;
+        p->conts = x.conts;
+        p->clen = x.cont_lens;
+        p->n_conts = x.n_labels;
+    } else if (tune_tokenize(m, text->data, 1, 1, &p->ids, &p->n, &e) != PWB_OK) {
         p->err = msg_dup(&e, "tokenize");
         return;
-    }
-    if (p->n == 0) {
+    } else if (p->n == 0) {
         p->err = str_dup("empty prompt");
         return;
     }
@@ -124,77 +126,8 @@ static void prep_request(local_impl *im, const llm_request *r, local_prep *p, pw
         return;
     }
     p->work = p->n;
-    if (r->mode != LLM_RANK)
-        return;
-    if (r->n_choices < 1 || !r->choices) {
-        p->err = str_dup("rank request without choices");
-        return;
-    }
-    p->conts = calloc((size_t)r->n_choices, sizeof *p->conts);
-    p->clen = calloc((size_t)r->n_choices, sizeof *p->clen);
-    if (!p->conts || !p->clen) {
-        p->err = str_dup("out of memory");
-        return;
-    }
-    p->n_conts = r->n_choices;
-    /* A prompt ending in spaces ("Answer: ") hands them to the choices, as lm-eval-harness does: a
-     * BPE vocabulary glues a space to the word after it, so " positive" is the natural token. */
-    size_t plen = text->len, nsp = 0;
-    while (nsp < plen && text->data[plen - 1 - nsp] == ' ')
-        nsp++;
-    if (nsp > 0 && nsp < plen) {
-        plen -= nsp;
-        text->data[plen] = '\0';
-        text->len = plen;
-        free(p->ids);
-        p->ids = NULL;
-        if (encode(im, text->data, 1, 1, &p->ids, &p->n, &e) != PWB_OK || p->n == 0) {
-            p->err = msg_dup(&e, "tokenize");
-            return;
-        }
-        p->work = p->n;
-    }
-    pwb_buf chb;
-    buf_init(&chb);
-    for (int c = 0; c < r->n_choices; c++) {
-        buf_reset(&chb);
-        for (size_t k = 0; k < nsp; k++)
-            buf_putc(&chb, ' ');
-        buf_puts(&chb, r->choices[c] ? r->choices[c] : "");
-        const char *ch = chb.data ? chb.data : "";
-        /* Tokenize as the model would read it after the prompt; fall back to the choice alone when
-         * joining the texts would change the prompt's own tokens. */
-        text->len = plen;
-        text->data[plen] = '\0';
-        buf_puts(text, ch);
-        int32_t *full = NULL;
-        int nf = 0;
-        if (encode(im, text->data, 1, 1, &full, &nf, &e) != PWB_OK) {
-            p->err = msg_dup(&e, "tokenize choice");
-            break;
-        }
-        if (nf > p->n && memcmp(full, p->ids, (size_t)p->n * sizeof *full) == 0) {
-            p->clen[c] = nf - p->n;
-            p->conts[c] = malloc((size_t)p->clen[c] * sizeof(int32_t));
-            if (p->conts[c])
-                memcpy(p->conts[c], full + p->n, (size_t)p->clen[c] * sizeof(int32_t));
-            free(full);
-        } else {
-            free(full);
-            if (encode(im, ch, 0, 0, &p->conts[c], &p->clen[c], &e) != PWB_OK) {
-                p->err = msg_dup(&e, "tokenize choice");
-                break;
-            }
-        }
-        if (!p->conts[c] || p->clen[c] < 1) {
-            p->err = str_dup(p->clen[c] < 1 ? "empty choice" : "out of memory");
-            break;
-        }
+    for (int c = 0; c < p->n_conts; c++)
         p->work += p->clen[c] - 1;
-    }
-    buf_free(&chb);
-    text->len = plen;
-    text->data[plen] = '\0';
 }
 
 static void set_error(llm_response *r, const char *msg)

@@ -28,12 +28,14 @@ void tune_example_free(tune_example *x)
     memset(x, 0, sizeof *x);
 }
 
-static int encode(const model *m, const char *text, int add_special, int parse_special, int32_t **ids, int *n,
+int tune_tokenize(const model *m, const char *text, int add_special, int parse_special, int32_t **ids, int *n,
                   pwb_err *e)
 {
     size_t k = 0;
     *ids = NULL;
     *n = 0;
+    if (!m->tok)
+        return err_set(e, PWB_EINVAL, "the model has no tokenizer");
     if (tokenizer_encode(m->tok, text, strlen(text), add_special, parse_special, ids, &k, e) < 0)
         return e && e->code ? e->code : PWB_EPARSE;
     if (k > (size_t)m->hp.n_ctx) {
@@ -45,36 +47,23 @@ static int encode(const model *m, const char *text, int add_special, int parse_s
     return PWB_OK;
 }
 
-/* Mirrors prep_request in src/llm/local.c (LLM_RANK), so training sees the scorer's tokens. */
-int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, int n_msgs,
-                const char *const *choices, int n_choices, int label, tune_example *out, pwb_err *e)
+int tune_rank_tokens(const model *m, const char *prompt, const char *const *choices, int n_choices, tune_example *out,
+                     pwb_err *e)
 {
     memset(out, 0, sizeof *out);
-    if (!m->tok)
-        return err_set(e, PWB_EINVAL, "the model has no tokenizer");
-    if (n_msgs < 1 || !msgs || n_choices < 1 || !choices)
-        return err_set(e, PWB_EINVAL, "tune: an example needs messages and choices");
-    if (label < -1 || label >= n_choices)
-        return err_set(e, PWB_EINVAL, "tune: label %d out of range", label);
+    out->label = -1;
+    if (n_choices < 1 || !choices)
+        return err_set(e, PWB_EINVAL, "rank: no choices");
     pwb_buf text, chb;
     buf_init(&text);
     buf_init(&chb);
-    chat_template none = {0};
-    int rc = PWB_OK;
-    if (!ct) {
-        rc = chat_template_init(&none, NULL, "none", e);
-        ct = &none;
-    }
+    int rc = buf_puts(&text, prompt) || buf_reserve(&text, 0) ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
     if (rc == PWB_OK)
-        rc = chat_render(ct, msgs, (size_t)n_msgs, 1, &text, e);
-    if (rc == PWB_OK && !text.data && buf_reserve(&text, 0))
-        rc = err_set(e, PWB_ENOMEM, "out of memory");
-    if (rc == PWB_OK)
-        rc = encode(m, text.data, 1, 1, &out->ids, &out->n_ids, e);
+        rc = tune_tokenize(m, text.data, 1, 1, &out->ids, &out->n_ids, e);
     if (rc == PWB_OK && out->n_ids == 0)
         rc = err_set(e, PWB_EINVAL, "empty prompt");
-    /* A prompt ending in spaces hands them to the choices (a BPE vocabulary glues a space to the
-     * word after it). */
+    /* A prompt ending in spaces ("Answer: ") hands them to the choices, as lm-eval-harness does: a
+     * BPE vocabulary glues a space to the word after it, so " positive" is the natural token. */
     size_t plen = text.len, nsp = 0;
     while (rc == PWB_OK && nsp < plen && text.data[plen - 1 - nsp] == ' ')
         nsp++;
@@ -84,7 +73,7 @@ int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, i
         text.len = plen;
         free(out->ids);
         out->ids = NULL;
-        rc = encode(m, text.data, 1, 1, &out->ids, &out->n_ids, e);
+        rc = tune_tokenize(m, text.data, 1, 1, &out->ids, &out->n_ids, e);
         if (rc == PWB_OK && out->n_ids == 0)
             rc = err_set(e, PWB_EINVAL, "empty prompt");
     }
@@ -108,7 +97,7 @@ int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, i
         buf_puts(&text, ch);
         int32_t *full = NULL;
         int nf = 0;
-        rc = encode(m, text.data, 1, 1, &full, &nf, e);
+        rc = tune_tokenize(m, text.data, 1, 1, &full, &nf, e);
         if (rc != PWB_OK)
             break;
         if (nf > out->n_ids && memcmp(full, out->ids, (size_t)out->n_ids * sizeof *full) == 0) {
@@ -119,7 +108,7 @@ int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, i
             free(full);
         } else {
             free(full);
-            rc = encode(m, ch, 0, 0, &out->conts[c], &out->cont_lens[c], e);
+            rc = tune_tokenize(m, ch, 0, 0, &out->conts[c], &out->cont_lens[c], e);
             if (rc != PWB_OK)
                 break;
         }
@@ -127,12 +116,39 @@ int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, i
             rc = err_set(e, out->cont_lens[c] < 1 ? PWB_EINVAL : PWB_ENOMEM, "%s",
                          out->cont_lens[c] < 1 ? "empty choice" : "out of memory");
     }
-    out->label = label;
-    chat_template_free(&none);
     buf_free(&text);
     buf_free(&chb);
     if (rc != PWB_OK)
         tune_example_free(out);
+    return rc;
+}
+
+int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, int n_msgs,
+                const char *const *choices, int n_choices, int label, tune_example *out, pwb_err *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!m->tok)
+        return err_set(e, PWB_EINVAL, "the model has no tokenizer");
+    if (n_msgs < 1 || !msgs || n_choices < 1 || !choices)
+        return err_set(e, PWB_EINVAL, "tune: an example needs messages and choices");
+    if (label < -1 || label >= n_choices)
+        return err_set(e, PWB_EINVAL, "tune: label %d out of range", label);
+    pwb_buf text;
+    buf_init(&text);
+    chat_template none = {0};
+    int rc = PWB_OK;
+    if (!ct) {
+        rc = chat_template_init(&none, NULL, "none", e);
+        ct = &none;
+    }
+    if (rc == PWB_OK)
+        rc = chat_render(ct, msgs, (size_t)n_msgs, 1, &text, e);
+    if (rc == PWB_OK)
+        rc = tune_rank_tokens(m, text.data ? text.data : "", choices, n_choices, out, e);
+    if (rc == PWB_OK)
+        out->label = label;
+    chat_template_free(&none);
+    buf_free(&text);
     return rc;
 }
 

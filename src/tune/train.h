@@ -3,8 +3,8 @@
  * Objective: cross-entropy of the verbalized label's tokens given [soft prompt][rendered input],
  * averaged over the examples of a batch. The input is rendered exactly as the local backend's rank
  * classification renders it (chat template with the assistant's turn opened, trailing spaces
- * handed to the choices, each choice tokenized as the continuation of the prompt): tune_encode, so
- * a trained prompt is scored on the same token sequences it was trained on.
+ * handed to the choices, each choice tokenized as the continuation of the prompt): both call
+ * tune_rank_tokens, so a trained prompt is scored on the same token sequences it was trained on.
  *
  * Loop: a seeded held-out slice of the training examples is set aside; the rest (up to a limit)
  * is visited in seeded shuffled epochs, `batch` examples per step, for `steps` steps (or
@@ -44,11 +44,23 @@ typedef struct tune_example {
 
 void tune_example_free(tune_example *x);
 
+/* The token sequence rank classification reads, one function for training and for the local
+ * backend's LLM_RANK (src/llm/local.c), so a prompt is scored on the tokens it was trained on: the
+ * rendered prompt tokenized with special tokens parsed (BOS as the tokenizer wants); spaces that
+ * end it handed to every choice (a BPE vocabulary glues a space to the word after it); each choice
+ * tokenized as the continuation of the prompt, or alone when joining them would change the
+ * prompt's own tokens. Fills out's ids, conts, cont_lens and n_labels (label -1). */
+int tune_rank_tokens(const model *m, const char *prompt, const char *const *choices, int n_choices, tune_example *out,
+                     pwb_err *e);
+
 /* Renders msgs with the chat template (assistant turn opened; ct NULL: the contents joined as
- * CHAT_NONE does), tokenizes (special tokens parsed, BOS as the tokenizer wants) and tokenizes
- * each choice as a continuation, as src/llm/local.c does for LLM_RANK. */
+ * CHAT_NONE does) and encodes the result with tune_rank_tokens. */
 int tune_encode(const model *m, const chat_template *ct, const chat_msg *msgs, int n_msgs,
                 const char *const *choices, int n_choices, int label, tune_example *out, pwb_err *e);
+
+/* text's tokens (malloc'd), at most the model's context: PWB_ERANGE beyond it. */
+int tune_tokenize(const model *m, const char *text, int add_special, int parse_special, int32_t **ids, int *n,
+                  pwb_err *e);
 
 typedef struct tune_config {
     tune_method_config method; /* which method and its own settings (prompt tuning) */
