@@ -117,6 +117,7 @@ int cmd_dataset_check(const cli_args *a);
 int cmd_dataset_import(const cli_args *a);
 int cmd_generate(const cli_args *a);
 int cmd_serve(const cli_args *a);
+int cmd_tune(const cli_args *a);
 int cmd_model_info(const cli_args *a);
 int cmd_version(const cli_args *a);
 int cmd_help(const cli_args *a);

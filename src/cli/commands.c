@@ -139,8 +139,6 @@ static const cli_opt generate_opts[] = {
     {0},
 };
 
-/* pwb tune (cmd_tune.c) */
-int cmd_tune(const cli_args *a);
 static const cli_opt tune_opts[] = {
     {"model", 'm', "PATH", "the frozen model: a GGUF file or a Hugging Face folder (required)"},
     {"dataset", 'D', "NAME", "dataset card, a classification task (required)"},

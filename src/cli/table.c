@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/buf.h"
+#include "util/escape.h"
 #include "util/str.h"
 #include "util/utf8.h"
 
@@ -122,39 +124,33 @@ static void put_plain(FILE *f, const char *s, size_t width, int right, int max)
             fputc(' ', f);
 }
 
+/* A markdown cell or a CSV record, escaped in a buffer (util/escape.h) and written. */
+static void put_escaped(FILE *f, pwb_buf *b)
+{
+    if (b->data)
+        fwrite(b->data, 1, b->len, f);
+    buf_free(b);
+}
+
 static void put_md(FILE *f, const char *s)
 {
-    for (const char *p = s ? s : ""; *p; p++) {
-        if (*p == '|')
-            fputs("\\|", f);
-        else if (*p == '\n')
-            fputs("<br>", f);
-        else if ((unsigned char)*p < 0x20)
-            fputc(' ', f);
-        else
-            fputc(*p, f);
-    }
+    pwb_buf b;
+    buf_init(&b);
+    esc_md(&b, s);
+    put_escaped(f, &b);
 }
 
 void table_csv_record(FILE *f, int n, const char *const *vals)
 {
+    pwb_buf b;
+    buf_init(&b);
     for (int i = 0; i < n; i++) {
-        const char *v = vals[i] ? vals[i] : "";
         if (i)
-            fputc(',', f);
-        if (strpbrk(v, ",\"\r\n")) {
-            fputc('"', f);
-            for (const char *p = v; *p; p++) {
-                if (*p == '"')
-                    fputc('"', f);
-                fputc(*p, f);
-            }
-            fputc('"', f);
-        } else {
-            fputs(v, f);
-        }
+            buf_putc(&b, ',');
+        esc_csv(&b, vals[i] ? vals[i] : "");
     }
-    fputs("\r\n", f);
+    buf_puts(&b, "\r\n");
+    put_escaped(f, &b);
 }
 
 static void json_string(FILE *f, const char *s)

@@ -65,8 +65,8 @@ static int render_md(const db_run_info *ra, const db_run_info *rb, const cmp_row
     const db_run_info *runs[2] = {ra, rb};
     for (int k = 0; k < 2; k++)
         r |= buf_printf(b, "- %c: run %lld, suite `", k ? 'B' : 'A', (long long)runs[k]->id) |
-             md_text(b, runs[k]->suite_name) | buf_puts(b, "`, started ") |
-             md_text(b, runs[k]->started ? runs[k]->started : "?") | buf_putc(b, '\n');
+             esc_md(b, runs[k]->suite_name) | buf_puts(b, "`, started ") |
+             esc_md(b, runs[k]->started ? runs[k]->started : "?") | buf_putc(b, '\n');
     r |= buf_puts(b, "\nPer method, what changed from A to B. Delta is B minus A in percentage points. *p*: exact "
                      "McNemar test on the rows both runs evaluated (A only / B only: rows that only that run got "
                      "right). Tokens are means per example; cost is per 1,000 examples (USD for priced remote "
@@ -79,10 +79,10 @@ static int render_md(const db_run_info *ra, const db_run_info *rb, const cmp_row
             continue;
         const db_cell_info *c0 = any_cell(&rows[g]);
         int unit = rows[g].unit;
-        r |= buf_puts(b, "\n## ") | md_text(b, c0->dataset);
+        r |= buf_puts(b, "\n## ") | esc_md(b, c0->dataset);
         if (c0->split && *c0->split)
-            r |= buf_puts(b, " (") | md_text(b, c0->split) | buf_putc(b, ')');
-        r |= buf_puts(b, " \xc2\xb7 ") | md_text(b, c0->model) |
+            r |= buf_puts(b, " (") | esc_md(b, c0->split) | buf_putc(b, ')');
+        r |= buf_puts(b, " \xc2\xb7 ") | esc_md(b, c0->model) |
              buf_printf(b, "\n\n| method | n A | accuracy A [95%% CI] | n B | accuracy B [95%% CI] | delta | shared | "
                            "A only | B only | p | tokens in A \xe2\x86\x92 B | tokens out A \xe2\x86\x92 B | %s A "
                            "\xe2\x86\x92 B |\n"
@@ -95,7 +95,7 @@ static int render_md(const db_run_info *ra, const db_run_info *rb, const cmp_row
                 continue;
             done[i] = 1;
             double lo, hi;
-            r |= buf_puts(b, "| ") | md_text(b, c->method) | buf_printf(b, " | %ld | ", w->na);
+            r |= buf_puts(b, "| ") | esc_md(b, c->method) | buf_printf(b, " | %ld | ", w->na);
             stats_wilson(w->ka, w->na, STATS_Z95, &lo, &hi);
             r |= fmt_accuracy(b, w->na, w->acc_a, lo, hi) | buf_printf(b, " | %ld | ", w->nb);
             stats_wilson(w->kb, w->nb, STATS_Z95, &lo, &hi);
@@ -131,7 +131,7 @@ static int render_csv(const db_run_info *ra, const db_run_info *rb, const cmp_ro
         r |= buf_printf(b, "%lld,%lld,", (long long)ra->id, (long long)rb->id);
         const char *txt[] = {c->dataset, c->split, c->model, c->method};
         for (int k = 0; k < 4; k++)
-            r |= csv_text(b, txt[k]) | buf_putc(b, ',');
+            r |= esc_csv(b, txt[k]) | buf_putc(b, ',');
         r |= buf_printf(b, "%ld,%ld,", w->na, w->ka) | csv_num(b, w->acc_a) |
              buf_printf(b, ",%ld,%ld,", w->nb, w->kb) | csv_num(b, w->acc_b) | buf_putc(b, ',') |
              csv_num(b, w->acc_b - w->acc_a) |

@@ -13,35 +13,6 @@
 
 #define DASH "\xe2\x80\x94" /* em dash: "no value" */
 
-int md_text(pwb_buf *b, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    const unsigned char *p = (const unsigned char *)s;
-    while (n > 0) {
-        int r;
-        size_t len = report_utf8_seq(p, n);
-        if (len == 0) {
-            r = buf_putc(b, '?');
-            len = 1;
-        } else if (len > 1) {
-            r = buf_append(b, p, len);
-        } else if (*p == '|') {
-            r = buf_puts(b, "\\|");
-        } else if (*p == '<') {
-            r = buf_puts(b, "&lt;");
-        } else if (*p == '>') {
-            r = buf_puts(b, "&gt;");
-        } else {
-            r = buf_putc(b, *p < 0x20 || *p == 0x7f ? ' ' : (char)*p);
-        }
-        if (r)
-            return -1;
-        p += len;
-        n -= len;
-    }
-    return 0;
-}
-
 cJSON *report_json_string(const char *value)
 {
     if (!value)
@@ -81,20 +52,6 @@ void report_json_str(cJSON *o, const char *key, const char *value)
     cJSON *j = report_json_string(value);
     if (j && !cJSON_AddItemToObject(o, key, j))
         cJSON_Delete(j);
-}
-
-int csv_text(pwb_buf *b, const char *s)
-{
-    if (!s)
-        return 0;
-    if (!strpbrk(s, ",\"\r\n"))
-        return buf_puts(b, s);
-    if (buf_putc(b, '"'))
-        return -1;
-    for (; *s; s++)
-        if ((*s == '"' && buf_putc(b, '"')) || buf_putc(b, *s))
-            return -1;
-    return buf_putc(b, '"');
 }
 
 int csv_num(pwb_buf *b, double v)
@@ -187,7 +144,7 @@ static int md_alt(pwb_buf *b, const char *s)
 {
     pwb_buf t;
     buf_init(&t);
-    int r = md_text(&t, s);
+    int r = esc_md(&t, s);
     for (size_t i = 0; i < t.len && !r; i++)
         r = (t.data[i] == '[' || t.data[i] == ']') ? buf_putc(b, '\\') | buf_putc(b, t.data[i])
                                                    : buf_putc(b, t.data[i]);
@@ -228,7 +185,7 @@ static int md_training_cost(const report_group *g, pwb_buf *b)
                         "hard prompts cost nothing to make (0). *Break-even*: the number of inferences after "
                         "which a soft prompt's training time is repaid by its cheaper input, compared with ");
     if (g->few_shot_ref >= 0)
-        r |= buf_puts(b, "the most accurate few-shot method, **") | md_text(b, g->rows[g->few_shot_ref].method) |
+        r |= buf_puts(b, "the most accurate few-shot method, **") | esc_md(b, g->rows[g->few_shot_ref].method) |
              buf_puts(b, "**: training seconds / (few-shot CPU-s per example \xe2\x88\x92 soft CPU-s per "
                          "example); *never* when the soft prompt is not cheaper per example.\n\n");
     else
@@ -240,7 +197,7 @@ static int md_training_cost(const report_group *g, pwb_buf *b)
         const report_row *w = &g->rows[i];
         if (w->is_baseline)
             continue;
-        r |= buf_puts(b, "| ") | md_text(b, w->method) | buf_puts(b, " | ") | md_text(b, w->kind);
+        r |= buf_puts(b, "| ") | esc_md(b, w->method) | buf_puts(b, " | ") | esc_md(b, w->kind);
         if (!w->has_soft_prompt) {
             r |= buf_puts(b, " | " DASH " | " DASH " | 0 | 0 | 0 | 0 | 0 s | " DASH " | ") |
                  fmt_g3(b, w->cpu_per_example) | buf_puts(b, " | " DASH " |\n");
@@ -248,7 +205,7 @@ static int md_training_cost(const report_group *g, pwb_buf *b)
         }
         const db_soft_prompt_info *sp = &w->soft_prompt;
         r |= buf_puts(b, " | ") | (sp->n_tokens > 0 ? buf_printf(b, "%d", sp->n_tokens) : buf_puts(b, DASH)) |
-             buf_puts(b, " | ") | md_text(b, sp->init ? sp->init : DASH);
+             buf_puts(b, " | ") | esc_md(b, sp->init ? sp->init : DASH);
         int64_t v[4] = {sp->trainable_params, sp->artifact_bytes, sp->steps, sp->examples_seen};
         for (int k = 0; k < 4; k++)
             r |= buf_puts(b, " | ") | fmt_count(b, v[k]);
@@ -296,12 +253,12 @@ static int md_budget(const report_group *g, pwb_buf *b)
         const report_row *w = &g->rows[i];
         if (w->is_baseline)
             continue;
-        r |= buf_puts(b, "| ") | md_text(b, w->method) | buf_puts(b, " | ") | md_text(b, w->kind) | buf_puts(b, " | ");
+        r |= buf_puts(b, "| ") | esc_md(b, w->method) | buf_puts(b, " | ") | esc_md(b, w->kind) | buf_puts(b, " | ");
         r |= !w->has_budget ? buf_puts(b, DASH) : w->train_limit < 0 ? buf_puts(b, "all") : fmt_int(b, w->train_limit);
-        r |= buf_puts(b, " | ") | md_text(b, w->calibration ? w->calibration : DASH) | buf_puts(b, " | ");
+        r |= buf_puts(b, " | ") | esc_md(b, w->calibration ? w->calibration : DASH) | buf_puts(b, " | ");
         for (int k = 0; k < w->n_calib_p; k++) {
             const char *name = k < g->n_labels && g->labels[k] ? g->labels[k] : NULL;
-            r |= (k ? buf_puts(b, ", ") : 0) | (name ? md_text(b, name) : buf_printf(b, "%d", k)) |
+            r |= (k ? buf_puts(b, ", ") : 0) | (name ? esc_md(b, name) : buf_printf(b, "%d", k)) |
                  buf_printf(b, " %.3f", w->calib_p[k]);
         }
         r |= buf_puts(b, w->n_calib_p ? " |" : DASH " |");
@@ -328,14 +285,14 @@ static int md_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b)
     int soft = 0;
     for (size_t k = 0; k < sw->n_rows; k++)
         soft |= g->rows[sw->rows[k]].has_soft_prompt;
-    int r = buf_puts(b, "\n### Sweep: ") | md_text(b, sw->name) | buf_puts(b, " (");
+    int r = buf_puts(b, "\n### Sweep: ") | esc_md(b, sw->name) | buf_puts(b, " (");
     for (int a = 0; a < sw->n_axes; a++)
-        r |= (a ? buf_puts(b, " \xc3\x97 ") : 0) | md_text(b, sw->axes[a]);
+        r |= (a ? buf_puts(b, " \xc3\x97 ") : 0) | esc_md(b, sw->axes[a]);
     r |= buf_puts(b, ")\n\n*p vs sweep best*: exact McNemar test against the sweep's most accurate point (bold).\n\n|");
     if (!sw->n_axes) /* points stored without their values: name them */
         r |= buf_puts(b, " method |");
     for (int a = 0; a < sw->n_axes; a++)
-        r |= buf_putc(b, ' ') | md_text(b, sw->axes[a]) | buf_puts(b, " |");
+        r |= buf_putc(b, ' ') | esc_md(b, sw->axes[a]) | buf_puts(b, " |");
     r |= buf_printf(b, " n | accuracy [95%% CI] | p vs sweep best | tokens in | %s |%s\n|", cost_header(g->cost_unit),
                     soft ? " training time |" : "");
     r |= !sw->n_axes ? buf_puts(b, "---|") : 0;
@@ -346,11 +303,11 @@ static int md_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b)
         const report_row *w = &g->rows[sw->rows[k]];
         r |= buf_putc(b, '|');
         if (!sw->n_axes)
-            r |= buf_putc(b, ' ') | md_text(b, w->method) | buf_puts(b, " |");
+            r |= buf_putc(b, ' ') | esc_md(b, w->method) | buf_puts(b, " |");
         for (int a = 0; a < sw->n_axes; a++) {
             const char *v = a < w->n_sweep_values && w->sweep_values[a] ? w->sweep_values[a] : DASH;
-            r |= buf_putc(b, ' ') | (w->is_sweep_best ? buf_puts(b, "**") | md_text(b, v) | buf_puts(b, "**")
-                                                      : md_text(b, v)) |
+            r |= buf_putc(b, ' ') | (w->is_sweep_best ? buf_puts(b, "**") | esc_md(b, v) | buf_puts(b, "**")
+                                                      : esc_md(b, v)) |
                  buf_puts(b, " |");
         }
         if (w->n_planned > w->n)
@@ -375,12 +332,12 @@ static int md_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b)
 static int md_group(const pwb_report *rep, const report_group *g, size_t gi, const report_chart *charts, size_t nch,
                     pwb_buf *b)
 {
-    int r = buf_puts(b, "\n## ") | md_text(b, g->dataset);
+    int r = buf_puts(b, "\n## ") | esc_md(b, g->dataset);
     if (g->split && *g->split)
-        r |= buf_puts(b, " (") | md_text(b, g->split) | buf_putc(b, ')');
-    r |= buf_puts(b, " \xc2\xb7 ") | md_text(b, g->model);
+        r |= buf_puts(b, " (") | esc_md(b, g->split) | buf_putc(b, ')');
+    r |= buf_puts(b, " \xc2\xb7 ") | esc_md(b, g->model);
     if (g->provider && *g->provider)
-        r |= buf_puts(b, " (") | md_text(b, g->provider) | buf_putc(b, ')');
+        r |= buf_puts(b, " (") | esc_md(b, g->provider) | buf_putc(b, ')');
     r |= buf_putc(b, '\n') | md_verdict(g, b) | buf_puts(b, "\n### Methods");
     r |= buf_printf(b, "\n\n| method | kind | n | accuracy [95%% CI] | p vs best | invalid | tokens in | "
                        "tokens out | latency p50 / p95 | %s |\n"
@@ -390,15 +347,15 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
         const report_row *w = &g->rows[i];
         r |= buf_puts(b, "| ");
         if (w->is_best)
-            r |= buf_puts(b, "**") | md_text(b, w->method) | buf_puts(b, "**");
+            r |= buf_puts(b, "**") | esc_md(b, w->method) | buf_puts(b, "**");
         else if (w->is_baseline && w->majority_label < g->n_labels && g->labels[w->majority_label])
             r |= buf_printf(b, "majority class (label %d: ", w->majority_label) |
-                 md_text(b, g->labels[w->majority_label]) | buf_putc(b, ')');
+                 esc_md(b, g->labels[w->majority_label]) | buf_putc(b, ')');
         else if (w->is_baseline)
             r |= buf_printf(b, "majority class (label %d)", w->majority_label);
         else
-            r |= md_text(b, w->method);
-        r |= buf_puts(b, " | ") | md_text(b, w->kind);
+            r |= esc_md(b, w->method);
+        r |= buf_puts(b, " | ") | esc_md(b, w->kind);
         if (!w->is_baseline && w->n_planned > w->n)
             r |= buf_printf(b, " | %ld/%ld | ", w->n, w->n_planned);
         else
@@ -434,19 +391,19 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
 int report_render_md(const pwb_report *rep, pwb_buf *b, pwb_err *e)
 {
     const db_run_info *run = &rep->run;
-    int r = buf_printf(b, "# pwb report: run %lld (", (long long)run->id) | md_text(b, run->suite_name) |
-            buf_puts(b, ")\n\n- Suite: `") | md_text(b, run->suite_name) | buf_puts(b, "`");
+    int r = buf_printf(b, "# pwb report: run %lld (", (long long)run->id) | esc_md(b, run->suite_name) |
+            buf_puts(b, ")\n\n- Suite: `") | esc_md(b, run->suite_name) | buf_puts(b, "`");
     if (run->suite_path)
-        r |= buf_puts(b, " from `") | md_text(b, run->suite_path) | buf_puts(b, "`");
+        r |= buf_puts(b, " from `") | esc_md(b, run->suite_path) | buf_puts(b, "`");
     if (run->suite_sha256)
         r |= buf_printf(b, ", sha256 `%.12s`", run->suite_sha256);
     r |= buf_printf(b, "\n- Seed %llu, status `", (unsigned long long)run->seed) |
-         md_text(b, run->status ? run->status : "?") | buf_puts(b, "`, started ") |
-         md_text(b, run->started ? run->started : "?");
+         esc_md(b, run->status ? run->status : "?") | buf_puts(b, "`, started ") |
+         esc_md(b, run->started ? run->started : "?");
     if (run->finished)
-        r |= buf_puts(b, ", finished ") | md_text(b, run->finished);
+        r |= buf_puts(b, ", finished ") | esc_md(b, run->finished);
     if (run->pwb_version)
-        r |= buf_puts(b, ", pwb ") | md_text(b, run->pwb_version);
+        r |= buf_puts(b, ", pwb ") | esc_md(b, run->pwb_version);
     r |= buf_puts(b, "\n\nAccuracy with its 95% Wilson interval. *p vs best*: exact McNemar test against the "
                      "best method (bold) on the rows both evaluated. The majority-class baseline always "
                      "answers the most frequent gold label of the evaluated rows. n shows done/planned "
@@ -486,11 +443,11 @@ static int csv_training(pwb_buf *b, const report_group *g, const report_row *w)
     int r = csv_count(b, sp->trainable_params) | buf_putc(b, ',') | csv_count(b, sp->artifact_bytes) |
             buf_putc(b, ',') | csv_num(b, sp->train_seconds) | buf_putc(b, ',') | csv_count(b, sp->examples_seen) |
             buf_putc(b, ',') | csv_count(b, sp->steps) | buf_putc(b, ',');
-    r |= (sp->n_tokens > 0 ? buf_printf(b, "%d", sp->n_tokens) : 0) | buf_putc(b, ',') | csv_text(b, sp->init) |
+    r |= (sp->n_tokens > 0 ? buf_printf(b, "%d", sp->n_tokens) : 0) | buf_putc(b, ',') | esc_csv(b, sp->init) |
          buf_putc(b, ',') | csv_num(b, sp->best_eval_acc) | buf_putc(b, ',');
     r |= csv_num(b, isinf(w->break_even) ? NAN : w->break_even) | buf_putc(b, ',') |
          buf_puts(b, isinf(w->break_even) ? "1," : isnan(w->break_even) ? "," : "0,");
-    r |= csv_text(b, w->break_even_ref >= 0 ? g->rows[w->break_even_ref].method : NULL) | buf_putc(b, ',');
+    r |= esc_csv(b, w->break_even_ref >= 0 ? g->rows[w->break_even_ref].method : NULL) | buf_putc(b, ',');
     return r;
 }
 
@@ -510,7 +467,7 @@ int report_render_csv(const pwb_report *rep, pwb_buf *b, pwb_err *e)
             r |= buf_printf(b, "%lld,", (long long)rep->run.id);
             const char *txt[] = {grp->dataset, grp->split, grp->model, grp->provider, w->method, w->kind};
             for (int k = 0; k < 6; k++)
-                r |= csv_text(b, txt[k]) | buf_putc(b, ',');
+                r |= esc_csv(b, txt[k]) | buf_putc(b, ',');
             r |= buf_printf(b, "%d,%d,%ld,%ld,%ld,", w->is_best, w->is_baseline, w->n, w->n_planned, w->correct);
             r |= csv_num(b, w->accuracy) | buf_putc(b, ',') | csv_num(b, w->n ? w->ci_lo : NAN) | buf_putc(b, ',') |
                  csv_num(b, w->n ? w->ci_hi : NAN) | buf_putc(b, ',') | csv_num(b, w->mcnemar_p) | buf_putc(b, ',');
@@ -526,7 +483,7 @@ int report_render_csv(const pwb_report *rep, pwb_buf *b, pwb_err *e)
                 r |= csv_num(b, cols[k]) | buf_putc(b, ',');
             r |= csv_num(b, w->is_baseline ? NAN : w->cpu_per_example) | buf_putc(b, ',');
             r |= csv_training(b, grp, w);
-            r |= csv_text(b, w->sweep) | buf_putc(b, ',') | csv_text(b, w->sweep_point) | buf_putc(b, ',') |
+            r |= esc_csv(b, w->sweep) | buf_putc(b, ',') | esc_csv(b, w->sweep_point) | buf_putc(b, ',') |
                  csv_num(b, w->sweep_p) | buf_puts(b, "\r\n");
         }
     }

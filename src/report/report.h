@@ -36,7 +36,7 @@ typedef struct report_row {
     /* Soft prompts: the training that produced the prompt (has_soft_prompt 0 otherwise). */
     int has_soft_prompt;
     db_soft_prompt_info soft_prompt;
-    /* ---- added by the report layer ---- */
+    /* Per-example cost, for the training-cost and break-even columns. */
     double cpu_per_example;    /* CPU seconds per prediction that recorded it; NAN unknown */
     double cost_per_example;   /* cost_per_1k / 1000 (group unit); NAN unknown */
     /* Break-even (soft prompts): inferences after which the training time is repaid by the

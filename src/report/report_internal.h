@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 
 #include "report/report.h"
+#include "util/escape.h"
 
 int report_is_local(const char *provider);
 void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit);
@@ -16,14 +17,9 @@ void report_pair(const db_outcome *a, size_t na, const db_outcome *b, size_t nb,
 /* Length of the valid UTF-8 sequence at p (at most n bytes); 0 when invalid (overlongs,
  * surrogates, past U+10FFFF, U+FFFE/U+FFFF). */
 size_t report_utf8_seq(const unsigned char *p, size_t n);
-/* Markdown table cell text: '|' escaped, '<' and '>' as entities (no raw HTML from names), line
- * breaks and control characters flattened to spaces, invalid UTF-8 as '?'. */
-int md_text(pwb_buf *b, const char *s);
 /* A cJSON string (or null) with invalid UTF-8 replaced by '?', so the document stays JSON. */
 void report_json_str(cJSON *o, const char *key, const char *value);
 cJSON *report_json_string(const char *value); /* the item alone (NULL on ENOMEM) */
-/* CSV field per RFC 4180: quoted when it holds a comma, quote or line break. */
-int csv_text(pwb_buf *b, const char *s);
 /* A number for CSV (empty when NAN) with %.10g. */
 int csv_num(pwb_buf *b, double v);
 /* "80.0% [49.0, 94.3]", or "—" when n == 0. */

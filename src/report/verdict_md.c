@@ -55,7 +55,7 @@ static int fmt_volume(pwb_buf *b, double v)
 
 static int bold(pwb_buf *b, const char *s)
 {
-    return buf_puts(b, "**") | md_text(b, s) | buf_puts(b, "**");
+    return buf_puts(b, "**") | esc_md(b, s) | buf_puts(b, "**");
 }
 
 static const char *arm_name(int arm)
@@ -104,8 +104,8 @@ static int verdict_tables(const report_group *g, pwb_buf *b)
         if (idx[k] < 0)
             continue;
         const report_row *w = &g->rows[idx[k]];
-        r |= buf_printf(b, "| %s | ", arm_name(w->arm)) | md_text(b, w->method) | buf_puts(b, " | ") |
-             md_text(b, w->kind) | buf_puts(b, " | ") | fmt_accuracy(b, w->n, w->accuracy, w->ci_lo, w->ci_hi) |
+        r |= buf_printf(b, "| %s | ", arm_name(w->arm)) | esc_md(b, w->method) | buf_puts(b, " | ") |
+             esc_md(b, w->kind) | buf_puts(b, " | ") | fmt_accuracy(b, w->n, w->accuracy, w->ci_lo, w->ci_hi) |
              buf_puts(b, " | ") | fmt_labelled(b, w->labelled) | buf_puts(b, " | ") | fmt_cpu(b, w->fixed_cpu_s) |
              buf_puts(b, w->fixed_estimated ? " (from wall time)" : "") | buf_puts(b, " | ") | fmt_per_1k(b, w) |
              buf_puts(b, " |\n");
@@ -116,15 +116,15 @@ static int verdict_tables(const report_group *g, pwb_buf *b)
     r |= buf_puts(b, "\n| tuned " MINUS " engineered | gap (points) | 95% CI | exact McNemar p | shared rows | only tuned "
                      "right | only engineered right | break-even volume V | N\\* (labelled examples) |\n"
                      "|---|--:|---|--:|--:|--:|--:|---|---|\n| ");
-    r |= md_text(b, t->method) | buf_puts(b, " " MINUS " ") | md_text(b, e->method) | buf_puts(b, " | ") |
+    r |= esc_md(b, t->method) | buf_puts(b, " " MINUS " ") | esc_md(b, e->method) | buf_puts(b, " | ") |
          fmt_pts(b, v->gap) | buf_puts(b, " | [") | fmt_pts(b, v->gap_lo) | buf_puts(b, ", ") | fmt_pts(b, v->gap_hi) |
          buf_puts(b, "] | ") | fmt_p(b, v->p) | buf_printf(b, " | %ld | %ld | %ld | ", v->shared, v->only_t, v->only_e);
     if (!v->v_reason)
         r |= fmt_volume(b, v->v_flip);
     else if (isnan(v->v_flip))
-        r |= md_text(b, v->v_reason);
+        r |= esc_md(b, v->v_reason);
     else
-        r |= fmt_volume(b, v->v_flip) | buf_puts(b, " (") | md_text(b, v->v_reason) | buf_putc(b, ')');
+        r |= fmt_volume(b, v->v_flip) | buf_puts(b, " (") | esc_md(b, v->v_reason) | buf_putc(b, ')');
     r |= buf_puts(b, " | ") | (isnan(v->n_star)    ? buf_puts(b, "not measured")
                                : v->n_star_upper ? buf_puts(b, "\xe2\x89\xa4 ") | fmt_volume(b, v->n_star)
                                                  : fmt_volume(b, v->n_star)) |
@@ -185,7 +185,7 @@ int md_verdict(const report_group *g, pwb_buf *b)
              fmt_per_1k(b, e) | buf_puts(b, "); for fewer, ") | bold(b, e->method) | buf_puts(b, " costs less. ");
     } else if (!strncmp(v->v_reason, "never", 5)) {
         r |= bold(b, t->method) | buf_puts(b, " never costs less in total than ") | bold(b, e->method) |
-             buf_puts(b, " (") | md_text(b, v->v_reason) | buf_puts(b, "): CPU-s per 1,000 inferences ") |
+             buf_puts(b, " (") | esc_md(b, v->v_reason) | buf_puts(b, "): CPU-s per 1,000 inferences ") |
              fmt_per_1k(b, t) | buf_puts(b, " against ") | fmt_per_1k(b, e) | buf_puts(b, ". ");
         if (v->significant && v->gap > 0)
             r |= buf_puts(b, "Its ") | fmt_pts(b, v->gap) | buf_puts(b, " points are bought with that cost. ");
@@ -194,9 +194,9 @@ int md_verdict(const report_group *g, pwb_buf *b)
                  buf_puts(b, " is the better buy at any volume. ");
     } else if (!isnan(v->v_flip)) {
         r |= bold(b, t->method) | buf_puts(b, " costs less in total only below V = ") | fmt_volume(b, v->v_flip) |
-             buf_puts(b, " inferences (") | md_text(b, v->v_reason) | buf_puts(b, "). ");
+             buf_puts(b, " inferences (") | esc_md(b, v->v_reason) | buf_puts(b, "). ");
     } else {
-        r |= buf_puts(b, "Break-even volume: ") | md_text(b, v->v_reason) | buf_puts(b, ". ");
+        r |= buf_puts(b, "Break-even volume: ") | esc_md(b, v->v_reason) | buf_puts(b, ". ");
     }
     /* ... and on labelled examples? */
     if (!isnan(v->n_star) && v->n_star_upper)
@@ -244,7 +244,7 @@ int md_volume(const report_group *g, pwb_buf *b)
         const report_row *w = &g->rows[i];
         if (w->is_baseline || w->n <= 0)
             continue;
-        r |= buf_puts(b, "| ") | md_text(b, w->method) | buf_printf(b, " | %s | %.1f%% | ", arm_name(w->arm),
+        r |= buf_puts(b, "| ") | esc_md(b, w->method) | buf_printf(b, " | %s | %.1f%% | ", arm_name(w->arm),
                                                                      100.0 * w->accuracy);
         r |= fmt_cpu(b, w->fixed_cpu_s) | buf_puts(b, " | ") | fmt_per_1k(b, w) | buf_puts(b, " | ");
         double t1 = w->fixed_cpu_s + 1e3 * w->cpu_per_example, t2 = w->fixed_cpu_s + 1e5 * w->cpu_per_example;
@@ -258,7 +258,7 @@ int md_volume(const report_group *g, pwb_buf *b)
             long be = g->verdict.engineered;
             r |= buf_puts(b, "no engineered prompt is as accurate | ");
             r |= be >= 0 ? fmt_pts(b, w->accuracy - g->rows[be].accuracy) | buf_puts(b, " vs ") |
-                               md_text(b, g->rows[be].method)
+                               esc_md(b, g->rows[be].method)
                          : buf_puts(b, DASH);
             r |= buf_puts(b, " | not applicable: nothing engineered to break even with |\n");
             continue;
@@ -266,13 +266,13 @@ int md_volume(const report_group *g, pwb_buf *b)
         const report_row *x = &g->rows[ref];
         double v;
         const char *why = report_volume_flip(w, x, &v);
-        r |= md_text(b, x->method) | buf_puts(b, " | ") | fmt_pts(b, w->accuracy - x->accuracy) | buf_puts(b, " | ");
+        r |= esc_md(b, x->method) | buf_puts(b, " | ") | fmt_pts(b, w->accuracy - x->accuracy) | buf_puts(b, " | ");
         if (!why)
             r |= fmt_volume(b, v);
         else if (!isnan(v))
-            r |= fmt_volume(b, v) | buf_puts(b, " (") | md_text(b, why) | buf_putc(b, ')');
+            r |= fmt_volume(b, v) | buf_puts(b, " (") | esc_md(b, why) | buf_putc(b, ')');
         else
-            r |= md_text(b, why);
+            r |= esc_md(b, why);
         r |= buf_puts(b, " |\n");
     }
     return r;
@@ -286,7 +286,7 @@ static const char *word_of(const report_group *g, int label)
 static int label_text(pwb_buf *b, const report_group *g, int label)
 {
     const char *w = word_of(g, label);
-    return w ? md_text(b, w) : buf_printf(b, "label %d", label);
+    return w ? esc_md(b, w) : buf_printf(b, "label %d", label);
 }
 
 int md_classes(const report_group *g, pwb_buf *b)
@@ -334,7 +334,7 @@ int md_classes(const report_group *g, pwb_buf *b)
                 n += row[k];
             if (!n)
                 continue;
-            r |= buf_puts(b, "| ") | md_text(b, w->method);
+            r |= buf_puts(b, "| ") | esc_md(b, w->method);
             if (collapsed && gl == 0)
                 r |= buf_puts(b, " (*collapsed* to ") | label_text(b, g, top_label) | buf_putc(b, ')');
             r |= buf_puts(b, " | ") | label_text(b, g, gl) | buf_puts(b, " |");

@@ -119,7 +119,7 @@ int db_cache_put(pwb_db *db, const char *key, const char *value_json, pwb_err *e
 typedef int (*db_row_fn)(void *ctx, int stmt, int ncols, const char *const *names, const char *const *values);
 int db_query(pwb_db *db, const char *sql, double timeout_s, db_row_fn row, void *ctx, pwb_err *e);
 
-/* ---- Additions by the store layer (beyond the lead's contract) ---- */
+/* ---- Schema version, nested transactions, soft prompts and their training curves ---- */
 
 /* The schema version this build writes; db_open migrates older files up to it and refuses newer. */
 int db_schema_latest(void);

@@ -1,5 +1,5 @@
 /* Dataset cards: parsing and validation of the JSON, lookups. The loaders are in dataset.c. */
-#include "task/dataset.h"
+#include "task/card.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,7 +133,7 @@ static int check_keys(const cJSON *o, const char *const *allowed, const char *pa
     cJSON_ArrayForEach(it, o)
     {
         const char *k = it->string ? it->string : "";
-        if (k[0] == '_' || str_starts(k, "x-") || strcmp(k, "comment") == 0)
+        if (json_key_is_comment(k))
             continue;
         int ok = 0;
         for (int i = 0; allowed[i]; i++)

@@ -2,7 +2,7 @@
 #ifndef PWB_TASK_CATALOG_H
 #define PWB_TASK_CATALOG_H
 
-#include "task/dataset.h"
+#include "task/card.h"
 #include "util/buf.h"
 #include "util/err.h"
 
