@@ -86,25 +86,10 @@ int anthropic_build(const char *model, int stream, int default_max_tokens, const
     }
     bad |= bad || (stream && !cJSON_AddTrueToObject(o, "stream"));
     buf_free(&sys);
-    char *s = bad ? NULL : cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s || buf_puts(out, s)) {
-        free(s);
-        return err_set(e, PWB_ENOMEM, "request: out of memory");
-    }
-    free(s);
-    return PWB_OK;
+    return json_append(out, o, bad) ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
 }
 
 /* ---- replies ---- */
-
-static int count_of(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 2e9)
-        return -1;
-    return (int)v->valuedouble;
-}
 
 static const char *reason_name(const char *stop_reason)
 {
@@ -128,13 +113,13 @@ static void take_usage(an_acc *a, const cJSON *u)
     if (!cJSON_IsObject(u))
         return;
     int v;
-    if ((v = count_of(u, "input_tokens")) >= 0)
+    if ((v = remote_json_count(u, "input_tokens")) >= 0)
         a->in = v;
-    if ((v = count_of(u, "cache_read_input_tokens")) >= 0)
+    if ((v = remote_json_count(u, "cache_read_input_tokens")) >= 0)
         a->cache_read = v;
-    if ((v = count_of(u, "cache_creation_input_tokens")) >= 0)
+    if ((v = remote_json_count(u, "cache_creation_input_tokens")) >= 0)
         a->cache_new = v;
-    if ((v = count_of(u, "output_tokens")) >= 0)
+    if ((v = remote_json_count(u, "output_tokens")) >= 0)
         a->out = v;
 }
 
@@ -250,17 +235,9 @@ static int on_event(void *ctx, const char *event, const char *data, size_t len)
     return stop || a->oom;
 }
 
-static int looks_like_object(const char *body, size_t len)
-{
-    size_t k = 0;
-    while (k < len && (body[k] == ' ' || body[k] == '\t' || body[k] == '\r' || body[k] == '\n'))
-        k++;
-    return k < len && body[k] == '{';
-}
-
 int anthropic_parse_stream(const char *body, size_t len, llm_response *r, pwb_err *e)
 {
-    if (looks_like_object(body, len))
+    if (remote_looks_like_object(body, len))
         return anthropic_parse_reply(body, len, r, e);
     an_acc a = {.in = -1, .out = -1, .cache_read = -1, .cache_new = -1};
     buf_init(&a.text);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "llm/estimate.h"
+#include "llm/remote.h"
 #include "util/str.h"
 #include "util/utf8.h"
 
@@ -60,22 +61,7 @@ int logprobs_build(const openai_body_opts *bo, const llm_request *r, int k, pwb_
     bad |= bad || !cJSON_AddNumberToObject(o, "logprobs", 1);
     bad |= bad || !cJSON_AddTrueToObject(o, "echo");
     buf_free(&text);
-    char *s = bad ? NULL : cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s || buf_puts(body, s)) {
-        free(s);
-        return err_set(e, PWB_ENOMEM, "request: out of memory");
-    }
-    free(s);
-    return PWB_OK;
-}
-
-static int count_of(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 2e9)
-        return -1;
-    return (int)v->valuedouble;
+    return json_append(body, o, bad) ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
 }
 
 int logprobs_parse(const char *body, size_t len, size_t start, size_t end, double *logprob, int *n_tokens,
@@ -119,7 +105,7 @@ int logprobs_parse(const char *body, size_t len, size_t start, size_t end, doubl
      * special tokens (<|im_start|>) count nothing, so the prompt's own length does not line up;
      * the generated tokens always come last. Without usage: the prompt's length as sent. */
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
-    int gen = cJSON_IsObject(usage) ? count_of(usage, "completion_tokens") : -1;
+    int gen = cJSON_IsObject(usage) ? remote_json_count(usage, "completion_tokens") : -1;
     if (gen >= 0 && gen <= n && n == cJSON_GetArraySize(tl) && n == cJSON_GetArraySize(to)) {
         double g_at;
         if (gen > 0) {
@@ -203,8 +189,8 @@ int logprobs_parse(const char *body, size_t len, size_t start, size_t end, doubl
     *logprob = sum;
     *n_tokens = used;
     if (r) {
-        r->tokens_in = cJSON_IsObject(usage) ? count_of(usage, "prompt_tokens") : -1;
-        r->tokens_out = cJSON_IsObject(usage) ? count_of(usage, "completion_tokens") : -1;
+        r->tokens_in = cJSON_IsObject(usage) ? remote_json_count(usage, "prompt_tokens") : -1;
+        r->tokens_out = cJSON_IsObject(usage) ? remote_json_count(usage, "completion_tokens") : -1;
     }
 out:
     cJSON_Delete(j);

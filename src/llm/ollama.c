@@ -60,22 +60,7 @@ int ollama_build(const char *model, int stream, const llm_request *r, pwb_buf *o
             }
         }
     }
-    char *s = bad ? NULL : cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s || buf_puts(out, s)) {
-        free(s);
-        return err_set(e, PWB_ENOMEM, "request: out of memory");
-    }
-    free(s);
-    return PWB_OK;
-}
-
-static int count_of(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 2e9)
-        return -1;
-    return (int)v->valuedouble;
+    return json_append(out, o, bad) ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
 }
 
 /* What one object (a whole reply or a stream line) carries. */
@@ -91,20 +76,9 @@ static int on_obj(void *ctx, const char *event, const char *data, size_t len)
 {
     ollama_acc *a = ctx;
     a->lines++;
-    cJSON *j = cJSON_ParseWithLength(data, len);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        a->garbled = 1;
+    cJSON *j = remote_stream_object(data, len, a->err, sizeof a->err, &a->garbled);
+    if (!j)
         return 1;
-    }
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
-    if (err) {
-        const char *m = cJSON_IsObject(err) ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "message"))
-                                            : cJSON_GetStringValue(err);
-        snprintf(a->err, sizeof a->err, "server error: %.200s", m ? m : "(no message)");
-        cJSON_Delete(j);
-        return 1;
-    }
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(msg, "content");
     if (cJSON_IsString(c) && c->valuestring) {
@@ -117,8 +91,8 @@ static int on_obj(void *ctx, const char *event, const char *data, size_t len)
         const char *dr = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "done_reason"));
         if (dr)
             str_copy(a->reason, sizeof a->reason, dr);
-        a->tokens_in = count_of(j, "prompt_eval_count");
-        a->tokens_out = count_of(j, "eval_count");
+        a->tokens_in = remote_json_count(j, "prompt_eval_count");
+        a->tokens_out = remote_json_count(j, "eval_count");
     }
     cJSON_Delete(j);
     return a->oom;

@@ -82,17 +82,6 @@ static int add_stream(cJSON *o)
     return so && cJSON_AddTrueToObject(so, "include_usage") ? 0 : -1;
 }
 
-static int finish_body(cJSON *o, pwb_buf *out, pwb_err *e)
-{
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        return err_set(e, PWB_ENOMEM, "request: out of memory");
-    int rc = buf_puts(out, s) ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
-    free(s);
-    return rc;
-}
-
 static int build_chat(const openai_body_opts *bo, const llm_request *r, pwb_buf *out, pwb_err *e)
 {
     const char *model = bo->model;
@@ -126,7 +115,7 @@ static int build_chat(const openai_body_opts *bo, const llm_request *r, pwb_buf 
         cJSON_Delete(o);
         return err_set(e, PWB_ENOMEM, "request: out of memory");
     }
-    return finish_body(o, out, e);
+    return json_append(out, o, 0) ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
 }
 
 int openai_prompt_text(const openai_body_opts *bo, const llm_request *r, pwb_buf *out, pwb_err *e)
@@ -179,7 +168,7 @@ static int build_completion(const openai_body_opts *bo, const llm_request *r, pw
         cJSON_Delete(o);
         return err_set(e, PWB_ENOMEM, "request: out of memory");
     }
-    return finish_body(o, out, e);
+    return json_append(out, o, 0) ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
 }
 
 int openai_build(const openai_body_opts *bo, int chat, const llm_request *r, pwb_buf *out, pwb_err *e)
@@ -201,19 +190,11 @@ int openai_build_completion(const char *model, const llm_request *r, pwb_buf *ou
 
 /* ---- replies ---- */
 
-static int usage_count(const cJSON *usage, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(usage, key);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 2e9)
-        return -1;
-    return (int)v->valuedouble;
-}
-
 /* usage.prompt_tokens_details.cached_tokens (OpenAI's prompt cache), 0 when absent. */
 static int cached_tokens(const cJSON *usage)
 {
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
-    int c = cJSON_IsObject(d) ? usage_count(d, "cached_tokens") : -1;
+    int c = cJSON_IsObject(d) ? remote_json_count(d, "cached_tokens") : -1;
     return c > 0 ? c : 0;
 }
 
@@ -304,8 +285,8 @@ int openai_parse_reply(int chat, const char *body, size_t len, llm_response *r, 
     free(r->finish_reason);
     r->text = buf_take(&text);
     r->finish_reason = frc;
-    r->tokens_in = cJSON_IsObject(usage) ? usage_count(usage, "prompt_tokens") : -1;
-    r->tokens_out = cJSON_IsObject(usage) ? usage_count(usage, "completion_tokens") : -1;
+    r->tokens_in = cJSON_IsObject(usage) ? remote_json_count(usage, "prompt_tokens") : -1;
+    r->tokens_out = cJSON_IsObject(usage) ? remote_json_count(usage, "completion_tokens") : -1;
     r->tokens_cached_in = cached_tokens(usage);
 out:
     buf_free(&text);
@@ -332,20 +313,9 @@ static int on_chunk(void *ctx, const char *event, const char *data, size_t len)
         a->done = 1;
         return 1;
     }
-    cJSON *j = cJSON_ParseWithLength(data, len);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        a->garbled = 1;
+    cJSON *j = remote_stream_object(data, len, a->err, sizeof a->err, &a->garbled);
+    if (!j)
         return 1;
-    }
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
-    if (err) {
-        const char *m = cJSON_IsObject(err) ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "message"))
-                                            : cJSON_GetStringValue(err);
-        snprintf(a->err, sizeof a->err, "server error: %.200s", m ? m : "(no message)");
-        cJSON_Delete(j);
-        return 1;
-    }
     const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
     if (cJSON_IsObject(c0)) {
         const cJSON *t = a->chat ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content")
@@ -358,25 +328,17 @@ static int on_chunk(void *ctx, const char *event, const char *data, size_t len)
     }
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
     if (cJSON_IsObject(usage)) {
-        a->tokens_in = usage_count(usage, "prompt_tokens");
-        a->tokens_out = usage_count(usage, "completion_tokens");
+        a->tokens_in = remote_json_count(usage, "prompt_tokens");
+        a->tokens_out = remote_json_count(usage, "completion_tokens");
         a->cached = cached_tokens(usage);
     }
     cJSON_Delete(j);
     return a->oom;
 }
 
-static int looks_like_object(const char *body, size_t len)
-{
-    size_t k = 0;
-    while (k < len && (body[k] == ' ' || body[k] == '\t' || body[k] == '\r' || body[k] == '\n'))
-        k++;
-    return k < len && body[k] == '{';
-}
-
 int openai_parse_stream(int chat, const char *body, size_t len, llm_response *r, pwb_err *e)
 {
-    if (looks_like_object(body, len)) /* the server ignored "stream" and answered in one piece */
+    if (remote_looks_like_object(body, len)) /* the server ignored "stream" and answered in one piece */
         return openai_parse_reply(chat, body, len, r, e);
     sse_acc a = {.chat = chat, .tokens_in = -1, .tokens_out = -1};
     buf_init(&a.text);

@@ -105,7 +105,8 @@ int llm_config_resolve(const llm_config *cfg, llm_config *out, pwb_err *e)
         hosted = 1;
     }
     if (hosted && pr->key_env && (!cfg->api_key_env || !*cfg->api_key_env))
-        return err_set(e, PWB_EINVAL, "model %s: %s needs an API key: name its environment variable in api_key_env (e.g. %s)",
-                       name, pr->name, pr->key_env);
+        return err_set(e, PWB_EINVAL,
+                       "model %s: %s needs an API key: name its environment variable in api_key_env (e.g. %s)", name,
+                       pr->name, pr->key_env);
     return PWB_OK;
 }

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -248,4 +249,39 @@ int remote_backend_create(llm_backend **out, const llm_config *cfg, const remote
     rb->base.impl = rb;
     *out = &rb->base;
     return PWB_OK;
+}
+
+int remote_json_count(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 2e9)
+        return -1;
+    return (int)v->valuedouble;
+}
+
+int remote_looks_like_object(const char *body, size_t len)
+{
+    size_t k = 0;
+    while (k < len && (body[k] == ' ' || body[k] == '\t' || body[k] == '\r' || body[k] == '\n'))
+        k++;
+    return k < len && body[k] == '{';
+}
+
+cJSON *remote_stream_object(const char *data, size_t len, char *err, size_t err_cap, int *garbled)
+{
+    cJSON *j = cJSON_ParseWithLength(data, len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        *garbled = 1;
+        return NULL;
+    }
+    const cJSON *er = cJSON_GetObjectItemCaseSensitive(j, "error");
+    if (er) {
+        const char *m = cJSON_IsObject(er) ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(er, "message"))
+                                           : cJSON_GetStringValue(er);
+        snprintf(err, err_cap, "server error: %.200s", m ? m : "(no message)");
+        cJSON_Delete(j);
+        return NULL;
+    }
+    return j;
 }

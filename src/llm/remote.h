@@ -18,6 +18,7 @@
 #include "llm/ratelimit.h"
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/json.h"
 
 /* 1 when url is http(s) to localhost, 127.0.0.0/8 or ::1. */
 int url_is_loopback(const char *url);
@@ -67,6 +68,17 @@ struct remote_backend {
 
 int remote_backend_create(llm_backend **out, const llm_config *cfg, const remote_proto *proto, const char *path,
                           const char *const *headers, int n_headers, pwb_err *e);
+
+/* ---- JSON bodies and replies, as every provider writes and reads them ---- */
+
+/* A token count in o: a number from 0 to 2e9, else -1 (absent or untrusted). */
+int remote_json_count(const cJSON *o, const char *key);
+/* 1 when body (after whitespace) starts a JSON object: a reply sent whole although streaming was
+ * asked for. */
+int remote_looks_like_object(const char *body, size_t len);
+/* One streamed event's JSON object, or NULL: *garbled set when it is not an object, err filled
+ * ("server error: ...") when it carries an "error". */
+cJSON *remote_stream_object(const char *data, size_t len, char *err, size_t err_cap, int *garbled);
 
 /* Applies stop strings to generated text the way a server would (cut at the earliest); for
  * providers that cannot take some stops (Anthropic rejects whitespace-only ones). */

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "tune/method.h"
+#include "util/json.h"
 #include "util/sha256.h"
 #include "util/str.h"
 
@@ -67,14 +68,8 @@ int req_canonical(const llm_config *cfg, const llm_request *r, pwb_buf *out)
         cJSON *a = cJSON_CreateStringArray(r->choices, r->n_choices);
         bad = !a || !cJSON_AddItemToObject(o, "choices", a);
     }
-    char *s = bad ? NULL : cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        return -1;
     buf_reset(out);
-    int rc = buf_puts(out, s);
-    cJSON_free(s);
-    return rc;
+    return json_append(out, o, bad);
 }
 
 int req_cache_key(const llm_config *cfg, const llm_request *r, char key[65], pwb_buf *scratch)
@@ -104,14 +99,8 @@ int resp_encode(const llm_response *r, int n_choices, pwb_buf *out)
         cJSON *a = bad ? NULL : cJSON_CreateDoubleArray(r->choice_logprob, n_choices);
         bad = bad || !a || !cJSON_AddItemToObject(o, "choice_logprob", a);
     }
-    char *s = bad ? NULL : cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        return -1;
     buf_reset(out);
-    int rc = buf_puts(out, s);
-    cJSON_free(s);
-    return rc;
+    return json_append(out, o, bad);
 }
 
 /* The cache is our own file, but a damaged or foreign row must not crash us: any surprise is a

@@ -501,7 +501,7 @@ int card_load(ds_card *c, const char *path, pwb_err *e)
     pwb_buf d;
     buf_init(&d);
     file_dirname(path, &d);
-    c->dir = bench_take(&d);
+    c->dir = buf_take(&d);
     if (!c->path || !c->dir)
         return err_set(e, PWB_ENOMEM, "out of memory");
     cJSON *j = json_parse_file(path, CARD_MAX_BYTES, e);

@@ -155,7 +155,7 @@ static char *apply_replace(const ds_card *c, const char *s)
         b = t;
     }
     buf_free(&b);
-    return bench_take(&a);
+    return buf_take(&a);
 oom:
     buf_free(&a);
     buf_free(&b);
@@ -313,7 +313,7 @@ static int add_record(loader *L, long line, char **vals, int nvals)
                 rc = err_set(L->e, PWB_ENOMEM, "out of memory");
                 goto fail;
             }
-            x.rationale = str_trim(bench_take(&r));
+            x.rationale = str_trim(buf_take(&r));
         }
     }
     if (d->n == L->cap) {
@@ -634,7 +634,7 @@ static int csv_record(loader *L, const char *s, size_t n, size_t *pos, long *lin
             }
             v = nvv;
         }
-        v[k++] = bench_take(&f);
+        v[k++] = buf_take(&f);
         if (!v[k - 1]) {
             rc = err_set(L->e, PWB_ENOMEM, "out of memory");
             goto fail;

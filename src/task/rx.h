@@ -11,10 +11,6 @@
 
 #define RX_MAX_PATTERN 4096
 
-/* buf_take that always returns a terminated string (buf_take of a never-written buffer hands
- * back fresh, unterminated memory). */
-static inline char *bench_take(pwb_buf *b) { return buf_append(b, "", 0) ? NULL : buf_take(b); }
-
 /* Compiles pat (UTF, invalid UTF tolerated at match time); errors read "what: bad regex '..': msg
  * at offset N". */
 pcre2_code *rx_compile(const char *pat, const char *what, pwb_err *e);

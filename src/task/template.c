@@ -599,7 +599,7 @@ static char *join_labels(const ds_card *c, const char *last_sep)
             return NULL;
         }
     }
-    return bench_take(&b);
+    return buf_take(&b);
 }
 
 /* Trims the ends and squeezes runs of blank lines (left by empty sections) to one. */
@@ -626,7 +626,7 @@ static char *tidy(const char *s, size_t n)
             return NULL;
         }
     }
-    return bench_take(&b);
+    return buf_take(&b);
 }
 
 static int add_msg(tpl_prompt *p, const char *role, const char *s, size_t n)

@@ -306,8 +306,8 @@ int tune_settings_set(const tune_method *m, void *s, const char *key, const char
     }
     double v;
     if (str_to_double(text, &v) || !num_ok(f, v))
-        return err_set(e, PWB_EINVAL, "expected %s from %g to %g, got '%.64s'", is_integer(f) ? "an integer" : "a number",
-                       f->lo, f->hi, text);
+        return err_set(e, PWB_EINVAL, "expected %s from %g to %g, got '%.64s'",
+                       is_integer(f) ? "an integer" : "a number", f->lo, f->hi, text);
     num_put(f, s, v);
     return PWB_OK;
 }

@@ -90,3 +90,12 @@ int json_key_is_comment(const char *key)
 {
     return key[0] == '_' || str_starts(key, "x-") || !strcmp(key, "comment");
 }
+
+int json_append(pwb_buf *out, cJSON *o, int bad)
+{
+    char *s = bad ? NULL : cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    int rc = !s || buf_puts(out, s) ? -1 : 0;
+    cJSON_free(s);
+    return rc;
+}

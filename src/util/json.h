@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+#include "util/buf.h"
 #include "util/err.h"
 
 #define JSON_MAX_FILE (64u << 20)
@@ -20,6 +21,10 @@ int json_int(const cJSON *obj, const char *key, int def);
 int json_bool(const cJSON *obj, const char *key, int def);
 /* Required string: error "what: missing string field 'key'". */
 int json_req_str(const cJSON *obj, const char *key, const char *what, const char **out, pwb_err *e);
+/* Appends o minified to out and deletes o. Nonzero when bad (building o failed already) or out
+ * of memory. */
+int json_append(pwb_buf *out, cJSON *o, int bad);
+
 /* Keys a validated object may carry besides its fields: notes to the reader ("_why", "x-origin",
  * "comment"), never read. */
 int json_key_is_comment(const char *key);
