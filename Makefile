@@ -50,6 +50,7 @@ help:
 	@echo "make test       build and run every test (unit, reference, integration)"
 	@echo "make asan       the same tests under AddressSanitizer + UBSan (build-asan/)"
 	@echo "make model      fetch SmolLM2-135M-Instruct (GGUF) into models/, sha256 checked"
+	@echo "                (MODEL=gemma3-270m: Gemma 3 270M, Q4_K_M GGUF)"
 	@echo "make demo       run suites/demo.json on the local engine and write reports/demo.md"
 	@echo "make bench      harness and engine benchmarks (bench/run.sh; results in bench/out/)"
 	@echo "make published  the published SST-2, GSM8K and AG News comparisons (reports/*.md, ~4 h on 2 cores)"
@@ -127,11 +128,11 @@ asan:
 	  $(MAKE) BUILD=build-asan OPT="-O1 -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" test
 
+# make model [MODEL=smollm2-135m|gemma3-270m]: the known models are listed in scripts/fetch-model.sh.
 MODEL_DIR := models
-SMOLLM2   := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
-model: $(SMOLLM2)
-$(SMOLLM2):
-	@sh scripts/fetch-model.sh $(MODEL_DIR)
+MODEL     ?= smollm2-135m
+model:
+	@sh scripts/fetch-model.sh $(MODEL_DIR) $(MODEL)
 
 # pwb finds the shared datasets by itself (the build's default data folder, below).
 RUN_ENV = OMP_WAIT_POLICY=passive

@@ -374,6 +374,15 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
         }
         return PWB_OK;
     }
+#ifdef KERNELS_AVX2
+    const int int8_dot = quant_dot8(W->type) != NULL;
+#else
+    const int int8_dot = quant_dot(W->type) != NULL;
+#endif
+    /* A type without an 8-bit-activation kernel (Q5_0, the K-quants below Q4_K) is computed
+     * exactly: dequantized rows dotted with F32 activations. */
+    if (!int8_dot)
+        return kernel_matmul_exact(W, x, ldx, B, y, ldy, e);
     return matmul_quant(W, M, K, x, ldx, B, y, ldy, par, e);
 }
 

@@ -96,8 +96,8 @@ const char *quant_type_name(int type)
 int quant_supported(int type)
 {
     switch (type) {
-    case DT_F32: case DT_F16: case DT_BF16: case DT_Q8_0: case DT_Q4_0: case DT_Q4_1: case DT_Q4_K:
-    case DT_Q6_K:
+    case DT_F32: case DT_F16: case DT_BF16: case DT_Q8_0: case DT_Q4_0: case DT_Q4_1: case DT_Q5_0:
+    case DT_Q5_1: case DT_Q2_K: case DT_Q3_K: case DT_Q4_K: case DT_Q5_K: case DT_Q6_K:
         return 1;
     default:
         return 0;
@@ -111,7 +111,7 @@ int quant_check(const pwb_tensor *t, pwb_err *e)
     const char *name = t->name ? t->name : "?";
     if (!quant_supported(t->type))
         return err_set(e, PWB_EUNSUP, "tensor '%s': type %s (%d) is not supported (F32, F16, BF16, Q8_0, "
-                       "Q4_0, Q4_1, Q4_K, Q6_K are)", name, quant_type_name(t->type), t->type);
+                       "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K are)", name, quant_type_name(t->type), t->type);
     size_t n;
     int rc = quant_tensor_nbytes(t->type, t->ne, TENSOR_MAX_DIMS, &n);
     if (rc || n > t->nbytes || (n && !t->data))
@@ -224,6 +224,105 @@ static void deq_q4_1(const block_q4_1 *x, float *y, int64_t nb)
     }
 }
 
+/* The fifth bits of a Q5_0/Q5_1 block: element j's in bit j of qh, element j + 16's in bit j + 16. */
+static void q5_values(const uint8_t qh4[4], const uint8_t *qs, int q[QK5_0])
+{
+    uint32_t qh;
+    memcpy(&qh, qh4, sizeof qh);
+    for (int j = 0; j < QK5_0 / 2; j++) {
+        q[j] = (qs[j] & 0xf) | (int)(((qh >> j) << 4) & 0x10);
+        q[j + QK5_0 / 2] = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
+    }
+}
+
+static void deq_q5_0(const block_q5_0 *x, float *y, int64_t nb)
+{
+    int q[QK5_0];
+    for (int64_t i = 0; i < nb; i++, y += QK5_0) {
+        float d = fp16_to_f32(x[i].d);
+        q5_values(x[i].qh, x[i].qs, q);
+        for (int j = 0; j < QK5_0; j++)
+            y[j] = (float)(q[j] - 16) * d;
+    }
+}
+
+static void deq_q5_1(const block_q5_1 *x, float *y, int64_t nb)
+{
+    int q[QK5_1];
+    for (int64_t i = 0; i < nb; i++, y += QK5_1) {
+        float d = fp16_to_f32(x[i].d), m = fp16_to_f32(x[i].m);
+        q5_values(x[i].qh, x[i].qs, q);
+        for (int j = 0; j < QK5_1; j++)
+            y[j] = (float)q[j] * d + m;
+    }
+}
+
+/* Q2_K and Q3_K: 2-bit values in 4 shifts of 32-byte groups; sub-block scale per 16 values. */
+static void deq_q2_K(const block_q2_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = fp16_to_f32(x[i].d), dmin = fp16_to_f32(x[i].dmin);
+        const uint8_t *q = x[i].qs;
+        int is = 0;
+        for (int n = 0; n < QK_K; n += 128, q += 32)
+            for (int shift = 0; shift < 8; shift += 2)
+                for (int half = 0; half < 2; half++) {
+                    uint8_t sc = x[i].scales[is++];
+                    float dl = d * (float)(sc & 0xf), ml = dmin * (float)(sc >> 4);
+                    for (int l = 0; l < 16; l++)
+                        *y++ = dl * (float)((q[l + 16 * half] >> shift) & 3) - ml;
+                }
+    }
+}
+
+static void deq_q3_K(const block_q3_K *x, float *y, int64_t nb)
+{
+    const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = fp16_to_f32(x[i].d);
+        /* 16 6-bit scales: low 4 bits in bytes 0..7 (nibbles), high 2 bits in bytes 8..11. */
+        uint32_t aux[4];
+        memcpy(aux, x[i].scales, 12);
+        uint32_t tmp = aux[2];
+        aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+        aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+        aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+        aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+        int8_t scales[16];
+        memcpy(scales, aux, sizeof scales);
+        const uint8_t *q = x[i].qs, *hm = x[i].hmask;
+        uint8_t m = 1;
+        int is = 0;
+        for (int n = 0; n < QK_K; n += 128, q += 32)
+            for (int shift = 0; shift < 8; shift += 2, m = (uint8_t)(m << 1))
+                for (int half = 0; half < 2; half++) {
+                    float dl = d * (float)(scales[is++] - 32);
+                    for (int l = 16 * half; l < 16 * half + 16; l++)
+                        *y++ = dl * (float)(((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
+                }
+    }
+}
+
+static void deq_q5_K(const block_q5_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = fp16_to_f32(x[i].d), dmin = fp16_to_f32(x[i].dmin);
+        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
+            uint8_t sc, m;
+            scale_min_k4(is, x[i].scales, &sc, &m);
+            float d1 = d * sc, m1 = dmin * m;
+            scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            float d2 = d * sc, m2 = dmin * m;
+            for (int l = 0; l < 32; l++)
+                *y++ = d1 * (float)((ql[l] & 0xf) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++)
+                *y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        }
+    }
+}
+
 static void deq_q8_0(const block_q8_0 *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, y += QK8_0) {
@@ -306,7 +405,12 @@ int dequant_row(int type, const void *src, float *dst, int64_t n)
     case DT_Q4_0: deq_q4_0(src, dst, nb); break;
     case DT_Q4_1: deq_q4_1(src, dst, nb); break;
     case DT_Q8_0: deq_q8_0(src, dst, nb); break;
+    case DT_Q5_0: deq_q5_0(src, dst, nb); break;
+    case DT_Q5_1: deq_q5_1(src, dst, nb); break;
+    case DT_Q2_K: deq_q2_K(src, dst, nb); break;
+    case DT_Q3_K: deq_q3_K(src, dst, nb); break;
     case DT_Q4_K: deq_q4_K(src, dst, nb); break;
+    case DT_Q5_K: deq_q5_K(src, dst, nb); break;
     case DT_Q6_K: deq_q6_K(src, dst, nb); break;
     }
     return PWB_OK;
@@ -470,7 +574,9 @@ static void quant_q6_K(const float *x, block_q6_K *y, int64_t nb)
 int quantize_row(int type, const float *src, void *dst, int64_t n)
 {
     size_t bs = quant_block_size(type);
-    if (!quant_supported(type))
+    /* Types read from files only have no quantizer here. */
+    if (!quant_supported(type) || type == DT_Q5_0 || type == DT_Q5_1 || type == DT_Q2_K || type == DT_Q3_K ||
+        type == DT_Q5_K)
         return PWB_EUNSUP;
     if (n < 0 || n % (int64_t)bs)
         return PWB_EINVAL;

@@ -1,7 +1,9 @@
 /* Tensor element types: block layouts (ggml's, bit for bit), sizes, dequantization, reference
  * quantizers, and fp16/bf16 conversions.
  *
- * Supported for compute: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K. Other ggml types have
+ * Supported for compute: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
+ * (Q5_0, Q5_1, Q2_K, Q3_K and Q5_K by dequantization only: the kernels compute them exactly, with
+ * F32 activations). Other ggml types have
  * known sizes (so files holding them can be bounds-checked) but dequant/kernels return
  * PWB_EUNSUP for them. */
 #ifndef PWB_ENGINE_QUANT_H
@@ -15,6 +17,8 @@
 
 #define QK4_0 32
 #define QK4_1 32
+#define QK5_0 32
+#define QK5_1 32
 #define QK8_0 32
 #define QK8_1 32
 #define QK_K 256
@@ -28,6 +32,18 @@ typedef struct { uint16_t d, s; int8_t qs[QK8_1]; } block_q8_1;             /* s
 /* 8 sub-blocks of 32; 6-bit scale and min per sub-block packed in scales[12];
  * x = d * sc * q - dmin * m. qs: 4 groups of 32 bytes; low nibbles are sub-block 2g, high 2g+1. */
 typedef struct { uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K;
+/* 5-bit: low 4 bits in qs (element j low nibble, j + 16 high nibble), bit 5 of element j in bit j
+ * of qh. Q5_0: x = (q - 16) * d; Q5_1: x = q * d + m. */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1;
+/* 16 sub-blocks of 16 with a 4-bit scale and min each (scales[i] low / high nibble);
+ * x = d * sc * q - dmin * m, q 2-bit. */
+typedef struct { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; uint16_t d, dmin; } block_q2_K;
+/* 16 sub-blocks of 16 with 6-bit scales packed in scales[12]; x = d * (sc - 32) * (q - 4 * !h),
+ * q 2-bit in qs, high bit h in hmask. */
+typedef struct { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[K_SCALE_SIZE]; uint16_t d; } block_q3_K;
+/* Q4_K with a fifth bit per element in qh. */
+typedef struct { uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } block_q5_K;
 /* 16 sub-blocks of 16; x = d * scales[i] * (q - 32), q 6-bit = 4 low bits in ql, 2 high in qh. */
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } block_q6_K;
 
@@ -37,6 +53,11 @@ _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
 _Static_assert(sizeof(block_q8_1) == 36, "block_q8_1 layout");
 _Static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
 _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
+_Static_assert(sizeof(block_q5_0) == 22, "block_q5_0 layout");
+_Static_assert(sizeof(block_q5_1) == 24, "block_q5_1 layout");
+_Static_assert(sizeof(block_q2_K) == 84, "block_q2_K layout");
+_Static_assert(sizeof(block_q3_K) == 110, "block_q3_K layout");
+_Static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
 
 /* Elements per block (1 for plain types); 0 for an unknown type code. */
 size_t quant_block_size(int type);
@@ -48,7 +69,7 @@ size_t quant_row_size(int type, int64_t n);
  * length that is not a multiple of the block, or overflow. */
 int quant_tensor_nbytes(int type, const int64_t *ne, int n_dims, size_t *out);
 const char *quant_type_name(int type);     /* "Q4_K", ...; "?" when unknown */
-int quant_supported(int type);             /* 1 for the eight compute types */
+int quant_supported(int type);             /* 1 for the compute types */
 /* PWB_OK, or PWB_EUNSUP naming the tensor and its type, or PWB_EINVAL on a bad shape/size. */
 int quant_check(const pwb_tensor *t, pwb_err *e);
 

@@ -12,8 +12,13 @@ enum pwb_dtype {
     DT_F16 = 1,
     DT_Q4_0 = 2,
     DT_Q4_1 = 3,
+    DT_Q5_0 = 6,
+    DT_Q5_1 = 7,
     DT_Q8_0 = 8,
+    DT_Q2_K = 10,
+    DT_Q3_K = 11,
     DT_Q4_K = 12,
+    DT_Q5_K = 13,
     DT_Q6_K = 14,
     DT_BF16 = 30,
     DT_COUNT_ = 40

@@ -10,8 +10,12 @@ With --exact F32.gguf the reference is llama.cpp computing in F32 throughout: th
 dequantized to an F32 GGUF (made by dequant_gguf.py if the file is missing) and an F32 KV cache;
 the files are then smollm2_exact_logits.txt / smollm2_exact_logits_full.bin.
 
+With --format raw --name gemma3 (a base model): raw completion prompts (pwbref.RAW_*) and the
+files gemma3_logits.txt / gemma3_exact_logits.txt (no full rows with --n-full 0).
+
 Usage: make_logit_fixtures.py MODEL.gguf SST2_DEV.tsv GSM8K_TEST.jsonl OUT_DIR
        [--n-sst2 150] [--n-gsm8k 60] [--topk 5] [--n-full 2] [--exact F32.gguf]
+       [--format chatml|raw] [--name smollm2]
 """
 
 import argparse
@@ -50,13 +54,15 @@ def main():
     ap.add_argument("--topk", type=int, default=5)
     ap.add_argument("--n-full", type=int, default=2, help="prompts of each kind with full-vocab rows")
     ap.add_argument("--exact", metavar="F32_GGUF", help="reference in F32: this dequantized copy, F32 KV")
+    ap.add_argument("--format", choices=["chatml", "raw"], default="chatml")
+    ap.add_argument("--name", default="smollm2", help="file name stem")
     a = ap.parse_args()
 
     prompts = []  # (source, row, text)
     for i, (s, _) in enumerate(pwbref.read_sst2(a.sst2_dev)[: a.n_sst2]):
-        prompts.append(("sst2-dev", i, pwbref.sst2_prompt(s)))
+        prompts.append(("sst2-dev", i, pwbref.sst2_prompt(s, a.format)))
     for i, (q, ans) in enumerate(pwbref.read_gsm8k(a.gsm8k_test, a.n_gsm8k)):
-        prompts.append(("gsm8k-test", i, pwbref.gsm8k_prompt(q, ans)))
+        prompts.append(("gsm8k-test", i, pwbref.gsm8k_prompt(q, ans, a.format)))
 
     if a.exact:
         llm = pwbref.load_llama(pwbref.exact_model(a.model, a.exact), n_ctx=2048, logits_all=True,
@@ -67,7 +73,7 @@ def main():
     ver = pwbref.versions()
 
     os.makedirs(a.out_dir, exist_ok=True)
-    stem = "smollm2_exact_logits" if a.exact else "smollm2_logits"
+    stem = a.name + ("_exact_logits" if a.exact else "_logits")
     txt_path = os.path.join(a.out_dir, stem + ".txt")
     bin_path = os.path.join(a.out_dir, stem + "_full.bin")
     full = []  # (prompt index, position, float16 row)
@@ -82,9 +88,8 @@ def main():
         f.write(f"n_vocab {n_vocab}\n")
         f.write(f"topk {a.topk}\n")
         f.write(f"n_prompts {len(prompts)}\n")
-        f.write(f"template_chatml {pwbref.jstr(pwbref.CHATML)}\n")
-        f.write(f"template_sst2_user {pwbref.jstr(pwbref.SST2_USER)}\n")
-        f.write(f"template_gsm8k_assistant {pwbref.jstr(pwbref.GSM8K_ASSISTANT)}\n")
+        for key, tpl in pwbref.template_header(a.format, "logits"):
+            f.write(f"{key} {pwbref.jstr(tpl)}\n")
         f.write("end_header\n")
         kinds_seen = {}
         for pi, (src, row, text) in enumerate(prompts):

@@ -9,7 +9,11 @@ with the higher score (ties -> label 0). Writes OUT_DIR/sst2_dev_rank.txt (docs/
 With --exact F32.gguf the reference computes in F32 throughout (see make_logit_fixtures.py) and
 the file is sst2_dev_rank_exact.txt.
 
+With --format raw --name gemma3 (a base model): the raw prompt pwbref.RAW_SST2 with the
+verbalizers " negative" / " positive", into gemma3_sst2_dev_rank[_exact].txt.
+
 Usage: make_rank_fixtures.py MODEL.gguf SST2_DEV.tsv OUT_DIR [--limit N] [--exact F32.gguf]
+       [--format chatml|raw] [--name NAME]
 """
 
 import argparse
@@ -61,7 +65,10 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--limit", type=int, default=0, help="first N examples only (debugging)")
     ap.add_argument("--exact", metavar="F32_GGUF", help="reference in F32: this dequantized copy, F32 KV")
+    ap.add_argument("--format", choices=["chatml", "raw"], default="chatml")
+    ap.add_argument("--name", default="", help="file name prefix (gemma3: gemma3_sst2_dev_rank...)")
     a = ap.parse_args()
+    LABELS = pwbref.labels(a.format)
 
     rows = pwbref.read_sst2(a.sst2_dev)
     if a.limit:
@@ -74,17 +81,19 @@ def main():
     ver = pwbref.versions()
 
     # Verbalizer tokens, checked on the first prompt and re-checked on every prompt.
-    extra = {"Negative": None, "Positive": None}  # capitalised variants, reported only
+    # capitalised variants, reported only
+    extra = {v.replace(v.strip(), v.strip().capitalize()): None for v in LABELS.values()}
+    neg_cap, pos_cap = list(extra)
     lines = []
     correct = 0
     correct_cap = 0
     label_tok = {}
     n_prompt_tokens = 0
     for i, (sentence, gold) in enumerate(rows):
-        text = pwbref.sst2_prompt(sentence)
+        text = pwbref.sst2_prompt(sentence, a.format)
         ids = pwbref.tokenize(llm, text)
         n_prompt_tokens += len(ids)
-        lab = {k: continuation(llm, ids, text, v) for k, v in pwbref.LABELS.items()}
+        lab = {k: continuation(llm, ids, text, v) for k, v in LABELS.items()}
         cap = {k: continuation(llm, ids, text, k) for k in extra}
         if not label_tok:
             label_tok = lab
@@ -101,7 +110,7 @@ def main():
             lp = {k: score(llm, ids, v) for k, v in lab.items()}
             lpc = {k: score(llm, ids, v) for k, v in cap.items()}
         pred = 1 if lp[1] > lp[0] else 0
-        pred_cap = 1 if lpc["Positive"] > lpc["Negative"] else 0
+        pred_cap = 1 if lpc[pos_cap] > lpc[neg_cap] else 0
         correct += pred == gold
         correct_cap += pred_cap == gold
         lines.append(f"ex {i} {gold} {lp[0]:.6f} {lp[1]:.6f} {pred} {len(ids)} "
@@ -111,7 +120,8 @@ def main():
 
     n = len(rows)
     os.makedirs(a.out_dir, exist_ok=True)
-    path = os.path.join(a.out_dir, "sst2_dev_rank_exact.txt" if a.exact else "sst2_dev_rank.txt")
+    prefix = a.name + "_" if a.name else ""
+    path = os.path.join(a.out_dir, prefix + ("sst2_dev_rank_exact.txt" if a.exact else "sst2_dev_rank.txt"))
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("# pwb reference rank classification, format 1: see docs/reference-tests.md\n")
         f.write(f"model {pwbref.model_name(a.model)}\n")
@@ -120,11 +130,11 @@ def main():
         f.write("arithmetic " + ("f32 (weights dequantized to F32, F32 KV cache)" if a.exact else
                                  "llama.cpp default (Q8 activations for quantized matmuls, F16 KV cache)") + "\n")
         f.write("dataset sst2 dev\n")
-        f.write(f"template_chatml {pwbref.jstr(pwbref.CHATML)}\n")
-        f.write(f"template_user {pwbref.jstr(pwbref.SST2_USER)}\n")
+        for key, tpl in pwbref.template_header(a.format, "rank"):
+            f.write(f"{key} {pwbref.jstr(tpl)}\n")
         f.write("sentence_strip 1\n")
-        for k in sorted(pwbref.LABELS):
-            f.write(f"label {k} {pwbref.jstr(pwbref.LABELS[k])} {len(label_tok[k])} "
+        for k in sorted(LABELS):
+            f.write(f"label {k} {pwbref.jstr(LABELS[k])} {len(label_tok[k])} "
                     + " ".join(str(t) for t in label_tok[k]) + "\n")
         f.write(f"n_examples {n}\n")
         f.write(f"accuracy {correct / n:.6f}\n")
@@ -132,7 +142,7 @@ def main():
         for line in lines:
             f.write(line + "\n")
         f.write("end\n")
-    print(f"label tokens: " + ", ".join(f"{pwbref.LABELS[k]!r} -> {v}" for k, v in label_tok.items()))
+    print(f"label tokens: " + ", ".join(f"{LABELS[k]!r} -> {v}" for k, v in label_tok.items()))
     print(f"accuracy {correct}/{n} = {correct / n:.4f} (capitalised verbalizers: {correct_cap / n:.4f})")
     print(f"prompt tokens {n_prompt_tokens} (mean {n_prompt_tokens / n:.1f})")
     print(f"-> {path} ({os.path.getsize(path)} bytes)")

@@ -152,13 +152,16 @@ def decoded(tok, ids, specials):
     return tok.decode([i for i in ids if i not in specials], skip_special_tokens=False)
 
 
-def write_dataset(out_dir, name, tok, tok_rel, shared, loader):
+def write_dataset(out_dir, name, tok, tok_rel, shared, loader, tok_info=None):
+    """tok_info: the header's tokenizer, tokenizer_sha256 and reference when tok is not a
+    tokenizer.json under shared (make_gemma_tokenizer_fixtures.py)."""
     rel, texts, fmt = loader(shared)
     specials = special_ids(tok)
     path = os.path.join(out_dir, f"{name}-{os.path.basename(os.path.dirname(rel))}.jsonl")
-    header = {"tokenizer": tok_rel, "tokenizer_sha256": sha256(os.path.join(shared, tok_rel)),
-              "source": rel, "sha256": sha256(os.path.join(shared, rel)), "count": len(texts),
-              "add_special": 1, "parse_special": 1, "reference": f"tokenizers {TOKENIZERS_VERSION}"}
+    header = tok_info or {"tokenizer": tok_rel, "tokenizer_sha256": sha256(os.path.join(shared, tok_rel)),
+                          "reference": f"tokenizers {TOKENIZERS_VERSION}"}
+    header = dict(header, source=rel, sha256=sha256(os.path.join(shared, rel)), count=len(texts),
+                  add_special=1, parse_special=1)
     header.update(fmt)
     n_ids = 0
     with open(path, "w", encoding="utf-8", newline="\n") as f:

@@ -104,7 +104,13 @@ class Gguf:
             q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
             a = (q * dd + mm).reshape(-1)
         else:
-            raise ValueError(f"{name}: type {ty}")
+            # Other types (Q5_0, the K-quants of a Q4_K_M file) through gguf-py's reference
+            # dequantization, which follows ggml's block formats.
+            from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
+            qt = GGMLQuantizationType(ty)
+            bs, ts = GGML_QUANT_SIZES[qt]
+            raw = np.frombuffer(self.mm, dtype=np.uint8, count=n // bs * ts, offset=start)
+            a = quants.dequantize(raw, qt).reshape(-1).astype(np.float32)
         return a.reshape(list(reversed(dims))) if len(dims) > 1 else a, ty
 
 

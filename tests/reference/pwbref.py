@@ -33,12 +33,39 @@ GSM8K_ASSISTANT = "{answer}<|im_end|>\n"
 LABELS = {0: "negative", 1: "positive"}
 
 
-def sst2_prompt(sentence):
+# Raw completion prompts, for base models without a chat template (Gemma 3 270M). {sentence} as
+# above; GSM8K is question and gold answer verbatim; verbalizers carry their leading space.
+RAW_SST2 = "Review: {sentence}\nSentiment:"
+RAW_GSM8K = "Question: {question}\nAnswer: {answer}"
+RAW_LABELS = {0: " negative", 1: " positive"}
+
+
+def sst2_prompt(sentence, fmt="chatml"):
+    if fmt == "raw":
+        return RAW_SST2.replace("{sentence}", sentence.strip())
     return CHATML.replace("{user}", SST2_USER.replace("{sentence}", sentence.strip()))
 
 
-def gsm8k_prompt(question, answer):
+def gsm8k_prompt(question, answer, fmt="chatml"):
+    if fmt == "raw":
+        return RAW_GSM8K.replace("{question}", question).replace("{answer}", answer)
     return CHATML.replace("{user}", question) + GSM8K_ASSISTANT.replace("{answer}", answer)
+
+
+def labels(fmt="chatml"):
+    return RAW_LABELS if fmt == "raw" else LABELS
+
+
+def template_header(fmt, kind):
+    """The fixture header lines naming the prompt templates (kind: "logits" or "rank")."""
+    if fmt == "raw":
+        if kind == "rank":
+            return [("template_raw", RAW_SST2)]
+        return [("template_raw_sst2", RAW_SST2), ("template_raw_gsm8k", RAW_GSM8K)]
+    if kind == "rank":
+        return [("template_chatml", CHATML), ("template_user", SST2_USER)]
+    return [("template_chatml", CHATML), ("template_sst2_user", SST2_USER),
+            ("template_gsm8k_assistant", GSM8K_ASSISTANT)]
 
 
 def read_sst2(path):

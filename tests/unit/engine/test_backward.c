@@ -198,6 +198,20 @@ Test(backward, tiny_model_shared_prefix_finite_differences)
     tiny_model_free(t);
 }
 
+/* Gemma 3's operations (QK norms, post-norms, GeGLU, embedding scale, soft-capping, a sliding
+ * window of 4 on layer 0, which the 11-token sequences exceed) against finite differences, with and
+ * without a shared prefix. */
+Test(backward, tiny_gemma_finite_differences)
+{
+    tiny_model *t = tiny_model_new(14, 2, 32, 2, 1, 64, 48, ROPE_HALF, 0);
+    cr_assert_not_null(t);
+    tiny_model_gemma(t, 15, 4);
+    cr_assert_eq(t->used <= t->cap, 1);
+    expect_ok("tiny gemma", grad_check(&t->m, 1, 3, 1e-2, 1 << 30, 4, 0));
+    expect_ok("tiny gemma, prefix", grad_check(&t->m, 1, 2, 1e-2, 1 << 30, 5, 1));
+    tiny_model_free(t);
+}
+
 static model *load_or_skip(const char *rel)
 {
     const char *p = t_path(t_shared(), rel);
@@ -300,6 +314,14 @@ static void check_batch_forms(const model *m, int exact)
 Test(backward, batch_forms_agree_tiny)
 {
     tiny_model *t = tiny_model_new(21, 2, 32, 4, 2, 64, 48, ROPE_HALF, 1);
+    check_batch_forms(&t->m, 1);
+    tiny_model_free(t);
+}
+
+Test(backward, batch_forms_agree_tiny_gemma)
+{
+    tiny_model *t = tiny_model_new(22, 2, 32, 2, 1, 64, 48, ROPE_HALF, 0);
+    tiny_model_gemma(t, 23, 4);
     check_batch_forms(&t->m, 1);
     tiny_model_free(t);
 }
@@ -520,4 +542,48 @@ Test(backward, smollm2_matches_torch_autograd, .timeout = 300)
     free(ref);
     model_free(m);
     cJSON_Delete(fx);
+}
+
+/* The inference forward (forward.c, KV caches, a prefix in a parent cache) and the training
+ * forward (backward.c) compute the same Gemma-style function, sliding window included. */
+Test(backward, tiny_gemma_forward_agrees_with_training_forward)
+{
+    tiny_model *t = tiny_model_new(31, 2, 32, 2, 1, 64, 48, ROPE_HALF, 0);
+    tiny_model_gemma(t, 32, 4);
+    const model *m = &t->m;
+    enum { N = 11, P = 5 };
+    int32_t ids[N], tgt[N];
+    int pos[N];
+    double lp_b[N], lp_f[N];
+    pwb_rng r;
+    rng_init(&r, 33);
+    for (int i = 0; i < N; i++) {
+        ids[i] = (int32_t)rng_below(&r, 64);
+        tgt[i] = (int32_t)rng_below(&r, 64);
+        pos[i] = i;
+    }
+    pwb_err e;
+    bwd_opts o = {.exact = 1};
+    bwd_ctx *c;
+    cr_assert_eq(bwd_ctx_new(&c, m, &o, &e), PWB_OK, "%s", e.msg);
+    bwd_seq s = {.ids = ids, .n_ids = N, .n_tgt = N, .tgt_pos = pos, .targets = tgt, .tgt_logprob = lp_b};
+    cr_assert_eq(bwd_run(c, &s, 1, 0, NULL, &e), PWB_OK, "%s", e.msg);
+    bwd_ctx_free(c);
+
+    fwd_ctx *f;
+    cr_assert_eq(fwd_ctx_new(&f, m, 0, &e), PWB_OK, "%s", e.msg);
+    fwd_ctx_set_exact(f, 1);
+    kv_cache *root, *leaf;
+    cr_assert_eq(kv_cache_new(&root, m, NULL, 0, 0, &e), PWB_OK);
+    fwd_seq a = {.kv = root, .ids = ids, .n_ids = P, .n_out = P, .targets = tgt, .logprobs = lp_f};
+    cr_assert_eq(forward_batch(f, &a, 1, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(kv_cache_new(&leaf, m, root, P, 0, &e), PWB_OK);
+    fwd_seq b = {.kv = leaf, .ids = ids + P, .n_ids = N - P, .n_out = N - P, .targets = tgt + P, .logprobs = lp_f + P};
+    cr_assert_eq(forward_batch(f, &b, 1, &e), PWB_OK, "%s", e.msg);
+    for (int i = 0; i < N; i++)
+        cr_expect(fabs(lp_b[i] - lp_f[i]) < 1e-4, "position %d: training %.6f vs inference %.6f", i, lp_b[i], lp_f[i]);
+    kv_cache_free(leaf);
+    kv_cache_free(root);
+    fwd_ctx_free(f);
+    tiny_model_free(t);
 }

@@ -331,7 +331,7 @@ Test(kernels, errors)
     unsigned char buf[64] = {0};
     float x[32] = {0}, y[4];
     pwb_err e;
-    pwb_tensor q5 = {"blk.3.attn_q.weight", 6 /* Q5_0 */, 2, {32, 1, 1, 1}, buf, 22};
+    pwb_tensor q5 = {"blk.3.attn_q.weight", 20 /* IQ4_NL */, 2, {32, 1, 1, 1}, buf, 18};
     cr_assert_eq(kernel_matmul(&q5, x, 1, y, &e), PWB_EUNSUP);
     cr_assert(strstr(e.msg, "blk.3.attn_q.weight") != NULL, "%s", e.msg);
     cr_assert_eq(kernel_matmul_t(&q5, x, 1, y, 0, &e), PWB_EUNSUP);

@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,7 @@ Test(quant, sizes)
     cr_assert_str_eq(quant_type_name(DT_Q4_K), "Q4_K");
     cr_assert_str_eq(quant_type_name(6), "Q5_0");
     cr_assert(quant_supported(DT_BF16));
-    cr_assert(!quant_supported(6));
+    cr_assert(!quant_supported(16)); /* IQ2_XXS */
 
     size_t n;
     int64_t ne[4] = {576, 49152, 1, 1};
@@ -257,15 +258,58 @@ Test(quant, errors)
 {
     float y[32];
     uint8_t b[64] = {0};
-    cr_assert_eq(dequant_row(6, b, y, 32), PWB_EUNSUP);
+    cr_assert_eq(dequant_row(20, b, y, 32), PWB_EUNSUP); /* IQ4_NL */
     cr_assert_eq(dequant_row(99, b, y, 32), PWB_EUNSUP);
     cr_assert_eq(dequant_row(DT_Q8_0, b, y, 31), PWB_EINVAL);
     cr_assert_eq(quantize_row(DT_Q4_K, y, b, 32), PWB_EINVAL);
-    pwb_tensor t = {"blk.0.ffn_down.weight", 6, 2, {32, 1, 1, 1}, b, 22};
+    pwb_tensor t = {"blk.0.ffn_down.weight", 20, 2, {32, 1, 1, 1}, b, 18};
     pwb_err e;
     err_clear(&e);
     cr_assert_eq(quant_check(&t, &e), PWB_EUNSUP);
-    cr_assert(strstr(e.msg, "blk.0.ffn_down.weight") && strstr(e.msg, "Q5_0"), "%s", e.msg);
+    cr_assert(strstr(e.msg, "blk.0.ffn_down.weight") && strstr(e.msg, "IQ4_NL"), "%s", e.msg);
     pwb_tensor small = {"x", DT_F32, 2, {8, 4, 1, 1}, b, 64};  /* needs 128 bytes */
     cr_assert_eq(quant_check(&small, &e), PWB_EINVAL);
+}
+
+/* Q5_0, Q5_1, Q2_K, Q3_K, Q5_K (read from files, no quantizer here): random blocks against gguf-py's
+ * reference dequantization (tests/reference/make_dequant_fixture.py). */
+Test(quant, dequant_matches_reference_blocks)
+{
+    const char *root = getenv("PWB_ROOT");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/fixtures/quant/dequant_ref.txt", root && root[0] ? root : ".");
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    static char hex[8192];
+    char name[16];
+    int nb, seen = 0;
+    while (fscanf(f, "%15s %d %8191s", name, &nb, hex) == 3) {
+        int type = -1;
+        for (int t = 0; t < DT_COUNT_; t++)
+            if (strcmp(quant_type_name(t), name) == 0)
+                type = t;
+        cr_assert(type >= 0 && quant_supported(type), "%s", name);
+        size_t bytes = strlen(hex) / 2, n = (size_t)nb * quant_block_size(type);
+        cr_assert_eq(bytes, (size_t)nb * quant_type_size(type), "%s", name);
+        unsigned char *raw = malloc(bytes);
+        float *got = malloc(n * sizeof *got);
+        for (size_t i = 0; i < bytes; i++) {
+            unsigned v;
+            sscanf(hex + 2 * i, "%2x", &v);
+            raw[i] = (unsigned char)v;
+        }
+        cr_assert_eq(dequant_row(type, raw, got, (int64_t)n), PWB_OK);
+        for (size_t i = 0; i < n; i++) {
+            float want;
+            cr_assert_eq(fscanf(f, "%f", &want), 1);
+            cr_assert(fabsf(got[i] - want) <= 1e-6f * (1.0f + fabsf(want)), "%s[%zu]: %g vs %g", name, i,
+                      (double)got[i], (double)want);
+        }
+        cr_assert_eq(quantize_row(type, got, raw, (int64_t)n), PWB_EUNSUP);
+        free(raw);
+        free(got);
+        seen++;
+    }
+    fclose(f);
+    cr_assert_eq(seen, 5);
 }

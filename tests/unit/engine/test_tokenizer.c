@@ -522,6 +522,27 @@ Test(tokenizer_gguf, smollm2_matches_json)
     buf_free(&p);
 }
 
+/* Gemma 3's SentencePiece vocabulary (262,144 pieces, byte fallback, no space prefix, user-defined
+ * pieces such as runs of spaces and newlines) against llama.cpp's tokenizer
+ * (tests/reference/make_gemma_tokenizer_fixtures.py). Needs make model MODEL=gemma3-270m. */
+Test(tokenizer_gguf, gemma3_matches_llama_cpp, .timeout = 600)
+{
+    pwb_buf p;
+    buf_init(&p);
+    root_path(&p, "models/gemma-3-270m-q4_k_m.gguf");
+    if (!file_exists(p.data)) cr_skip_test("models/ has no Gemma 3 GGUF (make model MODEL=gemma3-270m)");
+    gguf_file *g = NULL;
+    tokenizer *t = load_gguf_vocab(p.data, &g);
+    cr_assert_eq(tokenizer_n_vocab(t), 262144);
+    cr_assert_eq(tokenizer_bos(t), 2);
+    run_dataset_fixture(t, "tests/fixtures/tokenizer/gemma3-sst2.jsonl", "gemma3 sst2");
+    run_dataset_fixture(t, "tests/fixtures/tokenizer/gemma3-gsm8k.jsonl", "gemma3 gsm8k");
+    run_edge_fixture(t, "tests/fixtures/tokenizer/gemma3-edge.jsonl", "gemma3 edge");
+    tokenizer_free(t);
+    gguf_close(g);
+    buf_free(&p);
+}
+
 /* The "llama-bpe" and "qwen2" presets on SmolLM2's vocabulary against HF with those regexes. */
 Test(tokenizer_gguf, presets_match_variants)
 {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/arch.h"
 #include "engine/model.h"
 #include "util/file.h"
 #include "util/rng.h"
@@ -75,7 +76,8 @@ static inline tiny_model *tiny_model_new(uint64_t seed, int n_layer, int d, int 
 {
     tiny_model *t = calloc(1, sizeof *t);
     int hd = d / n_head;
-    t->cap = (size_t)2 * V * d + (size_t)n_layer * (2 * d * d + 2 * d * hd * n_head_kv + 3 * d * ff + 7 * d) + 4 * d;
+    t->cap = (size_t)2 * V * d + (size_t)n_layer * (2 * d * d + 2 * d * hd * n_head_kv + 3 * d * ff + 9 * d + 2 * hd) +
+             4 * d;
     t->mem = malloc(t->cap * sizeof(float));
     pwb_rng r;
     rng_init(&r, seed);
@@ -121,6 +123,30 @@ static inline tiny_model *tiny_model_new(uint64_t seed, int n_layer, int d, int 
     }
     t->m.layers = t->layers;
     return t->used <= t->cap ? t : NULL;
+}
+
+/* Turns a tiny model into a Gemma 3-style one: per-head QK norms, post-attention and post-FFN
+ * norms, GeGLU, embeddings scaled by sqrt(d), final-logit soft-capping, and layer 0 attending
+ * within a window of `window` positions with its own RoPE base. */
+static inline void tiny_model_gemma(tiny_model *t, uint64_t seed, int window)
+{
+    pwb_rng r;
+    rng_init(&r, seed);
+    model_hparams *hp = &t->m.hp;
+    snprintf(hp->arch, sizeof hp->arch, "gemma3");
+    hp->act = ACT_GELU_TANH;
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    hp->n_swa = window;
+    hp->rope_base_swa = 100.0f;
+    hp->final_softcap = 3.0f;
+    for (int l = 0; l < hp->n_layer; l++) {
+        model_layer *L = &t->layers[l];
+        L->q_norm = tiny_norm(t, &r, hp->head_dim);
+        L->k_norm = tiny_norm(t, &r, hp->head_dim);
+        L->post_attn_norm = tiny_norm(t, &r, hp->n_embd);
+        L->post_ffn_norm = tiny_norm(t, &r, hp->n_embd);
+        L->swa = l == 0;
+    }
 }
 
 static inline void tiny_model_free(tiny_model *t)
