@@ -631,10 +631,7 @@ static int forward_layers(bwd_ctx *c, bwd_seq *seqs, int T, int keep, pwb_err *e
         if (j < s->n_embeds) {
             memcpy(dst, s->embeds + (size_t)j * d, (size_t)d * sizeof *dst);
         } else {
-            CHECK(kernel_get_row(&m->tok_embd, s->ids[j - s->n_embeds], dst, e));
-            if (hp->embd_scale > 0.0f)
-                for (int i = 0; i < d; i++)
-                    dst[i] *= hp->embd_scale;
+            CHECK(model_embed_token(m, s->ids[j - s->n_embeds], dst, e));
         }
         op_rope_table(c->cs + (size_t)t * hp->n_rot, pos, c->inv_freq, hp->n_rot / 2);
         op_rope_table(c->cs_swa + (size_t)t * hp->n_rot, pos, c->inv_freq_swa, hp->n_rot / 2);

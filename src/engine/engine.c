@@ -622,7 +622,7 @@ int engine_embed_ids(engine *en, const int32_t *ids, int n, float *out, pwb_err 
         return err_set(e, PWB_EINVAL, "embed: bad token ids");
     const size_t d = (size_t)en->m->hp.n_embd;
     for (int i = 0; i < n; i++) {
-        int rc = kernel_get_row(&en->m->tok_embd, ids[i], out + (size_t)i * d, e);
+        int rc = model_embed_token(en->m, ids[i], out + (size_t)i * d, e);
         if (rc != PWB_OK)
             return rc;
     }

@@ -331,12 +331,9 @@ static int run_step(fwd_ctx *c, step_state *st, int T, pwb_err *e)
         if (j < s->n_embeds) {
             memcpy(dst, s->embeds + (size_t)j * d, (size_t)d * sizeof *dst);
         } else {
-            int rc = kernel_get_row(&m->tok_embd, s->ids[j - s->n_embeds], dst, e);
+            int rc = model_embed_token(m, s->ids[j - s->n_embeds], dst, e);
             if (rc != PWB_OK)
                 return rc;
-            if (hp->embd_scale > 0.0f)
-                for (int i = 0; i < d; i++)
-                    dst[i] *= hp->embd_scale;
         }
         op_rope_table(c->cs + (size_t)t * hp->n_rot, c->t_pos[t], c->inv_freq, half);
         op_rope_table(c->cs_swa + (size_t)t * hp->n_rot, c->t_pos[t], c->inv_freq_swa, half);

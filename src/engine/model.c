@@ -8,6 +8,7 @@
 #include "engine/arch.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
+#include "engine/kernels.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "util/file.h"
@@ -677,6 +678,15 @@ void model_free(model *m)
     free(m->layers);
     free(m->path);
     free(m);
+}
+
+int model_embed_token(const model *m, int32_t id, float *dst, pwb_err *e)
+{
+    int rc = kernel_get_row(&m->tok_embd, id, dst, e);
+    if (rc == PWB_OK && m->hp.embd_scale > 0.0f)
+        for (int i = 0; i < m->hp.n_embd; i++)
+            dst[i] *= m->hp.embd_scale;
+    return rc;
 }
 
 void model_summarize(const model *m, model_summary *s)

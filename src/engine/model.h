@@ -84,6 +84,11 @@ typedef struct model {
 int model_load(model **out, const char *path, pwb_err *e);
 void model_free(model *m);
 
+/* Token id's input vector as the first layer sees it: its embedding row, times hp.embd_scale where
+ * the architecture scales embeddings (Gemma). Soft prompts live in this space (input vectors are
+ * not scaled), so a prompt initialised from token text starts as that text. dst: [n_embd]. */
+int model_embed_token(const model *m, int32_t id, float *dst, pwb_err *e);
+
 /* A short human summary (`pwb model info`): architecture, dimensions, parameter count, tensor
  * dtypes, file size, tokenizer kind, chat template kind. Appended to out. */
 int model_info(const model *m, pwb_buf *out);

@@ -303,26 +303,6 @@ static void deq_q3_K(const block_q3_K *x, float *y, int64_t nb)
     }
 }
 
-static void deq_q5_K(const block_q5_K *x, float *y, int64_t nb)
-{
-    for (int64_t i = 0; i < nb; i++) {
-        float d = fp16_to_f32(x[i].d), dmin = fp16_to_f32(x[i].dmin);
-        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
-        uint8_t u1 = 1, u2 = 2;
-        for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
-            uint8_t sc, m;
-            scale_min_k4(is, x[i].scales, &sc, &m);
-            float d1 = d * sc, m1 = dmin * m;
-            scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            float d2 = d * sc, m2 = dmin * m;
-            for (int l = 0; l < 32; l++)
-                *y++ = d1 * (float)((ql[l] & 0xf) + (qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++)
-                *y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
-        }
-    }
-}
-
 static void deq_q8_0(const block_q8_0 *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, y += QK8_0) {
@@ -332,23 +312,33 @@ static void deq_q8_0(const block_q8_0 *x, float *y, int64_t nb)
     }
 }
 
+/* One 256-element block of Q4_K (qh NULL) or Q5_K (qh: the fifth bits, two per 64 elements). */
+static void deq_k4_block(float d, float dmin, const uint8_t *scales, const uint8_t *q, const uint8_t *qh, float *y)
+{
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
+        uint8_t sc, m;
+        scale_min_k4(is, scales, &sc, &m);
+        float d1 = d * sc, m1 = dmin * m;
+        scale_min_k4(is + 1, scales, &sc, &m);
+        float d2 = d * sc, m2 = dmin * m;
+        for (int l = 0; l < 32; l++)
+            *y++ = d1 * (float)((q[l] & 0xf) + (qh && (qh[l] & u1) ? 16 : 0)) - m1;
+        for (int l = 0; l < 32; l++)
+            *y++ = d2 * (float)((q[l] >> 4) + (qh && (qh[l] & u2) ? 16 : 0)) - m2;
+    }
+}
+
 static void deq_q4_K(const block_q4_K *x, float *y, int64_t nb)
 {
-    for (int64_t i = 0; i < nb; i++) {
-        float d = fp16_to_f32(x[i].d), dmin = fp16_to_f32(x[i].dmin);
-        const uint8_t *q = x[i].qs;
-        for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
-            uint8_t sc, m;
-            scale_min_k4(is, x[i].scales, &sc, &m);
-            float d1 = d * sc, m1 = dmin * m;
-            scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            float d2 = d * sc, m2 = dmin * m;
-            for (int l = 0; l < 32; l++)
-                *y++ = d1 * (float)(q[l] & 0xf) - m1;
-            for (int l = 0; l < 32; l++)
-                *y++ = d2 * (float)(q[l] >> 4) - m2;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK_K)
+        deq_k4_block(fp16_to_f32(x[i].d), fp16_to_f32(x[i].dmin), x[i].scales, x[i].qs, NULL, y);
+}
+
+static void deq_q5_K(const block_q5_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += QK_K)
+        deq_k4_block(fp16_to_f32(x[i].d), fp16_to_f32(x[i].dmin), x[i].scales, x[i].qs, x[i].qh, y);
 }
 
 static void deq_q6_K(const block_q6_K *x, float *y, int64_t nb)

@@ -105,7 +105,7 @@ int softprompt_init_vocab(soft_prompt *sp, const model *m, int from, pwb_rng *r,
     int n;
     int rc = softprompt_vocab_candidates(m, &ids, &n, e);
     for (int i = from; rc == PWB_OK && i < sp->n_tokens; i++)
-        rc = kernel_get_row(&m->tok_embd, ids[rng_below(r, (uint64_t)n)], sp->w + (size_t)i * sp->dim, e);
+        rc = model_embed_token(m, ids[rng_below(r, (uint64_t)n)], sp->w + (size_t)i * sp->dim, e);
     free(ids);
     return rc;
 }
@@ -134,7 +134,7 @@ int softprompt_init_class(soft_prompt *sp, const model *m, const int32_t *const 
                 rc = err_set(e, PWB_EINVAL, "soft prompt: label %d: token id %d out of range", i, (int)label_ids[i][k]);
                 break;
             }
-            rc = kernel_get_row(&m->tok_embd, label_ids[i][k], tmp, e);
+            rc = model_embed_token(m, label_ids[i][k], tmp, e);
             for (int j = 0; rc == PWB_OK && j < d; j++)
                 dst[j] += tmp[j] / (float)label_lens[i];
         }
@@ -163,7 +163,7 @@ int softprompt_init_text(soft_prompt *sp, const model *m, const char *text, pwb_
     }
     int rc = PWB_OK;
     for (int i = 0; rc == PWB_OK && i < sp->n_tokens; i++)
-        rc = kernel_get_row(&m->tok_embd, ids[(size_t)i % n], sp->w + (size_t)i * sp->dim, e);
+        rc = model_embed_token(m, ids[(size_t)i % n], sp->w + (size_t)i * sp->dim, e);
     free(ids);
     return rc;
 }

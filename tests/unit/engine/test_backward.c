@@ -568,6 +568,15 @@ Test(backward, tiny_gemma_forward_agrees_with_training_forward)
     cr_assert_eq(bwd_ctx_new(&c, m, &o, &e), PWB_OK, "%s", e.msg);
     bwd_seq s = {.ids = ids, .n_ids = N, .n_tgt = N, .tgt_pos = pos, .targets = tgt, .tgt_logprob = lp_b};
     cr_assert_eq(bwd_run(c, &s, 1, 0, NULL, &e), PWB_OK, "%s", e.msg);
+    /* The same tokens given as input vectors (model_embed_token: scaled rows) change nothing. */
+    float emb[N * 32];
+    double lp_v[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(model_embed_token(m, ids[i], emb + i * 32, &e), PWB_OK);
+    bwd_seq sv = {.embeds = emb, .n_embeds = N, .n_tgt = N, .tgt_pos = pos, .targets = tgt, .tgt_logprob = lp_v};
+    cr_assert_eq(bwd_run(c, &sv, 1, 0, NULL, &e), PWB_OK, "%s", e.msg);
+    for (int i = 0; i < N; i++)
+        cr_expect(fabs(lp_b[i] - lp_v[i]) < 1e-6, "position %d: ids %.6f vs vectors %.6f", i, lp_b[i], lp_v[i]);
     bwd_ctx_free(c);
 
     fwd_ctx *f;

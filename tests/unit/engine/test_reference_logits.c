@@ -606,6 +606,4 @@ Test(reference, smollm2_full_rows_vs_llama_cpp, .timeout = 600) { check_full_row
 Test(reference, smollm2_sst2_rank_vs_llama_cpp, .timeout = 900) { check_rank(&EXACT_VS_LLAMACPP); }
 Test(reference, smollm2_int8_logits_vs_f32, .timeout = 900) { check_logits(&INT8_VS_F32); }
 Test(reference, smollm2_int8_sst2_rank_vs_f32, .timeout = 900) { check_rank(&INT8_VS_F32); }
-Test(reference, gemma3_logits_vs_f32, .timeout = 1800) { check_logits(&GEMMA3_VS_F32); }
-Test(reference, gemma3_sst2_rank_vs_f32, .timeout = 1800) { check_rank(&GEMMA3_VS_F32); }
 Test(reference, gemma3_greedy_vs_f32, .timeout = 1800) { check_greedy(&GEMMA3_VS_F32, "gemma3_greedy_exact.txt"); }
