@@ -50,6 +50,7 @@ def main():
     ap.add_argument("gsm8k_test")
     ap.add_argument("out_dir")
     ap.add_argument("--n-sst2", type=int, default=150)
+    ap.add_argument("--sst2-from", type=int, default=0, help="first SST-2 row (to extend a set)")
     ap.add_argument("--n-gsm8k", type=int, default=60)
     ap.add_argument("--topk", type=int, default=5)
     ap.add_argument("--n-full", type=int, default=2, help="prompts of each kind with full-vocab rows")
@@ -59,7 +60,7 @@ def main():
     a = ap.parse_args()
 
     prompts = []  # (source, row, text)
-    for i, (s, _) in enumerate(pwbref.read_sst2(a.sst2_dev)[: a.n_sst2]):
+    for i, (s, _) in enumerate(pwbref.read_sst2(a.sst2_dev)[a.sst2_from: a.n_sst2], start=a.sst2_from):
         prompts.append(("sst2-dev", i, pwbref.sst2_prompt(s, a.format)))
     for i, (q, ans) in enumerate(pwbref.read_gsm8k(a.gsm8k_test, a.n_gsm8k)):
         prompts.append(("gsm8k-test", i, pwbref.gsm8k_prompt(q, ans, a.format)))
