@@ -432,7 +432,7 @@ static void check_rank(const ref_set *rs)
         }
     }
     cr_assert(s && n_ex > 0 && lab[0] >= 0 && lab[1] >= 0, "bad header");
-    /* A short set (Gemma 3's) is checked whole. */
+    /* A short set is checked whole. */
     int stride = full_mode() || n_ex <= 200 ? 1 : 16;
     int cap = (int)(n_ex + stride - 1) / stride;
     engine_rank_item *items = calloc((size_t)cap, sizeof *items);
