@@ -9,6 +9,7 @@
 #include "cli/table.h"
 #include "util/str.h"
 
+/* --cards, datasets/, then $PWB_DATA_PATH: the folders `pwb run` finds cards in. */
 static void card_dirs_for_listing(const cli_args *a, pwb_buf *out)
 {
     catalog_card_dirs(cli_str(a, "cards", NULL), out);
@@ -92,6 +93,12 @@ static int load_all_splits(const ds_card *c, int verbose_counts, pwb_err *e)
                c->splits[s].format);
         if (verbose_counts)
             print_label_counts(&d, c);
+        size_t empty = dataset_count_empty(&d), first = 0;
+        while (empty && !dataset_empty_input(&d.ex[first]))
+            first++;
+        if (empty)
+            printf("  warning: %zu empty input%s (first at %s:%ld); the card's \"empty_inputs\": \"skip\" drops "
+                   "them\n", empty, empty == 1 ? "" : "s", d.path, d.ex[first].line);
         ds_data_free(&d);
     }
     return PWB_OK;

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/chat.h"
+#include "engine/gguf.h"
 #include "task/dataset.h"
 #include "task/template.h"
 #include "task/catalog.h"
@@ -234,6 +236,33 @@ static long find_row(const ds_data *d, long row)
     return -1;
 }
 
+/* The string the model reads: the messages through a chat template (--chat-template NAME, or
+ * the one in --model's GGUF), else flattened as completion backends send them. */
+static int render_exact(const cli_args *a, const tpl_prompt *pr, pwb_buf *out, pwb_err *e)
+{
+    const char *name = cli_str(a, "chat-template", NULL), *model = cli_str(a, "model", NULL);
+    if (!name && !model)
+        return tpl_prompt_flatten(pr, out) ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+    gguf_file *g = NULL;
+    int rc = model && !name ? gguf_open(&g, model, e) : PWB_OK;
+    chat_template ct = {0};
+    if (!rc)
+        rc = chat_template_init(&ct, g ? gguf_get_str(g, "tokenizer.chat_template", NULL) : NULL, name, e);
+    chat_msg *msgs = rc ? NULL : calloc((size_t)pr->n + 1, sizeof *msgs);
+    if (!rc && !msgs)
+        rc = err_set(e, PWB_ENOMEM, "out of memory");
+    for (int i = 0; !rc && i < pr->n; i++)
+        msgs[i] = (chat_msg){.role = pr->msgs[i].role, .content = pr->msgs[i].content};
+    buf_reset(out);
+    if (!rc)
+        rc = chat_render(&ct, msgs, (size_t)pr->n, 1, out, e);
+    free(msgs);
+    chat_template_free(&ct);
+    if (g)
+        gguf_close(g);
+    return rc;
+}
+
 int cmd_template_render(const cli_args *a)
 {
     const char *dsname = cli_str(a, "dataset", NULL);
@@ -298,8 +327,18 @@ int cmd_template_render(const cli_args *a)
         rc = template_render(&tp, &card, &data.ex[idx], shots, tp.shots, &pr, &e);
     if (!rc) {
         if (cli_flag(a, "flat")) {
-            if (tpl_prompt_flatten(&pr, &flat) == 0)
-                printf("%s\n", flat.data);
+            rc = render_exact(a, &pr, &flat, &e);
+            if (!rc) /* exactly the text, no newline added: pipe through od -c to see the spaces */
+                fwrite(flat.data ? flat.data : "", 1, flat.len, stdout);
+            if (!rc && !a->quiet) {
+                int nc = 0;
+                char **ch = template_choices(&tp, &card, &data.ex[idx], &nc);
+                fprintf(stderr, "\npwb: rank continuations:");
+                for (int i = 0; ch && i < nc; i++)
+                    fprintf(stderr, " \"%s\"", ch[i]);
+                fprintf(stderr, "\n");
+                dataset_choices_free(ch, nc);
+            }
         } else {
             for (int i = 0; i < pr.n; i++)
                 printf("%s[%s]\n%s\n", i ? "\n" : "", pr.msgs[i].role, pr.msgs[i].content);

@@ -66,7 +66,9 @@ static const cli_opt tpl_render_opts[] = {
     {"row", 'r', "N", "0-based data row (default 0)"},
     {"shots", 0, "N", "override the template's number of shots"},
     {"seed", 0, "N", "seed for shot selection (default 1)"},
-    {"flat", 0, NULL, "print the flattened prompt (as hashed and sent to completion models)"},
+    {"flat", 0, NULL, "print exactly the text the model reads (no newline added); rank continuations on stderr"},
+    {"chat-template", 0, "NAME", "with --flat: through this chat template (chatml, llama3, gemma, mistral, llama2, none)"},
+    {"model", 'm', "FILE", "with --flat: through the chat template of this GGUF model"},
     {0},
 };
 
@@ -89,7 +91,7 @@ static const cli_opt ds_check_opts[] = {
 static const cli_opt ds_import_opts[] = {
     {"name", 0, "NAME", "dataset name (default: the file's stem)"},
     {"format", 'f', "FMT", "jsonl, csv, tsv or text (default: from the extension and contents)"},
-    {"input", 'i', "FIELD", "field (name or 1-based column) holding the input text"},
+    {"input", 'i', "FIELD", "field holding the input text, or an input template: '{{premise}} {{hypothesis}}'"},
     {"answer", 'a', "FIELD", "field holding the label"},
     {"labels", 'l', "V1,V2,..", "label values as they appear in the file (default: the distinct values seen)"},
     {"verbalizers", 0, "W1,W2,..", "the words a model should answer, parallel to --labels"},

@@ -190,9 +190,33 @@ static int prepare_methods(runner *R, pwb_err *e)
     return PWB_OK;
 }
 
+int run_check_overlap(runner *R, rds *d, const ds_data *other, const char *what, pwb_err *e)
+{
+    size_t k = dataset_overlap(&d->eval, d->sample, d->n_sample, other);
+    if (k == 0)
+        return PWB_OK;
+    if (k == (size_t)-1)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    if (d->sd->allow_overlap) {
+        log_warn("%s: dataset '%s': %zu of the evaluated rows (split '%s') are also %s rows (split '%s'); allowed by "
+                 "allow_overlap", R->suite.path, d->sd->name, k, d->split, what, other->split);
+        return PWB_OK;
+    }
+    return err_set(e, PWB_EINVAL,
+                   "%s: dataset '%s': %zu of the evaluated rows (split '%s') are also %s rows (split '%s'); use "
+                   "disjoint slices (e.g. \"validation@1[200:]\" and \"validation@1[:200]\") or set \"allow_overlap\": "
+                   "true",
+                   R->suite.path, d->sd->name, k, d->split, what, other->split);
+}
+
 static int load_shots(runner *R, rds *d, pwb_err *e)
 {
-    const char *fs = d->card.few_shot_split ? d->card.few_shot_split : "train";
+    const char *fs = d->sd->shot_split        ? d->sd->shot_split
+                     : d->card.few_shot_split ? d->card.few_shot_split
+                                              : "train";
+    if (d->sd->shot_split && !card_split(&d->card, fs))
+        return err_set(e, PWB_EINVAL, "%s: dataset '%s': card %s has no split '%s' (shot_split)", R->suite.path,
+                       d->sd->name, d->card.path, fs);
     if (!card_split(&d->card, fs) || strcmp(fs, d->split) == 0) {
         /* No separate split for shots (a single imported file): take them from the eval split,
          * never the query itself. The card is our copy; the picker reads its few_shot_split. */
@@ -216,13 +240,20 @@ static int load_shots(runner *R, rds *d, pwb_err *e)
         return rc;
     if (d->shots.n == 0)
         return err_set(e, PWB_EINVAL, "%s: split '%s' (for few-shot examples) is empty", d->card.path, fs);
-    return PWB_OK;
+    /* the picker reads the card's few_shot_split (the card is our copy) */
+    if (d->sd->shot_split) {
+        free(d->card.few_shot_split);
+        if (!(d->card.few_shot_split = str_dup(fs)))
+            return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    return run_check_overlap(R, d, &d->shots, "few-shot", e);
 }
 
 static const ds_data *shot_data(const rds *d) { return d->shots_same ? &d->eval : &d->shots; }
 
 void run_item_free(item *it)
 {
+    dataset_choices_free(it->choices, it->n_choices);
     tpl_prompt_free(&it->prompt);
     free(it->msgs);
     buf_free(&it->flat);
@@ -327,8 +358,10 @@ static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, p
     q->top_p = 1.0;
     q->seed = R->suite.seed;
     if (m->rank) {
-        q->choices = R->ds[c->d].rank_choices;
-        q->n_choices = R->ds[c->d].card.n_labels;
+        if (!(it->choices = template_choices(&m->tpl, &d->card, x, &it->n_choices)))
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        q->choices = (const char *const *)it->choices;
+        q->n_choices = it->n_choices;
     }
     if (c->job && c->job->prompt.w) {
         /* the trained prompt before the rendered input; its values name it in the cache key */
@@ -658,16 +691,6 @@ int run_prepare(runner *R, pwb_err *e)
     }
     if ((rc = prepare_datasets(R, e)) || (rc = prepare_methods(R, e)))
         return rc;
-    for (int i = 0; i < R->nds; i++) {
-        rds *d = &R->ds[i];
-        if (d->card.n_labels > 0) {
-            d->rank_choices = calloc((size_t)d->card.n_labels, sizeof *d->rank_choices);
-            if (!d->rank_choices)
-                return err_set(e, PWB_ENOMEM, "out of memory");
-            for (int l = 0; l < d->card.n_labels; l++)
-                d->rank_choices[l] = d->card.labels[l].verbalizer;
-        }
-    }
     if ((rc = prepare_models(R, e)) || (rc = prepare_cells(R, e)))
         return rc;
     for (int i = 0; i < R->nds; i++) {

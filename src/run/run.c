@@ -41,7 +41,6 @@ static void runner_free(runner *R)
         free(d->sample);
         free(d->split);
         free(d->shot_split);
-        free(d->rank_choices);
         free(d->soft_split);
         for (int k = 0; k < d->n_tr; k++) {
             free(d->tr_names[k]);

@@ -43,7 +43,6 @@ typedef struct rds {
     size_t *sample;    /* indices into eval.ex, ascending */
     size_t n_sample;
     int majority;      /* baseline label index, -1 when none */
-    const char **rank_choices; /* the labels' verbalizers, for rank scoring */
     int examples_written;
     char *soft_split;  /* where soft prompts train by default (the card's few-shot split, else "train") */
     char **tr_names;   /* other splits loaded for soft prompts to train on */
@@ -143,6 +142,8 @@ typedef struct item {
     int cacheable;
     llm_request req;
     llm_response resp;
+    char **choices;     /* rank: the continuations compared (template_choices) */
+    int n_choices;
     int cached;
     int finished;
 } item;
@@ -181,6 +182,9 @@ int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e);
 /* optimize.c: a searched method's cell: races its candidates on held-out training rows, writes
  * and loads the winner (or loads the one an earlier invocation wrote) as c->own_tpl. */
 int run_optimize(runner *R, rcell *c, pwb_err *e);
+/* Refuses (or, with the suite's allow_overlap, warns) when rows of other (shots, training) are
+ * among d's evaluated rows. */
+int run_check_overlap(runner *R, rds *d, const ds_data *other, const char *what, pwb_err *e);
 
 /* soft.c */
 int run_soft_prepare(runner *R, rcell *c, pwb_err *e);

@@ -148,15 +148,9 @@ int softjob_encode(const model *m, const chat_template *ct, const pwb_template *
                    const ds_data *d, const size_t *idx, size_t n, tune_example **out, pwb_err *e)
 {
     *out = NULL;
-    const char **choices = calloc((size_t)(card->n_labels > 0 ? card->n_labels : 1), sizeof *choices);
     tune_example *ex = calloc(n ? n : 1, sizeof *ex);
-    if (!choices || !ex) {
-        free(choices);
-        free(ex);
+    if (!ex)
         return err_set(e, PWB_ENOMEM, "out of memory");
-    }
-    for (int l = 0; l < card->n_labels; l++)
-        choices[l] = card->labels[l].verbalizer;
     int rc = PWB_OK;
     for (size_t i = 0; rc == PWB_OK && i < n; i++) {
         if (idx[i] >= d->n) {
@@ -171,14 +165,19 @@ int softjob_encode(const model *m, const chat_template *ct, const pwb_template *
             rc = err_set(e, PWB_ENOMEM, "out of memory");
         for (int k = 0; rc == PWB_OK && k < pr.n; k++)
             msgs[k] = (chat_msg){.role = pr.msgs[k].role, .content = pr.msgs[k].content};
+        /* the continuations the runner ranks for this row (its own options on multiple choice) */
+        int nc = 0;
+        char **choices = rc == PWB_OK ? template_choices(tp, card, x, &nc) : NULL;
+        if (rc == PWB_OK && !choices)
+            rc = err_set(e, PWB_ENOMEM, "out of memory");
         if (rc == PWB_OK)
-            rc = tune_encode(m, ct, msgs, pr.n, choices, card->n_labels, x->label, &ex[i], e);
+            rc = tune_encode(m, ct, msgs, pr.n, (const char **)choices, nc, x->label, &ex[i], e);
         if (rc != PWB_OK)
             err_prefix(e, "%s row %zu: ", d->split ? d->split : "", x->row);
+        dataset_choices_free(choices, nc);
         free(msgs);
         tpl_prompt_free(&pr);
     }
-    free(choices);
     if (rc != PWB_OK) {
         softjob_examples_free(ex, n);
         return rc;

@@ -49,6 +49,7 @@ void suite_free(pwb_suite *s)
     for (int i = 0; i < s->n_datasets; i++) {
         free(s->datasets[i].name);
         free(s->datasets[i].split);
+        free(s->datasets[i].shot_split);
     }
     free(s->datasets);
     for (int i = 0; i < s->n_models; i++) {
@@ -214,7 +215,7 @@ static const cJSON *get_array(sctx *x, const cJSON *j, const char *key, int *n, 
 
 static int parse_datasets(pwb_suite *s, sctx *x, const cJSON *j)
 {
-    static const char *const keys[] = {"name", "split", "limit", NULL};
+    static const char *const keys[] = {"name", "split", "limit", "shot_split", "allow_overlap", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "datasets", &n, &rc);
     if (!a)
@@ -232,14 +233,16 @@ static int parse_datasets(pwb_suite *s, sctx *x, const cJSON *j)
             d->name = str_dup(it->valuestring);
         } else if (cJSON_IsObject(it)) {
             if ((rc = keys_ok(x, it, keys, where)) || (rc = get_str(x, it, "name", where, 1, &d->name)) ||
-                (rc = get_str(x, it, "split", where, 0, &d->split)))
+                (rc = get_str(x, it, "split", where, 0, &d->split)) ||
+                (rc = get_str(x, it, "shot_split", where, 0, &d->shot_split)) ||
+                (rc = get_bool(x, it, "allow_overlap", where, &d->allow_overlap)))
                 return rc;
             double lim = 0;
             if ((rc = get_num(x, it, "limit", where, 0, 1e9, 1, &lim)))
                 return rc;
             d->limit = (long)lim;
         } else {
-            return err_set(x->e, PWB_EINVAL, "%s: %s must be a dataset name or {name, split, limit}", x->path, where);
+            return err_set(x->e, PWB_EINVAL, "%s: %s must be a dataset name or {name, split, limit, shot_split, allow_overlap}", x->path, where);
         }
         if (!d->name || !d->name[0] || !ident_ok(d->name))
             return err_set(x->e, PWB_EINVAL, "%s: %s.name: bad dataset name", x->path, where);

@@ -16,6 +16,9 @@ typedef struct suite_dataset {
     char *name;    /* card name */
     char *split;   /* evaluation split, default the card's eval_split */
     long limit;    /* examples to sample (0 = all) */
+    char *shot_split;  /* where few-shot examples come from (default the card's few_shot_split);
+                        * splits may be slices ("validation@1[:200]") */
+    int allow_overlap; /* shot or training rows among the evaluated rows: warn instead of refusing */
 } suite_dataset;
 
 typedef struct suite_model {

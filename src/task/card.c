@@ -85,6 +85,9 @@ void card_free(ds_card *c)
     free(c->rationale_strip);
     strv_free(c->fields, c->n_fields);
     strv_free(c->replace, 2 * c->n_replace);
+    strv_free(c->answer_map, 2 * c->n_answer_map);
+    strv_free(c->option_fields, c->n_option_fields);
+    free(c->option_label_field);
     free(c->dir);
     card_init(c);
 }
@@ -189,7 +192,8 @@ static int check_mustache(const char *tpl, const char *path, const char *key, pw
 static const char *const card_keys[] = {"name", "task", "answer", "description", "instruction", "license", "source",
                                         "url", "input_field", "input_template", "answer_field", "answer_pattern",
                                         "answer_extract", "rationale_field", "rationale_strip", "labels", "splits",
-                                        "few_shot_split", "eval_split", "fields", "replace", "citation", NULL};
+                                        "few_shot_split", "eval_split", "fields", "replace", "citation", "answer_map",
+                                        "trim_input", "options", "empty_inputs", NULL};
 static const char *const split_keys[] = {"file", "format", "sha256", "header", "columns", "input_field",
                                          "input_template", "answer_field", "label_values", "line_pattern",
                                          "labeled", "rows", NULL};
@@ -342,6 +346,68 @@ static int parse_split(ds_card *c, ds_split *s, const cJSON *o, pwb_err *e)
     return PWB_OK;
 }
 
+/* "answer_map": {"raw": "label value", ...}: several raw answers may name one label. */
+static int parse_answer_map(ds_card *c, const cJSON *m, pwb_err *e)
+{
+    if (!m)
+        return PWB_OK;
+    if (!cJSON_IsObject(m) || cJSON_GetArraySize(m) > 4096)
+        return err_set(e, PWB_EINVAL, "%s: 'answer_map' must map raw answers to label values (at most 4096)", c->path);
+    int n = cJSON_GetArraySize(m);
+    c->answer_map = calloc(2 * (size_t)n + 1, sizeof *c->answer_map);
+    if (!c->answer_map)
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, m)
+    {
+        if (!cJSON_IsString(it))
+            return err_set(e, PWB_EINVAL, "%s: answer_map.%s must be a string (a label's value)", c->path, it->string);
+        if (c->n_labels && card_label_index(c, it->valuestring) < 0)
+            return err_set(e, PWB_EINVAL, "%s: answer_map.%s: '%s' is not the value of a label", c->path, it->string,
+                           it->valuestring);
+        c->answer_map[2 * c->n_answer_map] = str_dup(it->string);
+        c->answer_map[2 * c->n_answer_map + 1] = str_dup(it->valuestring);
+        if (!c->answer_map[2 * c->n_answer_map] || !c->answer_map[2 * c->n_answer_map + 1])
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        c->n_answer_map++;
+    }
+    return PWB_OK;
+}
+
+/* "options": "list.field" | ["field_a", "field_b", ...] | {"text": "choices.text", "label": "choices.label"} */
+static int parse_options(ds_card *c, const cJSON *o, pwb_err *e)
+{
+    if (!o)
+        return PWB_OK;
+    const char *p = c->path;
+    int rc;
+    const cJSON *text = o;
+    if (cJSON_IsObject(o)) {
+        static const char *const keys[] = {"text", "label", NULL};
+        if ((rc = check_keys(o, keys, p, "options", e)) || (rc = opt_str(o, "label", &c->option_label_field, p, "options", e)))
+            return rc;
+        text = cJSON_GetObjectItemCaseSensitive(o, "text");
+    }
+    if (cJSON_IsString(text) && text->valuestring[0]) {
+        c->option_fields = calloc(2, sizeof *c->option_fields);
+        if (!c->option_fields || !(c->option_fields[0] = str_dup(text->valuestring)))
+            return err_set(e, PWB_ENOMEM, "out of memory");
+        c->n_option_fields = 1;
+    } else if (cJSON_IsArray(text) && cJSON_GetArraySize(text) >= 2) {
+        if ((rc = str_array(text, &c->option_fields, &c->n_option_fields, DS_MAX_LABELS, p, "options", e)))
+            return rc;
+    } else {
+        return err_set(e, PWB_EINVAL, "%s: 'options' must name a list field (\"choices.text\"), one field per option "
+                       "([\"a\", \"b\"]) or {\"text\": ..., \"label\": ...}", p);
+    }
+    if (c->task != DS_MULTIPLE_CHOICE || c->answer_kind != DS_ANSWER_CHOICE)
+        return err_set(e, PWB_EINVAL, "%s: 'options' needs \"task\": \"multiple_choice\" (answer kind choice)", p);
+    if (c->n_option_fields > 1 && c->n_option_fields != c->n_labels)
+        return err_set(e, PWB_EINVAL, "%s: 'options' names %d fields but the card has %d labels (one per option)", p,
+                       c->n_option_fields, c->n_labels);
+    return PWB_OK;
+}
+
 static int parse_card(ds_card *c, const cJSON *j, pwb_err *e)
 {
     const char *p = c->path;
@@ -413,7 +479,10 @@ static int parse_card(ds_card *c, const cJSON *j, pwb_err *e)
         c->n_labels = 2;
     }
     if (needs_labels && c->n_labels < 2)
-        return err_set(e, PWB_EINVAL, "%s: answer kind '%s' needs at least two labels", p, answer_names[c->answer_kind]);
+        return err_set(e, PWB_EINVAL, "%s: answer kind '%s' needs at least two labels%s", p, answer_names[c->answer_kind],
+                       cJSON_GetObjectItemCaseSensitive(j, "options")
+                           ? " (the option letters, e.g. [\"A\", \"B\", \"C\", \"D\"])"
+                           : "");
     if (!needs_labels && c->n_labels)
         return err_set(e, PWB_EINVAL, "%s: answer kind '%s' takes no labels", p, answer_names[c->answer_kind]);
     if (c->answer_kind == DS_ANSWER_YESNO) {
@@ -446,6 +515,14 @@ static int parse_card(ds_card *c, const cJSON *j, pwb_err *e)
             c->n_replace = ++i;
         }
     }
+    if ((rc = parse_answer_map(c, cJSON_GetObjectItemCaseSensitive(j, "answer_map"), e)) ||
+        (rc = parse_options(c, cJSON_GetObjectItemCaseSensitive(j, "options"), e)))
+        return rc;
+    c->trim_input = json_bool(j, "trim_input", 0);
+    const char *ei = json_str(j, "empty_inputs", "keep");
+    if (strcmp(ei, "keep") && strcmp(ei, "skip"))
+        return err_set(e, PWB_EINVAL, "%s: empty_inputs must be \"keep\" or \"skip\", not '%s'", p, ei);
+    c->skip_empty = ei[0] == 's';
     const cJSON *splits = cJSON_GetObjectItemCaseSensitive(j, "splits");
     if (!cJSON_IsObject(splits) || cJSON_GetArraySize(splits) == 0)
         return err_set(e, PWB_EINVAL, "%s: 'splits' must be an object of name -> {file, format, ...}", p);
@@ -470,6 +547,10 @@ static int parse_card(ds_card *c, const cJSON *j, pwb_err *e)
     for (int i = 0; i < c->n_splits; i++)
         if (add_template_vars(c, c->splits[i].input_template))
             return err_set(e, PWB_ENOMEM, "out of memory");
+    ds_slice sl;
+    if ((c->eval_split && dataset_slice_parse(c->eval_split, &sl, e)) ||
+        (c->few_shot_split && dataset_slice_parse(c->few_shot_split, &sl, e)))
+        return err_prefix(e, "%s: ", p);
     if (c->eval_split) {
         if (!card_split(c, c->eval_split))
             return err_set(e, PWB_EINVAL, "%s: eval_split '%s' is not a split of the card", p, c->eval_split);
@@ -548,8 +629,9 @@ const ds_split *card_split(const ds_card *c, const char *name)
 {
     if (!name)
         return NULL;
+    size_t n = strcspn(name, "@["); /* a slice of a split is that split */
     for (int i = 0; i < c->n_splits; i++)
-        if (!strcmp(c->splits[i].name, name))
+        if (strlen(c->splits[i].name) == n && !strncmp(c->splits[i].name, name, n))
             return &c->splits[i];
     return NULL;
 }
@@ -642,6 +724,9 @@ const char **card_known_fields(const ds_card *c, int *n)
     nl_add(&l, c->rationale_field);
     for (int i = 0; i < c->n_fields; i++)
         nl_add(&l, c->fields[i]);
+    for (int i = 0; i < c->n_option_fields; i++)
+        nl_add(&l, c->option_fields[i]);
+    nl_add(&l, c->option_label_field);
     for (int i = 0; i < c->n_splits; i++) {
         const ds_split *s = &c->splits[i];
         nl_add(&l, s->input_field);

@@ -58,6 +58,18 @@ typedef struct ds_card {
     int n_fields;
     char **replace;        /* literal [from, to] pairs applied to the input text (2*n_replace) */
     int n_replace;
+    char **answer_map;     /* [raw, label value] pairs applied to the gold answer (2*n_answer_map):
+                            * several raw answers to one label ("1" -> "A") */
+    int n_answer_map;
+    int trim_input;        /* "trim_input": strip the input's surrounding whitespace (default: keep) */
+    int skip_empty;        /* "empty_inputs": "skip" drops rows whose input is blank ("keep": default) */
+    /* Per-row multiple choice ("options"): each row brings its own option texts, from one list
+     * field ("choices.text") or one field per option (["opa", "opb", ...]); option_label_field
+     * optionally names the row's list of letters ("choices.label"), which must equal the card's
+     * labels. The card's labels are the option letters; an example's label is its option index. */
+    char **option_fields;
+    int n_option_fields;
+    char *option_label_field;
     char *dir;             /* folder of the card file */
 } ds_card;
 

@@ -27,6 +27,7 @@ static void example_free(ds_example *x, int n_fields)
     free(x->input);
     free(x->answer);
     free(x->rationale);
+    dataset_choices_free(x->options, x->n_options);
     if (x->fields)
         for (int i = 0; i < n_fields; i++)
             free(x->fields[i]);
@@ -80,6 +81,9 @@ typedef struct loader {
     int nvals;
     const char *missing; /* a field the input template named but the record lacks */
     pwb_buf tmp;
+    int raw;             /* dataset_read_file: fields only, no mapping */
+    size_t max_rows;     /* raw: rows kept (0: all) */
+    size_t seen;         /* data rows read so far */
 } loader;
 
 static int add_field_name(loader *L, const char *name, size_t len)
@@ -186,9 +190,117 @@ static int bad_label(loader *L, long line, const char *raw)
     for (int i = 0; i < L->c->n_labels; i++)
         buf_printf(&have, "%s%s", i ? ", " : "",
                    L->sp->label_values ? L->sp->label_values[i] : L->c->labels[i].value);
-    int rc = err_set(L->e, PWB_EINVAL, "%s:%ld: label '%.100s' is not one of the card's labels (%s)", L->path, line, raw,
-                     have.data ? have.data : "");
+    int rc = err_set(L->e, PWB_EINVAL, "%s:%ld: %s '%.100s' is not %s (%s)%s", L->path, line,
+                     L->c->n_option_fields ? "answer key" : "label", raw,
+                     L->c->n_option_fields ? "among the options" : "one of the card's labels", have.data ? have.data : "",
+                     L->c->n_answer_map ? "; the card's answer_map has no entry for it" : "");
     buf_free(&have);
+    return rc;
+}
+
+static char *json_value_str(const cJSON *v);
+
+void dataset_choices_free(char **v, int n)
+{
+    if (!v)
+        return;
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+char **dataset_choices(const ds_card *c, const ds_example *x, int by_text, const char *delim, int *n)
+{
+    int k = by_text && x->n_options ? x->n_options : c->n_labels;
+    char **v = calloc((size_t)k + 1, sizeof *v);
+    if (!v)
+        return NULL;
+    for (int i = 0; i < k; i++) {
+        const char *s = by_text && x->n_options ? x->options[i] : c->labels[i].verbalizer;
+        pwb_buf b;
+        buf_init(&b);
+        if (buf_puts(&b, delim ? delim : "") || buf_puts(&b, s) || !(v[i] = buf_take(&b))) {
+            buf_free(&b);
+            dataset_choices_free(v, i);
+            return NULL;
+        }
+    }
+    *n = k;
+    return v;
+}
+
+/* A field holding a list: a JSON array of scalars (how the loaders keep a JSON list). */
+static int list_field(loader *L, long line, const char *name, cJSON **out)
+{
+    int i = dataset_field_index(L->d, name);
+    if (i < 0 || i >= L->nvals || !L->vals[i])
+        return missing_field(L, line, name);
+    cJSON *a = cJSON_Parse(L->vals[i]);
+    if (!cJSON_IsArray(a)) {
+        cJSON_Delete(a);
+        return err_set(L->e, PWB_EINVAL, "%s:%ld: field '%s' named by %s's options is not a list", L->path, line, name,
+                       L->c->path ? L->c->path : L->c->name);
+    }
+    *out = a;
+    return PWB_OK;
+}
+
+/* The row's options (card "options"), checked against the card's option letters. */
+static int row_options(loader *L, long line, ds_example *x)
+{
+    const ds_card *c = L->c;
+    const char *cp = c->path ? c->path : c->name;
+    int n = c->n_labels, rc = PWB_OK;
+    cJSON *texts = NULL, *labels = NULL;
+    if (c->n_option_fields == 1 && (rc = list_field(L, line, c->option_fields[0], &texts)))
+        return rc;
+    int got = texts ? cJSON_GetArraySize(texts) : c->n_option_fields;
+    if (got != n) {
+        rc = err_set(L->e, PWB_EINVAL, "%s:%ld: %d options in '%s', but %s has %d labels (one per option)", L->path, line,
+                     got, c->option_fields[0], cp, n);
+        goto out;
+    }
+    if (c->option_label_field) {
+        if ((rc = list_field(L, line, c->option_label_field, &labels)))
+            goto out;
+        int nl = cJSON_GetArraySize(labels);
+        for (int k = 0; k < n || k < nl; k++) {
+            const cJSON *l = cJSON_GetArrayItem(labels, k);
+            char *v = l ? json_value_str(l) : NULL;
+            int same = v && k < n && !strcmp(v, c->labels[k].value);
+            free(v);
+            if (!same) {
+                rc = err_set(L->e, PWB_EINVAL, "%s:%ld: option labels in '%s' differ from %s's labels at position %d",
+                             L->path, line, c->option_label_field, cp, k + 1);
+                goto out;
+            }
+        }
+    }
+    if (!(x->options = calloc((size_t)n + 1, sizeof *x->options))) {
+        rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+        goto out;
+    }
+    x->n_options = n;
+    for (int k = 0; k < n; k++) {
+        const char *name = texts ? c->option_fields[0] : c->option_fields[k];
+        if (texts) {
+            x->options[k] = json_value_str(cJSON_GetArrayItem(texts, k));
+        } else {
+            int i = dataset_field_index(L->d, name);
+            if (i < 0 || i >= L->nvals || !L->vals[i]) {
+                rc = missing_field(L, line, name);
+                goto out;
+            }
+            x->options[k] = str_dup(L->vals[i]);
+        }
+        if (!x->options[k] || !x->options[k][0]) {
+            rc = err_set(L->e, PWB_EINVAL, "%s:%ld: option %d in '%s' is empty", L->path, line, k + 1, name);
+            goto out;
+        }
+    }
+out:
+    cJSON_Delete(texts);
+    cJSON_Delete(labels);
     return rc;
 }
 
@@ -204,7 +316,7 @@ static int add_record(loader *L, long line, char **vals, int nvals)
     x.label = -1;
     x.answer_idx = -1;
     x.line = line;
-    x.row = d->n;
+    x.row = L->seen++; /* the data row, also when earlier rows were skipped */
     for (int i = 0; i < nvals; i++)
         if (vals[i] && !utf8_valid(vals[i], strlen(vals[i]))) {
             rc = err_set(L->e, PWB_EPARSE, "%s:%ld: invalid UTF-8 in field '%s'", L->path, line, d->field_names[i]);
@@ -216,6 +328,11 @@ static int add_record(loader *L, long line, char **vals, int nvals)
     }
     L->vals = vals;
     L->nvals = nvals;
+    if (L->raw) {
+        if (L->max_rows && d->n >= L->max_rows)
+            goto fail; /* rows beyond the cap are read and dropped */
+        goto store;
+    }
     /* input */
     const char *raw_in = NULL;
     if (L->input_tpl) {
@@ -237,13 +354,17 @@ static int add_record(loader *L, long line, char **vals, int nvals)
         }
         raw_in = vals[i];
     }
-    char *in = apply_replace(c, raw_in);
-    if (!in || !(x.input = trimmed_dup(in))) {
-        free(in);
+    /* the input is kept as the file has it (a prompt must match other tools' byte for byte) unless
+     * the card asks for trimming */
+    x.input = apply_replace(c, raw_in);
+    if (!x.input || (c->trim_input && !str_trim(x.input))) {
         rc = err_set(L->e, PWB_ENOMEM, "out of memory");
         goto fail;
     }
-    free(in);
+    if (c->skip_empty && dataset_empty_input(&x))
+        goto fail; /* rc is PWB_OK: the row is dropped */
+    if (c->n_option_fields && (rc = row_options(L, line, &x)))
+        goto fail;
     /* answer */
     if (L->sp->labeled) {
         int ai = dataset_field_index(d, L->answer_field);
@@ -271,11 +392,20 @@ static int add_record(loader *L, long line, char **vals, int nvals)
             raw[eo - so] = '\0';
             str_trim(raw);
         }
+        for (int k = 0; k < c->n_answer_map; k++)
+            if (!strcmp(c->answer_map[2 * k], raw)) {
+                ans = c->answer_map[2 * k + 1];
+                break;
+            }
         switch (c->answer_kind) {
         case DS_ANSWER_LABEL:
         case DS_ANSWER_YESNO:
         case DS_ANSWER_CHOICE:
             x.label = label_of(L, ans);
+            if (x.label < 0 && x.n_options) /* the key may also be the option's text */
+                for (int k = 0; k < x.n_options && x.label < 0; k++)
+                    if (!strcmp(x.options[k], ans))
+                        x.label = k;
             if (x.label < 0) {
                 rc = bad_label(L, line, ans);
                 free(raw);
@@ -316,6 +446,7 @@ static int add_record(loader *L, long line, char **vals, int nvals)
             x.rationale = str_trim(buf_take(&r));
         }
     }
+store:
     if (d->n == L->cap) {
         size_t cap = L->cap ? 2 * L->cap : 256;
         ds_example *ex = realloc(d->ex, cap * sizeof *ex);
@@ -389,16 +520,106 @@ static char *json_value_str(const cJSON *v)
     return cJSON_PrintUnformatted(v); /* objects and arrays as compact JSON */
 }
 
+#define DS_PATH_MAX_ITEMS 4096
+
+/* Walks p from n; with acc (a [*] path) every match is appended to it. -1: malformed or too big. */
+static int path_eval(const cJSON *n, const char *p, cJSON *acc, const cJSON **single, int depth)
+{
+    if (depth > 16)
+        return -1;
+    while (n && *p) {
+        if (*p == '.') {
+            p++;
+            continue;
+        }
+        if (*p == '[') {
+            p++;
+            if (p[0] == '*' && p[1] == ']') {
+                if (!acc)
+                    return -1;
+                const cJSON *ch;
+                cJSON_ArrayForEach(ch, n)
+                {
+                    if (path_eval(ch, p + 2, acc, single, depth + 1) < 0)
+                        return -1;
+                }
+                return 0;
+            }
+            char *end;
+            long k = strtol(p, &end, 10);
+            if (end == p || *end != ']' || k < 0 || k > 1000000)
+                return -1;
+            n = cJSON_IsArray(n) ? cJSON_GetArrayItem(n, (int)k) : NULL;
+            p = end + 1;
+            continue;
+        }
+        char key[256];
+        size_t len = strcspn(p, ".[");
+        if (len >= sizeof key)
+            return -1;
+        memcpy(key, p, len);
+        key[len] = '\0';
+        n = cJSON_IsObject(n) ? cJSON_GetObjectItemCaseSensitive(n, key) : NULL;
+        p += len;
+    }
+    if (!n)
+        return 0;
+    if (!acc) {
+        *single = n;
+        return 0;
+    }
+    cJSON *dup = cJSON_GetArraySize(acc) < DS_PATH_MAX_ITEMS ? cJSON_Duplicate(n, 1) : NULL;
+    if (!dup)
+        return -1;
+    cJSON_AddItemToArray(acc, dup);
+    return 0;
+}
+
+cJSON *dataset_path_get(const cJSON *root, const char *path, int *owned)
+{
+    *owned = 0;
+    const cJSON *single = NULL;
+    if (!strstr(path, "[*]"))
+        return path_eval(root, path, NULL, &single, 0) < 0 ? NULL : (cJSON *)single;
+    cJSON *acc = cJSON_CreateArray();
+    if (!acc || path_eval(root, path, acc, &single, 0) < 0) {
+        cJSON_Delete(acc);
+        return NULL;
+    }
+    *owned = 1;
+    return acc;
+}
+
+static int is_path(const char *s) { return strchr(s, '.') || strchr(s, '['); }
+
 static int load_jsonl(loader *L, const char *s, size_t n)
 {
     line_iter it = {s, n, 0, 0};
     const char *p;
     size_t len;
-    while (next_line(&it, &p, &len)) {
+    /* fields the card names by path ("choices.text", "a[0]") are fields of every row */
+    int n_known = 0;
+    const char **known = card_known_fields(L->c, &n_known);
+    if (!known)
+        return err_set(L->e, PWB_ENOMEM, "out of memory");
+    const char *paths[64];
+    int n_paths = 0;
+    for (int i = 0; i < n_known && n_paths < 64; i++)
+        if (is_path(known[i]) && strncmp(known[i], "fields.", 7))
+            paths[n_paths++] = known[i];
+    for (int i = 0; i < n_paths; i++)
+        if (add_field_name(L, paths[i], strlen(paths[i])) < 0) {
+            free(known);
+            return err_set(L->e, PWB_ENOMEM, "out of memory");
+        }
+    int rc = PWB_OK;
+    while (!rc && next_line(&it, &p, &len)) {
         if (blank(p, len))
             continue;
-        if (len > DS_MAX_RECORD)
-            return err_set(L->e, PWB_ERANGE, "%s:%ld: line longer than %lu bytes", L->path, it.line, DS_MAX_RECORD);
+        if (len > DS_MAX_RECORD) {
+            rc = err_set(L->e, PWB_ERANGE, "%s:%ld: line longer than %lu bytes", L->path, it.line, DS_MAX_RECORD);
+            break;
+        }
         const char *end = NULL;
         cJSON *j = cJSON_ParseWithLengthOpts(p, len, &end, 0);
         int bad = !j || !cJSON_IsObject(j);
@@ -408,28 +629,30 @@ static int load_jsonl(loader *L, const char *s, size_t n)
                     bad = 1;
         if (bad) {
             cJSON_Delete(j);
-            return err_set(L->e, PWB_EPARSE, "%s:%ld: malformed JSON%s", L->path, it.line,
-                           j ? " (each line must be one object)" : "");
+            rc = err_set(L->e, PWB_EPARSE, "%s:%ld: malformed JSON%s", L->path, it.line,
+                         j ? " (each line must be one object)" : "");
+            break;
         }
-        int nkeys = cJSON_GetArraySize(j);
-        if (nkeys > DS_MAX_FIELDS) {
+        if (cJSON_GetArraySize(j) > DS_MAX_FIELDS) {
             cJSON_Delete(j);
-            return err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d fields", L->path, it.line, DS_MAX_FIELDS);
+            rc = err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d fields", L->path, it.line, DS_MAX_FIELDS);
+            break;
         }
         const cJSON *v;
         cJSON_ArrayForEach(v, j)
         {
             if (add_field_name(L, v->string ? v->string : "", v->string ? strlen(v->string) : 0) < 0) {
-                cJSON_Delete(j);
-                return err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d distinct fields", L->path, it.line,
-                               DS_MAX_FIELDS);
+                rc = err_set(L->e, PWB_ERANGE, "%s:%ld: more than %d distinct fields", L->path, it.line, DS_MAX_FIELDS);
+                break;
             }
         }
         int nv = L->d->n_fields;
-        char **vals = calloc((size_t)nv + 1, sizeof *vals);
-        if (!vals) {
+        char **vals = rc ? NULL : calloc((size_t)nv + 1, sizeof *vals);
+        if (!rc && !vals)
+            rc = err_set(L->e, PWB_ENOMEM, "out of memory");
+        if (rc) {
             cJSON_Delete(j);
-            return err_set(L->e, PWB_ENOMEM, "out of memory");
+            break;
         }
         cJSON_ArrayForEach(v, j)
         {
@@ -437,12 +660,22 @@ static int load_jsonl(loader *L, const char *s, size_t n)
             if (i >= 0 && !vals[i])
                 vals[i] = json_value_str(v);
         }
+        for (int k = 0; k < n_paths; k++) {
+            int i = add_field_name(L, paths[k], strlen(paths[k]));
+            if (i < 0 || i >= nv || vals[i])
+                continue; /* a key literally named so wins */
+            int owned = 0;
+            cJSON *pv = dataset_path_get(j, paths[k], &owned);
+            if (pv)
+                vals[i] = json_value_str(pv);
+            if (owned)
+                cJSON_Delete(pv);
+        }
         cJSON_Delete(j);
-        int rc = add_record(L, it.line, vals, nv);
-        if (rc)
-            return rc;
+        rc = add_record(L, it.line, vals, nv);
     }
-    return PWB_OK;
+    free(known);
+    return rc;
 }
 
 static void vals_free(char **v, int n)
@@ -675,8 +908,8 @@ static int load_csv(loader *L, const char *s, size_t n)
     int have_header = 0;
     while (pos < n) {
         long start = line;
-        char **vals;
-        int nv;
+        char **vals = NULL;
+        int nv = 0;
         int rc = csv_record(L, s, n, &pos, &line, &vals, &nv);
         if (rc)
             return rc;
@@ -835,12 +1068,154 @@ static int refuse_nul(const char *path, int json, const char *s, size_t n, pwb_e
     return PWB_OK;
 }
 
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One end of a slice: digits, optionally "%"; empty = absent. */
+static int slice_end(const char *s, size_t n, double *v, int *pct)
+{
+    *pct = n > 0 && s[n - 1] == '%';
+    if (*pct)
+        n--;
+    if (n == 0 || n > 15)
+        return n == 0 && !*pct ? 1 : -1;
+    char tmp[16];
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    char *end;
+    double x = strtod(tmp, &end);
+    if (*end || x < 0 || (*pct && x > 100) || (!*pct && x != floor(x)))
+        return -1;
+    *v = x;
+    return 0;
+}
+
+int dataset_slice_parse(const char *spec, ds_slice *out, pwb_err *e)
+{
+    memset(out, 0, sizeof *out);
+    out->b = -1;
+    size_t n = strcspn(spec, "@[");
+    if (n == 0 || n >= sizeof out->base)
+        return err_set(e, PWB_EINVAL, "split '%.100s': bad name", spec);
+    memcpy(out->base, spec, n);
+    const char *p = spec + n;
+    if (*p == '@') {
+        char *end;
+        unsigned long long sd = strtoull(p + 1, &end, 10);
+        if (end == p + 1 || *end != '[')
+            return err_set(e, PWB_EINVAL, "split '%.100s': write NAME@SEED[A:B] (a seeded slice)", spec);
+        out->seeded = 1;
+        out->seed = sd;
+        p = end;
+    }
+    if (!*p)
+        return PWB_OK;
+    const char *colon = strchr(p, ':'), *close = strchr(p, ']');
+    if (*p != '[' || !colon || !close || colon > close || close[1])
+        return err_set(e, PWB_EINVAL, "split '%.100s': a slice is NAME[A:B] (rows or percentages, e.g. dev[0:500], "
+                       "dev@1[:20%%])", spec);
+    out->sliced = 1;
+    int ra = slice_end(p + 1, (size_t)(colon - p - 1), &out->a, &out->a_pct);
+    int rb = slice_end(colon + 1, (size_t)(close - colon - 1), &out->b, &out->b_pct);
+    if (ra < 0 || rb < 0)
+        return err_set(e, PWB_EINVAL, "split '%.100s': slice ends are row counts or percentages", spec);
+    if (rb == 1)
+        out->b = -1;
+    return PWB_OK;
+}
+
+/* Keeps the examples the slice selects (file order, or positions of a seeded shuffle). */
+static int apply_slice(ds_data *d, const ds_slice *sl, const char *spec, pwb_err *e)
+{
+    size_t n = d->n;
+    size_t a = sl->a_pct ? (size_t)floor(sl->a * (double)n / 100.0 + 1e-9) : (size_t)sl->a;
+    size_t b = sl->b < 0 ? n : sl->b_pct ? (size_t)floor(sl->b * (double)n / 100.0 + 1e-9) : (size_t)sl->b;
+    if (b > n)
+        b = n;
+    if (a >= b)
+        return err_set(e, PWB_EINVAL, "%s: split '%s' selects no rows (%zu rows in the file)", d->path, spec, n);
+    size_t *pos = malloc(n * sizeof *pos);
+    char *keep = calloc(n ? n : 1, 1);
+    if (!pos || !keep) {
+        free(pos);
+        free(keep);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        pos[i] = i;
+    if (sl->seeded) {
+        pwb_rng r;
+        rng_init(&r, sl->seed);
+        rng_shuffle_idx(&r, pos, n);
+    }
+    for (size_t i = a; i < b; i++)
+        keep[pos[i]] = 1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (keep[i])
+            d->ex[k++] = d->ex[i];
+        else
+            example_free(&d->ex[i], d->ex[i].n_fields);
+    }
+    d->n = k;
+    free(pos);
+    free(keep);
+    return PWB_OK;
+}
+
+int dataset_empty_input(const ds_example *x)
+{
+    for (const char *p = x->input; p && *p; p++)
+        if (!strchr(" \t\r\n", *p))
+            return 0;
+    return 1;
+}
+
+size_t dataset_count_empty(const ds_data *d)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < d->n; i++)
+        k += dataset_empty_input(&d->ex[i]);
+    return k;
+}
+
+size_t dataset_overlap(const ds_data *a, const size_t *rows_a, size_t n_rows_a, const ds_data *b)
+{
+    if (!a->path || !b->path || strcmp(a->path, b->path) || !b->n)
+        return 0;
+    size_t max = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->ex[i].row > max)
+            max = b->ex[i].row;
+    char *in_b = calloc(max + 1, 1);
+    if (!in_b)
+        return (size_t)-1;
+    for (size_t i = 0; i < b->n; i++)
+        in_b[b->ex[i].row] = 1;
+    size_t n = rows_a ? n_rows_a : a->n, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t r = a->ex[rows_a ? rows_a[i] : i].row;
+        k += r <= max && in_b[r];
+    }
+    free(in_b);
+    return k;
+}
+
 int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_data *out, pwb_err *e)
 {
     ds_data_free(out);
-    const ds_split *sp = card_split(c, split ? split : c->eval_split);
+    const char *spec = split ? split : c->eval_split;
+    ds_slice sl;
+    if (!spec)
+        return err_set(e, PWB_EINVAL, "%s: no split named", c->path ? c->path : c->name);
+    if (dataset_slice_parse(spec, &sl, e))
+        return err_prefix(e, "%s: ", c->path ? c->path : c->name);
+    const ds_split *sp = card_split(c, sl.base);
     if (!sp)
-        return err_set(e, PWB_EINVAL, "%s: no split '%s'", c->path ? c->path : c->name, split ? split : "(null)");
+        return err_set(e, PWB_EINVAL, "%s: no split '%s'", c->path ? c->path : c->name, sl.base);
     loader L;
     memset(&L, 0, sizeof L);
     L.c = c;
@@ -882,7 +1257,7 @@ int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_
         L.line_re = compile_opt(sp->line_pattern, c, "line_pattern", &rc, e);
     if (rc)
         goto done;
-    out->split = str_dup(sp->name);
+    out->split = str_dup(spec);
     out->path = str_dup(path.data);
     out->answer_field = sp->labeled && L.answer_field ? str_dup(L.answer_field) : NULL;
     const char *s = (const char *)m.data;
@@ -921,6 +1296,8 @@ int dataset_load(const ds_card *c, const char *split, const char *data_path, ds_
         x->n_fields = out->n_fields;
         x->field_names = out->field_names;
     }
+    if (sl.sliced)
+        rc = apply_slice(out, &sl, spec, e);
 done:
     if (rc) {
         /* rows loaded so far may have short field arrays: free them with their own counts */
@@ -944,11 +1321,6 @@ done:
     return rc;
 }
 
-static int cmp_size(const void *a, const void *b)
-{
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 size_t dataset_sample(const ds_data *d, size_t n, uint64_t seed, size_t *idx_out)
 {
@@ -1003,4 +1375,74 @@ int dataset_majority_label(const ds_data *d, const ds_card *c)
     }
     free(counts);
     return best;
+}
+
+int dataset_read_file(const char *path, const char *format, int header, const char *pattern, size_t max_rows,
+                      ds_data *out, pwb_err *e)
+{
+    ds_data_free(out);
+    ds_card c;
+    card_init(&c);
+    c.name = (char *)"import";
+    c.path = (char *)path;
+    ds_split sp;
+    memset(&sp, 0, sizeof sp);
+    sp.name = (char *)"file";
+    sp.header = header;
+    sp.line_pattern = (char *)pattern;
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.c = &c;
+    L.sp = &sp;
+    L.d = out;
+    L.e = e;
+    L.path = path;
+    L.raw = 1;
+    L.max_rows = max_rows;
+    buf_init(&L.tmp);
+    file_map m = {0};
+    int rc = file_map_open(&m, path, e);
+    if (!rc && m.size > DS_MAX_FILE)
+        rc = err_set(e, PWB_ERANGE, "%s: larger than %lu bytes", path, DS_MAX_FILE);
+    if (!rc && !strcmp(format, "text") && pattern)
+        L.line_re = compile_opt(pattern, &c, "line pattern", &rc, e);
+    if (!rc && !(out->path = str_dup(path)))
+        rc = err_set(e, PWB_ENOMEM, "out of memory");
+    if (!rc) {
+        const char *s = (const char *)m.data;
+        if (!strcmp(format, "jsonl"))
+            rc = load_jsonl(&L, s, m.size);
+        else if (!strcmp(format, "csv"))
+            rc = load_csv(&L, s, m.size);
+        else if (!strcmp(format, "tsv"))
+            rc = load_tsv(&L, s, m.size);
+        else
+            rc = load_text(&L, s, m.size);
+    }
+    for (size_t i = 0; !rc && i < out->n; i++) { /* pad rows to the final field count */
+        ds_example *x = &out->ex[i];
+        if (x->n_fields < out->n_fields) {
+            char **f = realloc(x->fields, ((size_t)out->n_fields + 1) * sizeof *f);
+            if (!f) {
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+                break;
+            }
+            for (int k = x->n_fields; k < out->n_fields; k++)
+                f[k] = NULL;
+            x->fields = f;
+            x->n_fields = out->n_fields;
+        }
+        x->field_names = out->field_names;
+    }
+    if (rc) {
+        for (size_t i = 0; i < out->n; i++)
+            example_free(&out->ex[i], out->ex[i].n_fields);
+        out->n = 0;
+        ds_data_free(out);
+    }
+    if (L.line_re)
+        pcre2_code_free(L.line_re);
+    buf_free(&L.tmp);
+    file_map_close(&m);
+    return rc;
 }

@@ -112,8 +112,8 @@ static int valid_name(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-              c == '-' || c == '/' || c == ' '))
-            return 0;
+              c == '-' || c == '/' || c == ' ' || c == '[' || c == ']' || c == '*'))
+            return 0; /* brackets: field paths (a[0], a[*].b) */
     }
     return 1;
 }

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <cjson/cJSON.h>
+
 #include "task/mustache.h"
 #include "task/rx.h"
 #include "util/file.h"
@@ -33,6 +35,7 @@ void template_free(pwb_template *t)
     free(t->answer_pattern);
     free(t->task);
     free(t->description);
+    free(t->target_delimiter);
     for (int i = 0; i < t->n_sections; i++)
         free(t->sections[i].role);
     free(t->sections);
@@ -67,15 +70,16 @@ static int header_line(pwb_template *t, const char *line, int ln, unsigned *seen
     if (!val)
         return err_set(e, PWB_ENOMEM, "out of memory");
     str_trim(val);
-    static const char *keys[] = {"name", "kind", "shots", "shot_pick", "answer", "task", "max_tokens", "description"};
+    static const char *keys[] = {"name", "kind", "shots", "shot_pick", "answer", "task", "max_tokens", "description",
+                                 "target_delimiter", "choices"};
     int k = -1;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 10; i++)
         if (!strcmp(key, keys[i]))
             k = i;
     int rc = PWB_OK;
     if (k < 0) {
         rc = err_set(e, PWB_EPARSE, "%s:%d: unknown header key '%s' (name, kind, shots, shot_pick, answer, task, "
-                     "max_tokens, description)", p, ln, key);
+                     "max_tokens, description, target_delimiter, choices)", p, ln, key);
         goto out;
     }
     if (*seen & (1u << k)) {
@@ -142,6 +146,27 @@ static int header_line(pwb_template *t, const char *line, int ln, unsigned *seen
     case 7:
         t->description = val;
         val = NULL;
+        break;
+    case 8: /* a JSON string, since a bare " " would be trimmed away */
+        if (val[0] == '"') {
+            cJSON *j = cJSON_Parse(val);
+            if (!cJSON_IsString(j) || strlen(j->valuestring) > 64)
+                rc = err_set(e, PWB_EPARSE, "%s:%d: target_delimiter must be a JSON string of at most 64 bytes "
+                             "(e.g. \" \")", p, ln);
+            else if (!(t->target_delimiter = str_dup(j->valuestring)))
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+            cJSON_Delete(j);
+        } else {
+            t->target_delimiter = val;
+            val = NULL;
+        }
+        break;
+    case 9:
+        if (!strcmp(val, "text") || !strcmp(val, "label"))
+            t->choices = val[0] == 't' ? TPL_CHOICES_TEXT : TPL_CHOICES_LABEL;
+        else
+            rc = err_set(e, PWB_EPARSE, "%s:%d: choices '%s' is not one of text (rank the options' texts), label "
+                         "(rank the labels)", p, ln, val);
         break;
     }
 out:
@@ -238,6 +263,12 @@ int template_parse(pwb_template *t, const char *text, size_t n, const char *path
     return PWB_OK;
 }
 
+char **template_choices(const pwb_template *t, const ds_card *c, const ds_example *x, int *n)
+{
+    int by_text = t->choices == TPL_CHOICES_TEXT || (t->choices == TPL_CHOICES_AUTO && c->n_option_fields > 0);
+    return dataset_choices(c, x, by_text, t->target_delimiter, n);
+}
+
 int template_load(pwb_template *t, const char *path, pwb_err *e)
 {
     pwb_buf b;
@@ -258,7 +289,7 @@ int template_applies(const pwb_template *t, const ds_card *c)
 
 /* ---- template_check ---- */
 
-enum { SC_ROOT, SC_SHOT, SC_LABEL, SC_VALUE };
+enum { SC_ROOT, SC_SHOT, SC_LABEL, SC_VALUE, SC_CHOICE };
 
 typedef struct check_ctx {
     const pwb_template *t;
@@ -270,9 +301,10 @@ typedef struct check_ctx {
 } check_ctx;
 
 static const char *root_names[] = {"input", "instruction", "labels", "labels_text", "labels_or", "shots", "n_shots",
-                                   "dataset", "description", "task", NULL};
-static const char *shot_names[] = {"input", "answer", "label", "rationale", NULL};
+                                   "dataset", "description", "task", "choices", NULL};
+static const char *shot_names[] = {"input", "answer", "label", "rationale", "choices", "answer_text", NULL};
 static const char *label_names[] = {"label", "value", NULL};
+static const char *choice_names[] = {"label", "text", NULL};
 
 static int in_list(const char *const *l, const char *s)
 {
@@ -299,6 +331,8 @@ static int known_in(const check_ctx *k, int scope, const char *name)
     switch (scope) {
     case SC_ROOT:
         if (!f && in_list(root_names, name)) {
+            if (!strcmp(name, "choices"))
+                return c->n_option_fields > 0;
             if (!strcmp(name, "labels") || !strcmp(name, "labels_text") || !strcmp(name, "labels_or"))
                 return c->n_labels > 0;
             return 1;
@@ -309,7 +343,7 @@ static int known_in(const check_ctx *k, int scope, const char *name)
         return 0;
     case SC_SHOT:
         if (!f && in_list(shot_names, name))
-            return strcmp(name, "rationale") || c->rationale_field;
+            return strcmp(name, "rationale") ? strcmp(name, "choices") || c->n_option_fields > 0 : !!c->rationale_field;
         if (!f && !strcmp(name, "."))
             return 1;
         for (int i = 0; i < k->n_fields; i++)
@@ -318,6 +352,8 @@ static int known_in(const check_ctx *k, int scope, const char *name)
         return 0;
     case SC_LABEL:
         return in_list(label_names, name) || !strcmp(name, ".");
+    case SC_CHOICE:
+        return in_list(choice_names, name) || !strcmp(name, ".");
     default:
         return !strcmp(name, ".");
     }
@@ -334,7 +370,10 @@ static int check_visit(void *ud, const tpl_node *n, const char *const *scopes, i
     for (int i = depth - 1; i >= 0; i--) {
         if (!scopes[i][0])
             continue; /* inverted sections add no scope */
-        kinds[nk++] = !strcmp(scopes[i], "shots") ? SC_SHOT : !strcmp(scopes[i], "labels") ? SC_LABEL : SC_VALUE;
+        kinds[nk++] = !strcmp(scopes[i], "shots")     ? SC_SHOT
+                      : !strcmp(scopes[i], "labels")  ? SC_LABEL
+                      : !strcmp(scopes[i], "choices") ? SC_CHOICE
+                                                      : SC_VALUE;
     }
     kinds[nk++] = SC_ROOT;
     int known = 0;
@@ -347,11 +386,14 @@ static int check_visit(void *ud, const tpl_node *n, const char *const *scopes, i
         return 0;
     pwb_buf avail;
     buf_init(&avail);
-    const char *const *l = kinds[0] == SC_SHOT ? shot_names : kinds[0] == SC_LABEL ? label_names : root_names;
+    const char *const *l = kinds[0] == SC_SHOT     ? shot_names
+                           : kinds[0] == SC_LABEL  ? label_names
+                           : kinds[0] == SC_CHOICE ? choice_names
+                                                   : root_names;
     for (int i = 0; l[i]; i++)
         if (known_in(k, kinds[0], l[i]))
             buf_printf(&avail, "%s%s", avail.len ? ", " : "", l[i]);
-    for (int i = 0; i < k->n_fields && kinds[0] != SC_LABEL; i++)
+    for (int i = 0; i < k->n_fields && kinds[0] != SC_LABEL && kinds[0] != SC_CHOICE; i++)
         if (known_in(k, kinds[0], k->fields[i]))
             buf_printf(&avail, "%s%s", avail.len ? ", " : "", k->fields[i]);
     const char *why = "";
@@ -495,7 +537,7 @@ int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *
 
 /* ---- rendering ---- */
 
-enum { FR_ROOT = 0, FR_SHOT, FR_LABEL };
+enum { FR_ROOT = 0, FR_SHOT, FR_LABEL, FR_CHOICE };
 
 typedef struct render_ctx {
     const ds_card *c;
@@ -528,11 +570,31 @@ static int set_str(mus_val *v, const char *s)
     return 1;
 }
 
+/* {{#choices}}: the example's options, each frame {FR_CHOICE, example, option index} */
+static int choices_of(const ds_example *x, mus_val *v)
+{
+    if (!x || !x->n_options)
+        return 0;
+    v->type = MV_LIST;
+    v->n = (size_t)x->n_options;
+    v->item_kind = FR_CHOICE;
+    v->p = x;
+    return 1;
+}
+
 static int tpl_lookup(void *ud, const mus_frame *f, const char *name, mus_val *v)
 {
     const render_ctx *r = ud;
     const ds_card *c = r->c;
     const char *fld = str_starts(name, "fields.") ? name + 7 : NULL;
+    if (f->kind == FR_CHOICE) {
+        const ds_example *x = f->p;
+        if (!strcmp(name, "label"))
+            return set_str(v, f->i < (size_t)c->n_labels ? c->labels[f->i].verbalizer : "");
+        if (!strcmp(name, "text") || !strcmp(name, "."))
+            return set_str(v, x->options[f->i]);
+        return 0;
+    }
     if (f->kind == FR_LABEL) {
         const ds_label *l = &c->labels[f->i];
         if (!strcmp(name, "label") || !strcmp(name, "."))
@@ -551,6 +613,10 @@ static int tpl_lookup(void *ud, const mus_frame *f, const char *name, mus_val *v
             return set_str(v, x->answer);
         if (!strcmp(name, "rationale"))
             return x->rationale ? set_str(v, x->rationale) : 0;
+        if (!strcmp(name, "choices"))
+            return choices_of(x, v);
+        if (!strcmp(name, "answer_text"))
+            return set_str(v, x->n_options && x->label >= 0 && x->label < x->n_options ? x->options[x->label] : x->answer);
         return field_value(x, name, 0, v);
     }
     if (fld)
@@ -579,6 +645,8 @@ static int tpl_lookup(void *ud, const mus_frame *f, const char *name, mus_val *v
     }
     if (!strcmp(name, "n_shots"))
         return set_str(v, r->n_shots_s);
+    if (!strcmp(name, "choices") && r->ex->n_options)
+        return choices_of(r->ex, v);
     if (!strcmp(name, "dataset"))
         return set_str(v, c->name);
     if (!strcmp(name, "description"))
@@ -602,14 +670,31 @@ static char *join_labels(const ds_card *c, const char *last_sep)
     return buf_take(&b);
 }
 
-/* Trims the ends and squeezes runs of blank lines (left by empty sections) to one. */
+/* Keeps what the template says: only the blank lines at either end of a message go (the lines
+ * around role markers and the file's last newline are layout), so "Answer: " keeps its space.
+ * Runs of blank lines left by empty sections are squeezed to one. */
 static char *tidy(const char *s, size_t n)
 {
-    while (n && strchr(" \t\r\n", s[n - 1]))
-        n--;
-    while (n && strchr(" \t\r\n", *s)) {
-        s++;
-        n--;
+    for (;;) { /* drop a trailing line that holds only spaces, with its newline */
+        size_t k = n;
+        while (k && (s[k - 1] == ' ' || s[k - 1] == '\t' || s[k - 1] == '\r'))
+            k--;
+        if (k == 0) {
+            n = 0;
+            break;
+        }
+        if (s[k - 1] != '\n')
+            break;
+        n = k - 1;
+    }
+    for (;;) { /* and leading blank lines, keeping the first line's indentation */
+        size_t k = 0;
+        while (k < n && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r'))
+            k++;
+        if (k == n || s[k] != '\n')
+            break;
+        s += k + 1;
+        n -= k + 1;
     }
     pwb_buf b;
     buf_init(&b);

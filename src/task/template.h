@@ -12,6 +12,8 @@
 
 enum tpl_kind { TPL_ZERO_SHOT = 0, TPL_FEW_SHOT, TPL_COT, TPL_ROLE };
 enum tpl_shot_pick { SHOTS_FIRST = 0, SHOTS_RANDOM, SHOTS_BALANCED };
+/* What rank scoring compares: auto = the options' texts where rows have options, else labels. */
+enum tpl_choices { TPL_CHOICES_AUTO = 0, TPL_CHOICES_TEXT, TPL_CHOICES_LABEL };
 
 typedef struct tpl_node tpl_node; /* parsed Mustache tree (private) */
 
@@ -31,6 +33,9 @@ typedef struct pwb_template {
     char *task;       /* header "task": "classification" (generic) or a dataset name */
     int max_tokens;   /* header "max_tokens", default 16 (cot: 256) */
     char *description;
+    char *target_delimiter; /* header "target_delimiter": put before each choice when ranking
+                             * (lm-evaluation-harness's " "); NULL = nothing */
+    int choices;            /* header "choices": enum tpl_choices */
     tpl_section *sections;
     int n_sections;
     tpl_node *root;   /* the whole body (role markers are nodes in it) */
@@ -71,6 +76,9 @@ int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *
 int template_render(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
                     int n_shots, tpl_prompt *out, pwb_err *e);
 void tpl_prompt_free(tpl_prompt *p);
+/* The continuations a rank request compares for x (dataset_choices with the template's choices
+ * and target_delimiter); index i is label i. Free with dataset_choices_free. */
+char **template_choices(const pwb_template *t, const ds_card *c, const ds_example *x, int *n);
 /* Flattens a prompt into one text (for hashing and completion-style backends): a lone user
  * message is its content; otherwise "[role]\ncontent" blocks joined by blank lines. */
 int tpl_prompt_flatten(const tpl_prompt *p, pwb_buf *out);

@@ -242,7 +242,8 @@ Test(template, check_variables_against_cards)
 /* Every shipped template passes template_check against every card it applies to. */
 Test(template, shipped_templates_check_against_cards)
 {
-    const char *cards[] = {"sst2", "ag_news", "boolq", "gsm8k"};
+    const char *cards[] = {"sst2", "ag_news", "boolq", "gsm8k", "glue_sst2", "commonsense_qa"};
+    const int n_cards = (int)(sizeof cards / sizeof cards[0]);
     DIR *dir = opendir(t_repo("templates"));
     cr_assert_not_null(dir);
     struct dirent *de;
@@ -259,7 +260,7 @@ Test(template, shipped_templates_check_against_cards)
         err_clear(&e);
         cr_assert_eq(template_load(&t, t_repo(rel), &e), PWB_OK, "%s", e.msg);
         int applied = 0;
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < n_cards; i++) {
             ds_card c;
             t_load_card(&c, cards[i]);
             if (template_applies(&t, &c)) {
