@@ -329,6 +329,25 @@ static int md_sweep(const report_group *g, const report_sweep *sw, pwb_buf *b)
     return r ? -1 : 0;
 }
 
+/* lm-evaluation-harness reports acc and acc_norm for multiple choice: the second picks the choice
+ * with the most log-likelihood per byte of its text. One line for the rank cells that have it. */
+static int md_acc_norm(const report_group *g, pwb_buf *b)
+{
+    int r = 0, any = 0;
+    for (size_t i = 0; i < g->n_rows && !r; i++) {
+        const report_row *w = &g->rows[i];
+        if (w->is_baseline || w->n_norm <= 0)
+            continue;
+        r |= buf_puts(b, any ? "; " : "\nLength-normalised accuracy (acc_norm) of the ranked methods: ") |
+             md_text(b, w->method) |
+             buf_printf(b, " %.1f%%", 100.0 * (double)w->correct_norm / (double)w->n_norm);
+        any = 1;
+    }
+    if (any)
+        r |= buf_puts(b, ".\n");
+    return r ? -1 : 0;
+}
+
 static int md_group(const pwb_report *rep, const report_group *g, size_t gi, const report_chart *charts, size_t nch,
                     pwb_buf *b)
 {
@@ -371,6 +390,7 @@ static int md_group(const pwb_report *rep, const report_group *g, size_t gi, con
         r |= buf_puts(b, " | ") | fmt_seconds(b, w->latency_p50) | buf_puts(b, " / ") | fmt_seconds(b, w->latency_p95);
         r |= buf_puts(b, " | ") | fmt_cost(b, g->cost_unit, w->cost_per_1k) | buf_puts(b, " |\n");
     }
+    r |= md_acc_norm(g, b);
     r |= md_charts(rep, charts, nch, gi, REPORT_CHART_ACCURACY, 0, b);
     r |= md_charts(rep, charts, nch, gi, REPORT_CHART_COST, 0, b);
     r |= md_volume(g, b) | md_charts(rep, charts, nch, gi, REPORT_CHART_VOLUME, 0, b);

@@ -104,6 +104,10 @@ void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit
         w->invalid += !o[i].valid;
         w->errors += o[i].error;
         w->cached += o[i].cached;
+        if (o[i].correct_norm >= 0) {
+            w->n_norm++;
+            w->correct_norm += o[i].correct_norm;
+        }
         if (o[i].tokens_in >= 0) {
             tin += o[i].tokens_in;
             ntin++;

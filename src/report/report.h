@@ -25,6 +25,8 @@ typedef struct report_row {
     int majority_label;        /* baseline only */
     long n, n_planned, correct, invalid, errors, cached;
     double accuracy, ci_lo, ci_hi;   /* accuracy NAN when n == 0; interval is Wilson 95% */
+    long n_norm, correct_norm;       /* rank cells: predictions with a length-normalised choice, and
+                                      * how many of those were gold (acc_norm) */
     /* Exact McNemar vs the group's best method on the rows both have: b = only the best right,
      * c = only this row right. p is NAN for the best itself or without shared rows. */
     double mcnemar_p;

@@ -25,13 +25,15 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " WHERE id = ?1",
     [ST_CELL_UPSERT] =
         "INSERT INTO cells (run_id, dataset, split, model, provider, method, kind, template_path,"
-        " template_sha256, scoring, n_planned, sweep, sweep_point, calibration, train_limit)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        " template_sha256, scoring, n_planned, sweep, sweep_point, calibration, train_limit, shot_split,"
+        " train_split)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         " ON CONFLICT (run_id, dataset, model, method) DO UPDATE SET split = excluded.split,"
         " provider = excluded.provider, kind = excluded.kind, template_path = excluded.template_path,"
         " template_sha256 = excluded.template_sha256, scoring = excluded.scoring,"
         " n_planned = excluded.n_planned, sweep = excluded.sweep, sweep_point = excluded.sweep_point,"
-        " calibration = excluded.calibration, train_limit = excluded.train_limit",
+        " calibration = excluded.calibration, train_limit = excluded.train_limit,"
+        " shot_split = excluded.shot_split, train_split = excluded.train_split",
     [ST_CELL_ID] = "SELECT id FROM cells WHERE run_id = ?1 AND dataset = ?2 AND model = ?3 AND method = ?4",
     [ST_CELL_SET_SP] = "UPDATE cells SET soft_prompt_id = ?2 WHERE id = ?1",
     [ST_CELL_SET_PRIOR] = "UPDATE cells SET calib_prior = ?2 WHERE id = ?1",
@@ -56,8 +58,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PRED_INSERT] =
         "INSERT OR IGNORE INTO predictions (cell_id, row, prompt, prompt_sha256, output, extracted,"
         " valid, correct, latency_s, cpu_s, tokens_in, tokens_out, cost_usd, retries, http_status,"
-        " cached, error, choice_logprobs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
-        " ?13, ?14, ?15, ?16, ?17, ?18)",
+        " cached, error, choice_logprobs, correct_norm) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+        " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     [ST_CACHE_GET] = "SELECT value FROM cache WHERE key = ?1",
     [ST_CACHE_HIT] = "UPDATE cache SET hits = hits + 1 WHERE key = ?1",
     [ST_CACHE_PUT] = "INSERT INTO cache (key, value) VALUES (?1, ?2)"

@@ -40,6 +40,9 @@ typedef struct db_cell {
     int has_budget;
     const char *calibration;
     long train_limit;
+    /* Schema 6: where the cell's few-shot examples and soft-prompt training rows came from
+     * (split names, slices included); NULL when it has none. */
+    const char *shot_split, *train_split;
 } db_cell;
 
 /* Finds the cell (run, dataset, model, method) or creates it. */
@@ -101,6 +104,7 @@ typedef struct db_prediction {
     const char *error;          /* NULL on success */
     const double *choice_logprob; /* rank scoring: n_choices values, or NULL */
     int n_choices;
+    int correct_norm;           /* rank: the length-normalised choice is gold (acc_norm); -1 unknown */
 } db_prediction;
 
 /* Inserts (cell_id, row) once: a second insert of the same pair is ignored. Call inside a
@@ -185,6 +189,7 @@ typedef struct db_outcome {
     /* The label the answer names (see v_confusion): the gold label when correct, else the label
      * whose word equals the extracted answer (no case); DB_PRED_INVALID, DB_PRED_OTHER. */
     int predicted;
+    int correct_norm;           /* rank: the length-normalised choice is gold (schema 6); -1 unknown */
 } db_outcome;
 
 /* A cell's prompt search for reports (found 0 when none). */

@@ -203,7 +203,7 @@ int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, p
         return rc;
     rc = prepare(db,
                  "SELECT p.row, p.valid, p.correct, x.label, p.tokens_in, p.tokens_out, p.latency_s,"
-                 " p.cpu_s, p.cost_usd, p.cached, p.error IS NOT NULL, p.extracted"
+                 " p.cpu_s, p.cost_usd, p.cached, p.error IS NOT NULL, p.extracted, p.correct_norm"
                  " FROM predictions p JOIN cells c ON c.id = p.cell_id"
                  " LEFT JOIN examples x ON x.dataset = c.dataset AND x.split = c.split AND x.row = p.row"
                  " WHERE p.cell_id = ?1 ORDER BY p.row",
@@ -245,6 +245,7 @@ int db_cell_outcomes(pwb_db *db, int64_t cell_id, db_outcome **out, size_t *n, p
         o->predicted = o->correct && o->label >= 0 ? o->label
                        : !o->valid                 ? DB_PRED_INVALID
                                                    : answer_label(sqlite3_column_text(s, 11), words, nw);
+        o->correct_norm = (int)col_i64(s, 12, -1);
     }
     db_labels_free(words, nw);
     if (st != SQLITE_DONE) {

@@ -263,5 +263,14 @@ static const char migration_5[] =
     "LEFT JOIN words pw ON pw.dataset = pl.dataset AND pw.split = pl.split AND pw.label = pl.predicted\n"
     "GROUP BY pl.cell_id, pl.gold, pl.predicted;\n";
 
-const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4, migration_5};
+/* Migration 6: benchmarks in their own format. A cell records the splits its few-shot examples and
+ * its soft prompt's training rows came from (slices such as "validation@1[:200]"; NULL: none),
+ * and a rank prediction whether the length-normalised choice (log-probability per byte of the
+ * continuation, lm-evaluation-harness's acc_norm) is the gold one. */
+static const char migration_6[] =
+    "ALTER TABLE cells ADD COLUMN shot_split TEXT;\n"
+    "ALTER TABLE cells ADD COLUMN train_split TEXT;\n"
+    "ALTER TABLE predictions ADD COLUMN correct_norm INTEGER;\n";
+
+const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4, migration_5, migration_6};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

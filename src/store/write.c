@@ -136,6 +136,8 @@ int db_cell_upsert(pwb_db *db, const db_cell *c, int64_t *cell_id, pwb_err *e)
         if (c->train_limit >= 0)
             sqlite3_bind_int64(s, 15, c->train_limit);
     }
+    db_bind_text(s, 16, c->shot_split);
+    db_bind_text(s, 17, c->train_split);
     if ((rc = step_done(db, s, "upsert cell", e)))
         return rc;
     if (!(s = db_stmt(db, ST_CELL_ID, e)))
@@ -385,6 +387,8 @@ int db_prediction_insert(pwb_db *db, const db_prediction *p, pwb_err *e)
     db_bind_text(s, 17, p->error);
     if (lp.len)
         sqlite3_bind_text(s, 18, lp.data, (int)lp.len, SQLITE_STATIC);
+    if (p->correct_norm >= 0 && p->choice_logprob)
+        sqlite3_bind_int(s, 19, p->correct_norm != 0);
     rc = step_done(db, s, "insert prediction", e);
     sqlite3_clear_bindings(s); /* lp's memory is gone after this function */
     buf_free(&lp);
