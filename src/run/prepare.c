@@ -289,7 +289,7 @@ static int item_render(runner *R, const rcell *c, item *it, const ds_example *x,
     return template_render(&m->tpl, &d->card, x, shots, ns, &it->prompt, e);
 }
 
-static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, pwb_err *e);
+static int item_request(runner *R, const rcell *c, item *it, const ds_example *x, pwb_buf *scratch, pwb_err *e);
 
 const pwb_template *run_cell_template(const runner *R, const rcell *c)
 {
@@ -300,7 +300,7 @@ int run_item_build_example(runner *R, const rcell *c, item *it, const ds_example
 {
     it->ex = SIZE_MAX;
     int rc = item_render(R, c, it, x, SIZE_MAX, e);
-    return rc ? rc : item_request(R, c, it, scratch, e);
+    return rc ? rc : item_request(R, c, it, x, scratch, e);
 }
 
 /* Renders the example's prompt and fills its request. */
@@ -308,7 +308,7 @@ int run_item_build(runner *R, const rcell *c, item *it, size_t ex, pwb_buf *scra
 {
     it->ex = ex;
     int rc = item_render(R, c, it, &R->ds[c->d].eval.ex[ex], ex, e);
-    return rc ? rc : item_request(R, c, it, scratch, e);
+    return rc ? rc : item_request(R, c, it, &R->ds[c->d].eval.ex[ex], scratch, e);
 }
 
 int run_item_build_input(runner *R, const rcell *c, item *it, const char *input, int premise, pwb_buf *scratch,
@@ -324,11 +324,11 @@ int run_item_build_input(runner *R, const rcell *c, item *it, const char *input,
     int rc = item_render(R, c, it, &x, SIZE_MAX, e);
     if (!rc && premise)
         rc = calib_premise(&it->prompt, e);
-    return rc ? rc : item_request(R, c, it, scratch, e);
+    return rc ? rc : item_request(R, c, it, &x, scratch, e);
 }
 
-/* Flattens the rendered prompt and fills the request. */
-static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, pwb_err *e)
+/* Flattens the rendered prompt and fills the request (x: the example, for its options). */
+static int item_request(runner *R, const rcell *c, item *it, const ds_example *x, pwb_buf *scratch, pwb_err *e)
 {
     rmethod *m = &R->me[c->k];
     rmodel *mo = &R->mo[c->m];
@@ -358,7 +358,7 @@ static int item_request(runner *R, const rcell *c, item *it, pwb_buf *scratch, p
     q->top_p = 1.0;
     q->seed = R->suite.seed;
     if (m->rank) {
-        if (!(it->choices = template_choices(&m->tpl, &d->card, x, &it->n_choices)))
+        if (!(it->choices = template_choices(t, &R->ds[c->d].card, x, &it->n_choices)))
             return err_set(e, PWB_ENOMEM, "out of memory");
         q->choices = (const char *const *)it->choices;
         q->n_choices = it->n_choices;

@@ -7,11 +7,12 @@ with gguf_file=; add_bos_token=False), and writes one line per question:
 
     row <i> gold <k> pred <k> ll <ll_0> <ll_1> ...
 
-plus header lines (the exact context of the first rows, JSON-quoted). pwb's side compares with
-`pwb run` predictions (tests/integration/test_formats.c) or this script's --compare.
+plus header lines (the exact context of the first rows, JSON-quoted). `compare` reads a pwb
+results database (the suites sst2-lmeval and csqa-lmeval) and prints the per-question agreement.
 
     python3 tests/reference/lmeval_compare.py sst2 MODEL.gguf sst2/dev.tsv out.txt
     python3 tests/reference/lmeval_compare.py commonsense_qa MODEL.gguf commonsense_qa/validation.jsonl out.txt
+    python3 tests/reference/lmeval_compare.py compare out.txt results.db lmeval
 """
 import argparse
 import json
@@ -54,7 +55,43 @@ def task_config(task, data):
     raise SystemExit("task must be sst2 or commonsense_qa")
 
 
+def compare(fixture, db, method):
+    """Per-question agreement of lm-evaluation-harness's fixture with a pwb results database."""
+    import sqlite3
+
+    ref = {}
+    for line in open(fixture):
+        f = line.split()
+        if f and f[0] == "row":
+            ref[int(f[1])] = (int(f[3]), int(f[5]), [float(x) for x in f[7:]])
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT p.row, p.choice_logprobs, x.label FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                       " LEFT JOIN examples x ON x.dataset = c.dataset AND x.split = c.split AND x.row = p.row"
+                       " WHERE c.method = ? AND c.run_id = (SELECT max(run_id) FROM cells WHERE method = ?)",
+                       (method, method)).fetchall()
+    n = agree = both = pwb_ok = ref_ok = 0
+    worst = 0.0
+    for row, lps, gold in rows:
+        if row not in ref or not lps:
+            continue
+        lp = json.loads(lps)
+        pred = max(range(len(lp)), key=lambda i: lp[i])
+        rgold, rpred, rll = ref[row]
+        n += 1
+        agree += pred == rpred
+        pwb_ok += pred == rgold
+        ref_ok += rpred == rgold
+        worst = max(worst, max(abs(a - b) for a, b in zip(lp, rll)))
+    print("%d questions in both: predictions agree on %d (%.2f%%); accuracy pwb %.2f%%, lm-eval %.2f%%; "
+          "largest log-likelihood difference %.4f" % (n, agree, 100.0 * agree / max(n, 1), 100.0 * pwb_ok / max(n, 1),
+                                                      100.0 * ref_ok / max(n, 1), worst))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":
+        if len(sys.argv) != 5:
+            raise SystemExit("usage: lmeval_compare.py compare FIXTURE PWB_DB METHOD")
+        return compare(sys.argv[2], sys.argv[3], sys.argv[4])
     ap = argparse.ArgumentParser()
     ap.add_argument("task")
     ap.add_argument("model", help="GGUF file")
@@ -72,39 +109,43 @@ def main():
     d, f = os.path.split(os.path.abspath(a.model))
     tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
     model = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
-    import lm_eval.evaluator
-    from lm_eval.tasks import TaskManager
+    from lm_eval.api.task import ConfigurableTask
 
-    # a task given as a dict reaches the results table with alias None, which 0.4.5 cannot print
-    show = lm_eval.evaluator.prepare_print_tasks
-
-    def prepare(task_dict, results, *args, **kw):
-        for v in results.values():
-            if isinstance(v, dict) and v.get("alias", "") is None:
-                v.pop("alias")
-        return show(task_dict, results, *args, **kw)
-
-    lm_eval.evaluator.prepare_print_tasks = prepare
+    # lm-evaluation-harness's own task builds the requests (its doc_to_text, doc_to_choice and
+    # target delimiter) and its hf model scores them; evaluate()'s printing is left out (0.4.5 cannot
+    # print a task given as a dict).
     lm = HFLM(pretrained=model, tokenizer=tok, add_bos_token=False, batch_size=a.batch)
-    res = lm_eval.simple_evaluate(model=lm, tasks=[task_config(a.task, a.data)], limit=a.limit,
-                                  log_samples=True, num_fewshot=0,
-                                  task_manager=TaskManager(include_defaults=False))
-    name = "pwb_" + a.task
-    samples = sorted(res["samples"][name], key=lambda s: s["doc_id"])
-    acc = res["results"][name]["acc,none"]
+    task = ConfigurableTask(config=task_config(a.task, a.data))
+    task.build_all_requests(limit=a.limit, rank=0, world_size=1)
+    reqs = task.instances
+    resps = lm.loglikelihood(reqs)
+    docs = {}
+    for inst, r in zip(reqs, resps):
+        d = docs.setdefault(inst.doc_id, {"doc": inst.doc, "args": {}, "ll": {}})
+        d["args"][inst.idx] = inst.arguments
+        d["ll"][inst.idx] = r[0]
+    samples = []
+    for doc_id in sorted(docs):
+        d = docs[doc_id]
+        choices = task.doc_to_choice(d["doc"])
+        target = task.doc_to_target(d["doc"])
+        gold = choices.index(target) if isinstance(target, str) else int(target)
+        lls = [d["ll"][i] for i in sorted(d["ll"])]
+        samples.append({"doc_id": doc_id, "gold": gold, "lls": lls, "args": [d["args"][i] for i in sorted(d["args"])]})
+    acc = sum(max(range(len(s["lls"])), key=lambda i: s["lls"][i]) == s["gold"] for s in samples) / max(len(samples), 1)
     with open(a.out, "w") as o:
-        o.write("# lm-evaluation-harness %s, %s prompt, hf model on %s (gguf_file=, add_bos_token=False)\n"
-                % (lm_eval.__version__ if hasattr(lm_eval, "__version__") else "?", a.task, f))
-        o.write("# transformers %s, torch %s\n" % (transformers.__version__, torch.__version__))
+        o.write("# lm-evaluation-harness %s prompt, its hf model on %s (gguf_file=, add_bos_token=False), batch %d\n"
+                % (a.task, f, a.batch))
+        o.write("# lm_eval %s, transformers %s, torch %s\n"
+                % (getattr(lm_eval, "__version__", "0.4.5"), transformers.__version__, torch.__version__))
         o.write("n %d acc %.6f\n" % (len(samples), acc))
         for s in samples[:3]:
-            o.write("context %d %s\n" % (s["doc_id"], json.dumps(s["arguments"][0][0])))
-            o.write("continuations %d %s\n" % (s["doc_id"], json.dumps([x[1] for x in s["arguments"]])))
+            o.write("context %d %s\n" % (s["doc_id"], json.dumps(s["args"][0][0])))
+            o.write("continuations %d %s\n" % (s["doc_id"], json.dumps([x[1] for x in s["args"]])))
         for s in samples:
-            lls = [r[0][0] for r in s["resps"]]
-            pred = max(range(len(lls)), key=lambda i: lls[i])
-            o.write("row %d gold %d pred %d ll %s\n" % (s["doc_id"], s["target"], pred,
-                                                          " ".join("%.6f" % x for x in lls)))
+            pred = max(range(len(s["lls"])), key=lambda i: s["lls"][i])
+            o.write("row %d gold %d pred %d ll %s\n" % (s["doc_id"], s["gold"], pred,
+                                                          " ".join("%.6f" % x for x in s["lls"])))
     print("%s: %d questions, acc %.4f -> %s" % (a.task, len(samples), acc, a.out))
 
 
