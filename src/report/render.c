@@ -339,7 +339,7 @@ static int md_acc_norm(const report_group *g, pwb_buf *b)
         if (w->is_baseline || w->n_norm <= 0)
             continue;
         r |= buf_puts(b, any ? "; " : "\nLength-normalised accuracy (acc_norm) of the ranked methods: ") |
-             md_text(b, w->method) |
+             esc_md(b, w->method) |
              buf_printf(b, " %.1f%%", 100.0 * (double)w->correct_norm / (double)w->n_norm);
         any = 1;
     }
