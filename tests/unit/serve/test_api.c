@@ -108,9 +108,9 @@ Test(adapter, registry_reads_peft_folders)
 {
     char dir[] = "/tmp/pwb-adapter-XXXXXX";
     cr_assert(mkdtemp(dir));
-    char soft[300], lora[300], cfg[400];
+    char soft[300], lora_dir[300], cfg[400];
     snprintf(soft, sizeof soft, "%s/soft", dir);
-    snprintf(lora, sizeof lora, "%s/lora", dir);
+    snprintf(lora_dir, sizeof lora_dir, "%s/lora", dir);
     peft_prompt p;
     peft_prompt_init(&p);
     p.n_tokens = 3;
@@ -120,8 +120,8 @@ Test(adapter, registry_reads_peft_folders)
     pwb_err e = {0};
     cr_assert_eq(peft_save(soft, &p, NULL, &e), PWB_OK, "%s", e.msg);
     peft_prompt_free(&p);
-    cr_assert_eq(mkdir(lora, 0700), 0);
-    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", lora);
+    cr_assert_eq(mkdir(lora_dir, 0700), 0);
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", lora_dir);
     const char *lc = "{\"peft_type\":\"LORA\",\"r\":8}";
     cr_assert_eq(file_write_atomic(cfg, lc, strlen(lc), &e), PWB_OK);
 
@@ -139,7 +139,7 @@ Test(adapter, registry_reads_peft_folders)
     snprintf(spec, sizeof spec, "other=%s", soft);
     cr_assert_eq(adapter_set_add(&s, spec, 16, &e), PWB_EINVAL, "another hidden size");
     cr_assert(strstr(e.msg, "hidden size"), "%s", e.msg);
-    snprintf(spec, sizeof spec, "lo=%s", lora);
+    snprintf(spec, sizeof spec, "lo=%s", lora_dir);
     cr_assert_eq(adapter_set_add(&s, spec, 8, &e), PWB_EUNSUP);
     cr_assert(strstr(e.msg, "LORA"), "%s", e.msg);
     cr_assert_eq(adapter_set_add(&s, "bad name=/x", 8, &e), PWB_EINVAL);
