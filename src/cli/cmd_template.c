@@ -8,6 +8,7 @@
 #include "task/dataset.h"
 #include "task/template.h"
 #include "task/catalog.h"
+#include "util/file.h"
 #include "cli/cli.h"
 #include "cli/table.h"
 #include "util/str.h"
@@ -20,14 +21,9 @@ static int all_templates(const cli_args *a, catalog_list *out)
     pwb_buf dir;
     buf_init(&dir);
     int rc = 0;
-    for (const char *p = dirs; *p && !rc;) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        buf_reset(&dir);
-        buf_append(&dir, p, n);
-        p = colon ? colon + 1 : p + n;
+    for (const char *p = dirs; !rc && (p = file_path_next(p, &dir));) {
         catalog_list files = {0};
-        rc = dir.data ? catalog_files(dir.data, ".tmpl", &files) : 0;
+        rc = catalog_files(dir.data, ".tmpl", &files);
         for (int i = 0; !rc && i < files.n; i++) {
             const char *base = strrchr(files.v[i], '/');
             base = base ? base + 1 : files.v[i];

@@ -69,16 +69,11 @@ static void add_dir(pwb_buf *out, const char *dir)
         return;
     pwb_buf one;
     buf_init(&one);
-    for (const char *p = out->data; p && *p;) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        buf_reset(&one);
-        buf_append(&one, p, n);
-        if (one.data && realpath(one.data, have) && !strcmp(have, want)) {
+    for (const char *p = out->data; (p = file_path_next(p, &one));) {
+        if (realpath(one.data, have) && !strcmp(have, want)) {
             buf_free(&one);
             return;
         }
-        p = colon ? colon + 1 : p + n;
     }
     buf_free(&one);
     buf_printf(out, "%s%s", out->len ? ":" : "", dir);
@@ -89,15 +84,8 @@ static void add_list(pwb_buf *out, const char *list)
 {
     pwb_buf one;
     buf_init(&one);
-    for (const char *p = list; p && *p;) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        buf_reset(&one);
-        buf_append(&one, p, n);
-        if (one.data)
-            add_dir(out, one.data);
-        p = colon ? colon + 1 : p + n;
-    }
+    for (const char *p = list; (p = file_path_next(p, &one));)
+        add_dir(out, one.data);
     buf_free(&one);
 }
 
@@ -243,14 +231,7 @@ int catalog_cards(const char *dirs, catalog_list *out)
     buf_init(&dir);
     buf_init(&sub);
     int rc = 0;
-    for (const char *p = dirs; p && *p && !rc;) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        buf_reset(&dir);
-        buf_append(&dir, p, n);
-        p = colon ? colon + 1 : p + n;
-        if (!dir.len)
-            continue;
+    for (const char *p = dirs; !rc && (p = file_path_next(p, &dir));) {
         catalog_list files = {0};
         rc = catalog_files(dir.data, ".json", &files);
         /* and <dir>/<name>/card.json */
@@ -331,15 +312,8 @@ static int template_files(const char *dirs, catalog_list *out)
     pwb_buf dir;
     buf_init(&dir);
     int rc = 0;
-    for (const char *p = dirs; p && *p && !rc;) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        buf_reset(&dir);
-        buf_append(&dir, p, n);
-        p = colon ? colon + 1 : p + n;
-        if (dir.data)
-            rc = catalog_files(dir.data, ".tmpl", out);
-    }
+    for (const char *p = dirs; !rc && (p = file_path_next(p, &dir));)
+        rc = catalog_files(dir.data, ".tmpl", out);
     buf_free(&dir);
     return rc;
 }

@@ -186,6 +186,22 @@ void file_dirname(const char *path, pwb_buf *out)
         buf_append(out, path, (size_t)(slash - path));
 }
 
+const char *file_path_next(const char *p, pwb_buf *dir)
+{
+    while (p && *p) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        const char *rest = colon ? colon + 1 : p + n;
+        if (n) {
+            buf_reset(dir);
+            buf_append(dir, p, n);
+            return rest;
+        }
+        p = rest;
+    }
+    return NULL;
+}
+
 int file_resolve(const char *name, const char *base_dir, const char *search_path, pwb_buf *out, pwb_err *e)
 {
     pwb_buf tried;
@@ -201,24 +217,18 @@ int file_resolve(const char *name, const char *base_dir, const char *search_path
             return PWB_OK;
         buf_printf(&tried, " %s", out->data);
     }
-    const char *p = search_path;
-    while (p && *p) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        if (n) {
-            pwb_buf dir;
-            buf_init(&dir);
-            buf_append(&dir, p, n);
-            file_join(out, dir.data, name);
+    pwb_buf dir;
+    buf_init(&dir);
+    for (const char *p = search_path; (p = file_path_next(p, &dir));) {
+        file_join(out, dir.data, name);
+        if (file_exists(out->data)) {
             buf_free(&dir);
-            if (file_exists(out->data)) {
-                buf_free(&tried);
-                return PWB_OK;
-            }
-            buf_printf(&tried, " %s", out->data);
+            buf_free(&tried);
+            return PWB_OK;
         }
-        p = colon ? colon + 1 : NULL;
+        buf_printf(&tried, " %s", out->data);
     }
+    buf_free(&dir);
     int rc = err_set(e, PWB_EIO, "%s: not found (tried:%s)", name, tried.data ? tried.data : " nothing");
     buf_free(&tried);
     return rc;

@@ -28,6 +28,9 @@ int file_sha256(const char *path, char out[65], pwb_err *e);
 
 /* Resolves name against base_dir (if relative) and then each dir of a ':'-separated search path.
  * Writes the first existing candidate into out. Returns PWB_OK or PWB_EIO naming what was tried. */
+/* The next non-empty folder of a ':'-separated search path, into dir; returns where the rest starts,
+ * or NULL when no folder is left. Loop: for (p = list; (p = file_path_next(p, &dir));) use(dir.data). */
+const char *file_path_next(const char *p, pwb_buf *dir);
 int file_resolve(const char *name, const char *base_dir, const char *search_path, pwb_buf *out, pwb_err *e);
 /* Directory part of a path ("." when none), into out. */
 void file_dirname(const char *path, pwb_buf *out);
