@@ -150,6 +150,8 @@ int cmd_tune(const cli_args *a)
     if (!rc) {
         printf("steps %ld, examples %lld, %.1f s (%.3f s/step)%s\n", res->steps, (long long)res->examples_seen,
                res->seconds, res->steps ? res->seconds / (double)res->steps : 0.0, res->resumed ? ", resumed" : "");
+        if (isfinite(res->cpu_seconds))
+            printf("training CPU %.1f s (all threads)\n", res->cpu_seconds);
         if (!isnan(res->best_accuracy))
             printf("held-out accuracy %.4f (n %d) at step %ld%s\n", res->best_accuracy, res->n_eval, res->best_step,
                    res->stopped_early ? ", stopped early" : "");

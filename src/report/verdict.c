@@ -86,9 +86,10 @@ static long row_labelled(const report_row *w, const cJSON *suite, const char *te
     return n;
 }
 
-/* One-time CPU cost. A soft prompt's training time is recorded as wall time; it is turned into
- * CPU seconds with the CPU/wall ratio of the prompt's own inference, which runs on the same
- * engine with the same threads. */
+/* One-time CPU cost. The training job records its CPU time (train_cpu_s); for tuned prompts
+ * trained before it did, the wall time is turned into CPU seconds with the CPU/wall ratio of the
+ * prompt's own inference, which runs on the same engine with the same threads, and marked as an
+ * estimate. */
 static void row_fixed_cost(report_row *w, const db_outcome *o, size_t n)
 {
     w->fixed_cpu_s = NAN;
@@ -99,6 +100,10 @@ static void row_fixed_cost(report_row *w, const db_outcome *o, size_t n)
     }
     if (report_arm_of(w) == REPORT_ARM_ENGINEERED && (!w->kind || strcmp(w->kind, "optimized") != 0)) {
         w->fixed_cpu_s = 0;
+        return;
+    }
+    if (w->has_soft_prompt && isfinite(w->soft_prompt.train_cpu_s) && w->soft_prompt.train_cpu_s > 0) {
+        w->fixed_cpu_s = w->soft_prompt.train_cpu_s;
         return;
     }
     if (!w->has_soft_prompt || isnan(w->soft_prompt.train_seconds) || w->soft_prompt.train_seconds < 0)

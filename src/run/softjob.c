@@ -393,6 +393,7 @@ static int record_row(softjob *j, int done, pwb_err *e)
                           .examples_seen = done ? j->res.examples_seen : -1,
                           .steps = done ? j->res.steps : -1,
                           .train_seconds = done ? j->res.seconds : -1,
+                          .train_cpu_s = done ? j->res.cpu_seconds : -1,
                           .best_eval_acc = done && !isnan(j->res.best_accuracy) ? j->res.best_accuracy : -1};
     return db_soft_prompt_upsert(j->o.db, &row, &j->sp_id, e);
 }
@@ -456,6 +457,8 @@ static char *training_json(const softjob *j)
     cJSON_AddNumberToObject(x, "n_train", r->n_train);
     cJSON_AddNumberToObject(x, "n_eval", r->n_eval);
     cJSON_AddNumberToObject(x, "train_seconds", r->seconds);
+    if (isfinite(r->cpu_seconds))
+        cJSON_AddNumberToObject(x, "train_cpu_seconds", r->cpu_seconds);
     cJSON_AddNumberToObject(x, "last_loss", r->last_loss);
     if (isnan(r->best_accuracy))
         cJSON_AddNullToObject(x, "best_eval_accuracy");
@@ -500,6 +503,7 @@ static int reuse(softjob *j, cJSON *rec, pwb_err *e)
     r->steps = (long)json_num(rec, "steps", -1);
     r->examples_seen = (int64_t)json_num(rec, "examples_seen", -1);
     r->seconds = json_num(rec, "train_seconds", -1);
+    r->cpu_seconds = json_num(rec, "train_cpu_seconds", NAN);
     r->last_loss = json_num(rec, "last_loss", NAN);
     const cJSON *acc = cJSON_GetObjectItemCaseSensitive(rec, "best_eval_accuracy");
     r->best_accuracy = cJSON_IsNumber(acc) ? acc->valuedouble : NAN;

@@ -66,13 +66,13 @@ static const char *const stmt_sql[ST_COUNT] = {
                      " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     [ST_SP_UPSERT] =
         "INSERT INTO soft_prompts (config_sha256, model, dataset, n_tokens, init, artifact_path,"
-        " trainable_params, artifact_bytes, train_seconds, examples_seen, steps, best_eval_acc)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        " trainable_params, artifact_bytes, train_seconds, examples_seen, steps, best_eval_acc, train_cpu_s)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         " ON CONFLICT (config_sha256) DO UPDATE SET model = excluded.model, dataset = excluded.dataset,"
         " n_tokens = excluded.n_tokens, init = excluded.init, artifact_path = excluded.artifact_path,"
         " trainable_params = excluded.trainable_params, artifact_bytes = excluded.artifact_bytes,"
         " train_seconds = excluded.train_seconds, examples_seen = excluded.examples_seen,"
-        " steps = excluded.steps, best_eval_acc = excluded.best_eval_acc,"
+        " steps = excluded.steps, best_eval_acc = excluded.best_eval_acc, train_cpu_s = excluded.train_cpu_s,"
         " updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
     [ST_SP_FIND] = "SELECT id FROM soft_prompts WHERE config_sha256 = ?1",
     [ST_STEP_INSERT] = "INSERT OR REPLACE INTO train_steps (soft_prompt_id, step, loss, lr, seconds,"

@@ -141,6 +141,7 @@ typedef struct db_soft_prompt {
     int n_tokens;
     int64_t trainable_params, artifact_bytes, examples_seen, steps;
     double train_seconds, best_eval_acc;
+    double train_cpu_s; /* zero, negative or NAN: unknown */
 } db_soft_prompt;
 
 int db_soft_prompt_upsert(pwb_db *db, const db_soft_prompt *sp, int64_t *id, pwb_err *e);
@@ -215,6 +216,7 @@ typedef struct db_soft_prompt_info {
     int n_tokens;
     int64_t trainable_params, artifact_bytes, examples_seen, steps; /* -1 unknown */
     double train_seconds, best_eval_acc;                             /* NAN unknown */
+    double train_cpu_s;                                              /* NAN unknown */
 } db_soft_prompt_info;
 
 int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err *e);

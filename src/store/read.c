@@ -277,8 +277,8 @@ int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err
     sqlite3_stmt *s;
     int rc = prepare(db,
                      "SELECT id, config_sha256, model, dataset, init, artifact_path, n_tokens,"
-                     " trainable_params, artifact_bytes, examples_seen, steps, train_seconds, best_eval_acc"
-                     " FROM soft_prompts WHERE id = ?1",
+                     " trainable_params, artifact_bytes, examples_seen, steps, train_seconds, best_eval_acc,"
+                     " train_cpu_s FROM soft_prompts WHERE id = ?1",
                      &s, e);
     if (rc)
         return rc;
@@ -304,6 +304,7 @@ int db_soft_prompt_get(pwb_db *db, int64_t id, db_soft_prompt_info *out, pwb_err
     out->steps = col_i64(s, 10, -1);
     out->train_seconds = col_dbl(s, 11);
     out->best_eval_acc = col_dbl(s, 12);
+    out->train_cpu_s = col_dbl(s, 13);
     sqlite3_finalize(s);
     if (oom) {
         db_soft_prompt_info_free(out);

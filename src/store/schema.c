@@ -272,5 +272,10 @@ static const char migration_6[] =
     "ALTER TABLE cells ADD COLUMN train_split TEXT;\n"
     "ALTER TABLE predictions ADD COLUMN correct_norm INTEGER;\n";
 
-const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4, migration_5, migration_6};
+/* Migration 7: a tuned prompt's or adapter's training CPU time (all threads), measured by the
+ * training job; before it the report could only estimate CPU from wall time. */
+static const char migration_7[] = "ALTER TABLE soft_prompts ADD COLUMN train_cpu_s REAL;\n";
+
+const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4,
+                                     migration_5, migration_6, migration_7};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

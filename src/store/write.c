@@ -479,6 +479,8 @@ int db_soft_prompt_upsert(pwb_db *db, const db_soft_prompt *sp, int64_t *id, pwb
     bind_opt_i64(s, 10, sp->examples_seen);
     bind_opt_i64(s, 11, sp->steps);
     bind_opt_dbl(s, 12, sp->best_eval_acc);
+    if (sp->train_cpu_s > 0) /* 0 is what a record without the measurement holds */
+        bind_opt_dbl(s, 13, sp->train_cpu_s);
     if ((rc = step_done(db, s, "upsert soft prompt", e)))
         return rc;
     return db_soft_prompt_find(db, sp->config_sha256, id, e);

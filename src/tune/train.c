@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "engine/backward.h"
@@ -170,7 +171,10 @@ void tune_config_default(tune_config *c)
 
 /* ---- checkpoint ---------------------------------------------------------------------------- */
 
-#define CKPT_MAGIC "PWBTUNE1"
+/* PWBTUNE2 added cpu_seconds at the end of the header; PWBTUNE1 checkpoints still resume (their
+ * CPU time so far is unknown and stays so). */
+#define CKPT_MAGIC "PWBTUNE2"
+#define CKPT_MAGIC_V1 "PWBTUNE1"
 
 /* n_tokens and dim: the shape of a single matrix (a soft prompt, as before methods existed), or
  * for several the number of matrices and of values in all. */
@@ -180,12 +184,14 @@ typedef struct ckpt_hdr {
     int64_t step, examples_seen, best_step, state_n;
     double best_acc, best_loss, seconds, last_loss;
     char key[80];
+    double cpu_seconds; /* PWBTUNE2 onwards */
 } ckpt_hdr;
+#define CKPT_HDR_V1_SIZE offsetof(ckpt_hdr, cpu_seconds)
 
 typedef struct train_state {
     long step;
     int64_t examples_seen;
-    double seconds, last_loss;
+    double seconds, cpu_seconds, last_loss; /* cpu_seconds: NAN when unknown (an old checkpoint) */
     int has_best, evals_since_best;
     long best_step;
     double best_acc, best_loss;
@@ -225,6 +231,7 @@ static int ckpt_save(const char *path, const char *key, const train_state *st, c
     h.best_acc = st->best_acc;
     h.best_loss = st->best_loss;
     h.seconds = st->seconds;
+    h.cpu_seconds = st->cpu_seconds;
     h.last_loss = st->last_loss;
     h.state_n = (int64_t)t->state_n;
     str_copy(h.key, sizeof h.key, key ? key : "");
@@ -264,17 +271,25 @@ static int ckpt_load(const char *path, const char *key, train_state *st, train_m
     if (rc != PWB_OK)
         return rc;
     ckpt_hdr h;
+    memset(&h, 0, sizeof h);
     int32_t r0, c0;
     mats_shape(t, &r0, &c0);
-    if (b.len < sizeof h) {
+    size_t hdr_size = sizeof h;
+    if (b.len >= 8 && memcmp(b.data, CKPT_MAGIC_V1, 8) == 0)
+        hdr_size = CKPT_HDR_V1_SIZE;
+    if (b.len < hdr_size) {
         buf_free(&b);
         return err_set(e, PWB_EPARSE, "%s: not a pwb tuning checkpoint", path);
     }
-    memcpy(&h, b.data, sizeof h);
+    memcpy(&h, b.data, hdr_size);
+    if (hdr_size == CKPT_HDR_V1_SIZE) {
+        memcpy(h.magic, CKPT_MAGIC, 8);
+        h.cpu_seconds = NAN;
+    }
     h.key[sizeof h.key - 1] = '\0';
     if (memcmp(h.magic, CKPT_MAGIC, 8) != 0 || h.n_tokens != r0 || h.dim != c0 ||
         h.state_n != (int64_t)t->state_n || h.step < 0 ||
-        b.len != sizeof h + (t->n_values * (h.has_best ? 2 : 1) + (size_t)h.state_n) * sizeof(float)) {
+        b.len != hdr_size + (t->n_values * (h.has_best ? 2 : 1) + (size_t)h.state_n) * sizeof(float)) {
         buf_free(&b);
         return err_set(e, PWB_EPARSE, "%s: not a checkpoint of these parameters (shape or optimizer differ)", path);
     }
@@ -283,7 +298,7 @@ static int ckpt_load(const char *path, const char *key, train_state *st, train_m
         return err_set(e, PWB_EINVAL, "%s: checkpoint of another training configuration (%s); remove it to start over",
                        path, h.key);
     }
-    const unsigned char *q = (const unsigned char *)b.data + sizeof h;
+    const unsigned char *q = (const unsigned char *)b.data + hdr_size;
     for (int i = 0; i < t->p.n; i++) {
         memcpy(t->p.w[i], q, t->p.rows[i] * t->p.cols[i] * sizeof(float));
         q += t->p.rows[i] * t->p.cols[i] * sizeof(float);
@@ -307,6 +322,7 @@ static int ckpt_load(const char *path, const char *key, train_state *st, train_m
     st->step = h.step;
     st->examples_seen = h.examples_seen;
     st->seconds = h.seconds;
+    st->cpu_seconds = h.cpu_seconds;
     st->last_loss = h.last_loss;
     st->has_best = h.has_best;
     st->evals_since_best = h.evals_since_best;
@@ -662,7 +678,7 @@ int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *e
             stopping = 2;
     }
     for (long step = st.step + 1; step <= total && !stopping; step++) {
-        double t0 = timer_wall();
+        double t0 = timer_wall(), c0 = timer_cpu();
         /* This step's examples from the stream of epochs. */
         for (int b = 0; b < B; b++) {
             int64_t k = (int64_t)(step - 1) * B + b;
@@ -716,6 +732,7 @@ int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *e
         st.step = step;
         st.examples_seen += B;
         st.seconds += dt;
+        st.cpu_seconds += timer_cpu() - c0;
         st.last_loss = loss;
         tune_step_info si = {step, total, loss, lr, gn, dt, st.examples_seen};
         if (hooks && hooks->on_step && hooks->on_step(hooks->ctx, &si))
@@ -773,6 +790,7 @@ done:
     res->steps = st.step;
     res->examples_seen = st.examples_seen;
     res->seconds = st.seconds;
+    res->cpu_seconds = st.cpu_seconds;
     res->last_loss = st.last_loss;
     if (st.has_best) {
         res->best_accuracy = st.best_acc;

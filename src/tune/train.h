@@ -110,6 +110,7 @@ typedef struct tune_result {
     long steps;             /* steps done in total (including before a resume) */
     int64_t examples_seen;
     double seconds;         /* training wall time in total */
+    double cpu_seconds;     /* training CPU time (all threads) in total; NAN: unknown */
     double best_accuracy;   /* NAN without evaluation */
     long best_step;
     double last_loss;

@@ -53,6 +53,7 @@ Test(soft, tune_command_trains_resumes_and_scores, .timeout = 60)
     char *st = it_path(out, "adapter_model.safetensors");
     cr_assert(it_exists(st));
     cr_assert_eq(it_sql_long(db, "SELECT steps FROM soft_prompts"), 6);
+    cr_assert_eq(it_sql_long(db, "SELECT train_cpu_s > 0 FROM soft_prompts"), 1, "training CPU measured");
     cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM train_steps"), 6);
     /* the same command continues its checkpoint (nothing left to do) */
     p = it_run(argv);

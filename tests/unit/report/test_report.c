@@ -246,6 +246,23 @@ Test(report, markdown_exact_numbers)
     db_close(db);
 }
 
+/* A training job that measured its CPU time: the verdict's one-time cost is that figure, not an
+ * estimate from wall time. */
+Test(report, measured_training_cpu_replaces_the_wall_time_estimate)
+{
+    raw_exec("UPDATE soft_prompts SET train_cpu_s = 80.25");
+    pwb_db *db = open_ro();
+    pwb_buf b;
+    buf_init(&b);
+    pwb_err e;
+    cr_assert_eq(report_write(db, 1, REPORT_MD, &b, &e), PWB_OK, "%s", e.msg);
+    cr_assert(strstr(b.data, "| tuned | soft | soft | 60.0% [31.3, 83.2] | 1,600 | 80.2 | 10.0 |\n") != NULL, "%s",
+              b.data);
+    cr_assert_null(strstr(b.data, "(from wall time)"));
+    buf_free(&b);
+    db_close(db);
+}
+
 Test(report, load_model_numbers)
 {
     pwb_db *db = open_ro();

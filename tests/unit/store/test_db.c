@@ -571,6 +571,12 @@ Test(store, soft_prompts_and_training_curve)
     cr_assert_eq(db_cell_set_soft_prompt(db, cell, id, &e), PWB_OK);
     db_soft_prompt_info info;
     cr_assert_eq(db_soft_prompt_get(db, id, &info, &e), PWB_OK);
+    cr_assert(isnan(info.train_cpu_s), "no CPU time recorded: unknown, not 0");
+    db_soft_prompt_info_free(&info);
+    sp.train_cpu_s = 0.55;
+    cr_assert_eq(db_soft_prompt_upsert(db, &sp, &id2, &e), PWB_OK);
+    cr_assert_eq(db_soft_prompt_get(db, id, &info, &e), PWB_OK);
+    cr_assert_float_eq(info.train_cpu_s, 0.55, 1e-12);
     cr_assert_eq(info.steps, 3);
     cr_assert_eq(info.artifact_bytes, 2048);
     cr_assert_eq(info.examples_seen, -1);

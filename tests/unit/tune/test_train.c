@@ -305,6 +305,7 @@ Test(train, resume_from_a_checkpoint_gives_the_uninterrupted_result, .init = mk,
     pwb_err e;
     cr_assert_eq(tune_train(en, &cfg, ex, 24, &straight, NULL, &res, &e), PWB_OK, "%s", e.msg);
     cr_expect(isnan(res.best_accuracy));
+    cr_expect(isfinite(res.cpu_seconds) && res.cpu_seconds > 0, "training CPU time measured: %g", res.cpu_seconds);
 
     char ck[128];
     snprintf(ck, sizeof ck, "%s/ck.bin", tmpdir);
@@ -332,6 +333,25 @@ Test(train, resume_from_a_checkpoint_gives_the_uninterrupted_result, .init = mk,
     cr_assert_eq(tune_train(en, &cfg, ex, 24, &resumed, &h, &res, &e), PWB_OK, "%s", e.msg);
     cr_expect_eq(r.n_steps, 0);
     cr_expect_float_eq(resumed.w[7], straight.w[7], 1e-6);
+    cr_expect(isfinite(res.cpu_seconds) && res.cpu_seconds > 0);
+    softprompt_free(&resumed);
+
+    /* a checkpoint written before the header held CPU time (PWBTUNE1: 168 header bytes, the
+     * current one 176) still resumes; its CPU time is unknown */
+    pwb_buf old;
+    buf_init(&old);
+    cr_assert_eq(file_read_all(ck, 1 << 20, &old, &e), PWB_OK);
+    cr_assert_eq(memcmp(old.data, "PWBTUNE2", 8), 0);
+    memcpy(old.data, "PWBTUNE1", 8);
+    memmove(old.data + 168, old.data + 176, old.len - 176);
+    cr_assert_eq(file_write_atomic(ck, old.data, old.len - 8, &e), PWB_OK);
+    buf_free(&old);
+    r = (recorder){0};
+    cr_assert_eq(tune_train(en, &cfg, ex, 24, &resumed, &h, &res, &e), PWB_OK, "%s", e.msg);
+    cr_expect(res.resumed);
+    cr_expect_eq(r.n_steps, 0);
+    cr_expect_float_eq(resumed.w[7], straight.w[7], 1e-6);
+    cr_expect(isnan(res.cpu_seconds));
     softprompt_free(&resumed);
 
     /* asking a finished run for more steps continues it as a longer run would have gone */
