@@ -49,7 +49,7 @@ int cmd_serve(const cli_args *a)
     engine_opts eo = {.n_threads = (int)threads};
     int rc = engine_open(&en, path, &eo, &e);
     for (int i = 0; rc == PWB_OK && i < n_specs; i++)
-        rc = adapter_set_add(&ads, specs[i], engine_n_embd(en), &e);
+        rc = adapter_set_add(&ads, specs[i], engine_model(en), &e);
     sched_opts so = {.step_tokens = (int)step_tokens, .max_active = (int)max_batch, .n_threads = (int)threads,
                      .pool_positions = cli_flag(a, "no-prefix-cache") ? -1 : 0};
     if (rc == PWB_OK)

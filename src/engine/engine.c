@@ -141,15 +141,9 @@ int engine_prefix_new_kv(engine *en, const float *kv, int n_kv, const int32_t *i
     if (rc != PWB_OK)
         return rc;
     rc = kv_cache_reserve(p->kv, n_kv + n_ids, e);
-    const model_hparams *hp = &en->m->hp;
-    const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, row = (size_t)hp->n_layer * 2 * kvd;
-    for (int l = 0; rc == PWB_OK && l < hp->n_layer; l++)
-        for (int i = 0; i < n_kv; i++) {
-            memcpy(p->kv->k[l] + (size_t)i * kvd, kv + (size_t)i * row + 2 * (size_t)l * kvd, kvd * sizeof(float));
-            memcpy(p->kv->v[l] + (size_t)i * kvd, kv + (size_t)i * row + (2 * (size_t)l + 1) * kvd, kvd * sizeof(float));
-        }
+    if (rc == PWB_OK)
+        rc = kv_cache_append(p->kv, kv, n_kv, e);
     if (rc == PWB_OK) {
-        p->kv->n = n_kv;
         p->n_embeds = n_kv;
         rc = engine_prefix_set_ids(en, p, ids, n_ids, e);
     }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/kernels.h"
+#include "engine/lora.h"
 #include "engine/ops.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -92,6 +93,24 @@ int kv_cache_reserve(kv_cache *c, int extra, pwb_err *e)
         c->v[l] = v;
     }
     c->cap = cap;
+    return PWB_OK;
+}
+
+int kv_cache_append(kv_cache *c, const float *kv, int n, pwb_err *e)
+{
+    if (n < 0 || (n && !kv))
+        return err_set(e, PWB_EINVAL, "kv cache: bad keys and values");
+    int rc = kv_cache_reserve(c, n, e);
+    if (rc != PWB_OK)
+        return rc;
+    const size_t kvd = (size_t)c->kv_dim, row = (size_t)c->m->hp.n_layer * 2 * kvd;
+    for (int l = 0; l < c->m->hp.n_layer; l++)
+        for (int i = 0; i < n; i++) {
+            memcpy(c->k[l] + (size_t)(c->n + i) * kvd, kv + (size_t)i * row + 2 * (size_t)l * kvd, kvd * sizeof(float));
+            memcpy(c->v[l] + (size_t)(c->n + i) * kvd, kv + (size_t)i * row + (2 * (size_t)l + 1) * kvd,
+                   kvd * sizeof(float));
+        }
+    c->n += n;
     return PWB_OK;
 }
 
@@ -247,6 +266,7 @@ typedef struct step_state {
     int *start;      /* per seq: cache length before this batch */
     int *flat_base;  /* per seq: index of its first token in the flat out map */
     int *out_of;     /* flat: output slot or -1 */
+    int any_lora;    /* some sequence has its own LoRA */
 } step_state;
 
 static float attn_scale(const model_hparams *hp)
@@ -308,9 +328,33 @@ static void add_rows(float *x, const float *y, int rows, int d)
     }
 }
 
+/* The sequences' own LoRA terms on a product's output y [nr][out] from its input x [nr][in]: one
+ * call per run of rows (stacked in sequence order) that share an adapter. */
+static int seq_lora(const fwd_ctx *c, const step_state *st, int layer, int slot, const float *x, int nr, float *y,
+                    pwb_err *e)
+{
+    if (!st->any_lora || slot >= WS_OUTPUT)
+        return PWB_OK;
+    for (int r0 = 0, r1; r0 < nr; r0 = r1) {
+        const struct lora *l = st->seqs[c->t_seq[c->rows[r0]]].lora;
+        for (r1 = r0 + 1; r1 < nr && st->seqs[c->t_seq[c->rows[r1]]].lora == l; r1++)
+            ;
+        const lora_mat *t = l ? lora_at(l, layer, slot) : NULL;
+        if (!t)
+            continue;
+        int rc = lora_fwd(l, layer, slot, x + (size_t)r0 * t->in, (size_t)t->in, r1 - r0, y + (size_t)r0 * t->out,
+                          (size_t)t->out, 0, e);
+        if (rc != PWB_OK)
+            return rc;
+    }
+    return PWB_OK;
+}
+
 #define MM(layer, slot, X, B, Y)                                                                              \
     do {                                                                                                      \
         int rc_ = weight_product(&c->wp, (layer), (slot), WP_FWD, (X), (B), (Y), 0, e);                       \
+        if (rc_ == PWB_OK)                                                                                    \
+            rc_ = seq_lora(c, st, (layer), (slot), (X), (B), (Y), e);                                         \
         if (rc_ != PWB_OK)                                                                                    \
             return rc_;                                                                                       \
     } while (0)
@@ -458,6 +502,8 @@ static int batch_check(fwd_ctx *c, fwd_seq *seqs, int n, int64_t *total, pwb_err
         if (s->n_embeds < 0 || s->n_ids < 0 || (s->n_embeds && !s->embeds) || (s->n_ids && !s->ids))
             return err_set(e, PWB_EINVAL, "sequence %d: bad input", i);
         int len = s->n_embeds + s->n_ids;
+        if (s->lora && (s->lora->training || s->lora->n_layer != hp->n_layer))
+            return err_set(e, PWB_EINVAL, "sequence %d: its LoRA is not shaped for this model or is training", i);
         if (s->n_out < 0 || s->n_out > len || (s->n_out && !s->logits && !(s->targets && s->logprobs)))
             return err_set(e, PWB_EINVAL, "sequence %d: bad output request", i);
         if ((int64_t)kv_cache_len(s->kv) + len > hp->n_ctx)
@@ -505,6 +551,8 @@ int forward_batch(fwd_ctx *c, fwd_seq *seqs, int n, pwb_err *e)
         if ((rc = kv_cache_reserve(seqs[i].kv, seqs[i].n_embeds + seqs[i].n_ids, e)) != PWB_OK)
             return rc;
     step_state st = {.seqs = seqs};
+    for (int i = 0; i < n; i++)
+        st.any_lora |= seqs[i].lora != NULL;
     st.start = malloc(((size_t)n + 1) * sizeof(int));
     st.flat_base = malloc(((size_t)n + 1) * sizeof(int));
     st.out_of = malloc(((size_t)total + 1) * sizeof(int));

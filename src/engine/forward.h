@@ -42,13 +42,20 @@ int kv_cache_len(const kv_cache *c); /* n_parent + n */
  * n_parent of a live child. */
 void kv_cache_truncate(kv_cache *c, int len);
 int kv_cache_reserve(kv_cache *c, int extra, pwb_err *e);
+/* Appends n positions of given keys (already rotated) and values, kv [n][n_layer][2][kv_dim] (per
+ * layer its keys, then its values): prefix tuning's virtual positions. */
+int kv_cache_append(kv_cache *c, const float *kv, int n, pwb_err *e);
+
+struct lora;
 
 /* One sequence's share of a batch: the new input is n_embeds embedding rows followed by n_ids
  * token ids, placed at positions kv_cache_len(kv) onwards (the cache grows by n_embeds + n_ids).
  * Outputs, for n_out input positions (out_pos[i] indexes the new input, 0-based; NULL means the
  * last n_out positions):
  *   logits    [n_out][n_vocab] raw logits, if non-NULL;
- *   logprobs  [n_out] log-softmax at targets[i], if both are non-NULL (no logits stored). */
+ *   logprobs  [n_out] log-softmax at targets[i], if both are non-NULL (no logits stored).
+ * lora, when set, adds that adapter's low-rank terms to this sequence's rows only (on top of the
+ * context's, fwd_ctx_set_lora), so sequences of different adapters share one batch. */
 typedef struct fwd_seq {
     kv_cache *kv;
     const float *embeds;   /* [n_embeds][n_embd] */
@@ -60,6 +67,7 @@ typedef struct fwd_seq {
     float *logits;
     const int32_t *targets;
     double *logprobs;
+    const struct lora *lora;
 } fwd_seq;
 
 typedef struct fwd_ctx fwd_ctx;
@@ -73,7 +81,6 @@ const model *fwd_ctx_model(const fwd_ctx *c);
 void fwd_ctx_set_exact(fwd_ctx *c, int exact);
 /* A LoRA adapter (engine/lora.h) on this context's weight products; NULL: none. It must outlive
  * its use and KV computed without it is not valid with it. */
-struct lora;
 void fwd_ctx_set_lora(fwd_ctx *c, const struct lora *l);
 
 /* Runs the batch. Every kv must belong to this model and appear at most once. On error the

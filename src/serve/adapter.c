@@ -3,13 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tune/method.h"
 #include "tune/peft.h"
-#include "util/buf.h"
-#include "util/file.h"
-#include "util/json.h"
 #include "util/str.h"
-
-#define ADAPTER_CONFIG_MAX (1u << 20)
 
 void adapter_set_init(adapter_set *s)
 {
@@ -24,6 +20,8 @@ void adapter_set_free(adapter_set *s)
     for (int i = 0; i < s->n; i++) {
         free(s->items[i].dir);
         free(s->items[i].embeds);
+        free(s->items[i].kv);
+        lora_free(&s->items[i].lora);
     }
     memset(s, 0, sizeof *s);
 }
@@ -38,7 +36,12 @@ int adapter_set_find(const adapter_set *s, const char *name)
 
 const char *adapter_kind_name(int kind)
 {
-    return kind == ADAPTER_SOFT ? "prompt_tuning" : "base";
+    return kind == ADAPTER_SOFT ? "prompt_tuning" : kind == ADAPTER_LORA ? "lora" : kind == ADAPTER_PREFIX ? "prefix_tuning" : "base";
+}
+
+int adapter_positions(const adapter *a)
+{
+    return a->kind == ADAPTER_SOFT ? a->n_embeds : a->kind == ADAPTER_PREFIX ? a->n_kv : 0;
 }
 
 static int name_ok(const char *n, size_t len)
@@ -54,28 +57,7 @@ static int name_ok(const char *n, size_t len)
     return 1;
 }
 
-/* peft_type of DIR/adapter_config.json, malloc'd. */
-static int peft_type(const char *dir, char **out, pwb_err *e)
-{
-    *out = NULL;
-    pwb_buf p;
-    buf_init(&p);
-    file_join(&p, dir, "adapter_config.json");
-    cJSON *j = p.data ? json_parse_file(p.data, ADAPTER_CONFIG_MAX, e) : NULL;
-    int rc = j ? PWB_OK : (p.data ? (e && e->code ? e->code : PWB_EIO) : err_set(e, PWB_ENOMEM, "out of memory"));
-    if (j) {
-        const char *t = json_str(j, "peft_type", NULL);
-        if (!t)
-            rc = err_set(e, PWB_EPARSE, "%s: no peft_type", p.data);
-        else if (!(*out = str_dup(t)))
-            rc = err_set(e, PWB_ENOMEM, "out of memory");
-    }
-    cJSON_Delete(j);
-    buf_free(&p);
-    return rc;
-}
-
-int adapter_set_add(adapter_set *s, const char *spec, int dim, pwb_err *e)
+int adapter_set_add(adapter_set *s, const char *spec, const model *m, pwb_err *e)
 {
     const char *eq = spec ? strchr(spec, '=') : NULL;
     if (!eq || !eq[1])
@@ -93,13 +75,14 @@ int adapter_set_add(adapter_set *s, const char *spec, int dim, pwb_err *e)
     if (s->n >= ADAPTER_MAX)
         return err_set(e, PWB_ERANGE, "more than %d adapters", ADAPTER_MAX - 1);
     const char *dir = eq + 1;
-    char *type = NULL;
-    int rc = peft_type(dir, &type, e);
-    if (rc != PWB_OK)
+    const int dim = m->hp.n_embd;
+    int kind = peft_kind(dir, e);
+    if (kind < 0)
         return err_prefix(e, "adapter '%s': ", name);
     adapter *a = &s->items[s->n];
     memset(a, 0, sizeof *a);
-    if (strcmp(type, "PROMPT_TUNING") == 0) {
+    int rc = PWB_OK;
+    if (kind == TUNE_PROMPT) {
         peft_prompt pp;
         peft_prompt_init(&pp);
         rc = peft_load(dir, &pp, e);
@@ -115,14 +98,24 @@ int adapter_set_add(adapter_set *s, const char *spec, int dim, pwb_err *e)
             a->dim = dim;
         }
         peft_prompt_free(&pp);
+    } else if (kind == TUNE_LORA) {
+        /* checks every tensor's shape against the model */
+        rc = peft_lora_load(dir, m, &a->lora, e);
+        if (rc == PWB_OK)
+            a->kind = ADAPTER_LORA;
     } else {
-        rc = err_set(e, PWB_EUNSUP, "peft_type %s is not served yet (PROMPT_TUNING is)", type);
+        rc = peft_prefix_load(dir, m, &a->kv, &a->n_kv, e);
+        if (rc == PWB_OK && (a->n_kv < 1 || a->n_kv > 4096))
+            rc = err_set(e, PWB_ERANGE, "%d virtual tokens", a->n_kv);
+        if (rc == PWB_OK)
+            a->kind = ADAPTER_PREFIX;
     }
-    free(type);
     if (rc == PWB_OK && !(a->dir = str_dup(dir)))
         rc = err_set(e, PWB_ENOMEM, "out of memory");
     if (rc != PWB_OK) {
         free(a->embeds);
+        free(a->kv);
+        lora_free(&a->lora);
         free(a->dir);
         memset(a, 0, sizeof *a);
         return err_prefix(e, "adapter '%s' (%s): ", name, dir);

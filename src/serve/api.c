@@ -491,8 +491,10 @@ int api_models_json(const adapter_set *ads, long created, pwb_buf *out)
         cJSON_AddNumberToObject(m, "created", (double)created);
         cJSON_AddStringToObject(m, "owned_by", "pwb");
         cJSON_AddStringToObject(m, "kind", adapter_kind_name(ad->kind));
-        if (ad->kind == ADAPTER_SOFT)
-            cJSON_AddNumberToObject(m, "virtual_tokens", ad->n_embeds);
+        if (adapter_positions(ad) > 0)
+            cJSON_AddNumberToObject(m, "virtual_tokens", adapter_positions(ad));
+        if (ad->kind == ADAPTER_LORA)
+            cJSON_AddNumberToObject(m, "r", ad->lora.r);
         if (i > 0)
             cJSON_AddStringToObject(m, "parent", "base");
     }

@@ -240,8 +240,7 @@ static void pool_add(sched *s, sched_job *j)
     sched_run *r = j->run_;
     if (s->o.pool_positions < 0 || !r->k || r->pos < 1 || r->k->kv->depth >= KV_MAX_DEPTH - 1 || r->k->kv->n < 1)
         return;
-    const adapter *a = &s->ads->items[j->adapter];
-    int base = a->kind == ADAPTER_SOFT ? a->n_embeds : 0;
+    int base = adapter_positions(&s->ads->items[j->adapter]);
     int n = r->pos;
     /* the prompt's own positions only (the reply's are of no use to another request) */
     if (base + n < r->k->kv->n_parent)
@@ -274,9 +273,8 @@ static void pool_add(sched *s, sched_job *j)
 
 int sched_positions(const sched *s, int ad, int n_ids, int *n_ctx)
 {
-    const adapter *a = &s->ads->items[ad];
     *n_ctx = s->m->hp.n_ctx;
-    return (a->kind == ADAPTER_SOFT ? a->n_embeds : 0) + n_ids;
+    return adapter_positions(&s->ads->items[ad]) + n_ids;
 }
 
 int sched_submit(sched *s, sched_job *j, pwb_err *e)
@@ -560,6 +558,13 @@ static int update_text(sched *s, sched_job *j)
 
 /* ---- the loop ------------------------------------------------------------------------------ */
 
+/* The job's LoRA, applied to its rows alone (NULL for other kinds). */
+static const lora *job_lora(const sched *s, const sched_job *j)
+{
+    const adapter *a = &s->ads->items[j->adapter];
+    return a->kind == ADAPTER_LORA ? &a->lora : NULL;
+}
+
 typedef struct slot {
     sched_job *j;
     int kind;        /* 0: prompt chunk, 1: decode */
@@ -579,7 +584,7 @@ static void step(sched *s, fwd_seq *seqs, slot *sl)
             continue;
         sl[ns] = (slot){.j = j, .kind = 1, .row = rows};
         seqs[ns] = (fwd_seq){.kv = j->run_->k->kv, .ids = &j->run_->feed, .n_ids = 1, .n_out = 1,
-                             .logits = s->logits + (size_t)rows * V};
+                             .logits = s->logits + (size_t)rows * V, .lora = job_lora(s, j)};
         rows++;
         tokens++;
         ns++;
@@ -597,7 +602,7 @@ static void step(sched *s, fwd_seq *seqs, slot *sl)
         if (n <= 0)
             continue;
         sl[ns] = (slot){.j = j, .kind = 0, .from = r->pos, .n = n, .row = rows};
-        seqs[ns] = (fwd_seq){.kv = r->k->kv, .ids = j->ids + r->pos, .n_ids = n};
+        seqs[ns] = (fwd_seq){.kv = r->k->kv, .ids = j->ids + r->pos, .n_ids = n, .lora = job_lora(s, j)};
         if (j->echo) {
             seqs[ns].n_out = n;
             seqs[ns].logits = s->logits + (size_t)rows * V;
@@ -787,15 +792,19 @@ int sched_start(sched **out, engine *en, const adapter_set *ads, const sched_opt
         rc = fwd_ctx_new(&s->fc, s->m, s->o.step_tokens, e);
     if (rc == PWB_OK)
         fwd_ctx_set_exact(s->fc, !s->o.int8_activations);
-    /* each soft prompt's vectors, computed once */
+    /* each soft prompt's vectors computed once; each prefix's keys and values as given */
     if (s->o.n_threads > 0)
         omp_set_num_threads(s->o.n_threads);
     for (int i = 0; rc == PWB_OK && i < ads->n; i++) {
         const adapter *a = &ads->items[i];
-        if (a->kind != ADAPTER_SOFT)
+        if (a->kind != ADAPTER_SOFT && a->kind != ADAPTER_PREFIX)
             continue;
-        if ((rc = skv_new(&s->roots[i], s->m, NULL, 0, a->n_embeds, e)) != PWB_OK)
+        if ((rc = skv_new(&s->roots[i], s->m, NULL, 0, adapter_positions(a), e)) != PWB_OK)
             break;
+        if (a->kind == ADAPTER_PREFIX) {
+            rc = kv_cache_append(s->roots[i]->kv, a->kv, a->n_kv, e);
+            continue;
+        }
         fwd_seq q = {.kv = s->roots[i]->kv, .embeds = a->embeds, .n_embeds = a->n_embeds};
         rc = forward_batch(s->fc, &q, 1, e);
     }

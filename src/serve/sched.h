@@ -4,9 +4,11 @@
  * forward_batch: one token for every sequence that is generating, and the next chunk of every
  * prompt that is still being read, up to a token budget. A request submitted while others run
  * joins at the next step; a finished one leaves at once. Sequences of different adapters share the
- * step: a soft prompt is the KV of its vectors, computed once at startup, under which its
- * requests' caches hang (forward.h's parent caches), so the batch does not care whose vectors
- * lead a row.
+ * step: a soft prompt is the KV of its vectors, computed once at startup, and a prefix-tuning
+ * adapter the KV it was trained as; its requests' caches hang under that (forward.h's parent
+ * caches), so the batch does not care whose vectors lead a row. A LoRA adapter's low-rank terms
+ * are added to its own rows of each product (fwd_seq.lora), so base, soft-prompt, prefix and LoRA
+ * rows share one forward.
  *
  * Prefix reuse: a finished request's cache (its prompt's positions) is kept in a small pool with
  * its token ids, and the log-probabilities of its prompt tokens when they were computed. A new

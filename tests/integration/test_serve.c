@@ -1,8 +1,8 @@
-/* `pwb serve` on loopback with TinyStories-656K and a soft prompt, started and stopped per test:
- * routes and error objects, limits (10 MB body, 1,000 connections at once, a client leaving
- * mid-stream), bearer token, SIGTERM draining, pwb's own HTTP backends against the local backend
- * (rank via echo log-probabilities, soft prompt included; chat generation), the official `openai`
- * Python client (skipped when $PWB_PYTHON, else python3, cannot import openai), and a load test:
+/* `pwb serve` on loopback with TinyStories-656K, a soft prompt, a LoRA and a prefix-tuning
+ * adapter, started and stopped per test: routes and error objects, limits (10 MB body, 1,000
+ * connections at once, a client leaving mid-stream), bearer token, SIGTERM draining, pwb's own HTTP
+ * backends against the local backend with the same adapter (rank via echo log-probabilities; chat
+ * generation), the official `openai` Python client (skipped when $PWB_PYTHON, else python3, cannot import openai), and a load test:
  * concurrent clients x requests over mixed adapters, every answer checked, p50/p95 latency and RSS
  * printed (PWB_SERVE_LOAD=CLIENTSxREQUESTS, default 16x5; `make bench` runs 64x20). */
 #include <criterion/criterion.h>
@@ -26,7 +26,9 @@
 #include "engine/engine.h"
 #include "harness.h"
 #include "llm/backend.h"
+#include "tune/method.h"
 #include "tune/peft.h"
+#include "tune/train.h"
 #include "util/buf.h"
 #include "util/json.h"
 #include "util/timer.h"
@@ -35,13 +37,16 @@ typedef struct server {
     pid_t pid;
     int port;
     char dir[512];
-    char soft[600];
+    char soft[600], lora[600], prefix[600];
     char url[128];
     char err_path[600];
 } server;
 
 static float *g_soft; /* the soft prompt served as "soft" */
 static int g_soft_n = 4, g_dim;
+/* served as "lora" and "prefix": random values (a zero LoRA B would change nothing) */
+static tune_adapter g_lora, g_prefix;
+static int g_tuned;
 
 static const char *ts_path(void)
 {
@@ -66,12 +71,34 @@ static void server_start(server *s, const char *const *extra, const char *key_en
     free(d);
     snprintf(s->soft, sizeof s->soft, "%s/soft", s->dir);
     pwb_err e = {0};
-    if (!g_soft) {
-        engine *en = NULL;
-        cr_assert_eq(engine_open(&en, ts_path(), NULL, &e), PWB_OK, "%s", e.msg);
-        g_dim = engine_n_embd(en);
-        engine_close(en);
+    engine *en = NULL;
+    cr_assert_eq(engine_open(&en, ts_path(), NULL, &e), PWB_OK, "%s", e.msg);
+    g_dim = engine_n_embd(en);
+    if (!g_tuned) {
+        tune_method_config mc;
+        tune_method_config_default(&mc);
+        mc.kind = TUNE_LORA;
+        mc.lora_r = 4;
+        mc.lora_targets = lora_targets_parse("q,k,v,o,gate,up,down");
+        cr_assert_eq(tune_adapter_new(&g_lora, engine_model(en), &mc, 0, &e), PWB_OK, "%s", e.msg);
+        tune_params tp;
+        cr_assert_eq(tune_params_of(&g_lora, &tp, &e), PWB_OK, "%s", e.msg);
+        for (int k = 0; k < tp.n; k++)
+            for (size_t i = 0; i < tp.rows[k] * tp.cols[k]; i++)
+                tp.w[k][i] = (float)sin(0.71 * (double)i + k) * 0.2f;
+        tune_params_free(&tp);
+        mc.kind = TUNE_PREFIX;
+        cr_assert_eq(tune_adapter_new(&g_prefix, engine_model(en), &mc, 3, &e), PWB_OK, "%s", e.msg);
+        for (size_t i = 0; i < (size_t)g_prefix.prompt.n_tokens * g_prefix.prompt.dim; i++)
+            g_prefix.prompt.w[i] = (float)cos(0.53 * (double)i) * 0.5f;
+        g_tuned = 1;
     }
+    snprintf(s->lora, sizeof s->lora, "%s/lora", s->dir);
+    snprintf(s->prefix, sizeof s->prefix, "%s/prefix", s->dir);
+    cr_assert_eq(tune_adapter_save(s->lora, engine_model(en), &g_lora, 0, NULL, NULL, NULL, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(tune_adapter_save(s->prefix, engine_model(en), &g_prefix, 0, NULL, NULL, NULL, &e), PWB_OK, "%s",
+                 e.msg);
+    engine_close(en);
     peft_prompt p;
     peft_prompt_init(&p);
     p.n_tokens = (size_t)g_soft_n;
@@ -86,9 +113,11 @@ static void server_start(server *s, const char *const *extra, const char *key_en
     p.init = strdup("RANDOM");
     cr_assert_eq(peft_save(s->soft, &p, NULL, &e), PWB_OK, "%s", e.msg);
     peft_prompt_free(&p);
-    char port_file[600], adapter[700];
+    char port_file[600], adapter[700], a_lora[700], a_prefix[700];
     snprintf(port_file, sizeof port_file, "%s/port", s->dir);
     snprintf(adapter, sizeof adapter, "soft=%s", s->soft);
+    snprintf(a_lora, sizeof a_lora, "lora=%s", s->lora);
+    snprintf(a_prefix, sizeof a_prefix, "prefix=%s", s->prefix);
     snprintf(s->err_path, sizeof s->err_path, "%s/serve.err", s->dir);
     const char *argv[40];
     int n = 0;
@@ -98,6 +127,10 @@ static void server_start(server *s, const char *const *extra, const char *key_en
     argv[n++] = ts_path();
     argv[n++] = "--adapter";
     argv[n++] = adapter;
+    argv[n++] = "--adapter";
+    argv[n++] = a_lora;
+    argv[n++] = "--adapter";
+    argv[n++] = a_prefix;
     argv[n++] = "--port";
     argv[n++] = "0";
     argv[n++] = "--port-file";
@@ -452,8 +485,9 @@ Test(serve, own_backend_closes_the_loop, .timeout = 180)
     static const char *choices[] = {"happy.", "sad.\n", "\nThe end."};
     static const char *prompts[] = {"Once upon a time there was a girl. She was very ", "Tom lost his toy and he was",
                                     "Lily went to the park and found a dog"};
-    for (int soft = 0; soft < 2; soft++) {
-        llm_backend *http_b = backend("openai-completions", soft ? "soft" : "base", base_url, &e);
+    static const char *names[] = {"base", "soft", "lora", "prefix"};
+    for (int soft = 0; soft < 4; soft++) {
+        llm_backend *http_b = backend("openai-completions", names[soft], base_url, &e);
         llm_request q[3];
         llm_response rl[3], rh[3];
         memset(q, 0, sizeof q);
@@ -464,11 +498,13 @@ Test(serve, own_backend_closes_the_loop, .timeout = 180)
                                  .max_tokens = 1, .temperature = 0, .top_p = 1};
         }
         cr_assert_eq(http_b->run(http_b, q, 3, rh, NULL, NULL, &e), PWB_OK, "%s", e.msg);
-        for (int i = 0; soft && i < 3; i++) {
+        for (int i = 0; soft == 1 && i < 3; i++) {
             q[i].prefix_embeds = g_soft;
             q[i].n_prefix_embeds = g_soft_n;
             q[i].prefix_dim = g_dim;
         }
+        for (int i = 0; soft >= 2 && i < 3; i++)
+            q[i].adapter = soft == 2 ? &g_lora : &g_prefix;
         cr_assert_eq(local->run(local, q, 3, rl, NULL, NULL, &e), PWB_OK, "%s", e.msg);
         for (int i = 0; i < 3; i++) {
             cr_assert_null(rh[i].error, "%s", rh[i].error);
@@ -483,26 +519,28 @@ Test(serve, own_backend_closes_the_loop, .timeout = 180)
                 }
                 n_intact++;
                 cr_assert(fabs(rh[i].choice_logprob[k] - rl[i].choice_logprob[k]) < 1e-6,
-                          "soft %d prompt %d choice %d: served %.9f, local %.9f", soft, i, k, rh[i].choice_logprob[k],
+                          "%s prompt %d choice %d: served %.9f, local %.9f", names[soft], i, k, rh[i].choice_logprob[k],
                           rl[i].choice_logprob[k]);
             }
             if (all)
-                cr_assert_eq(rh[i].choice, rl[i].choice, "soft %d prompt %d: the same prediction", soft, i);
+                cr_assert_eq(rh[i].choice, rl[i].choice, "%s prompt %d: the same prediction", names[soft], i);
             llm_response_clear(&rh[i]);
             llm_response_clear(&rl[i]);
         }
         /* generation through chat: the same text as the local engine */
-        llm_backend *chat = backend("openai", soft ? "soft" : "base", base_url, &e);
+        llm_backend *chat = backend("openai", names[soft], base_url, &e);
         llm_message m = {.role = "user", .content = "Once upon a time"};
         llm_request g = {.mode = LLM_GENERATE, .messages = &m, .n_messages = 1, .max_tokens = 24,
                          .temperature = 0.7, .top_p = 0.9, .seed = 5};
         llm_response gh = {0}, gl = {0};
         cr_assert_eq(chat->run(chat, &g, 1, &gh, NULL, NULL, &e), PWB_OK, "%s", e.msg);
-        if (soft) {
+        if (soft == 1) {
             g.prefix_embeds = g_soft;
             g.n_prefix_embeds = g_soft_n;
             g.prefix_dim = g_dim;
         }
+        if (soft >= 2)
+            g.adapter = soft == 2 ? &g_lora : &g_prefix;
         cr_assert_eq(local->run(local, &g, 1, &gl, NULL, NULL, &e), PWB_OK, "%s", e.msg);
         cr_assert_null(gh.error, "%s", gh.error);
         cr_assert_str_eq(gh.text, gl.text, "served '%s', local '%s'", gh.text, gl.text);
@@ -513,8 +551,8 @@ Test(serve, own_backend_closes_the_loop, .timeout = 180)
         llm_backend_free(http_b);
     }
     llm_backend_free(local);
-    cr_log_info("%d of 18 prompt/choice pairs tokenized jointly, all equal", n_intact);
-    cr_assert_geq(n_intact, 6, "enough pairs compared");
+    cr_log_info("%d of 36 prompt/choice pairs tokenized jointly, all equal", n_intact);
+    cr_assert_geq(n_intact, 12, "enough pairs compared");
     cr_assert_eq(server_stop(&s), 0);
 }
 

@@ -1,6 +1,7 @@
 /* The serving scheduler (src/serve/sched.h) on TinyStories-656K: echoed prompt log-probabilities
- * against a plain forward, and a crowd of concurrent jobs (base model and two soft prompts, shared
- * prefixes, greedy and seeded sampling, echo) against each job computed alone by the engine. */
+ * against a plain forward, and a crowd of concurrent jobs (base model, two soft prompts, a LoRA and
+ * a prefix-tuning adapter in the same batches, shared prefixes, greedy and seeded sampling, echo)
+ * against each job computed alone by the engine with that adapter. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "engine/lora.h"
 #include "engine/sample.h"
 #include "serve/adapter.h"
 #include "serve/sched.h"
@@ -49,6 +51,56 @@ static void add_soft(adapter_set *s, const char *name, int n, int dim, uint64_t 
         a->embeds[i] = (float)(rng_uniform(&r) - 0.5);
 }
 
+/* A LoRA on every module with random A and B (PEFT's zero B would change nothing). */
+static void add_lora(adapter_set *s, const char *name, const model *m, uint64_t seed)
+{
+    adapter *a = &s->items[s->n++];
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->kind = ADAPTER_LORA;
+    pwb_err e = {0};
+    cr_assert_eq(lora_new(&a->lora, m, 4, 8.0f, (1u << LORA_N_MODULES) - 1, &e), PWB_OK, "%s", e.msg);
+    lora_init_peft(&a->lora, seed);
+    pwb_rng r;
+    rng_init(&r, seed + 1);
+    for (int l = 0; l < a->lora.n_layer; l++)
+        for (int mod = 0; mod < LORA_N_MODULES; mod++) {
+            lora_mat *t = lora_at_mut(&a->lora, l, mod);
+            for (int i = 0; t && i < t->out * a->lora.r; i++)
+                t->b[i] = (float)(rng_uniform(&r) - 0.5) * 0.2f;
+        }
+}
+
+/* Prefix tuning: n random virtual positions of keys and values for every layer. */
+static void add_prefix(adapter_set *s, const char *name, const model *m, int n, uint64_t seed)
+{
+    adapter *a = &s->items[s->n++];
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->kind = ADAPTER_PREFIX;
+    a->n_kv = n;
+    size_t len = (size_t)n * m->hp.n_layer * 2 * m->hp.n_head_kv * m->hp.head_dim;
+    a->kv = malloc(len * sizeof(float));
+    pwb_rng r;
+    rng_init(&r, seed);
+    for (size_t i = 0; i < len; i++)
+        a->kv[i] = (float)(rng_uniform(&r) - 0.5);
+}
+
+/* The engine's own view of an adapter, as the local backend scores with it: its prefix (NULL for
+ * base and LoRA) and, for LoRA, the engine's adapter set. */
+static engine_prefix *ref_bind(engine *en, const adapter *a)
+{
+    engine_prefix *p = NULL;
+    pwb_err e = {0};
+    engine_set_lora(en, a->kind == ADAPTER_LORA ? &a->lora : NULL);
+    if (a->kind == ADAPTER_SOFT)
+        cr_assert_eq(engine_prefix_new(en, a->embeds, a->n_embeds, NULL, 0, &p, &e), PWB_OK, "%s", e.msg);
+    if (a->kind == ADAPTER_PREFIX)
+        cr_assert_eq(engine_prefix_new_kv(en, a->kv, a->n_kv, NULL, 0, &p, &e), PWB_OK, "%s", e.msg);
+    return p;
+}
+
 /* Waits for a job (polling: the test has no HTTP side to wake). */
 static void wait_done(sched *s, sched_job *j)
 {
@@ -65,7 +117,8 @@ static void wait_done(sched *s, sched_job *j)
     }
 }
 
-/* log p(ids[i] | before) for i >= 1 by one forward of [embeds][ids]. */
+/* log p(ids[i] | before) for i >= 1 by one forward of [embeds][ids] (a soft prompt), or of ids
+ * after the adapter's prefix keys and values, or with its LoRA. */
 static void ref_prompt_lp(engine *en, const adapter *a, const int32_t *ids, int n, double *out)
 {
     const int V = engine_n_vocab(en), ne = a->kind == ADAPTER_SOFT ? a->n_embeds : 0;
@@ -74,7 +127,15 @@ static void ref_prompt_lp(engine *en, const adapter *a, const int32_t *ids, int 
     for (int i = 0; i < n; i++)
         pos[i] = ne + i;
     pwb_err e = {0};
-    cr_assert_eq(engine_forward_embeds(en, ne ? a->embeds : NULL, ne, ids, n, pos, n, lg, &e), PWB_OK, "%s", e.msg);
+    engine_prefix *p = a->kind == ADAPTER_PREFIX ? ref_bind(en, a) : NULL;
+    engine_set_lora(en, a->kind == ADAPTER_LORA ? &a->lora : NULL);
+    if (p)
+        cr_assert_eq(engine_logits(en, p, ids, n, lg, &e), PWB_OK, "%s", e.msg);
+    else
+        cr_assert_eq(engine_forward_embeds(en, ne ? a->embeds : NULL, ne, ids, n, pos, n, lg, &e), PWB_OK, "%s",
+                     e.msg);
+    engine_set_lora(en, NULL);
+    engine_prefix_free(p);
     out[0] = NAN;
     for (int i = 1; i < n; i++) {
         const float *row = lg + (size_t)(i - 1) * V;
@@ -90,6 +151,8 @@ Test(sched, echo_logprobs_match_a_plain_forward, .timeout = 120)
     adapter_set ads;
     adapter_set_init(&ads);
     add_soft(&ads, "soft", 4, engine_n_embd(en), 7);
+    add_lora(&ads, "lora", engine_model(en), 8);
+    add_prefix(&ads, "prefix", engine_model(en), 5, 9);
     sched *s = NULL;
     pwb_err e = {0};
     sched_opts so = {.n_threads = 1, .step_tokens = 16}; /* small steps: prompts straddle them */
@@ -98,7 +161,8 @@ Test(sched, echo_logprobs_match_a_plain_forward, .timeout = 120)
     int n;
     int32_t *ids = encode(en, text, &n);
     cr_assert_gt(n, 10);
-    for (int a = 0; a < 2; a++) {
+    double base_lp = 0; /* the base model's last log-probability: the adapters must change it */
+    for (int a = 0; a < ads.n; a++) {
         for (int rep = 0; rep < 2; rep++) { /* the second reads the pooled prefix */
             sched_job *j = sched_job_new(ids, n);
             j->adapter = a;
@@ -119,6 +183,10 @@ Test(sched, echo_logprobs_match_a_plain_forward, .timeout = 120)
                 cr_assert_geq(j->prompt_lp[i].top_lp[0], j->prompt_lp[i].logprob - 1e-12);
                 cr_assert_geq(j->prompt_lp[i].top_lp[0], j->prompt_lp[i].top_lp[1]);
             }
+            if (a == 0)
+                base_lp = want[n - 1];
+            else
+                cr_assert(fabs(want[n - 1] - base_lp) > 1e-4, "adapter %d changes the model", a);
             free(want);
             sched_job_release(s, j);
         }
@@ -138,20 +206,22 @@ Test(sched, a_crowd_of_mixed_jobs_matches_each_alone, .timeout = 300)
     adapter_set_init(&ads);
     add_soft(&ads, "a", 5, d, 1);
     add_soft(&ads, "b", 3, d, 2);
+    add_lora(&ads, "c", engine_model(en), 3);
+    add_prefix(&ads, "p", engine_model(en), 4, 4);
     sched *s = NULL;
     pwb_err e = {0};
     sched_opts so = {.n_threads = 1, .step_tokens = 48, .max_active = 8}; /* more jobs than room: they queue */
     cr_assert_eq(sched_start(&s, en, &ads, &so, &e), PWB_OK, "%s", e.msg);
     const char *texts[] = {"Once upon a time there was a dog.", "Once upon a time there was a cat who liked milk.",
                            "Tom and Sue went to the park.", "Once upon a time"};
-    enum { NJ = 24 };
+    enum { NJ = 40 };
     sched_job *jobs[NJ];
     for (int k = 0; k < NJ; k++) {
         int n;
         int32_t *ids = encode(en, texts[k % 4], &n);
         sched_job *j = jobs[k] = sched_job_new(ids, n);
         free(ids);
-        j->adapter = (k / 4) % 3;
+        j->adapter = (k / 4) % ads.n;
         j->echo = k % 2;
         j->max_tokens = k % 5 == 4 ? 0 : 6 + k % 7;
         j->temperature = k % 3 == 0 ? 0.0f : 0.9f;
@@ -183,12 +253,11 @@ Test(sched, a_crowd_of_mixed_jobs_matches_each_alone, .timeout = 300)
             cr_assert_eq(j->n_out, 0);
             continue;
         }
-        engine_prefix *p = NULL;
-        if (a->kind == ADAPTER_SOFT)
-            cr_assert_eq(engine_prefix_new(ref, a->embeds, a->n_embeds, NULL, 0, &p, &e), PWB_OK, "%s", e.msg);
+        engine_prefix *p = ref_bind(ref, a);
         engine_gen_item it = {.prompt = j->ids, .n_prompt = j->n_ids, .max_tokens = j->max_tokens,
                               .temperature = j->temperature, .top_p = j->top_p, .seed = j->seed};
         cr_assert_eq(engine_generate(ref, p, &it, 1, &e), PWB_OK, "%s", e.msg);
+        engine_set_lora(ref, NULL);
         cr_assert_eq(it.n_out, j->n_out, "job %d: %d tokens alone, %d in the crowd", k, it.n_out, j->n_out);
         for (int i = 0; i < it.n_out; i++)
             cr_assert_eq(it.out_ids[i], j->out_ids[i], "job %d token %d", k, i);
