@@ -11,7 +11,6 @@
 
 int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
 {
-    rmodel *mo = &R->mo[c->m];
     const int nl = R->me[c->k].rank ? R->ds[c->d].card.n_labels : 0;
     llm_request *reqs = calloc(n ? n : 1, sizeof *reqs);
     llm_response *out = calloc(n ? n : 1, sizeof *out);
@@ -30,7 +29,8 @@ int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
         }
     }
     if (!rc && nm > 0) {
-        rc = mo->be->run(mo->be, reqs, nm, out, NULL, NULL, e);
+        llm_backend *be = run_cell_backend(R, c);
+        rc = be->run(be, reqs, nm, out, NULL, NULL, e);
         for (size_t j = 0; j < nm; j++) {
             items[map[j]].resp = out[j];
             memset(&out[j], 0, sizeof out[j]);

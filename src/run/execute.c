@@ -219,7 +219,8 @@ static int run_cell(runner *R, rcell *c, pwb_err *e)
         } else if (!rc && nm > 0) {
             memset(out, 0, nm * sizeof *out);
             chunk_ctx cc = {R, items, map, 0};
-            rc = mo->be->run(mo->be, reqs, nm, out, on_done, &cc, e);
+            llm_backend *be = run_cell_backend(R, c);
+            rc = be->run(be, reqs, nm, out, on_done, &cc, e);
             interrupted = rc == PWB_EINTR || run_stopped(R);
             /* Over the cost limit: like a stop, only the requests that completed (done was called
              * for them) are kept; the unsent ones carry "not sent: cost limit reached". */

@@ -375,7 +375,7 @@ static int item_request(runner *R, const rcell *c, item *it, const ds_example *x
         q->prefix_id = c->job->prompt_sha256;
     }
     it->cacheable = !R->o->no_cache && req_cacheable(q);
-    if (it->cacheable && req_cache_key(&mo->cfg, q, it->key, scratch))
+    if (it->cacheable && req_cache_key(run_cell_config(R, c), q, it->key, scratch))
         return err_set(e, PWB_ENOMEM, "out of memory");
     return PWB_OK;
 }
@@ -579,6 +579,38 @@ long run_cell_budget(const runner *R, const rcell *c)
 }
 
 /* Builds the cells and checks each: the template against the card, the scorer, one rendering. */
+/* A method's served_model: on an HTTP model the cell asks the server for that model id (the
+ * method's adapter as the server serves it) through a backend of its own; a tuned method's cell on
+ * a local model trains and runs the adapter itself instead. */
+static int cell_served(runner *R, rcell *c, pwb_err *e)
+{
+    rmodel *mo = &R->mo[c->m];
+    rmethod *m = &R->me[c->k];
+    if (!strcmp(mo->cfg.provider, "local")) {
+        if (m->soft)
+            return PWB_OK;
+        return err_set(e, PWB_EINVAL,
+                       "%s: cell %s/%s/%s: method '%s' names served_model '%s', which HTTP models ask a server for; "
+                       "local model '%s' has no adapter of that name (give the method a tuning object to train "
+                       "one, or run it on an HTTP model)",
+                       R->suite.path, R->ds[c->d].card.name, mo->sm->name, m->sm->name, m->sm->name,
+                       m->sm->served_model, mo->sm->name);
+    }
+    if (m->rank && !mo->can_rank)
+        return err_set(e, PWB_EUNSUP,
+                       "%s: cell %s/%s/%s: method '%s' ranks labels by log-likelihood, which model '%s' (provider %s) "
+                       "cannot give; use provider openai-completions against the server of '%s'",
+                       R->suite.path, R->ds[c->d].card.name, mo->sm->name, m->sm->name, m->sm->name, mo->sm->name,
+                       mo->sm->provider, m->sm->served_model);
+    c->cfg = mo->cfg;
+    c->cfg.model = m->sm->served_model;
+    int rc = llm_backend_create(&c->be, &c->cfg, e);
+    if (rc)
+        return err_prefix(e, "%s: model '%s', method '%s': ", R->suite.path, mo->sm->name, m->sm->name);
+    c->be->stop = R->o->stop;
+    return PWB_OK;
+}
+
 static int prepare_cells(runner *R, pwb_err *e)
 {
     size_t max = (size_t)R->nds * (size_t)R->nmo * (size_t)R->nme;
@@ -646,7 +678,9 @@ static int prepare_cells(runner *R, pwb_err *e)
                     rc = cell_pool(R, c, e);
                 if (!rc)
                     rc = scorer_init(&c->sc, &R->ds[di].card, R->me[k].tpl.answer_pattern, e);
-                if (!rc && R->me[k].soft)
+                if (!rc && R->me[k].sm->served_model)
+                    rc = cell_served(R, c, e);
+                if (!rc && R->me[k].soft && !c->be)
                     rc = run_soft_prepare(R, c, e);
                 if (rc)
                     break;

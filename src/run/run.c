@@ -70,6 +70,8 @@ static void runner_free(runner *R)
             scorer_free(R->cells[i].sc);
         free(R->cells[i].todo);
         free(R->cells[i].own_rows);
+        if (R->cells[i].be)
+            llm_backend_free(R->cells[i].be);
         free(R->cells[i].pool.ex); /* a view: its examples belong to the shot split */
         free(R->cells[i].prior);
         template_free(&R->cells[i].own_tpl);

@@ -103,6 +103,10 @@ typedef struct rcell {
     double calib_cpu_s; /* what the last calibration cost */
     pwb_template own_tpl; /* the search's winner, loaded */
     long search_evals, search_read;
+    /* A method's served_model on an HTTP model: the cell's own backend, its model's settings with
+     * that model id (what the requests name and the response cache keys on). NULL otherwise. */
+    llm_backend *be;
+    llm_config cfg;
 } rcell;
 
 typedef struct runner {
@@ -130,6 +134,17 @@ typedef struct runner {
     int limited;         /* the budget stopped a batch */
     pwb_err limit_err;   /* what it said */
 } runner;
+
+/* Where a cell's requests go, and the settings its cache keys are made of: its own backend (a
+ * served adapter) or its model's. */
+static inline llm_backend *run_cell_backend(const runner *R, const rcell *c)
+{
+    return c->be ? c->be : R->mo[c->m].be;
+}
+static inline const llm_config *run_cell_config(const runner *R, const rcell *c)
+{
+    return c->be ? &c->cfg : &R->mo[c->m].cfg;
+}
 
 /* Everything one example's request needs, owned per chunk. */
 typedef struct item {

@@ -71,7 +71,9 @@ int run_soft_prepare(runner *R, rcell *c, pwb_err *e)
     if (strcmp(mo->cfg.provider, "local") != 0)
         return err_set(e, PWB_EUNSUP,
                        "%s: cell %s/%s/%s: method '%s' is a soft prompt, which is trained and scored on a local model "
-                       "(provider local); model '%s' is provider %s",
+                       "(provider local); model '%s' is provider %s (to score it through a server that serves the "
+                       "trained adapter under a name, e.g. pwb serve --adapter NAME=DIR, give the method "
+                       "\"served_model\": \"NAME\")",
                        R->suite.path, d->card.name, mo->sm->name, m->sm->name, m->sm->name, mo->sm->name,
                        mo->sm->provider);
     const soft_settings *sp = &m->sm->soft;

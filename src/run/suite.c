@@ -35,6 +35,7 @@ static void method_free(suite_method *m)
     free(m->sweep);
     free(m->sweep_point);
     free(m->calibration);
+    free(m->served_model);
     cJSON_Delete(m->optimize);
     memset(m, 0, sizeof *m);
 }
@@ -653,10 +654,20 @@ static int parse_optimize(sctx *x, suite_method *m, const char *where)
     return PWB_OK;
 }
 
+/* A model id sent to a server: no control characters. */
+static int id_printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
 static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
 {
     static const char *const keys[] = {"name",        "template",    "scoring", "shots",    "limit", "soft_prompt", "lora",
-                                       "prefix",      "calibration", "train_limit", "sweep", "optimize", NULL};
+                                       "prefix",      "calibration", "train_limit", "sweep", "optimize",
+                                       "served_model", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "methods", &n, &rc);
     if (!a)
@@ -754,6 +765,15 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
             return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);
         const cJSON *op = cJSON_GetObjectItemCaseSensitive(it, "optimize");
         const cJSON *swp = cJSON_GetObjectItemCaseSensitive(it, "sweep");
+        if ((rc = get_str(x, it, "served_model", where, 0, &m->served_model)))
+            return rc;
+        if (m->served_model && (strlen(m->served_model) > 256 || !id_printable(m->served_model)))
+            return err_set(x->e, PWB_EINVAL, "%s: %s.served_model: a model id of at most 256 printable characters",
+                           x->path, where);
+        if (m->served_model && ((swp && !cJSON_IsNull(swp)) || (op && !cJSON_IsNull(op))))
+            return err_set(x->e, PWB_EINVAL,
+                           "%s: %s.served_model names one served adapter; a %s makes many methods of this one",
+                           x->path, where, swp && !cJSON_IsNull(swp) ? "sweep" : "prompt search");
         const int budget_swept = swp && cJSON_GetObjectItemCaseSensitive(swp, "train_limit");
         if (op && !cJSON_IsNull(op)) {
             if (!(m->optimize = cJSON_Duplicate(op, 1)))

@@ -90,6 +90,11 @@ typedef struct suite_method {
     long train_limit;     /* labelled training examples the method may read for shots, search or
                            * training; -1: not declared (all). A soft prompt's is its
                            * soft_prompt.train_limit (the method key sets it). */
+    char *served_model;   /* the model id the method's requests name on HTTP models, instead of the
+                           * model's own: the method's adapter as a server serves it (`pwb serve
+                           * --adapter NAME=DIR`). Its cells on HTTP models are scored as the tuned
+                           * method's input format, nothing trained; on local models a tuned method
+                           * trains and runs its adapter as usual. NULL: none. */
 } suite_method;
 
 typedef struct pwb_suite {

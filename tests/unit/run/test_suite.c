@@ -191,6 +191,29 @@ Test(suite, lora_and_prefix_methods)
         "methods[0] has both lora and prefix");
 }
 
+/* served_model: the model id a method asks HTTP models for (a served adapter). */
+Test(suite, served_model)
+{
+    const char *json = "{\"name\":\"x\"," DS "," MO ",\"methods\":["
+                       "{\"name\":\"l\",\"lora\":{\"r\":4},\"template\":\"sst2-review\",\"served_model\":\"sst2-lora\"},"
+                       "{\"name\":\"h\",\"template\":\"zero-shot\"}]}";
+    pwb_suite s;
+    suite_init(&s);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(suite_parse(&s, json, strlen(json), "suites/ok.json", &e), PWB_OK, "%s", e.msg);
+    cr_expect_str_eq(s.methods[0].served_model, "sst2-lora");
+    cr_expect_null(s.methods[1].served_model);
+    suite_free(&s);
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"served_model\":3}]}",
+        "methods[0].served_model must be a non-empty string");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"served_model\":\"a\\nb\"}]}",
+        "methods[0].served_model: a model id of at most 256 printable");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"lora\":{},\"served_model\":\"a\","
+        "\"sweep\":{\"r\":[2,4]}}]}",
+        "methods[0].served_model names one served adapter; a sweep makes many");
+}
+
 /* Hostile input: random text built from JSON's special characters never crashes the suite parser
  * (run under `make asan` too); it may only fail with an error. */
 Test(suite, garbage_never_crashes)
