@@ -36,6 +36,7 @@ typedef struct http_slot {
     int got_first;          /* streamed: the first token arrived, at ttft after sent_at */
     double ttft;
     size_t scan_off;        /* streamed: reply bytes already shown to ops->first_token */
+    int sends;              /* times libcurl began sending this attempt (on_prereq) */
 } http_slot;
 
 struct http_client {
@@ -378,6 +379,23 @@ static int add_header(http_client *c, const char *h, pwb_err *e)
     return PWB_OK;
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000
+/* Called each time libcurl is about to send the request. When a reused keep-alive connection dies
+ * before a byte of reply, libcurl sends the request again on a fresh connection by itself; the
+ * server may have read (and billed) the first one, and that second send would be neither counted
+ * nor limited by max_retries, the cost guard or the rate limiter. So the attempt ends there, as a
+ * failed one, and goes through pwb's own retry. */
+static int on_prereq(void *ctx, char *ip, char *local_ip, int port, int local_port)
+{
+    (void)ip;
+    (void)local_ip;
+    (void)port;
+    (void)local_port;
+    http_slot *s = ctx;
+    return ++s->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+#endif
+
 static int slot_setup(http_client *c, http_slot *s, pwb_err *e)
 {
     s->c = c;
@@ -406,6 +424,10 @@ static int slot_setup(http_client *c, http_slot *s, pwb_err *e)
     bad |= curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "pwb") != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075000
+    bad |= curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, on_prereq) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_PREREQDATA, s) != CURLE_OK;
+#endif
     /* Redirects could carry the Authorization header to another host: never follow them. */
     bad |= curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -614,6 +636,7 @@ static int start(http_run *R, http_slot *s, size_t i, double now)
     s->got_first = 0;
     s->ttft = 0;
     s->scan_off = 0;
+    s->sends = 0;
     pwb_err be;
     err_clear(&be);
     if (R->ops->build(R->ops->ctx, i, &s->body, &be) != PWB_OK) {
@@ -736,14 +759,17 @@ static void complete(http_run *R, http_slot *s, CURLcode rc, double now)
         settle(c, s, NULL);
         pwb_buf b;
         buf_init(&b);
-        if (s->over_cap)
+        int resent = s->sends > 1 && rc == CURLE_ABORTED_BY_CALLBACK;
+        if (resent)
+            buf_puts(&b, "connection closed before a reply (a kept-alive connection dropped)");
+        else if (s->over_cap)
             buf_printf(&b, "reply larger than %zu bytes", c->max_body);
         else if (rc == CURLE_OPERATION_TIMEDOUT)
             buf_printf(&b, "timeout after %.3g s", c->o.timeout_s);
         else
             buf_printf(&b, "%s%s%s", curl_easy_strerror(rc), s->errbuf[0] ? ": " : "", s->errbuf);
         why = buf_take(&b);
-        retry = !s->over_cap && curl_retryable(rc);
+        retry = resent || (!s->over_cap && curl_retryable(rc));
         r->http_status = status > 0 ? (int)status : 0;
     }
     if (retry && R->attempts[i] <= c->o.max_retries) {
