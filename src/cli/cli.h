@@ -20,6 +20,7 @@ enum pwb_exit {
     EXIT_PWB_DB = 4,          /* the database */
     EXIT_PWB_BACKEND = 5,     /* a backend could not be created or run at all */
     EXIT_PWB_LIMIT = 6,       /* stopped at a user-set limit (pwb run --max-cost); finished work is kept */
+    EXIT_PWB_BUSY = 7,        /* another pwb is writing the same run */
     EXIT_PWB_INTERRUPTED = 130
 };
 

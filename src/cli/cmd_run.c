@@ -133,6 +133,7 @@ int cmd_run(const cli_args *a)
     o.dry_run = cli_flag(a, "dry-run") > 0;
     o.no_cache = cli_flag(a, "no-cache") > 0;
     o.search_only = !strcmp(a->cmd->name, "optimize");
+    o.wait = !o.search_only && cli_flag(a, "wait") > 0;
     if (o.fresh && o.require_existing) {
         cli_usage_error(a->cmd, "--fresh and --resume exclude each other");
         return EXIT_PWB_USAGE;

@@ -22,6 +22,7 @@ static const cli_opt run_opts[] = {
                          "touch no database"},
     {"no-cache", 0, NULL, "neither read nor write the response cache"},
     {"max-cost", 0, "USD", "stop before the run's spending (earlier invocations included) would pass USD; exit 6"},
+    {"wait", 0, NULL, "when another pwb is writing the same run, wait for it and then continue (else exit 7)"},
     {0},
 };
 
@@ -194,7 +195,9 @@ const cli_cmd cli_commands[] = {
      "own tokenizer where pwb has it: local models, or a model's `tokenizer` file; else bytes/4), the\n"
      "most it may generate and the cost at the model's price, sending nothing. --max-cost USD stops\n"
      "the run before it would spend more than USD (what a resumed run spent counts): finished\n"
-     "predictions are kept, exit 6, and a rerun with a higher limit continues.",
+     "predictions are kept, exit 6, and a rerun with a higher limit continues. One pwb writes a run\n"
+     "at a time: a second one on the same database and suite exits 7, or with --wait waits for the\n"
+     "first and continues from where it stopped.",
      run_opts, cmd_run},
     {"optimize", "SUITE", 1, 1, "run a suite's prompt searches and print each winner's template file",
      "Runs the prompt search of every suite method with an \"optimize\" object (docs/optimize.md) and\n"

@@ -28,6 +28,8 @@ int cli_exit_code(int code)
         return EXIT_PWB_INTERRUPTED;
     case PWB_ELIMIT:
         return EXIT_PWB_LIMIT;
+    case PWB_EBUSY:
+        return EXIT_PWB_BUSY;
     default:
         return EXIT_PWB_FAILED;
     }

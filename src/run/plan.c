@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/file.h"
 #include "util/str.h"
@@ -54,20 +55,36 @@ int run_plan(runner *R, pwb_err *e)
         return rc;
     if ((rc = db_open(&R->db, o->db_path, DB_READWRITE, e)))
         return rc;
+    /* Find (or start) the run and become its one writer in the same transaction, so two processes
+     * never both write it; with --wait, try again until the other one is done. */
     int64_t run_id = 0;
-    if (!o->fresh && (rc = db_run_find(R->db, R->run_key, &run_id, e)))
-        return rc;
-    if (run_id == 0 && o->require_existing)
-        return err_set(e, PWB_EINVAL, "%s: no earlier run of %s to resume (drop --resume to start one)", o->db_path,
-                       o->suite_path);
-    r->resumed = run_id != 0;
-    if ((rc = db_begin(R->db, e)))
-        return rc;
-    if (run_id == 0) {
-        char *json = cJSON_PrintUnformatted(R->suite.json);
-        rc = db_run_create(R->db, R->suite.name ? R->suite.name : "suite", R->suite.path, R->run_key, json,
-                           R->suite.seed, &run_id, e);
-        cJSON_free(json);
+    for (;;) {
+        if ((rc = db_begin(R->db, e)))
+            return rc;
+        run_id = 0;
+        if (!o->fresh)
+            rc = db_run_find(R->db, R->run_key, &run_id, e);
+        if (!rc && run_id == 0 && o->require_existing)
+            rc = err_set(e, PWB_EINVAL, "%s: no earlier run of %s to resume (drop --resume to start one)",
+                         o->db_path, o->suite_path);
+        r->resumed = run_id != 0;
+        if (!rc && run_id == 0) {
+            char *json = cJSON_PrintUnformatted(R->suite.json);
+            rc = db_run_create(R->db, R->suite.name ? R->suite.name : "suite", R->suite.path, R->run_key, json,
+                               R->suite.seed, &run_id, e);
+            cJSON_free(json);
+        }
+        if (!rc)
+            rc = run_claim(R, run_id, e);
+        if (rc != PWB_EBUSY || !o->wait || run_stopped(R))
+            break;
+        db_rollback(R->db);
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc) {
+        db_rollback(R->db);
+        return rc == PWB_EBUSY && run_stopped(R) ? err_set(e, PWB_EINTR, "interrupted while waiting for the run") : rc;
     }
     r->run_id = run_id;
     for (int i = 0; i < R->ncells && !rc; i++) {
@@ -106,6 +123,7 @@ int run_plan(runner *R, pwb_err *e)
     }
     if ((rc = db_commit(R->db, e)))
         return rc;
+    run_writer_start(R);
     /* What is left per cell: the sample minus the rows already predicted. */
     r->cells = calloc((size_t)(R->ncells ? R->ncells : 1), sizeof *r->cells);
     if (!r->cells)

@@ -82,8 +82,10 @@ static void runner_free(runner *R)
     free(R->cells);
     prices_free(&R->prices);
     llm_budget_free(&R->budget);
-    if (R->db)
+    if (R->db) {
+        run_writer_stop(R);
         db_close(R->db);
+    }
     suite_free(&R->suite);
     buf_free(&R->suite_dir);
     pthread_mutex_destroy(&R->lock);
@@ -134,7 +136,7 @@ int run_suite(const run_opts *o, run_result *r, pwb_err *e)
         rc = run_plan(&R, e);
         if (!rc)
             rc = run_execute(&R, e);
-        if (R.db && r->run_id) {
+        if (R.db && r->run_id && R.claimed) { /* only the run's writer says how it ended */
             pwb_err e2;
             err_clear(&e2);
             int rc2 = tally(&R, &e2);

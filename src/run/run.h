@@ -42,6 +42,7 @@ typedef struct run_opts {
     volatile sig_atomic_t *stop; /* set asynchronously to stop (SIGINT); may be NULL */
     FILE *progress;            /* progress bar / lines; NULL for silence */
     int search_only;           /* `pwb optimize`: run the prompt searches, score no rows */
+    int wait;                  /* another process writing the run: wait for it (else PWB_EBUSY) */
 } run_opts;
 
 void run_opts_init(run_opts *o);

@@ -25,7 +25,9 @@
 #include "task/template.h"
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/log.h"
 #include "util/progress.h"
+#include "util/str.h"
 
 #define RUN_DEFAULT_CHUNK 256
 #define RUN_MAX_CHUNK 65536
@@ -133,6 +135,13 @@ typedef struct runner {
     llm_budget budget;   /* --max-cost, shared by every model */
     int limited;         /* the budget stopped a batch */
     pwb_err limit_err;   /* what it said */
+    /* One writer per run (writer.c): the claim, and the heartbeat thread while it is held. */
+    int claimed;
+    int waited;          /* --wait: said once that another process holds the run */
+    pthread_t hb;
+    int hb_on, hb_stop;
+    pthread_mutex_t hb_mu;
+    pthread_cond_t hb_cv;
 } runner;
 
 /* Where a cell's requests go, and the settings its cache keys are made of: its own backend (a
@@ -207,6 +216,13 @@ int run_soft_result(const rcell *c, run_cell_result *cr, int dry);
 
 /* plan.c: opens the database; fills R->r's cells and each cell's rows still to do. */
 int run_plan(runner *R, pwb_err *e);
+
+/* writer.c: makes this process the run's writer inside plan's transaction; PWB_EBUSY when another
+ * live process is (with --wait, after saying once who it is). run_writer_start records the claim
+ * and starts the heartbeat; run_writer_stop ends it and releases the run. */
+int run_claim(runner *R, int64_t run_id, pwb_err *e);
+void run_writer_start(runner *R);
+void run_writer_stop(runner *R);
 
 /* execute.c: scores every cell's rows still to do (training soft prompts first). */
 int run_execute(runner *R, pwb_err *e);

@@ -26,6 +26,22 @@ int db_run_create(pwb_db *db, const char *suite_name, const char *suite_path, co
                   const char *suite_json, uint64_t seed, int64_t *id, pwb_err *e);
 int db_run_finish(pwb_db *db, int64_t run_id, const char *status, pwb_err *e);
 
+/* One writer per run (schema 8). db_run_claim, inside the caller's write transaction, makes this
+ * process the run's writer: PWB_OK when no row names another writer, or the one it names is gone
+ * (on this host: its pid is dead or now another process; on another host: no heartbeat for
+ * DB_WRITER_STALE_S), else PWB_EBUSY with *holder filled and e saying who holds it. The writer
+ * renews its heartbeat (db_run_heartbeat, any connection) and releases the run when done. */
+#define DB_WRITER_STALE_S 120.0
+typedef struct db_writer {
+    long long pid;
+    char host[256];
+    long long proc_start; /* clock ticks after boot, 0 unknown */
+    char started[40];
+} db_writer;
+int db_run_claim(pwb_db *db, int64_t run_id, db_writer *holder, pwb_err *e);
+int db_run_heartbeat(pwb_db *db, int64_t run_id, pwb_err *e);
+int db_run_release(pwb_db *db, int64_t run_id, pwb_err *e);
+
 typedef struct db_cell {
     int64_t run_id;
     const char *dataset, *split, *model, *provider, *method, *kind; /* kind: zero-shot, few-shot, cot, role, soft */

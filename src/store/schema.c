@@ -276,6 +276,21 @@ static const char migration_6[] =
  * training job; before it the report could only estimate CPU from wall time. */
 static const char migration_7[] = "ALTER TABLE soft_prompts ADD COLUMN train_cpu_s REAL;\n";
 
+/* Migration 8: one writer per run. The process writing a run holds its row: pid, host, the
+ * process's start time (clock ticks after boot, /proc; 0 unknown) to tell a reused pid, and a
+ * heartbeat it renews while it runs. A second `pwb run` of the same run finds the row and exits
+ * (or waits, --wait); a row whose process is gone (same host, pid dead or reused; other host, no
+ * heartbeat for a while) is taken over, so a SIGKILL never locks a run for good. */
+static const char migration_8[] =
+    "CREATE TABLE run_writers (\n"
+    "  run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  pid INTEGER NOT NULL,\n"
+    "  host TEXT NOT NULL,\n"
+    "  proc_start INTEGER NOT NULL DEFAULT 0,\n"
+    "  started TEXT NOT NULL DEFAULT " NOW ",\n"
+    "  heartbeat TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n";
+
 const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4,
-                                     migration_5, migration_6, migration_7};
+                                     migration_5, migration_6, migration_7, migration_8};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

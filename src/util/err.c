@@ -42,7 +42,7 @@ const char *err_code_name(int code)
 {
     static const char *names[] = {"ok", "invalid input", "i/o error", "parse error", "out of memory",
                                   "out of range", "database error", "http error", "model error",
-                                  "unsupported", "interrupted", "limit reached"};
+                                  "unsupported", "interrupted", "limit reached", "busy"};
     if (code < 0 || code >= (int)(sizeof names / sizeof names[0]))
         return "unknown error";
     return names[code];

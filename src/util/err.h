@@ -14,7 +14,8 @@ enum pwb_code {
     PWB_EMODEL,   /* model file or engine */
     PWB_EUNSUP,   /* valid but not supported */
     PWB_EINTR,    /* interrupted by a signal */
-    PWB_ELIMIT    /* a user-set limit was reached (e.g. --max-cost) */
+    PWB_ELIMIT,   /* a user-set limit was reached (e.g. --max-cost) */
+    PWB_EBUSY     /* another process holds what is needed (a run's writer) */
 };
 
 typedef struct pwb_err {

@@ -6,9 +6,11 @@
  * and run; rank scoring over /v1/completions, and a clear error for a provider that cannot rank. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -143,6 +145,129 @@ Test(run_remote, max_cost_stops_before_the_limit_and_a_rerun_completes, .timeout
     p = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "--max-cost", "abc", NULL});
     cr_assert_eq(p.status, 2, "a malformed --max-cost is a usage error");
     proc_out_free(&p);
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(dir);
+}
+
+/* ---- one writer per run ------------------------------------------------------------------- */
+
+/* Waits (up to 30 s) until the first run is under way: it has committed a prediction. */
+static int wait_for_writer(const char *db)
+{
+    for (int i = 0; i < 300; i++) {
+        if (it_sql_long(db, "SELECT count(*) FROM predictions") > 0)
+            return 0;
+        usleep(100 * 1000);
+    }
+    return -1;
+}
+
+/* Starts fakellm with every reply slow_ms late, and writes a suite of `limit` SST-2 rows on it. */
+static char *paid_suite(const char *dir, fake_llm *f, const char *slow_ms, int limit)
+{
+    const char *const args[] = {"--answer-from", "positive,negative", "--rate-slow", "1", "--slow-ms", slow_ms, NULL};
+    cr_assert_eq(fake_start(f, dir, args), 0, "fakellm did not start");
+    /* $100 per million tokens: a zero-shot SST-2 request costs about $0.006 */
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"name\": \"two\", \"seed\": 5, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": %d}],"
+             " \"models\": [{\"name\": \"paid\", \"provider\": \"openai\", \"base_url\": \"%s\", \"model\": \"paid-1\","
+             " \"concurrency\": 2, \"max_retries\": 2, \"timeout_s\": 5, \"price\": {\"input\": 100, \"output\": 100}}],"
+             " \"methods\": [{\"name\": \"zero-shot\", \"template\": \"zero-shot\"}]}",
+             limit, f->base_url);
+    return write_suite(dir, "two.json", text);
+}
+
+Test(run_remote, one_writer_per_run_and_a_killed_writer_is_taken_over, .timeout = 180)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    /* every reply takes 60 ms: 60 rows two at a time keep the first writer busy ~2 s */
+    char *suite = paid_suite(dir, &f, "60", 60);
+    char *db = it_path(dir, "two.db");
+    char *aerr = it_path(dir, "a.err"), *cerr = it_path(dir, "c.err"), *cout = it_path(dir, "c.out");
+
+    pid_t a = it_spawn((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", "--chunk", "4", NULL}, NULL, aerr);
+    cr_assert_eq(wait_for_writer(db), 0, "the first pwb never wrote a prediction");
+    /* a second writer exits 7 at once and says who holds the run */
+    proc_out b = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(b.status, 7, "exit %d (7: another pwb writes the run): %s%s", b.status, b.out, b.err);
+    char who[64];
+    snprintf(who, sizeof who, "being written by another pwb (pid %ld on ", (long)a);
+    cr_assert(strstr(b.err, who), "%s", b.err);
+    cr_assert(strstr(b.err, "--wait"), "%s", b.err);
+    proc_out_free(&b);
+    /* a third one waits for the first, then finds nothing left to do */
+    pid_t c = it_spawn((const char *const[]){it_pwb(), "run", suite, "--db", db, "--wait", NULL}, cout, cerr);
+    cr_assert_eq(it_wait(a), 0, "first writer: %s", it_read(aerr));
+    cr_assert_eq(it_wait(c), 0, "waiting writer: %s", it_read(cerr));
+    char *cerr_s = it_read(cerr), *cout_s = it_read(cout);
+    cr_assert(strstr(cerr_s, "waiting for pid"), "%s", cerr_s);
+    cr_assert(strstr(cout_s, "(resumed): 0 new predictions"), "%s", cout_s);
+    free(cerr_s);
+    free(cout_s);
+    cJSON *st = fake_stats(&f);
+    cr_assert_eq(stat_of(st, "requests"), 60, "the server saw every request once");
+    cJSON_Delete(st);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions"), 60);
+    cr_assert_eq(duplicates(db), 0);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM run_writers"), 0, "the writers released the run");
+
+    /* A writer killed with SIGKILL leaves its row; the next run sees the process gone and takes over. */
+    char *db2 = it_path(dir, "killed.db");
+    a = it_spawn((const char *const[]){it_pwb(), "run", suite, "--db", db2, "-q", "--chunk", "4", NULL}, NULL, NULL);
+    cr_assert_eq(wait_for_writer(db2), 0);
+    kill(a, SIGKILL);
+    cr_assert_eq(it_wait(a), 128 + SIGKILL);
+    cr_assert_eq(it_sql_long(db2, "SELECT count(*) FROM run_writers"), 1, "SIGKILL left the row");
+    b = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db2, "-q", NULL});
+    cr_assert_eq(b.status, 0, "exit %d: %s%s", b.status, b.out, b.err);
+    proc_out_free(&b);
+    cr_assert_eq(it_sql_long(db2, "SELECT count(*) FROM predictions"), 60);
+    cr_assert_eq(duplicates(db2), 0);
+    cr_assert_eq(it_sql_long(db2, "SELECT count(*) FROM run_writers"), 0);
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(db2);
+    free(aerr);
+    free(cerr);
+    free(cout);
+    free(dir);
+}
+
+Test(run_remote, max_cost_holds_across_two_concurrent_runs, .timeout = 180)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    char *suite = paid_suite(dir, &f, "40", 100);
+    char *db = it_path(dir, "cap.db");
+    const double limit = 0.25;
+    /* two runs of the same suite at once, each with the limit: together they stay under it */
+    const char *const argv[] = {it_pwb(), "run", suite, "--db", db, "-q", "--chunk", "8", "--max-cost", "0.25",
+                                "--wait", NULL};
+    pid_t a = it_spawn(argv, NULL, NULL);
+    cr_assert_eq(wait_for_writer(db), 0);
+    pid_t b = it_spawn(argv, NULL, NULL);
+    int sa = it_wait(a), sb = it_wait(b);
+    cr_assert(sa == 6 && sb == 6, "exits %d and %d (6: the limit)", sa, sb);
+    long kept = it_sql_long(db, "SELECT count(*) FROM predictions");
+    char *spent_s = it_sql_text(db, "SELECT sum(cost_usd) FROM predictions");
+    double spent = spent_s ? strtod(spent_s, NULL) : -1;
+    free(spent_s);
+    cJSON *st = fake_stats(&f);
+    long sent = stat_of(st, "requests");
+    cJSON_Delete(st);
+    cr_log_info("two concurrent runs with --max-cost %.2f: %ld predictions, $%.4f spent, %ld requests sent", limit,
+                kept, spent, sent);
+    cr_assert(kept > 10 && kept < 100, "kept %ld", kept);
+    cr_assert(spent > 0 && spent <= limit, "spent $%.6f with a limit of $%.2f", spent, limit);
+    cr_assert_eq(sent, kept, "the server saw exactly the stored requests");
+    cr_assert_eq(duplicates(db), 0);
     fake_stop(&f);
     it_rmtree(dir);
     free(suite);

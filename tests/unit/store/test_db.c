@@ -616,3 +616,75 @@ Test(store, insert_throughput)
     cr_assert_gt(rate, 1000.0);
     db_close(db);
 }
+
+/* Claims under a write transaction, as the runner does. */
+static int claim(pwb_db *db, int64_t run, db_writer *w, pwb_err *e)
+{
+    cr_assert_eq(db_begin(db, e), PWB_OK);
+    int rc = db_run_claim(db, run, w, e);
+    if (rc)
+        db_rollback(db);
+    else
+        cr_assert_eq(db_commit(db, e), PWB_OK);
+    return rc;
+}
+
+Test(store, one_writer_per_run)
+{
+    pwb_db *db = open_rw();
+    pwb_err e;
+    db_writer w;
+    int64_t run = 0;
+    make_cell(db, &run, "zs");
+    char host[256];
+    cr_assert_eq(gethostname(host, sizeof host), 0);
+    host[sizeof host - 1] = '\0';
+    char sql[700];
+
+    /* free, then ours (claiming again is fine), then released */
+    cr_assert_eq(claim(db, run, &w, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(raw_int("SELECT pid FROM run_writers"), (long long)getpid());
+    cr_assert_gt(raw_int("SELECT proc_start FROM run_writers"), 0, "the start time from /proc");
+    cr_assert_eq(claim(db, run, &w, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(db_run_heartbeat(db, run, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(db_run_release(db, run, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(raw_int("SELECT count(*) FROM run_writers"), 0);
+
+    /* a live process on this host holds it: busy, and the message names it */
+    pid_t child = fork();
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    snprintf(sql, sizeof sql, "INSERT INTO run_writers (run_id, pid, host) VALUES (%lld, %d, '%s')", (long long)run,
+             (int)child, host);
+    raw_exec(sql);
+    cr_assert_eq(claim(db, run, &w, &e), PWB_EBUSY);
+    cr_assert_eq(w.pid, child);
+    char want[300];
+    snprintf(want, sizeof want, "pid %d on %s", (int)child, host);
+    cr_assert(strstr(e.msg, want), "%s", e.msg);
+    /* the same pid with another start time is another process: the holder is gone */
+    snprintf(sql, sizeof sql, "UPDATE run_writers SET proc_start = 1");
+    raw_exec(sql);
+    cr_assert_eq(claim(db, run, &w, &e), PWB_OK, "a reused pid is not the writer: %s", e.msg);
+    /* killed: its row stays, and is taken over */
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    snprintf(sql, sizeof sql, "UPDATE run_writers SET pid = %d, proc_start = 0", (int)child);
+    raw_exec(sql);
+    cr_assert_eq(claim(db, run, &w, &e), PWB_OK, "a dead writer is taken over: %s", e.msg);
+    cr_assert_eq(raw_int("SELECT pid FROM run_writers"), (long long)getpid());
+
+    /* another host: alive while its heartbeat is fresh, taken over once it is old */
+    raw_exec("UPDATE run_writers SET pid = 1, host = 'elsewhere'");
+    cr_assert_eq(claim(db, run, &w, &e), PWB_EBUSY);
+    cr_assert(strstr(e.msg, "on elsewhere"), "%s", e.msg);
+    raw_exec("UPDATE run_writers SET heartbeat = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3 minutes')");
+    cr_assert_eq(claim(db, run, &w, &e), PWB_OK, "a stale heartbeat: %s", e.msg);
+    /* a release by a process that does not hold the run changes nothing */
+    raw_exec("UPDATE run_writers SET pid = 1, host = 'elsewhere'");
+    cr_assert_eq(db_run_release(db, run, &e), PWB_OK);
+    cr_assert_eq(raw_int("SELECT count(*) FROM run_writers"), 1);
+    db_close(db);
+}
