@@ -610,6 +610,52 @@ int engine_forward_embeds(engine *en, const float *embeds, int n_embeds, const i
     return rc;
 }
 
+int engine_mean_hidden(engine *en, const int32_t *const *ids, const int *lens, int B, float *out, pwb_err *e)
+{
+    if (B < 0 || (B && (!ids || !lens || !out)))
+        return err_set(e, PWB_EINVAL, "mean hidden: bad batch");
+    engine_enter(en);
+    const size_t d = (size_t)en->m->hp.n_embd;
+    size_t total = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] < 1 || !ids_ok(en, ids[b], lens[b]))
+            return err_set(e, PWB_EINVAL, "mean hidden: sequence %d is empty or has bad token ids", b);
+        total += (size_t)lens[b];
+    }
+    kv_cache **kv = calloc((size_t)B + 1, sizeof *kv);
+    fwd_seq *seqs = calloc((size_t)B + 1, sizeof *seqs);
+    float *h = malloc((total ? total : 1) * d * sizeof *h);
+    int rc = PWB_OK;
+    if (!kv || !seqs || !h) {
+        rc = err_set(e, PWB_ENOMEM, "out of memory");
+        goto done;
+    }
+    size_t at = 0;
+    for (int b = 0; b < B && !rc; b++) {
+        rc = kv_cache_new(&kv[b], en->m, NULL, 0, lens[b], e);
+        seqs[b] = (fwd_seq){.kv = kv[b], .ids = ids[b], .n_ids = lens[b], .n_out = lens[b], .hidden = h + at * d};
+        at += (size_t)lens[b];
+    }
+    if (!rc)
+        rc = forward_batch(en->fc, seqs, B, e);
+    for (int b = 0, at2 = 0; !rc && b < B; at2 += lens[b], b++) {
+        float *o = out + (size_t)b * d;
+        for (size_t j = 0; j < d; j++) {
+            double sum = 0;
+            for (int t = 0; t < lens[b]; t++)
+                sum += h[((size_t)at2 + (size_t)t) * d + j];
+            o[j] = (float)(sum / lens[b]);
+        }
+    }
+done:
+    for (int b = 0; kv && b < B; b++)
+        kv_cache_free(kv[b]);
+    free(kv);
+    free(seqs);
+    free(h);
+    return rc;
+}
+
 int engine_embed_ids(engine *en, const int32_t *ids, int n, float *out, pwb_err *e)
 {
     if (!ids_ok(en, ids, n))

@@ -135,6 +135,10 @@ int engine_logits_padded(engine *en, const engine_prefix *prefix, const int32_t 
  * positions (out_pos indexes that input; NULL means the last n_out) into out [n_out][n_vocab]. */
 int engine_forward_embeds(engine *en, const float *embeds, int n_embeds, const int32_t *ids, int n_ids,
                           const int *out_pos, int n_out, float *out, pwb_err *e);
+/* Sentence embeddings: for each of B sequences (ids[b], lens[b] >= 1 tokens, no prefix) the mean
+ * over its positions of the final-normed hidden state the output head reads: out [B][n_embd].
+ * One batch; the output head is not run. */
+int engine_mean_hidden(engine *en, const int32_t *const *ids, const int *lens, int B, float *out, pwb_err *e);
 /* Token embeddings as the model's first layer sees them: out [n][n_embd]. */
 int engine_embed_ids(engine *en, const int32_t *ids, int n, float *out, pwb_err *e);
 

@@ -464,8 +464,15 @@ static int run_step(fwd_ctx *c, step_state *st, int T, pwb_err *e)
 
     /* The head, a few rows at a time. */
     op_rmsnorm_rows(c->xn, c->x, m->output_norm, nr, d, eps);
+    int head = 0;
+    for (int r = 0; r < nr; r++) {
+        const fwd_seq *s = &st->seqs[c->t_seq[c->rows[r]]];
+        if (s->hidden)
+            memcpy(s->hidden + (size_t)c->t_out[c->rows[r]] * d, c->xn + (size_t)r * d, (size_t)d * sizeof(float));
+        head |= s->logits || (s->targets && s->logprobs);
+    }
     const int V = hp->n_vocab;
-    for (int r0 = 0; r0 < nr; r0 += FWD_LOGIT_ROWS) {
+    for (int r0 = 0; head && r0 < nr; r0 += FWD_LOGIT_ROWS) {
         int nb = nr - r0 < FWD_LOGIT_ROWS ? nr - r0 : FWD_LOGIT_ROWS;
         MM(-1, WS_OUTPUT, c->xn + (size_t)r0 * d, nb, c->lg);
 #pragma omp parallel for schedule(static) if (nb > 1)
@@ -504,7 +511,7 @@ static int batch_check(fwd_ctx *c, fwd_seq *seqs, int n, int64_t *total, pwb_err
         int len = s->n_embeds + s->n_ids;
         if (s->lora && (s->lora->training || s->lora->n_layer != hp->n_layer))
             return err_set(e, PWB_EINVAL, "sequence %d: its LoRA is not shaped for this model or is training", i);
-        if (s->n_out < 0 || s->n_out > len || (s->n_out && !s->logits && !(s->targets && s->logprobs)))
+        if (s->n_out < 0 || s->n_out > len || (s->n_out && !s->logits && !s->hidden && !(s->targets && s->logprobs)))
             return err_set(e, PWB_EINVAL, "sequence %d: bad output request", i);
         if ((int64_t)kv_cache_len(s->kv) + len > hp->n_ctx)
             return err_set(e, PWB_ERANGE, "sequence %d: %lld positions exceed the model's context of %d", i,

@@ -53,7 +53,9 @@ struct lora;
  * Outputs, for n_out input positions (out_pos[i] indexes the new input, 0-based; NULL means the
  * last n_out positions):
  *   logits    [n_out][n_vocab] raw logits, if non-NULL;
- *   logprobs  [n_out] log-softmax at targets[i], if both are non-NULL (no logits stored).
+ *   logprobs  [n_out] log-softmax at targets[i], if both are non-NULL (no logits stored);
+ *   hidden    [n_out][n_embd] the final-normed hidden states the output head reads, if non-NULL
+ *             (a step whose rows want nothing else skips the head).
  * lora, when set, adds that adapter's low-rank terms to this sequence's rows only (on top of the
  * context's, fwd_ctx_set_lora), so sequences of different adapters share one batch. */
 typedef struct fwd_seq {
@@ -68,6 +70,7 @@ typedef struct fwd_seq {
     const int32_t *targets;
     double *logprobs;
     const struct lora *lora;
+    float *hidden;
 } fwd_seq;
 
 typedef struct fwd_ctx fwd_ctx;

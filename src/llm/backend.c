@@ -16,6 +16,7 @@ void llm_response_clear(llm_response *r)
     free(r->text);
     free(r->error);
     free(r->choice_logprob);
+    free(r->embedding);
     free(r->finish_reason);
     memset(r, 0, sizeof *r);
 }
@@ -60,6 +61,8 @@ int llm_backend_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
 
 int llm_request_check(const llm_request *r, pwb_err *e)
 {
+    if (r->mode == LLM_EMBED)
+        return err_set(e, PWB_EUNSUP, "embeddings come from the local engine only");
     if (r->mode != LLM_GENERATE && r->mode != LLM_RANK)
         return err_set(e, PWB_EINVAL, "unknown request mode %d", r->mode);
     if (r->n_messages < 0 || (r->n_messages > 0 && !r->messages))

@@ -17,7 +17,9 @@ typedef struct llm_message {
 
 enum llm_mode {
     LLM_GENERATE = 0, /* produce text from messages (chat) or prompt (completion) */
-    LLM_RANK = 1      /* score each choice as a continuation; no text generated */
+    LLM_RANK = 1,     /* score each choice as a continuation; no text generated */
+    LLM_EMBED = 2     /* an embedding of prompt (raw text, no chat template); the local backend
+                       * only, and a call holds embedding requests alone */
 };
 
 typedef struct llm_request {
@@ -59,6 +61,8 @@ typedef struct llm_response {
     double cpu_s;          /* CPU seconds spent on it (local backend), 0 otherwise */
     double ttft_s;         /* time to first token when streamed, else 0 */
     double *choice_logprob;/* LLM_RANK: malloc'd [n_choices] summed log-probabilities */
+    float *embedding;      /* LLM_EMBED: malloc'd [n_embedding] */
+    int n_embedding;
     int choice;            /* LLM_RANK: argmax index, -1 if none */
     char *finish_reason;   /* malloc'd, may be NULL */
     int tokens_cached_in;  /* of tokens_in, read from the provider's prompt cache (billed at the

@@ -98,6 +98,10 @@ static void prep_request(local_impl *im, const llm_request *r, local_prep *p, pw
         return;
     }
     const model *m = engine_model(im->en);
+    if (r->mode == LLM_EMBED) {
+        p->err = str_dup("embedding requests go in a call of their own");
+        return;
+    }
     if (r->mode == LLM_RANK) {
         if (r->n_choices < 1 || !r->choices) {
             p->err = str_dup("rank request without choices");
@@ -340,6 +344,72 @@ static int same_vectors(const llm_request *a, const llm_request *b)
     return na == nb && (na == 0 || a->prefix_embeds == b->prefix_embeds) && a->adapter == b->adapter;
 }
 
+/* LLM_EMBED: each prompt's tokens (no chat template), the mean of the model's last hidden states
+ * over them, im->batch sequences per engine call. */
+static int local_embed(llm_backend *b, local_impl *im, const llm_request *reqs, size_t n, llm_response *out,
+                       llm_done_fn done, void *ctx, pwb_err *e)
+{
+    const model *m = engine_model(im->en);
+    const int d = engine_n_embd(im->en);
+    size_t step = im->batch > 0 ? (size_t)im->batch : 1;
+    int32_t **ids = calloc(step, sizeof *ids);
+    int *lens = calloc(step, sizeof *lens);
+    size_t *map = calloc(step, sizeof *map);
+    float *vec = malloc(step * (size_t)d * sizeof *vec);
+    int rc = !ids || !lens || !map || !vec ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+    for (size_t i0 = 0; !rc && i0 < n; i0 += step) {
+        if (b->stop && *b->stop) {
+            rc = err_set(e, PWB_EINTR, "interrupted");
+            break;
+        }
+        size_t i1 = i0 + step < n ? i0 + step : n;
+        int nb = 0;
+        double w0 = timer_wall(), c0 = timer_cpu(), work = 0;
+        for (size_t i = i0; i < i1; i++) {
+            pwb_err te = {0};
+            out[i].choice = -1;
+            if (reqs[i].mode != LLM_EMBED) {
+                set_error(&out[i], "embedding requests go in a call of their own");
+                continue;
+            }
+            if (tune_tokenize(m, reqs[i].prompt ? reqs[i].prompt : "", 0, 0, &ids[nb], &lens[nb], &te) != PWB_OK ||
+                lens[nb] == 0) {
+                set_error(&out[i], lens[nb] == 0 && !te.code ? "empty text" : te.msg);
+                free(ids[nb]);
+                ids[nb] = NULL;
+                continue;
+            }
+            work += lens[nb];
+            map[nb++] = i;
+        }
+        if (nb > 0)
+            rc = engine_mean_hidden(im->en, (const int32_t *const *)ids, lens, nb, vec, e);
+        double wall = timer_wall() - w0, cpu = timer_cpu() - c0;
+        for (int k = 0; k < nb; k++) {
+            llm_response *o = &out[map[k]];
+            o->tokens_in = lens[k];
+            o->tokens_out = 0;
+            o->latency_s = work > 0 ? wall * lens[k] / work : 0;
+            o->cpu_s = work > 0 ? cpu * lens[k] / work : 0;
+            if (!rc && (o->embedding = malloc((size_t)d * sizeof *o->embedding))) {
+                memcpy(o->embedding, vec + (size_t)k * d, (size_t)d * sizeof *vec);
+                o->n_embedding = d;
+            } else if (!rc) {
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+            }
+            free(ids[k]);
+            ids[k] = NULL;
+        }
+        for (size_t i = i0; !rc && done && i < i1; i++)
+            done(ctx, i, &out[i]);
+    }
+    free(ids);
+    free(lens);
+    free(map);
+    free(vec);
+    return rc;
+}
+
 static int local_run(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done,
                      void *ctx, pwb_err *e)
 {
@@ -348,6 +418,8 @@ static int local_run(llm_backend *b, const llm_request *reqs, size_t n, llm_resp
         return PWB_OK;
     if (!reqs || !out)
         return err_set(e, PWB_EINVAL, "local: no requests");
+    if (reqs[0].mode == LLM_EMBED)
+        return local_embed(b, im, reqs, n, out, done, ctx, e);
     local_prep *pp = calloc(n, sizeof *pp);
     if (!pp)
         return err_set(e, PWB_ENOMEM, "out of memory");

@@ -328,6 +328,8 @@ int run_execute(runner *R, pwb_err *e)
         if (!rc && R->me[c->k].rank && R->me[c->k].calib != CALIB_NONE && c->n_todo > 0)
             rc = run_calibrate(R, c, e);
         if (!rc)
+            rc = run_cell_neighbours(R, c, e);
+        if (!rc)
             rc = run_cell(R, c, e);
         if (c->job) { /* the vectors (adapter) were for this cell only */
             softprompt_free(&c->job->prompt);

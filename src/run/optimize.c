@@ -132,7 +132,7 @@ static void cand_cell(search *S, const cand *cd, rcell *tmp, ds_card *card, cons
 {
     const rds *d = &S->R->ds[S->c->d];
     *tmp = *S->c;
-    *card = d->card;
+    *card = *run_cell_card(S->R, S->c);
     if (cd->instruction)
         card->instruction = (char *)cd->instruction;
     for (int i = 0; i < cd->n_demo; i++)

@@ -143,6 +143,10 @@ static int prepare_methods(runner *R, pwb_err *e)
         }
         if (m->sm->shots >= 0)
             m->tpl.shots = m->sm->shots;
+        if (m->sm->shot_pick)
+            m->tpl.shot_pick = template_shot_pick_parse(m->sm->shot_pick);
+        if (m->sm->shots_as_turns >= 0)
+            m->tpl.shots_as_turns = m->sm->shots_as_turns;
         if (m->soft && m->tpl.shots > 0) {
             log_warn("%s: method '%s': soft prompts are trained and scored without shots; %s's %d are left out",
                      R->suite.path, m->sm->name, m->tpl_path, m->tpl.shots);
@@ -266,7 +270,7 @@ static int item_render(runner *R, const rcell *c, item *it, const ds_example *x,
 {
     rds *d = &R->ds[c->d];
     const pwb_template *t = run_cell_template(R, c);
-    const ds_card *card = c->card_over ? c->card_over : &d->card;
+    const ds_card *card = run_cell_card(R, c);
     buf_init(&it->flat);
     if (c->fixed_demos)
         return template_render(t, card, x, c->demos, c->n_demos, &it->prompt, e);
@@ -275,9 +279,15 @@ static int item_render(runner *R, const rcell *c, item *it, const ds_example *x,
     size_t rows[RUN_MAX_SHOTS];
     int ns = m->tpl.shots;
     if (ns > 0) {
-        const ds_data *sd = c->has_pool ? &c->pool : shot_data(d);
-        int rc = template_pick_shots(&m->tpl, &d->card, sd, shot_query, d->shots_same && !c->has_pool,
-                                     R->suite.seed, rows, e);
+        const ds_data *sd = run_cell_shot_pool(R, c);
+        const size_t *near = NULL;
+        if (c->near && shot_query != SIZE_MAX && c->near_k == ns)
+            for (size_t i = 0; i < c->n_rows && !near; i++)
+                if (c->rows[i] == shot_query)
+                    near = c->near + i * (size_t)ns;
+        int rc = near ? (memcpy(rows, near, (size_t)ns * sizeof *rows), PWB_OK)
+                      : template_pick_shots(&m->tpl, &d->card, sd, shot_query, d->shots_same && !c->has_pool,
+                                            R->suite.seed, rows, e);
         if (rc)
             return rc;
         for (int i = 0; i < ns; i++) {
@@ -286,7 +296,7 @@ static int item_render(runner *R, const rcell *c, item *it, const ds_example *x,
             shots[i] = &sd->ex[rows[i]];
         }
     }
-    return template_render(&m->tpl, &d->card, x, shots, ns, &it->prompt, e);
+    return template_render(&m->tpl, card, x, shots, ns, &it->prompt, e);
 }
 
 static int item_request(runner *R, const rcell *c, item *it, const ds_example *x, pwb_buf *scratch, pwb_err *e);
@@ -294,6 +304,16 @@ static int item_request(runner *R, const rcell *c, item *it, const ds_example *x
 const pwb_template *run_cell_template(const runner *R, const rcell *c)
 {
     return c->tpl_over ? c->tpl_over : &R->me[c->k].tpl;
+}
+
+const ds_card *run_cell_card(const runner *R, const rcell *c)
+{
+    return c->card_over ? c->card_over : c->has_words ? &c->words : &R->ds[c->d].card;
+}
+
+const ds_data *run_cell_shot_pool(const runner *R, const rcell *c)
+{
+    return c->has_pool ? &c->pool : shot_data(&R->ds[c->d]);
 }
 
 int run_item_build_example(runner *R, const rcell *c, item *it, const ds_example *x, pwb_buf *scratch, pwb_err *e)
@@ -358,7 +378,7 @@ static int item_request(runner *R, const rcell *c, item *it, const ds_example *x
     q->top_p = 1.0;
     q->seed = R->suite.seed;
     if (m->rank) {
-        if (!(it->choices = template_choices(t, &R->ds[c->d].card, x, &it->n_choices)))
+        if (!(it->choices = template_choices(t, run_cell_card(R, c), x, &it->n_choices)))
             return err_set(e, PWB_ENOMEM, "out of memory");
         q->choices = (const char *const *)it->choices;
         q->n_choices = it->n_choices;
@@ -566,6 +586,29 @@ static int cell_pool(runner *R, rcell *c, pwb_err *e)
     return PWB_OK;
 }
 
+/* label_words: a view of the card whose labels carry the method's words (aliases and values as
+ * the card has them, so answers are still read and stored by label). */
+static int cell_words(runner *R, rcell *c, pwb_err *e)
+{
+    const suite_method *sm = R->me[c->k].sm;
+    const ds_card *card = &R->ds[c->d].card;
+    if (sm->n_label_words <= 0)
+        return PWB_OK;
+    if (sm->n_label_words != card->n_labels)
+        return err_set(e, PWB_EINVAL, "%s: method '%s': label_words has %d words; card %s has %d labels", R->suite.path,
+                       sm->name, sm->n_label_words, card->path, card->n_labels);
+    c->words = *card;
+    if (!(c->words.labels = malloc((size_t)card->n_labels * sizeof *c->words.labels)))
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    for (int i = 0; i < card->n_labels; i++) {
+        c->words.labels[i] = card->labels[i];
+        c->words.labels[i].verbalizer = sm->label_words[i];
+    }
+    c->words.relabeled = 1;
+    c->has_words = 1;
+    return PWB_OK;
+}
+
 long run_cell_budget(const runner *R, const rcell *c)
 {
     const rmethod *m = &R->me[c->k];
@@ -677,7 +720,9 @@ static int prepare_cells(runner *R, pwb_err *e)
                 if (!rc)
                     rc = cell_pool(R, c, e);
                 if (!rc)
-                    rc = scorer_init(&c->sc, &R->ds[di].card, R->me[k].tpl.answer_pattern, e);
+                    rc = cell_words(R, c, e);
+                if (!rc)
+                    rc = scorer_init(&c->sc, run_cell_card(R, c), R->me[k].tpl.answer_pattern, e);
                 if (!rc && R->me[k].sm->served_model)
                     rc = cell_served(R, c, e);
                 if (!rc && R->me[k].soft && !c->be)

@@ -33,7 +33,7 @@ int req_canonical(const llm_config *cfg, const llm_request *r, pwb_buf *out)
     bad = bad || add_str(o, "model", cfg->model);
     if (cfg->chat_template)
         bad = bad || add_str(o, "chat_template", cfg->chat_template);
-    bad = bad || add_str(o, "mode", r->mode == LLM_RANK ? "rank" : "generate");
+    bad = bad || add_str(o, "mode", r->mode == LLM_RANK ? "rank" : r->mode == LLM_EMBED ? "embed" : "generate");
     /* only when there is one: hard-prompt keys stay what they were */
     if (r->n_prefix_embeds > 0) {
         bad = bad || add_str(o, "soft_prompt", r->prefix_id);

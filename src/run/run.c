@@ -75,6 +75,8 @@ static void runner_free(runner *R)
         free(R->cells[i].pool.ex); /* a view: its examples belong to the shot split */
         free(R->cells[i].prior);
         template_free(&R->cells[i].own_tpl);
+        free(R->cells[i].words.labels); /* a view: only the array is its own */
+        free(R->cells[i].near);
         softjob_free(R->cells[i].job);
         free(R->cells[i].job);
         free(R->cells[i].soft_dir);

@@ -109,6 +109,12 @@ typedef struct rcell {
      * that model id (what the requests name and the response cache keys on). NULL otherwise. */
     llm_backend *be;
     llm_config cfg;
+    ds_card words;        /* label_words: the dataset's card with those verbalizers (a shallow copy
+                           * whose labels array is owned) */
+    int has_words;
+    size_t *near;         /* shot_pick similar: for each of the cell's rows (rows[i]) its shots'
+                           * indices into the shot pool, near_k of them, nearest first */
+    int near_k;
 } rcell;
 
 typedef struct runner {
@@ -188,6 +194,14 @@ int run_item_build_input(runner *R, const rcell *c, item *it, const char *input,
 int run_item_build_example(runner *R, const rcell *c, item *it, const ds_example *x, pwb_buf *scratch, pwb_err *e);
 /* The template cell c renders with. */
 const pwb_template *run_cell_template(const runner *R, const rcell *c);
+/* The card a cell renders and ranks with: a search candidate's, its label_words view, or the
+ * dataset's. */
+const ds_card *run_cell_card(const runner *R, const rcell *c);
+/* The pool a cell's shots come from (its train_limit's rows, or the whole shot split). */
+const ds_data *run_cell_shot_pool(const runner *R, const rcell *c);
+/* shot_pick similar: embeds the cell's shot pool and rows (through the response cache) and keeps
+ * each row's nearest shots (embed.c). Needs the database open. */
+int run_cell_neighbours(runner *R, rcell *c, pwb_err *e);
 /* Candidate template t of a method: 0 its own, k the (k-1)th of optimize.templates. */
 const pwb_template *run_method_template(const rmethod *m, int t);
 /* The labelled training examples the cell's method may read (-1: all of the split). */

@@ -8,6 +8,7 @@
 
 #include "llm/provider.h"
 #include "task/catalog.h"
+#include "task/template.h"
 #include "task/calib.h"
 #include "tune/softprompt.h"
 #include "util/buf.h"
@@ -37,6 +38,10 @@ static void method_free(suite_method *m)
     free(m->calibration);
     free(m->served_model);
     cJSON_Delete(m->optimize);
+    free(m->shot_pick);
+    for (int i = 0; i < m->n_label_words; i++)
+        free(m->label_words[i]);
+    free(m->label_words);
     memset(m, 0, sizeof *m);
 }
 
@@ -526,6 +531,13 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         suite_method *m = &s->methods[s->n_methods++];
         memset(m, 0, sizeof *m);
         m->shots = base->shots;
+        m->shots_as_turns = base->shots_as_turns;
+        m->shot_pick = base->shot_pick ? str_dup(base->shot_pick) : NULL;
+        int words_oom = 0;
+        if (base->n_label_words > 0 && (m->label_words = calloc((size_t)base->n_label_words, sizeof(char *))))
+            for (int w = 0; w < base->n_label_words; w++)
+                words_oom |= !(m->label_words[m->n_label_words++] = str_dup(base->label_words[w]));
+        words_oom |= base->n_label_words > 0 && !m->label_words;
         m->limit = base->limit;
         m->train_limit = base->train_limit;
         m->calibration = base->calibration ? str_dup(base->calibration) : NULL;
@@ -539,7 +551,8 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
         cJSON *point = cJSON_CreateObject();
         int oom = !m->scoring || !m->sweep || (base->template_path && !m->template_path) ||
                   (base->calibration && !m->calibration) || (base->optimize && !m->optimize) ||
-                  (base->soft_prompt && !m->soft_prompt) || !point;
+                  (base->soft_prompt && !m->soft_prompt) || !point || words_oom ||
+                  (base->shot_pick && !m->shot_pick);
         buf_reset(&name);
         oom |= buf_puts(&name, base->name) | buf_putc(&name, '[');
         for (int a = 0; a < nax && !oom; a++) {
@@ -663,11 +676,34 @@ static int id_printable(const char *s)
     return 1;
 }
 
+/* "label_words": a list of non-empty strings, one per label of the card (checked per dataset). */
+static int get_words(sctx *x, const cJSON *it, const char *where, suite_method *m)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, "label_words");
+    if (!v || cJSON_IsNull(v))
+        return PWB_OK;
+    int n = cJSON_GetArraySize(v);
+    if (!cJSON_IsArray(v) || n < 1 || n > 1000)
+        return err_set(x->e, PWB_EINVAL, "%s: %s.label_words must be a list of words, one per label", x->path, where);
+    if (!(m->label_words = calloc((size_t)n, sizeof *m->label_words)))
+        return err_set(x->e, PWB_ENOMEM, "out of memory");
+    const cJSON *w;
+    cJSON_ArrayForEach(w, v)
+    {
+        if (!cJSON_IsString(w) || !w->valuestring[0] || strlen(w->valuestring) > 256)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.label_words[%d] must be a non-empty string", x->path, where,
+                           m->n_label_words);
+        if (!(m->label_words[m->n_label_words++] = str_dup(w->valuestring)))
+            return err_set(x->e, PWB_ENOMEM, "out of memory");
+    }
+    return PWB_OK;
+}
+
 static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
 {
     static const char *const keys[] = {"name",        "template",    "scoring", "shots",    "limit", "soft_prompt", "lora",
                                        "prefix",      "calibration", "train_limit", "sweep", "optimize",
-                                       "served_model", NULL};
+                                       "served_model", "shot_pick", "shots_as_turns", "label_words", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "methods", &n, &rc);
     if (!a)
@@ -717,6 +753,16 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         if ((rc = get_num(x, it, "shots", where, -1, 64, 1, &shots)))
             return rc;
         m->shots = (int)shots;
+        if ((rc = get_str(x, it, "shot_pick", where, 0, &m->shot_pick)))
+            return rc;
+        if (m->shot_pick && template_shot_pick_parse(m->shot_pick) < 0)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.shot_pick must be \"first\", \"random\", \"balanced\" or "
+                           "\"similar\", not \"%s\"", x->path, where, m->shot_pick);
+        m->shots_as_turns = -1;
+        if ((rc = get_bool(x, it, "shots_as_turns", where, &m->shots_as_turns)))
+            return rc;
+        if ((rc = get_words(x, it, where, m)))
+            return rc;
         double limit = 0;
         if ((rc = get_num(x, it, "limit", where, 0, 1e9, 1, &limit)))
             return rc;
@@ -763,6 +809,9 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         }
         if (!m->template_path && !m->soft_prompt)
             return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);
+        if (soft && (m->shot_pick || m->shots_as_turns >= 0 || m->label_words))
+            return err_set(x->e, PWB_EINVAL, "%s: %s: shot_pick, shots_as_turns and label_words are for hard prompts",
+                           x->path, where);
         const cJSON *op = cJSON_GetObjectItemCaseSensitive(it, "optimize");
         const cJSON *swp = cJSON_GetObjectItemCaseSensitive(it, "sweep");
         if ((rc = get_str(x, it, "served_model", where, 0, &m->served_model)))

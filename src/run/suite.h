@@ -72,6 +72,11 @@ typedef struct suite_method {
     char *template_path;  /* hard prompt: template file (resolved against the suite and templates/) */
     char *scoring;        /* "generate" (default) or "rank" */
     int shots;            /* overrides the template's shot count when >= 0 */
+    char *shot_pick;      /* overrides the template's shot_pick ("first", ..., "similar"); NULL: keep */
+    int shots_as_turns;   /* overrides the template's shots_as_turns when >= 0 */
+    char **label_words;   /* the words labels are shown and ranked as, in the card's label order
+                           * (a verbalizer search); NULL: the card's verbalizers */
+    int n_label_words;
     long limit;           /* scores only the first `limit` rows of each dataset's seeded sample (0:
                            * all): the same rows as a dataset limit of that size, for costly sweeps */
     cJSON *soft_prompt;   /* tuning settings ("soft_prompt", "lora" or "prefix"), NULL for hard prompts (owned) */

@@ -71,6 +71,8 @@ typedef struct ds_card {
     int n_option_fields;
     char *option_label_field;
     char *dir;             /* folder of the card file */
+    int relabeled;         /* a view whose verbalizers a method's label_words replaced: shots show
+                            * their label's word, not the answer as read */
 } ds_card;
 
 /* Loader limits: inputs are untrusted. */

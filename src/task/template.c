@@ -2,6 +2,7 @@
  * selection and rendering into role messages. */
 #include "task/template.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +20,18 @@
 #define TPL_MAX_SHOTS 64
 
 static const char *kind_names[] = {"zero-shot", "few-shot", "cot", "role"};
-static const char *pick_names[] = {"first", "random", "balanced"};
+static const char *pick_names[] = {"first", "random", "balanced", "similar"};
 
 const char *template_kind_name(int kind) { return kind >= 0 && kind < 4 ? kind_names[kind] : "unknown"; }
-const char *template_shot_pick_name(int pick) { return pick >= 0 && pick < 3 ? pick_names[pick] : "unknown"; }
+const char *template_shot_pick_name(int pick) { return pick >= 0 && pick < 4 ? pick_names[pick] : "unknown"; }
+
+int template_shot_pick_parse(const char *name)
+{
+    for (int i = 0; name && i < 4; i++)
+        if (!strcmp(name, pick_names[i]))
+            return i;
+    return -1;
+}
 
 void template_init(pwb_template *t) { memset(t, 0, sizeof *t); }
 
@@ -71,15 +80,15 @@ static int header_line(pwb_template *t, const char *line, int ln, unsigned *seen
         return err_set(e, PWB_ENOMEM, "out of memory");
     str_trim(val);
     static const char *keys[] = {"name", "kind", "shots", "shot_pick", "answer", "task", "max_tokens", "description",
-                                 "target_delimiter", "choices"};
+                                 "target_delimiter", "choices", "shots_as_turns"};
     int k = -1;
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < 11; i++)
         if (!strcmp(key, keys[i]))
             k = i;
     int rc = PWB_OK;
     if (k < 0) {
         rc = err_set(e, PWB_EPARSE, "%s:%d: unknown header key '%s' (name, kind, shots, shot_pick, answer, task, "
-                     "max_tokens, description, target_delimiter, choices)", p, ln, key);
+                     "max_tokens, description, target_delimiter, choices, shots_as_turns)", p, ln, key);
         goto out;
     }
     if (*seen & (1u << k)) {
@@ -111,12 +120,10 @@ static int header_line(pwb_template *t, const char *line, int ln, unsigned *seen
         }
         break;
     case 3:
-        t->shot_pick = -1;
-        for (int i = 0; i < 3; i++)
-            if (!strcmp(val, pick_names[i]))
-                t->shot_pick = i;
+        t->shot_pick = template_shot_pick_parse(val);
         if (t->shot_pick < 0)
-            rc = err_set(e, PWB_EPARSE, "%s:%d: shot_pick '%s' is not one of first, random, balanced", p, ln, val);
+            rc = err_set(e, PWB_EPARSE, "%s:%d: shot_pick '%s' is not one of first, random, balanced, similar", p, ln,
+                         val);
         break;
     case 4: {
         char what[600];
@@ -167,6 +174,12 @@ static int header_line(pwb_template *t, const char *line, int ln, unsigned *seen
         else
             rc = err_set(e, PWB_EPARSE, "%s:%d: choices '%s' is not one of text (rank the options' texts), label "
                          "(rank the labels)", p, ln, val);
+        break;
+    case 10:
+        if (!strcmp(val, "true") || !strcmp(val, "false"))
+            t->shots_as_turns = val[0] == 't';
+        else
+            rc = err_set(e, PWB_EPARSE, "%s:%d: shots_as_turns must be true or false", p, ln);
         break;
     }
 out:
@@ -426,7 +439,7 @@ int template_check(const pwb_template *t, const ds_card *c, pwb_err *e)
     free(k.fields);
     if (rc)
         return e && e->code ? e->code : rc;
-    if (t->shots > 0 && !k.uses_shots)
+    if (t->shots > 0 && !k.uses_shots && !t->shots_as_turns)
         return err_set(e, PWB_EINVAL, "%s: shots is %d but the body never uses {{#shots}}", t->path, t->shots);
     if (t->shots > 0 && !c->few_shot_split)
         return err_set(e, PWB_EINVAL, "%s: needs %d shots but dataset %s has no few_shot_split (or train split)",
@@ -508,7 +521,7 @@ int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *
                 out_rows[k++] = i;
         return PWB_OK;
     }
-    if (t->shot_pick == SHOTS_BALANCED && c->n_labels > 0) {
+    if ((t->shot_pick == SHOTS_BALANCED || t->shot_pick == SHOTS_SIMILAR) && c->n_labels > 0) {
         int L = c->n_labels;
         /* which labels get the extra shots when n is not a multiple of L: a seeded order */
         size_t *order = malloc((size_t)L * sizeof *order);
@@ -533,6 +546,49 @@ int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *
     if (k < n)
         return err_set(e, PWB_ERANGE, "%s: could only pick %d of %d shots", t->path, k, n);
     return PWB_OK;
+}
+
+int template_nearest(const float *pool, size_t n, int dim, const float *q, const unsigned char *skip, int k,
+                     size_t *out)
+{
+    if (k <= 0 || dim <= 0 || !pool || !q)
+        return 0;
+    double *best = malloc((size_t)k * sizeof *best);
+    if (!best)
+        return 0;
+    double qn = 0;
+    for (int j = 0; j < dim; j++)
+        qn += (double)q[j] * q[j];
+    qn = qn > 0 ? 1.0 / sqrt(qn) : 0;
+    int got = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (skip && skip[i])
+            continue;
+        const float *x = pool + i * (size_t)dim;
+        double dot = 0, xn = 0;
+        for (int j = 0; j < dim; j++) {
+            dot += (double)x[j] * q[j];
+            xn += (double)x[j] * x[j];
+        }
+        double sim = xn > 0 ? dot * qn / sqrt(xn) : -2.0;
+        /* insertion into the sorted top k: strictly better moves up, so ties keep the lower row */
+        int at = got < k ? got : k;
+        while (at > 0 && sim > best[at - 1])
+            at--;
+        if (at >= k)
+            continue;
+        int last = got < k ? got : k - 1;
+        for (int j = last; j > at; j--) {
+            best[j] = best[j - 1];
+            out[j] = out[j - 1];
+        }
+        best[at] = sim;
+        out[at] = i;
+        if (got < k)
+            got++;
+    }
+    free(best);
+    return got;
 }
 
 /* ---- rendering ---- */
@@ -610,7 +666,8 @@ static int tpl_lookup(void *ud, const mus_frame *f, const char *name, mus_val *v
         if (!strcmp(name, "input") || !strcmp(name, "."))
             return set_str(v, x->input);
         if (!strcmp(name, "answer") || !strcmp(name, "label"))
-            return set_str(v, x->answer);
+            return set_str(v, c->relabeled && x->label >= 0 && x->label < c->n_labels ? c->labels[x->label].verbalizer
+                                                                                      : x->answer);
         if (!strcmp(name, "rationale"))
             return x->rationale ? set_str(v, x->rationale) : 0;
         if (!strcmp(name, "choices"))
@@ -739,8 +796,70 @@ static int add_msg(tpl_prompt *p, const char *role, const char *s, size_t n)
     return 0;
 }
 
+static int render_one(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
+                      int n_shots, tpl_prompt *out, pwb_err *e);
+
+/* Moves p's messages onto out (system ones only when keep_system), emptying p. */
+static int take_msgs(tpl_prompt *out, tpl_prompt *p, int keep_system)
+{
+    tpl_message *m = realloc(out->msgs, ((size_t)out->n + (size_t)p->n + 1) * sizeof *m);
+    if (!m)
+        return -1;
+    out->msgs = m;
+    for (int i = 0; i < p->n; i++) {
+        if (!keep_system && !strcmp(p->msgs[i].role, "system")) {
+            free(p->msgs[i].role);
+            free(p->msgs[i].content);
+            continue;
+        }
+        out->msgs[out->n++] = p->msgs[i];
+    }
+    free(p->msgs);
+    p->msgs = NULL;
+    p->n = 0;
+    return 0;
+}
+
+/* Each shot as the template rendered for it alone, then its answer as the assistant's reply; the
+ * template's system section once, at the top. */
+static int render_turns(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
+                        int n_shots, tpl_prompt *out, pwb_err *e)
+{
+    tpl_prompt one;
+    int rc = PWB_OK;
+    for (int i = 0; i <= n_shots && !rc; i++) {
+        const ds_example *x = i < n_shots ? shots[i] : ex;
+        if ((rc = render_one(t, c, x, NULL, 0, &one, e)))
+            break;
+        if (take_msgs(out, &one, i == 0)) {
+            tpl_prompt_free(&one);
+            rc = err_set(e, PWB_ENOMEM, "out of memory");
+            break;
+        }
+        if (i == n_shots)
+            break;
+        const char *ans = c->relabeled && x->label >= 0 && x->label < c->n_labels ? c->labels[x->label].verbalizer
+                                                                                   : x->answer;
+        if (add_msg(out, "assistant", ans ? ans : "", ans ? strlen(ans) : 0))
+            rc = err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    if (rc)
+        tpl_prompt_free(out);
+    return rc;
+}
+
 int template_render(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
                     int n_shots, tpl_prompt *out, pwb_err *e)
+{
+    if (t->shots_as_turns && shots && n_shots > 0) {
+        memset(out, 0, sizeof *out);
+        return render_turns(t, c, ex, shots, n_shots, out, e);
+    }
+    return render_one(t, c, ex, shots, n_shots, out, e);
+}
+
+static int render_one(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
+                      int n_shots, tpl_prompt *out, pwb_err *e)
 {
     memset(out, 0, sizeof *out);
     if (!t->root && !t->n_sections)

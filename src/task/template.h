@@ -11,7 +11,9 @@
 #include "util/err.h"
 
 enum tpl_kind { TPL_ZERO_SHOT = 0, TPL_FEW_SHOT, TPL_COT, TPL_ROLE };
-enum tpl_shot_pick { SHOTS_FIRST = 0, SHOTS_RANDOM, SHOTS_BALANCED };
+/* similar: the k training rows nearest the query by embedding (the runner computes them; where
+ * it cannot, e.g. a calibration input, the pick is balanced). */
+enum tpl_shot_pick { SHOTS_FIRST = 0, SHOTS_RANDOM, SHOTS_BALANCED, SHOTS_SIMILAR };
 /* What rank scoring compares: auto = the options' texts where rows have options, else labels. */
 enum tpl_choices { TPL_CHOICES_AUTO = 0, TPL_CHOICES_TEXT, TPL_CHOICES_LABEL };
 
@@ -29,6 +31,9 @@ typedef struct pwb_template {
     int kind;         /* enum tpl_kind */
     int shots;        /* number of few-shot examples */
     int shot_pick;    /* enum tpl_shot_pick */
+    int shots_as_turns; /* header "shots_as_turns": each shot is its own user turn (the template
+                         * rendered for it without shots) and assistant turn (its answer), before
+                         * the query (lm-evaluation-harness's fewshot_as_multiturn) */
     char *answer_pattern; /* header "answer" (PCRE2), NULL = the card's default */
     char *task;       /* header "task": "classification" (generic) or a dataset name */
     int max_tokens;   /* header "max_tokens", default 16 (cot: 256) */
@@ -66,12 +71,18 @@ int template_check(const pwb_template *t, const ds_card *c, pwb_err *e);
 /* 1 when the template's "task" fits the card (empty, the card's task type, or its name). */
 int template_applies(const pwb_template *t, const ds_card *c);
 const char *template_kind_name(int kind);      /* "zero-shot", "few-shot", "cot", "role" */
-const char *template_shot_pick_name(int pick); /* "first", "random", "balanced" */
+const char *template_shot_pick_name(int pick); /* "first", "random", "balanced", "similar" */
+int template_shot_pick_parse(const char *name); /* -1 when unknown */
 /* Picks t->shots rows (never query_row when same_split) from the shot split: first, seeded random,
- * or label-balanced; the same seed gives every query the same shots (shared KV prefix) except
+ * or label-balanced (similar: balanced, the runner replaces it); the same seed gives every query the same shots (shared KV prefix) except
  * where a query is itself one of them. To override the count, copy the struct and set shots. */
 int template_pick_shots(const pwb_template *t, const ds_card *c, const ds_data *shots_from, size_t query_row,
                         int same_split, uint64_t seed, size_t *out_rows, pwb_err *e);
+/* The k rows of pool (n rows of dim floats) nearest q by cosine similarity, best first, ties to
+ * the lower row; rows whose skip flag is set (may be NULL) are passed over. Returns how many were
+ * found (fewer than k when the pool is short). */
+int template_nearest(const float *pool, size_t n, int dim, const float *q, const unsigned char *skip, int k,
+                     size_t *out);
 /* Renders the prompt for one example with the given shots. Thread-safe for a shared t and c. */
 int template_render(const pwb_template *t, const ds_card *c, const ds_example *ex, const ds_example *const *shots,
                     int n_shots, tpl_prompt *out, pwb_err *e);

@@ -749,3 +749,39 @@ Test(forward, synthetic_qwen2_bias_untied)
     }
     rmdir(dir);
 }
+
+/* Sentence embeddings: a batch gives each sequence what it gets alone, a sequence's mean is its
+ * prefix's mean moved by its later positions only (causal), and the head is not needed. */
+Test(forward, mean_hidden_batched_equals_single)
+{
+    engine *en = open_model(TS_GGUF, 5);
+    int V = engine_n_vocab(en), d = engine_n_embd(en);
+    int32_t a[9], b[4];
+    fill_ids(a, 9, 3, V);
+    fill_ids(b, 4, 4, V);
+    const int32_t *ids[2] = {a, b};
+    int lens[2] = {9, 4};
+    float *two = malloc((size_t)2 * d * 4), *one = malloc((size_t)d * 4), *pre = malloc((size_t)d * 4);
+    pwb_err e = {0};
+    cr_assert_eq(engine_mean_hidden(en, ids, lens, 2, two, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(engine_mean_hidden(en, ids + 1, lens + 1, 1, one, &e), PWB_OK, "%s", e.msg);
+    cr_expect(max_abs_diff(two + d, one, (size_t)d) < 1e-5f);
+    cr_assert_eq(engine_mean_hidden(en, ids, lens, 1, one, &e), PWB_OK, "%s", e.msg);
+    cr_expect(max_abs_diff(two, one, (size_t)d) < 1e-5f);
+    /* b's first token alone vs a sequence starting with it: different means, both finite */
+    int l1 = 1;
+    cr_assert_eq(engine_mean_hidden(en, ids + 1, &l1, 1, pre, &e), PWB_OK, "%s", e.msg);
+    cr_expect(max_abs_diff(pre, two + d, (size_t)d) > 1e-3f);
+    for (int j = 0; j < d; j++)
+        cr_assert(isfinite(two[j]) && isfinite(pre[j]));
+    /* empty or out-of-range input is refused */
+    int l0 = 0;
+    cr_expect_neq(engine_mean_hidden(en, ids, &l0, 1, one, &e), PWB_OK);
+    int32_t bad = V + 5;
+    const int32_t *pb = &bad;
+    cr_expect_neq(engine_mean_hidden(en, &pb, &l1, 1, one, &e), PWB_OK);
+    free(two);
+    free(one);
+    free(pre);
+    engine_close(en);
+}

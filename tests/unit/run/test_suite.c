@@ -235,3 +235,40 @@ Test(suite, garbage_never_crashes)
         suite_free(&s);
     }
 }
+
+/* Example selection and label words: method keys that override the template, kept through sweeps. */
+Test(suite, shot_pick_turns_and_label_words)
+{
+    const char *json = "{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"n\",\"template\":\"sst2-review\","
+                       "\"shots\":4,\"shot_pick\":\"similar\",\"shots_as_turns\":true,\"train_limit\":100,"
+                       "\"label_words\":[\"bad\",\"great\"],\"scoring\":\"rank\","
+                       "\"sweep\":{\"calibration\":[\"none\",\"contextual\"]}},"
+                       "{\"name\":\"z\",\"template\":\"zero-shot\"}]}";
+    pwb_suite s;
+    suite_init(&s);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(suite_parse(&s, json, strlen(json), "suites/ok.json", &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.n_methods, 3);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_str_eq(s.methods[i].shot_pick, "similar");
+        cr_assert_eq(s.methods[i].shots_as_turns, 1);
+        cr_assert_eq(s.methods[i].n_label_words, 2);
+        cr_assert_str_eq(s.methods[i].label_words[1], "great");
+    }
+    cr_assert_null(s.methods[2].shot_pick);
+    cr_assert_eq(s.methods[2].shots_as_turns, -1);
+    cr_assert_eq(s.methods[2].n_label_words, 0);
+    suite_free(&s);
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"shot_pick\":\"near\"}]}",
+        "methods[0].shot_pick must be \"first\", \"random\", \"balanced\" or \"similar\"");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"shots_as_turns\":\"y\"}]}",
+        "methods[0].shots_as_turns must be true or false");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"label_words\":[\"a\",3]}]}",
+        "methods[0].label_words[1] must be a non-empty string");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"label_words\":\"a\"}]}",
+        "methods[0].label_words must be a list of words");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"soft_prompt\":{\"tokens\":4},"
+        "\"label_words\":[\"a\",\"b\"]}]}",
+        "shot_pick, shots_as_turns and label_words are for hard prompts");
+}

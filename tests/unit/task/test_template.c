@@ -369,3 +369,89 @@ Test(shots, ag_news_one_per_class_from_train)
     ds_data_free(&te);
     card_free(&c);
 }
+
+Test(shots, nearest_by_cosine)
+{
+    /* four 2-d rows: the query (1, 0.1) is nearest row 2 (1, 0), then row 0 (2, 1); row 3 points away */
+    const float pool[] = {2, 1, 0, 1, 1, 0, -1, 0};
+    const float q[] = {1, 0.1f};
+    size_t out[4];
+    cr_assert_eq(template_nearest(pool, 4, 2, q, NULL, 2, out), 2);
+    cr_assert_eq(out[0], 2);
+    cr_assert_eq(out[1], 0);
+    /* a skipped row is passed over; k beyond the usable rows gives fewer */
+    unsigned char skip[4] = {0, 0, 1, 0};
+    cr_assert_eq(template_nearest(pool, 4, 2, q, skip, 4, out), 3);
+    cr_assert(out[0] == 0 && out[1] == 1 && out[2] == 3, "got %zu %zu %zu", out[0], out[1], out[2]);
+    /* ties go to the lower row */
+    const float same[] = {1, 0, 1, 0, 1, 0};
+    cr_assert_eq(template_nearest(same, 3, 2, q, NULL, 2, out), 2);
+    cr_assert(out[0] == 0 && out[1] == 1);
+}
+
+Test(shots, similar_parses_and_falls_back_to_balanced)
+{
+    const char *text = "shots: 2\nshot_pick: similar\n---\n{{#shots}}{{input}}={{answer}}\n{{/shots}}{{input}}=";
+    pwb_template t;
+    template_init(&t);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(template_parse(&t, text, strlen(text), "t.tmpl", &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(t.shot_pick, SHOTS_SIMILAR);
+    cr_assert_str_eq(template_shot_pick_name(t.shot_pick), "similar");
+    cr_assert_eq(template_shot_pick_parse("similar"), SHOTS_SIMILAR);
+    cr_assert_eq(template_shot_pick_parse("nearest"), -1);
+    template_free(&t);
+    parse_err("shot_pick: closest\n---\nx", "first, random, balanced, similar");
+    parse_err("shots_as_turns: yes\n---\nx", "shots_as_turns must be true or false");
+}
+
+Test(template, shots_as_turns_and_label_words)
+{
+    static char *v0[] = {"good film", "1", ""}, *v1[] = {"dull", "0", ""}, *vq[] = {"fine", "1", ""};
+    ds_example s0 = mk_ex("good film", "positive", 1, v0), s1 = mk_ex("dull", "negative", 0, v1);
+    ds_example q = mk_ex("fine", NULL, -1, vq);
+    const ds_example *shots[] = {&s0, &s1};
+    const char *text = "shots: 2\nshots_as_turns: true\n---\n[system]\nBe brief.\n[user]\n"
+                       "Review: {{input}}\nAnswer {{labels_or}}.";
+    ds_card c;
+    mk_card(&c);
+    pwb_template t;
+    template_init(&t);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(template_parse(&t, text, strlen(text), "t.tmpl", &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(t.shots_as_turns, 1);
+    /* no {{#shots}} in the body: the turns carry them */
+    cr_assert_eq(template_check(&t, &c, &e), PWB_OK, "%s", e.msg);
+    tpl_prompt p;
+    cr_assert_eq(template_render(&t, &c, &q, shots, 2, &p, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(p.n, 6, "%d messages", p.n);
+    const char *want[6][2] = {{"system", "Be brief."},
+                              {"user", "Review: good film\nAnswer negative or positive."},
+                              {"assistant", "positive"},
+                              {"user", "Review: dull\nAnswer negative or positive."},
+                              {"assistant", "negative"},
+                              {"user", "Review: fine\nAnswer negative or positive."}};
+    for (int i = 0; i < 6; i++) {
+        cr_assert_str_eq(p.msgs[i].role, want[i][0]);
+        cr_assert_str_eq(p.msgs[i].content, want[i][1]);
+    }
+    tpl_prompt_free(&p);
+    /* a relabeled card view: labels and shots' answers take its words */
+    ds_label words[2] = {c.labels[0], c.labels[1]};
+    words[0].verbalizer = "bad";
+    words[1].verbalizer = "great";
+    c.labels = words;
+    c.relabeled = 1;
+    cr_assert_eq(template_render(&t, &c, &q, shots, 2, &p, &e), PWB_OK, "%s", e.msg);
+    cr_assert_str_eq(p.msgs[2].content, "great");
+    cr_assert_str_eq(p.msgs[4].content, "bad");
+    cr_assert_str_eq(p.msgs[5].content, "Review: fine\nAnswer bad or great.");
+    tpl_prompt_free(&p);
+    int n = 0;
+    char **ch = template_choices(&t, &c, &q, &n);
+    cr_assert(n == 2 && !strcmp(ch[0], "bad") && !strcmp(ch[1], "great"));
+    dataset_choices_free(ch, n);
+    template_free(&t);
+}

@@ -1,0 +1,86 @@
+/* Example selection end to end on TinyStories-656K and SST-2: shot_pick similar embeds the shot
+ * pool and the queries with the local engine, keeps the embeddings in the response cache (a rerun
+ * embeds nothing again), never shows a query its own text, and picks the rows nearest the query;
+ * shots_as_turns and label_words change the prompt as documented. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "integration/harness.h"
+
+static char g_model[1024];
+
+static int have_model(void)
+{
+    snprintf(g_model, sizeof g_model, "%s/models/tinystories-656k/TinyStories-656K-Q8_0.gguf",
+             it_env("PWB_SHARED", "../shared"));
+    return it_exists(g_model);
+}
+
+Test(shots, similar_turns_and_label_words, .timeout = 120)
+{
+    if (!have_model())
+        cr_skip("no %s", g_model);
+    char *dir = it_tmpdir();
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"name\": \"shots-it\", \"seed\": 5, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": 6}],"
+             " \"models\": [{\"name\": \"tiny\", \"provider\": \"local\", \"model\": \"%s\"}],"
+             " \"methods\": [{\"name\": \"near\", \"template\": \"sst2-review\", \"scoring\": \"rank\", \"shots\": 2,"
+             "  \"shot_pick\": \"similar\", \"shots_as_turns\": true, \"train_limit\": 24},"
+             "  {\"name\": \"words\", \"template\": \"zero-shot\", \"scoring\": \"rank\","
+             "   \"label_words\": [\"bad\", \"great\"]}]}",
+             g_model);
+    char *suite = it_path(dir, "s.json"), *db = it_path(dir, "s.db");
+    it_write(suite, text);
+    proc_out p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    /* 24 pool rows + 6 queries embedded, each kept in the cache */
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cache WHERE value LIKE '{\"embedding\":%'"), 30);
+    /* each prompt: two shots as user/assistant turns, then the query; never the query's own text */
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                                 " WHERE c.method = 'near' AND p.valid = 1"
+                                 " AND (length(p.prompt) - length(replace(p.prompt, '[assistant]', ''))) / 11 = 2"),
+                 6);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                                 " JOIN examples x ON x.dataset = 'sst2' AND x.split = 'dev' AND x.row = p.row"
+                                 " WHERE c.method = 'near' AND instr(substr(p.prompt, 1, length(p.prompt) -"
+                                 " length(x.input) - 80), x.input) > 0"),
+                 0);
+    /* label words: the prompt names them; answers are still stored by the card's labels */
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions p JOIN cells c ON c.id = p.cell_id"
+                                 " WHERE c.method = 'words' AND p.prompt LIKE '%bad or great%'"
+                                 " AND p.extracted IN ('negative', 'positive')"),
+                 6);
+    /* a fresh run over the same texts: the shots are the same and no text is embedded again */
+    char *first = it_sql_text(db, "SELECT group_concat(p.prompt_sha256, ',') FROM predictions p JOIN cells c"
+                                  " ON c.id = p.cell_id WHERE c.method = 'near' ORDER BY p.row");
+    long cached = it_sql_long(db, "SELECT count(*) FROM cache");
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "--fresh", "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cache"), cached);
+    char *second = it_sql_text(db, "SELECT group_concat(p.prompt_sha256, ',') FROM predictions p JOIN cells c"
+                                   " ON c.id = p.cell_id WHERE c.method = 'near' AND c.run_id = 2 ORDER BY p.row");
+    cr_assert_str_eq(first, second);
+    /* a label_words list that does not fit the card is refused before anything runs */
+    snprintf(text, sizeof text,
+             "{\"name\": \"shots-bad\", \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": 6}],"
+             " \"models\": [{\"name\": \"tiny\", \"provider\": \"local\", \"model\": \"%s\"}],"
+             " \"methods\": [{\"name\": \"words\", \"template\": \"zero-shot\", \"scoring\": \"rank\","
+             "   \"label_words\": [\"bad\", \"great\", \"meh\"]}]}",
+             g_model);
+    it_write(suite, text);
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_neq(p.status, 0);
+    cr_assert(strstr(p.err, "label_words has 3 words; card"), "%s", p.err);
+    proc_out_free(&p);
+    free(first);
+    free(second);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(dir);
+}
