@@ -194,23 +194,26 @@ static int prepare_methods(runner *R, pwb_err *e)
     return PWB_OK;
 }
 
-int run_check_overlap(runner *R, rds *d, const ds_data *other, const char *what, pwb_err *e)
+int run_check_overlap(runner *R, rds *d, const ds_data *other, const char *what, long line, pwb_err *e)
 {
     size_t k = dataset_overlap(&d->eval, d->sample, d->n_sample, other);
     if (k == 0)
         return PWB_OK;
     if (k == (size_t)-1)
         return err_set(e, PWB_ENOMEM, "out of memory");
+    char at[32] = ""; /* the line that names the overlapping split */
+    if (line > 0)
+        snprintf(at, sizeof at, ":%ld", line);
     if (d->sd->allow_overlap) {
-        log_warn("%s: dataset '%s': %zu of the evaluated rows (split '%s') are also %s rows (split '%s'); allowed by "
-                 "allow_overlap", R->suite.path, d->sd->name, k, d->split, what, other->split);
+        log_warn("%s%s: dataset '%s': %zu of the evaluated rows (split '%s') are also %s rows (split '%s'); allowed "
+                 "by allow_overlap", R->suite.path, at, d->sd->name, k, d->split, what, other->split);
         return PWB_OK;
     }
     return err_set(e, PWB_EINVAL,
-                   "%s: dataset '%s': %zu of the evaluated rows (split '%s') are also %s rows (split '%s'); use "
+                   "%s%s: dataset '%s': %zu of the evaluated rows (split '%s') are also %s rows (split '%s'); use "
                    "disjoint slices (e.g. \"validation@1[200:]\" and \"validation@1[:200]\") or set \"allow_overlap\": "
                    "true",
-                   R->suite.path, d->sd->name, k, d->split, what, other->split);
+                   R->suite.path, at, d->sd->name, k, d->split, what, other->split);
 }
 
 static int load_shots(runner *R, rds *d, pwb_err *e)
@@ -250,7 +253,7 @@ static int load_shots(runner *R, rds *d, pwb_err *e)
         if (!(d->card.few_shot_split = str_dup(fs)))
             return err_set(e, PWB_ENOMEM, "out of memory");
     }
-    return run_check_overlap(R, d, &d->shots, "few-shot", e);
+    return run_check_overlap(R, d, &d->shots, "few-shot", d->sd->shot_split ? d->sd->shot_line : 0, e);
 }
 
 static const ds_data *shot_data(const rds *d) { return d->shots_same ? &d->eval : &d->shots; }

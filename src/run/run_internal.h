@@ -221,8 +221,8 @@ int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e);
  * and loads the winner (or loads the one an earlier invocation wrote) as c->own_tpl. */
 int run_optimize(runner *R, rcell *c, pwb_err *e);
 /* Refuses (or, with the suite's allow_overlap, warns) when rows of other (shots, training) are
- * among d's evaluated rows. */
-int run_check_overlap(runner *R, rds *d, const ds_data *other, const char *what, pwb_err *e);
+ * among d's evaluated rows; line: the suite's line naming other's split (0: none). */
+int run_check_overlap(runner *R, rds *d, const ds_data *other, const char *what, long line, pwb_err *e);
 
 /* soft.c */
 int run_soft_prepare(runner *R, rcell *c, pwb_err *e);

@@ -90,7 +90,7 @@ int run_soft_prepare(runner *R, rcell *c, pwb_err *e)
     const ds_data *data = NULL;
     int rc = train_data(R, d, split, &data, e);
     if (!rc && data != &d->eval)
-        rc = run_check_overlap(R, d, data, "training", e);
+        rc = run_check_overlap(R, d, data, "training", sp->train_split ? m->sm->train_line : 0, e);
     if (!rc && !mo->sha[0])
         rc = softjob_model_sha256(mo->cfg.model, mo->sha, e);
     if (rc)

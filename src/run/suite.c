@@ -85,24 +85,43 @@ typedef struct sctx {
     size_t n;
 } sctx;
 
-/* The 1-based line of the first `"key":` in text, 0 when not found. */
-static long key_line(const sctx *x, const char *key)
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* The 1-based line of the first `"key":` in text whose value starts with `"value"` (any value
+ * when value is NULL), 0 when not found. */
+static long value_line(const sctx *x, const char *key, const char *value)
 {
-    size_t kl = strlen(key);
+    size_t kl = strlen(key), vl = value ? strlen(value) : 0;
     for (size_t i = 0; x->text && i + kl + 2 <= x->n; i++) {
         if (x->text[i] != '"' || memcmp(x->text + i + 1, key, kl) || x->text[i + 1 + kl] != '"')
             continue;
         size_t j = i + kl + 2;
-        while (j < x->n && (x->text[j] == ' ' || x->text[j] == '\t' || x->text[j] == '\n' || x->text[j] == '\r'))
+        while (j < x->n && is_ws(x->text[j]))
             j++;
-        if (j < x->n && x->text[j] == ':') {
-            long line = 1;
-            for (size_t k = 0; k < i; k++)
-                line += x->text[k] == '\n';
-            return line;
-        }
+        if (j >= x->n || x->text[j] != ':')
+            continue;
+        for (j++; j < x->n && is_ws(x->text[j]); j++)
+            ;
+        if (value && (j + vl + 2 > x->n || x->text[j] != '"' || memcmp(x->text + j + 1, value, vl) ||
+                      x->text[j + 1 + vl] != '"'))
+            continue;
+        long line = 1;
+        for (size_t k = 0; k < i; k++)
+            line += x->text[k] == '\n';
+        return line;
     }
     return 0;
+}
+
+/* The 1-based line of the first `"key":` in text, 0 when not found. */
+static long key_line(const sctx *x, const char *key) { return value_line(x, key, NULL); }
+
+/* Where a split a later check may refuse (rows overlapping the evaluated ones) is written: the
+ * line of that key with that value, else of the key (a swept value), else 0. */
+static long split_line(const sctx *x, const char *key, const char *value)
+{
+    long line = value_line(x, key, value);
+    return line ? line : key_line(x, key);
 }
 
 static int keys_ok(sctx *x, const cJSON *o, const char *const *allowed, const char *where)
@@ -879,6 +898,12 @@ int suite_parse(pwb_suite *s, const char *text, size_t n, const char *path, pwb_
     s->seed = (uint64_t)seed;
     if ((rc = parse_datasets(s, &x, j)) || (rc = parse_models(s, &x, j)) || (rc = parse_methods(s, &x, j)))
         return rc;
+    for (int i = 0; i < s->n_datasets; i++)
+        if (s->datasets[i].shot_split)
+            s->datasets[i].shot_line = split_line(&x, "shot_split", s->datasets[i].shot_split);
+    for (int i = 0; i < s->n_methods; i++)
+        if (s->methods[i].soft.train_split)
+            s->methods[i].train_line = split_line(&x, "train_split", s->methods[i].soft.train_split);
     char *min = cJSON_PrintUnformatted(j);
     if (!min)
         return err_set(e, PWB_ENOMEM, "out of memory");

@@ -19,6 +19,7 @@ typedef struct suite_dataset {
     char *shot_split;  /* where few-shot examples come from (default the card's few_shot_split);
                         * splits may be slices ("validation@1[:200]") */
     int allow_overlap; /* shot or training rows among the evaluated rows: warn instead of refusing */
+    long shot_line;    /* the suite's line of shot_split, for errors (0: unknown) */
 } suite_dataset;
 
 typedef struct suite_model {
@@ -100,6 +101,7 @@ typedef struct suite_method {
                            * --adapter NAME=DIR`). Its cells on HTTP models are scored as the tuned
                            * method's input format, nothing trained; on local models a tuned method
                            * trains and runs its adapter as usual. NULL: none. */
+    long train_line;      /* the suite's line of soft_prompt.train_split, for errors (0: unknown) */
 } suite_method;
 
 typedef struct pwb_suite {

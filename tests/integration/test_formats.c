@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "integration/harness.h"
 
@@ -127,6 +128,16 @@ static void write_mc(const char *dir, const char *bad_row)
     free(p);
 }
 
+/* The 1-based line of the first line holding needle, 0 when none. */
+static int line_of(const char *text, const char *needle)
+{
+    const char *at = strstr(text, needle);
+    int line = 1;
+    for (const char *p = text; at && p < at; p++)
+        line += *p == '\n';
+    return at ? line : 0;
+}
+
 Test(formats, bad_cards_and_overlapping_slices_stop_before_the_database, .timeout = 120)
 {
     char *dir = it_tmpdir();
@@ -134,37 +145,73 @@ Test(formats, bad_cards_and_overlapping_slices_stop_before_the_database, .timeou
     it_write(card, mc_card_text);
     const char *const zs[] = {"zero-shot=mc-zero-shot", NULL};
     const char *const fs[] = {"few-shot=mc-few-shot", NULL};
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s/models/tinystories-656k/TinyStories-656K-Q8_0.gguf",
+             it_env("PWB_SHARED", "../shared"));
     struct {
-        const char *what, *bad_row, *split, *shot_split, *want;
+        const char *what, *bad_row, *split, *shot_split, *want, *key;
         const char *const *methods;
+        int train; /* a soft prompt trained on shot_split (a local model) */
     } cases[] = {
         {"an option list of the wrong length",
          "{\"question\": \"q\", \"choices\": {\"label\": [\"A\", \"B\"], \"text\": [\"x\", \"y\"]}, \"answerKey\": \"A\"}",
-         NULL, NULL, "mc.jsonl:11: 2 options in 'choices.text'", zs},
+         NULL, NULL, "mc.jsonl:11: 2 options in 'choices.text'", NULL, zs, 0},
         {"an answer key not among the options",
          "{\"question\": \"q\", \"choices\": {\"label\": [\"A\", \"B\", \"C\"], \"text\": [\"x\", \"y\", \"z\"]}, "
          "\"answerKey\": \"E\"}",
-         NULL, NULL, "mc.jsonl:11: answer key 'E' is not among the options", zs},
+         NULL, NULL, "mc.jsonl:11: answer key 'E' is not among the options", NULL, zs, 0},
         {"shots overlapping the evaluated rows", NULL, "dev[0:8]", "dev[5:10]",
-         "3 of the evaluated rows (split 'dev[0:8]') are also few-shot rows (split 'dev[5:10]')", fs},
+         "dataset 'mc': 3 of the evaluated rows (split 'dev[0:8]') are also few-shot rows (split 'dev[5:10]')",
+         "\"shot_split\"", fs, 0},
+        {"a training slice overlapping the evaluated rows", NULL, "dev[0:8]", "dev[5:10]",
+         "dataset 'mc': 3 of the evaluated rows (split 'dev[0:8]') are also training rows (split 'dev[5:10]')",
+         "\"train_split\"", zs, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_mc(dir, cases[i].bad_row);
-        char *suite = it_suite(dir, "bad-suite.json", "mc", cases[i].split, 0, NULL, 1, 0, cases[i].methods);
-        if (cases[i].shot_split) { /* add the dataset's shot_split */
+        char *suite = NULL;
+        if (cases[i].train) {
+            if (!it_exists(tiny)) {
+                cr_log_warn("no %s: the training-slice case is skipped", tiny);
+                continue;
+            }
+            char text[4096];
+            snprintf(text, sizeof text,
+                     "{\n  \"name\": \"bad\", \"seed\": 7,\n  \"datasets\": [{\"name\": \"mc\", \"split\": \"%s\"}],\n"
+                     "  \"models\": [{\"name\": \"tiny\", \"provider\": \"local\", \"model\": \"%s\"}],\n"
+                     "  \"methods\": [{\"name\": \"soft\", \"template\": \"mc-zero-shot\",\n"
+                     "               \"soft_prompt\": {\"tokens\": 2,\n                               \"train_split\": \"%s\"}}]\n}\n",
+                     cases[i].split, tiny, cases[i].shot_split);
+            suite = it_path(dir, "bad-suite.json");
+            it_write(suite, text);
+        } else {
+            suite = it_suite(dir, "bad-suite.json", "mc", cases[i].split, 0, NULL, 1, 0, cases[i].methods);
+        }
+        if (cases[i].shot_split && !cases[i].train) { /* add the dataset's shot_split on a line of its own */
             char *s = it_read(suite);
             cr_assert_not_null(s);
             char *at = strstr(s, "\"split\"");
             cr_assert_not_null(at);
             char buf[4096];
-            snprintf(buf, sizeof buf, "%.*s\"shot_split\": \"%s\", %s", (int)(at - s), s, cases[i].shot_split, at);
+            snprintf(buf, sizeof buf, "%.*s\n    \"shot_split\": \"%s\", %s", (int)(at - s), s, cases[i].shot_split, at);
             it_write(suite, buf);
+            free(s);
+        }
+        /* a data error names the data file and line; a slice error the suite and the line naming the slice */
+        char want[512];
+        snprintf(want, sizeof want, "%s", cases[i].want);
+        if (cases[i].key) {
+            char *s = it_read(suite);
+            cr_assert_not_null(s);
+            int line = line_of(s, cases[i].key);
+            cr_assert_gt(line, 1);
+            snprintf(want, sizeof want, "bad-suite.json:%d: %s", line, cases[i].want);
             free(s);
         }
         char *db = it_path(dir, "never/results.db");
         proc_out p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, NULL});
         cr_assert_eq(p.status, 3, "%s: exit %d: %s", cases[i].what, p.status, p.err);
-        cr_assert(strstr(p.err, cases[i].want), "%s: no '%s' in: %s", cases[i].what, cases[i].want, p.err);
+        cr_assert(strstr(p.err, want), "%s: no '%s' in: %s", cases[i].what, want, p.err);
         cr_assert(one_line(p.err), "%s: not one line: %s", cases[i].what, p.err);
         cr_assert(!it_exists(db), "%s: created the database", cases[i].what);
         proc_out_free(&p);
@@ -172,6 +219,42 @@ Test(formats, bad_cards_and_overlapping_slices_stop_before_the_database, .timeou
         free(suite);
     }
     it_rmtree(dir);
+    free(card);
+    free(dir);
+}
+
+/* A file outside the card's folder and the data path: the imported card names it by absolute path
+ * and pins its sha256, so it loads without PWB_TRUST_CARDS (nothing else could be read through it),
+ * and a changed file is refused. */
+Test(formats, import_of_a_file_elsewhere_loads_through_its_card, .timeout = 60)
+{
+    char *dir = it_tmpdir();
+    char *data = it_path(dir, "elsewhere/reviews.jsonl"), *card = it_path(dir, "cards/reviews.json");
+    char *sub = it_path(dir, "elsewhere");
+    cr_assert_eq(mkdir(sub, 0755), 0);
+    it_write(data, "{\"text\": \"a good film\", \"label\": \"pos\"}\n{\"text\": \"a dull film\", \"label\": \"neg\"}\n");
+    unsetenv("PWB_TRUST_CARDS");
+    proc_out p = it_run((const char *const[]){it_pwb(), "dataset", "import", data, "-o", card, NULL});
+    cr_assert_eq(p.status, 0, "import: %s", p.err);
+    proc_out_free(&p);
+    char *text = it_read(card);
+    cr_assert(text && strstr(text, data) && strstr(text, "\"sha256\""), "%s", text);
+    free(text);
+    p = it_run((const char *const[]){it_pwb(), "dataset", "check", card, NULL});
+    cr_assert_eq(p.status, 0, "check: %s%s", p.out, p.err);
+    cr_assert(strstr(p.out, "2 rows"), "%s", p.out);
+    proc_out_free(&p);
+    FILE *o = fopen(data, "a");
+    cr_assert_not_null(o);
+    fputs("{\"text\": \"another\", \"label\": \"neg\"}\n", o);
+    fclose(o);
+    p = it_run((const char *const[]){it_pwb(), "dataset", "check", card, NULL});
+    cr_assert_eq(p.status, 3, "a changed file loaded: %s%s", p.out, p.err);
+    cr_assert(strstr(p.err, "sha256 mismatch"), "%s", p.err);
+    proc_out_free(&p);
+    it_rmtree(dir);
+    free(sub);
+    free(data);
     free(card);
     free(dir);
 }

@@ -6,6 +6,7 @@
 #include "task/score.h"
 #include "task/template.h"
 #include "helpers.h"
+#include "util/sha256.h"
 
 /* ---- the real shared datasets ---- */
 
@@ -621,8 +622,50 @@ Test(loader, card_data_path_stays_inside)
     ds_data_init(&s.d);
     cr_assert_eq(card_load(&s.c, t_path(s.dir, "card.json"), &s.e), PWB_OK, "%s", s.e.msg);
     cr_assert_eq(dataset_load(&s.c, NULL, "", &s.d, &s.e), PWB_EINVAL);
+    cr_expect(strstr(s.e.msg, "absolute path") && strstr(s.e.msg, "sha256"), "%s", s.e.msg);
     setenv("PWB_TRUST_CARDS", "1", 1);
     cr_assert_eq(dataset_load(&s.c, NULL, "", &s.d, &s.e), PWB_OK, "%s", s.e.msg);
     unsetenv("PWB_TRUST_CARDS");
     scratch_done(&s);
+}
+
+/* A card that pins the file's sha256 may name it by absolute path (what `dataset import` writes
+ * for a file outside the data folders): only a file whose exact content the card's author knew
+ * loads, and a wrong hash stops the load before any row. */
+Test(loader, pinned_absolute_path_loads)
+{
+    static const char data[] = "{\"text\":\"x\",\"label\":\"a\"}\n";
+    char hex[65];
+    sha256_hex(data, strlen(data), hex);
+    const char *pins[] = {hex, "0000000000000000000000000000000000000000000000000000000000000000", hex};
+    for (int i = 0; i < 3; i++) {
+        scratch s;
+        t_mkdtemp(s.dir, sizeof s.dir);
+        t_write(s.dir, "d.jsonl", data);
+        char file[1024], card[2048];
+        snprintf(file, sizeof file, "%s/d.jsonl", s.dir);
+        if (i == 2)
+            snprintf(file, sizeof file, "/dev/null"); /* not a regular file: never hashed */
+        snprintf(card, sizeof card,
+                 "{\"name\":\"t\",\"task\":\"classification\",\"input_field\":\"text\",\"answer_field\":\"label\","
+                 "\"labels\":[\"a\",\"b\"],\"splits\":{\"test\":{\"file\":\"%s\",\"format\":\"jsonl\","
+                 "\"sha256\":\"%s\"}}}",
+                 file, pins[i]);
+        t_write(s.dir, "card.json", card);
+        card_init(&s.c);
+        ds_data_init(&s.d);
+        cr_assert_eq(card_load(&s.c, t_path(s.dir, "card.json"), &s.e), PWB_OK, "%s", s.e.msg);
+        int rc = dataset_load(&s.c, NULL, "", &s.d, &s.e);
+        if (i == 0) {
+            cr_expect_eq(rc, PWB_OK, "%s", s.e.msg);
+            cr_expect_eq(s.d.n, 1);
+            cr_expect_eq(dataset_verify(&s.c, "", &s.e), PWB_OK, "%s", s.e.msg);
+        } else {
+            cr_expect_neq(rc, PWB_OK, "case %d loaded", i);
+            cr_expect_eq(s.d.n, 0);
+            cr_expect(strstr(s.e.msg, i == 1 ? "sha256 mismatch" : "not a regular file"), "%s", s.e.msg);
+            cr_expect_neq(dataset_verify(&s.c, "", &s.e), PWB_OK);
+        }
+        scratch_done(&s);
+    }
 }
