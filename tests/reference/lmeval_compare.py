@@ -97,7 +97,8 @@ def main():
     ap.add_argument("model", help="GGUF file")
     ap.add_argument("data")
     ap.add_argument("out")
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=None, help="stop before this question")
+    ap.add_argument("--start", type=int, default=0, help="first question (split a long run into jobs)")
     ap.add_argument("--batch", type=int, default=8)
     a = ap.parse_args()
     import torch
@@ -117,7 +118,7 @@ def main():
     lm = HFLM(pretrained=model, tokenizer=tok, add_bos_token=False, batch_size=a.batch)
     task = ConfigurableTask(config=task_config(a.task, a.data))
     task.build_all_requests(limit=a.limit, rank=0, world_size=1)
-    reqs = task.instances
+    reqs = [r for r in task.instances if r.doc_id >= a.start]
     resps = lm.loglikelihood(reqs)
     docs = {}
     for inst, r in zip(reqs, resps):
@@ -134,8 +135,8 @@ def main():
         samples.append({"doc_id": doc_id, "gold": gold, "lls": lls, "args": [d["args"][i] for i in sorted(d["args"])]})
     acc = sum(max(range(len(s["lls"])), key=lambda i: s["lls"][i]) == s["gold"] for s in samples) / max(len(samples), 1)
     with open(a.out, "w") as o:
-        o.write("# lm-evaluation-harness %s prompt, its hf model on %s (gguf_file=, add_bos_token=False), batch %d\n"
-                % (a.task, f, a.batch))
+        o.write("# lm-evaluation-harness %s prompt, its hf model on %s (gguf_file=, add_bos_token=False), batch %d;"
+                " questions %d..%d\n" % (a.task, f, a.batch, a.start, a.start + len(samples) - 1))
         o.write("# lm_eval %s, transformers %s, torch %s\n"
                 % (getattr(lm_eval, "__version__", "0.4.5"), transformers.__version__, torch.__version__))
         o.write("n %d acc %.6f\n" % (len(samples), acc))
