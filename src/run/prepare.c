@@ -343,6 +343,16 @@ int run_item_build_input(runner *R, const rcell *c, item *it, const char *input,
     x.input = (char *)(premise ? CALIB_MARKER : input);
     x.label = -1;
     x.answer_idx = -1;
+    /* a per-row multiple-choice prompt keeps its lettered options, each the content-free text:
+     * the prior is then the letters' bias in the very format the rows are asked in */
+    const ds_card *card = &R->ds[c->d].card;
+    char *opts[DS_MAX_LABELS];
+    if (card->n_option_fields > 0 && !premise && card->n_labels <= DS_MAX_LABELS) {
+        for (int i = 0; i < card->n_labels; i++)
+            opts[i] = (char *)(input ? input : "");
+        x.options = opts;
+        x.n_options = card->n_labels;
+    }
     it->ex = SIZE_MAX;
     int rc = item_render(R, c, it, &x, SIZE_MAX, e);
     if (!rc && premise)
@@ -738,6 +748,13 @@ static int prepare_cells(runner *R, pwb_err *e)
                 memset(&it, 0, sizeof it);
                 rc = run_item_build(R, c, &it, c->rows[0], &scratch, e);
                 run_item_free(&it);
+                if (!rc && R->me[k].rank && R->me[k].calib != CALIB_NONE &&
+                    template_ranks_row_text(run_cell_template(R, c), &R->ds[di].card))
+                    rc = err_set(e, PWB_EINVAL,
+                                 "%s: method '%s': calibration needs the same continuations on every row, but %s ranks "
+                                 "each row's own option texts (dataset '%s'); rank the letters (\"choices: label\") "
+                                 "to calibrate",
+                                 R->suite.path, R->me[k].sm->name, R->me[k].tpl_path, R->ds[di].sd->name);
                 if (!rc && R->me[k].rank && R->me[k].calib == CALIB_PMI) { /* its premise too */
                     memset(&it, 0, sizeof it);
                     rc = run_item_build_input(R, c, &it, NULL, 1, &scratch, e);

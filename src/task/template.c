@@ -276,11 +276,17 @@ int template_parse(pwb_template *t, const char *text, size_t n, const char *path
     return PWB_OK;
 }
 
+static int ranks_text(const pwb_template *t, const ds_card *c)
+{
+    return t->choices == TPL_CHOICES_TEXT || (t->choices == TPL_CHOICES_AUTO && c->n_option_fields > 0);
+}
+
 char **template_choices(const pwb_template *t, const ds_card *c, const ds_example *x, int *n)
 {
-    int by_text = t->choices == TPL_CHOICES_TEXT || (t->choices == TPL_CHOICES_AUTO && c->n_option_fields > 0);
-    return dataset_choices(c, x, by_text, t->target_delimiter, n);
+    return dataset_choices(c, x, ranks_text(t, c), t->target_delimiter, n);
 }
+
+int template_ranks_row_text(const pwb_template *t, const ds_card *c) { return c->n_option_fields > 0 && ranks_text(t, c); }
 
 int template_load(pwb_template *t, const char *path, pwb_err *e)
 {

@@ -90,6 +90,9 @@ void tpl_prompt_free(tpl_prompt *p);
 /* The continuations a rank request compares for x (dataset_choices with the template's choices
  * and target_delimiter); index i is label i. Free with dataset_choices_free. */
 char **template_choices(const pwb_template *t, const ds_card *c, const ds_example *x, int *n);
+/* 1 when t ranks each row's own option texts (a per-row multiple-choice card, choices: text or
+ * auto): the continuations differ from row to row, so no single prior fits them. */
+int template_ranks_row_text(const pwb_template *t, const ds_card *c);
 /* Flattens a prompt into one text (for hashing and completion-style backends): a lone user
  * message is its content; otherwise "[role]\ncontent" blocks joined by blank lines. */
 int tpl_prompt_flatten(const tpl_prompt *p, pwb_buf *out);

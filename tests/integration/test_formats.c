@@ -258,3 +258,66 @@ Test(formats, import_of_a_file_elsewhere_loads_through_its_card, .timeout = 60)
     free(card);
     free(dir);
 }
+
+/* Calibration and LoRA on multiple-choice cells (a local model): contextual and pmi calibration of
+ * the letters (the content-free prompt keeps its lettered options), a LoRA adapter trained on a
+ * held-out slice; calibrating a template that ranks each row's own option texts is refused before
+ * the database. */
+Test(formats, calibration_and_lora_on_multiple_choice_cells, .timeout = 120)
+{
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s/models/tinystories-656k/TinyStories-656K-Q8_0.gguf",
+             it_env("PWB_SHARED", "../shared"));
+    if (!it_exists(tiny))
+        cr_skip("no %s", tiny);
+    char *dir = it_tmpdir();
+    char *card = it_path(dir, "mc.json");
+    it_write(card, mc_card_text);
+    write_mc(dir, NULL);
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"name\": \"mc-calib\", \"seed\": 3,\n"
+             " \"datasets\": [{\"name\": \"mc\", \"split\": \"dev@1[4:]\", \"shot_split\": \"dev@1[:4]\"}],\n"
+             " \"models\": [{\"name\": \"tiny\", \"provider\": \"local\", \"model\": \"%s\"}],\n"
+             " \"methods\": [{\"name\": \"plain\", \"template\": \"mc-zero-shot\", \"scoring\": \"rank\"},\n"
+             "   {\"name\": \"contextual\", \"template\": \"mc-zero-shot\", \"scoring\": \"rank\", \"calibration\": \"contextual\"},\n"
+             "   {\"name\": \"pmi\", \"template\": \"mc-lmeval\", \"scoring\": \"rank\", \"calibration\": \"pmi\"},\n"
+             "   {\"name\": \"lora\", \"template\": \"mc-zero-shot\",\n"
+             "    \"lora\": {\"r\": 2, \"steps\": 2, \"batch\": 2, \"train_split\": \"dev@1[:4]\", \"eval_n\": 0}}]}\n",
+             tiny);
+    char *suite = it_path(dir, "calib.json"), *db = it_path(dir, "results.db");
+    it_write(suite, text);
+    proc_out p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "%s%s", p.out, p.err);
+    proc_out_free(&p);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM v_summary WHERE n = 6"), 4);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cells WHERE calib_prior IS NOT NULL"), 2);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions WHERE error IS NOT NULL"), 0);
+    char *cf = it_sql_text(db, "SELECT prompt FROM calib_inputs WHERE input = 'N/A'");
+    cr_assert(cf && strstr(cf, "A. N/A\nB. N/A\nC. N/A"), "%s", cf);
+    free(cf);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM soft_prompts WHERE trainable_params > 0"), 1);
+    /* a template ranking the option texts cannot be calibrated */
+    char *tpl = it_path(dir, "mc-text.tmpl");
+    it_write(tpl, "name: mc-text\ntask: multiple_choice\nchoices: text\n---\nQuestion: {{input}}\nAnswer:");
+    snprintf(text, sizeof text,
+             "{\"name\": \"mc-text\", \"datasets\": [\"mc\"],\n"
+             " \"models\": [{\"name\": \"tiny\", \"provider\": \"local\", \"model\": \"%s\"}],\n"
+             " \"methods\": [{\"name\": \"text\", \"template\": \"mc-text.tmpl\", \"scoring\": \"rank\", "
+             "\"calibration\": \"contextual\"}]}\n",
+             tiny);
+    it_write(suite, text);
+    char *never = it_path(dir, "never/results.db");
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", never, NULL});
+    cr_assert_eq(p.status, 3, "%s%s", p.out, p.err);
+    cr_assert(strstr(p.err, "calibration needs the same continuations on every row") && one_line(p.err), "%s", p.err);
+    cr_assert(!it_exists(never));
+    proc_out_free(&p);
+    it_rmtree(dir);
+    free(never);
+    free(tpl);
+    free(suite);
+    free(db);
+    free(card);
+    free(dir);
+}
