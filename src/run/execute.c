@@ -283,10 +283,16 @@ static int soft_prompt_for(runner *R, rcell *c, pwb_err *e)
     j->o.stop = R->o->stop;
     j->o.progress = R->o->progress;
     j->o.progress_label = label;
+    char what[64];
+    if (j->cfg.method.kind == TUNE_LORA)
+        snprintf(what, sizeof what, "a LoRA adapter of rank %d", j->cfg.method.lora_r);
+    else
+        snprintf(what, sizeof what, "a %s of %d tokens", j->cfg.method.kind == TUNE_PREFIX ? "prefix" : "soft prompt",
+                 j->cfg.n_tokens);
     if (R->o->progress && !j->reusable)
-        fprintf(R->o->progress, "pwb: %s/%s/%s: training a soft prompt of %d tokens, %ld steps of %d examples, "
-                "into %s\n", R->ds[c->d].card.name, R->mo[c->m].sm->name, R->me[c->k].sm->name,
-                j->cfg.n_tokens, j->planned_steps, j->cfg.batch, j->dir);
+        fprintf(R->o->progress, "pwb: %s/%s/%s: training %s, %ld steps of %d examples, into %s\n",
+                R->ds[c->d].card.name, R->mo[c->m].sm->name, R->me[c->k].sm->name, what, j->planned_steps,
+                j->cfg.batch, j->dir);
     double t0 = timer_wall();
     int rc = softjob_run(j, e);
     j->o.progress_label = NULL;
