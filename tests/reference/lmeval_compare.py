@@ -13,6 +13,9 @@ results database (the suites sst2-lmeval and csqa-lmeval) and prints the per-que
     python3 tests/reference/lmeval_compare.py sst2 MODEL.gguf sst2/dev.tsv out.txt
     python3 tests/reference/lmeval_compare.py commonsense_qa MODEL.gguf commonsense_qa/validation.jsonl out.txt
     python3 tests/reference/lmeval_compare.py compare out.txt results.db lmeval
+
+A long run splits into jobs with --start/--limit (questions [start, limit)); `merge OUT PART...`
+joins their files into one fixture.
 """
 import argparse
 import json
@@ -87,7 +90,40 @@ def compare(fixture, db, method):
                                                       100.0 * ref_ok / max(n, 1), worst))
 
 
+def merge(out, parts):
+    """One fixture from the files of runs split with --start/--limit: the first file's header, the
+    count and accuracy over all rows, each row once, in order."""
+    head, ctx, rows = [], [], {}
+    for i, path in enumerate(parts):
+        for line in open(path):
+            f = line.split()
+            if not f:
+                continue
+            if f[0] == "row":
+                rows[int(f[1])] = line
+            elif f[0] in ("context", "continuations"):
+                if i == 0:
+                    ctx.append(line)
+            elif line.startswith("#") and i == 0:
+                head.append(line)
+    keys = sorted(rows)
+    if keys != list(range(len(keys))):
+        raise SystemExit("merge: the parts do not cover questions 0..%d without a gap" % (len(keys) - 1))
+    right = sum(rows[k].split()[3] == rows[k].split()[5] for k in keys)
+    with open(out, "w") as o:
+        o.write(head[0].split("; questions")[0].rstrip("\n") + "; questions 0..%d\n" % (len(keys) - 1))
+        o.writelines(head[1:])
+        o.write("n %d acc %.6f\n" % (len(keys), right / max(len(keys), 1)))
+        o.writelines(ctx)
+        o.writelines(rows[k] for k in keys)
+    print("%s: %d questions, acc %.4f" % (out, len(keys), right / max(len(keys), 1)))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "merge":
+        if len(sys.argv) < 4:
+            raise SystemExit("usage: lmeval_compare.py merge OUT PART...")
+        return merge(sys.argv[2], sys.argv[3:])
     if len(sys.argv) > 1 and sys.argv[1] == "compare":
         if len(sys.argv) != 5:
             raise SystemExit("usage: lmeval_compare.py compare FIXTURE PWB_DB METHOD")
