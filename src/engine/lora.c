@@ -224,13 +224,12 @@ void lora_set_training(lora *l, int training, uint64_t step_seed)
     l->drop_seed = step_seed;
 }
 
-/* The dropout multiplier of x[row][col] at (layer, mod): 0 or 1 / (1 - p). */
-static float keep_of(const lora *l, int layer, int mod, int row, int col)
+/* Dropout's mask: x[row][col] of (layer, mod) is dropped when a 16-bit draw is below p * 65536;
+ * one splitmix64 value gives the draws of four columns. A hash of the position, not a stream, so
+ * the backward recomputes the forward's mask instead of storing it. */
+static uint32_t drop_threshold(const lora *l)
 {
-    const uint64_t h = mix(l->drop_seed ^ mix(((uint64_t)layer << 40) ^ ((uint64_t)mod << 32) ^ (uint64_t)(uint32_t)row) ^
-                           ((uint64_t)(uint32_t)col << 20));
-    const double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);
-    return u < l->dropout ? 0.0f : 1.0f / (1.0f - l->dropout);
+    return (uint32_t)lrint((double)l->dropout * 65536.0);
 }
 
 static int dropping(const lora *l)
@@ -238,14 +237,36 @@ static int dropping(const lora *l)
     return l->training && l->dropout > 0.0f;
 }
 
-/* x's row b after dropout, into buf (or x itself when no dropout applies). */
+/* v[n] *= the mask of (layer, mod, row): 0 or 1 / (1 - p). */
+static void drop_apply(const lora *l, int layer, int mod, int row, float *v, int n)
+{
+    const uint64_t rs = mix(l->drop_seed ^ mix(((uint64_t)layer << 40) ^ ((uint64_t)mod << 32) ^ (uint64_t)(uint32_t)row));
+    const uint32_t thr = drop_threshold(l);
+    const float keep = 1.0f / (1.0f - l->dropout);
+    for (int i = 0; i < n; i += 4) {
+        uint64_t h = mix(rs + (uint64_t)(i >> 2) * 0x9E3779B97F4A7C15ull);
+        for (int k = 0; k < 4 && i + k < n; k++, h >>= 16)
+            v[i + k] = (uint32_t)(h & 0xffffu) < thr ? 0.0f : v[i + k] * keep;
+    }
+}
+
+/* x's row after dropout, into buf (or x itself when no dropout applies). */
 static const float *drop_row(const lora *l, int layer, int mod, const float *x, int in, int row, float *buf)
 {
     if (!dropping(l))
         return x;
-    for (int i = 0; i < in; i++)
-        buf[i] = x[i] * keep_of(l, layer, mod, row, i);
+    memcpy(buf, x, (size_t)in * sizeof(float));
+    drop_apply(l, layer, mod, row, buf, in);
     return buf;
+}
+
+/* bt [r][out] = B^T, so the products with B run along rows of length out (vectorised) rather
+ * than along the rank. */
+static void b_transpose(const lora_mat *t, int r, float *bt)
+{
+    for (int o = 0; o < t->out; o++)
+        for (int j = 0; j < r; j++)
+            bt[(size_t)j * t->out + o] = t->b[(size_t)o * r + j];
 }
 
 int lora_fwd(const lora *l, int layer, int mod, const float *x, size_t ldx, int B, float *y, size_t ldy, int row0,
@@ -258,24 +279,28 @@ int lora_fwd(const lora *l, int layer, int mod, const float *x, size_t ldx, int 
     const float s = lora_scale(l);
     const int drop = dropping(l);
     float *tmp = drop ? malloc((size_t)B * (size_t)in * sizeof(float)) : NULL;
-    if (drop && !tmp)
+    float *u = malloc((size_t)B * (size_t)r * sizeof(float));
+    float *bt = malloc((size_t)r * (size_t)out * sizeof(float));
+    if ((drop && !tmp) || !u || !bt) {
+        free(tmp);
+        free(u);
+        free(bt);
         return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    b_transpose(t, r, bt);
 #pragma omp parallel for schedule(static) if ((int64_t)B * r * (in + out) >= LORA_PAR_MIN)
     for (int b = 0; b < B; b++) {
-        float u[64]; /* the usual ranks; larger ones allocate */
-        float *uu = r <= 64 ? u : malloc((size_t)r * sizeof(float));
-        if (!uu)
-            continue;
+        float *ub = u + (size_t)b * r;
         const float *xb = drop_row(l, layer, mod, x + (size_t)b * ldx, in, row0 + b, tmp ? tmp + (size_t)b * in : NULL);
         for (int j = 0; j < r; j++)
-            uu[j] = s * kernel_dot_f32(xb, t->a + (size_t)j * in, in);
+            ub[j] = s * kernel_dot_f32(xb, t->a + (size_t)j * in, in);
         float *yb = y + (size_t)b * ldy;
-        for (int o = 0; o < out; o++)
-            yb[o] += kernel_dot_f32(t->b + (size_t)o * r, uu, r);
-        if (uu != u)
-            free(uu);
+        for (int j = 0; j < r; j++)
+            kernel_axpy_f32(yb, ub[j], bt + (size_t)j * out, out);
     }
     free(tmp);
+    free(u);
+    free(bt);
     return PWB_OK;
 }
 
@@ -293,39 +318,43 @@ int lora_bwd(const lora *l, lora *g, int layer, int mod, const float *x, size_t 
     const int drop = dropping(l);
     float *u = malloc((size_t)B * (size_t)r * sizeof(float));  /* s * drop(x) A^T */
     float *gb = malloc((size_t)B * (size_t)r * sizeof(float)); /* s * dy B */
-    float *xd = drop && gt ? malloc((size_t)B * (size_t)in * sizeof(float)) : NULL;
-    if (!u || !gb || (drop && gt && !xd)) {
+    float *bt = malloc((size_t)r * (size_t)out * sizeof(float) * (gt ? 2 : 1)); /* B^T, then dB^T */
+    /* drop(x) for the gradient of A, or the masked input gradient */
+    float *xd = drop && (gt || dx) ? malloc((size_t)B * (size_t)in * sizeof(float)) : NULL;
+    if (!u || !gb || !bt || (drop && (gt || dx) && !xd)) {
         free(u);
         free(gb);
+        free(bt);
         free(xd);
         return err_set(e, PWB_ENOMEM, "out of memory");
     }
+    b_transpose(t, r, bt);
     const int par = (int64_t)B * r * (in + out) >= LORA_PAR_MIN;
 #pragma omp parallel for schedule(static) if (par)
     for (int b = 0; b < B; b++) {
         const float *db = dy + (size_t)b * ldy;
         for (int j = 0; j < r; j++)
-            gb[(size_t)b * r + j] = 0.0f;
+            gb[(size_t)b * r + j] = s * kernel_dot_f32(db, bt + (size_t)j * out, out);
         if (gt) {
             const float *xb = drop_row(l, layer, mod, x + (size_t)b * ldx, in, row0 + b, xd ? xd + (size_t)b * in : NULL);
             for (int j = 0; j < r; j++)
                 u[(size_t)b * r + j] = s * kernel_dot_f32(xb, t->a + (size_t)j * in, in);
         }
-        for (int o = 0; o < out; o++)
-            kernel_axpy_f32(gb + (size_t)b * r, s * db[o], t->b + (size_t)o * r, r);
     }
     if (gt) {
-        /* dB[o][j] += sum_b dy[b][o] u[b][j]; dA[j][i] += sum_b gb[b][j] drop(x)[b][i]. */
-#pragma omp parallel for schedule(static) if (par)
-        for (int o = 0; o < out; o++)
-            for (int b = 0; b < B; b++)
-                kernel_axpy_f32(gt->b + (size_t)o * r, dy[(size_t)b * ldy + o], u + (size_t)b * r, r);
+        /* dB^T[j] = sum_b u[b][j] dy[b]; dA[j] += sum_b gb[b][j] drop(x)[b]: per rank, rows of out and in. */
+        float *dbt = bt + (size_t)r * out;
+        memset(dbt, 0, (size_t)r * (size_t)out * sizeof(float));
 #pragma omp parallel for schedule(static) if (par)
         for (int j = 0; j < r; j++)
             for (int b = 0; b < B; b++) {
+                kernel_axpy_f32(dbt + (size_t)j * out, u[(size_t)b * r + j], dy + (size_t)b * ldy, out);
                 const float *xb = xd ? xd + (size_t)b * in : x + (size_t)b * ldx;
                 kernel_axpy_f32(gt->a + (size_t)j * in, gb[(size_t)b * r + j], xb, in);
             }
+        for (int o = 0; o < out; o++)
+            for (int j = 0; j < r; j++)
+                gt->b[(size_t)o * r + j] += dbt[(size_t)j * out + o];
     }
     if (dx) {
 #pragma omp parallel for schedule(static) if (par)
@@ -336,16 +365,17 @@ int lora_bwd(const lora *l, lora *g, int layer, int mod, const float *x, size_t 
                     kernel_axpy_f32(dxb, gb[(size_t)b * r + j], t->a + (size_t)j * in, in);
                 continue;
             }
-            for (int i = 0; i < in; i++) {
-                float acc = 0.0f;
-                for (int j = 0; j < r; j++)
-                    acc += gb[(size_t)b * r + j] * t->a[(size_t)j * in + i];
-                dxb[i] += acc * keep_of(l, layer, mod, row0 + b, i);
-            }
+            float *acc = xd + (size_t)b * in; /* free again: the gradient of A is done */
+            memset(acc, 0, (size_t)in * sizeof(float));
+            for (int j = 0; j < r; j++)
+                kernel_axpy_f32(acc, gb[(size_t)b * r + j], t->a + (size_t)j * in, in);
+            drop_apply(l, layer, mod, row0 + b, acc, in);
+            kernel_axpy_f32(dxb, 1.0f, acc, in);
         }
     }
     free(u);
     free(gb);
+    free(bt);
     free(xd);
     return PWB_OK;
 }
