@@ -235,18 +235,36 @@ def loss_of(model, soft, batch):
     return total / len(batch), lps
 
 
+def fixture_rows(dev):
+    """The FIXTURE_ROWS shortest dev sentences, both labels among them: keeps the C tests quick."""
+    order = sorted(range(len(dev)), key=lambda i: (len(dev[i][0]), i))
+    picked, labels = [], set()
+    for i in order:
+        if len(picked) == FIXTURE_ROWS - 1 and len(labels) == 1 and dev[i][1] in labels:
+            continue
+        picked.append(i)
+        labels.add(dev[i][1])
+        if len(picked) == FIXTURE_ROWS:
+            break
+    return sorted(picked)
+
+
+def fixture_args(doc):
+    """The command line the gradient references share: GGUF SST2_DIR TOKENIZER_JSON OUT_DIR [--threads]."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in ("gguf", "sst2_dir", "tokenizer_json", "out_dir"):
+        ap.add_argument(name)
+    ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
 def rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("gguf")
-    ap.add_argument("sst2_dir")
-    ap.add_argument("tokenizer_json")
-    ap.add_argument("out_dir")
+    ap = fixture_args(__doc__)
     ap.add_argument("--bench", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--steps", type=int, default=4)
@@ -286,17 +304,7 @@ def main():
 
     model = Llama(a.gguf, torch.float64)
     dev = pwbref.read_sst2(os.path.join(a.sst2_dir, "dev.tsv"))
-    # the shortest sentences, both labels: keeps the C test quick
-    order = sorted(range(len(dev)), key=lambda i: (len(dev[i][0]), i))
-    picked, labels = [], set()
-    for i in order:
-        if len(picked) == FIXTURE_ROWS - 1 and len(labels) == 1 and dev[i][1] in labels:
-            continue
-        picked.append(i)
-        labels.add(dev[i][1])
-        if len(picked) == FIXTURE_ROWS:
-            break
-    picked.sort()
+    picked = fixture_rows(dev)
     batch = build_batch(model, tok, [dev[i] for i in picked], N_SOFT)
     rng = np.random.RandomState(PROMPT_SEED)
     soft32 = rng.uniform(-0.5, 0.5, (N_SOFT, model.d)).astype(np.float32)
