@@ -42,13 +42,15 @@ static int soft_options(const cli_args *a, soft_settings *sp)
                                                                                         : &tune_soft_method;
     m->defaults(sp);
     static const char *const lora_only[] = {"r", "alpha", "dropout", "targets", NULL},
-                             *const prompt_only[] = {"tokens", "init", "init-text", NULL};
-    const char *const *other = kind == TUNE_LORA ? prompt_only : lora_only;
-    for (int i = 0; other[i]; i++)
-        if (cli_str(a, other[i], NULL)) {
-            cli_usage_error(a->cmd, "--%s is not a setting of --method %s", other[i], name);
-            return -1;
-        }
+                             *const prompt_only[] = {"tokens", "init", "init-text", NULL},
+                             *const prefix_only[] = {"prefix-projection", "encoder-hidden-size", NULL};
+    const char *const *others[] = {kind == TUNE_LORA ? prompt_only : lora_only, kind == TUNE_PREFIX ? NULL : prefix_only};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; others[k] && others[k][i]; i++)
+            if (cli_str(a, others[k][i], NULL) || cli_flag(a, others[k][i]) > 0) {
+                cli_usage_error(a->cmd, "--%s is not a setting of --method %s", others[k][i], name);
+                return -1;
+            }
     pwb_err e;
     err_clear(&e);
     for (int i = 0; i < m->n_fields; i++) {
@@ -133,8 +135,10 @@ int cmd_tune(const cli_args *a)
                     sp.alpha, sp.targets, card.name, split, job.n_sampled, sp.optimizer, job.cfg.opt.lr, job.cfg.batch);
         else if (!quiet)
             fprintf(stderr, "pwb: tuning %d virtual tokens (%s, %s init) on %s/%s: %zu examples, %s lr %g, batch %d\n",
-                    job.cfg.n_tokens, method == TUNE_PREFIX ? "prefix" : "soft prompt", sp.init, card.name, split,
-                    job.n_sampled, sp.optimizer, job.cfg.opt.lr, job.cfg.batch);
+                    job.cfg.n_tokens,
+                    method != TUNE_PREFIX ? "soft prompt" : sp.prefix_projection ? "prefix through an MLP" : "prefix",
+                    sp.prefix_projection ? "PEFT's random" : sp.init, card.name, split, job.n_sampled, sp.optimizer,
+                    job.cfg.opt.lr, job.cfg.batch);
         cli_signals_install();
         rc = softjob_run(&job, &e);
     }

@@ -154,6 +154,8 @@ static const cli_opt tune_opts[] = {
     {"alpha", 0, "X", "LoRA alpha: the update is scaled by alpha / r (default 16)"},
     {"dropout", 0, "X", "LoRA dropout on the adapted inputs while training (default 0.05)"},
     {"targets", 0, "LIST", "LoRA target modules of q,k,v,o,gate,up,down (default q,v)"},
+    {"prefix-projection", 0, NULL, "prefix tuning through PEFT's reparameterization MLP (only the prefix is saved)"},
+    {"encoder-hidden-size", 0, "N", "with --prefix-projection: the MLP's hidden size (default: the prefix's token_dim)"},
     {"init", 0, "KIND", "random, vocab, class (default) or text"},
     {"init-text", 0, "TEXT", "with --init text: the text whose embeddings start the prompt"},
     {"steps", 0, "N", "optimizer steps (default: one epoch)"},

@@ -217,6 +217,8 @@ static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_
         buf_free(&t);
     } else if (c->method.kind == TUNE_PREFIX) {
         bad |= buf_printf(&k, " method=prefix");
+        if (c->method.prefix_hidden) /* -1: token_dim */
+            bad |= buf_printf(&k, " prefix_projection=1 encoder_hidden_size=%d", c->method.prefix_hidden);
     }
     const size_t base = k.len;
     bad |= buf_printf(&k, " steps=%ld epochs=%.17g", c->steps, c->steps > 0 ? 0.0 : c->epochs);

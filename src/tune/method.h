@@ -34,6 +34,9 @@ typedef struct tune_method_config {
     double lora_alpha;      /* 16 */
     double lora_dropout;    /* 0.05 */
     unsigned lora_targets;  /* engine/lora.h mask; q and v */
+    /* Prefix tuning through PEFT's reparameterization (prefix_projection): 0 none; otherwise the
+     * MLP's hidden size (encoder_hidden_size), -1 for PEFT's default, the prefix's token_dim. */
+    int prefix_hidden;
 } tune_method_config;
 
 void tune_method_config_default(tune_method_config *c);
@@ -41,10 +44,21 @@ void tune_method_config_default(tune_method_config *c);
 /* The trained object. prompt holds the soft prompt ([n_tokens][n_embd]) or the prefix
  * ([n_tokens][n_layer * 2 * kv_dim]: for each layer its keys then its values, as PEFT stores
  * PREFIX_TUNING's prompt_embeddings; keys in pwb's row order, see lora_permute_rows). */
+/* PEFT's PrefixEncoder with prefix_projection: the prefix is computed, not trained directly,
+ *   prefix [n][width] = W2 tanh(W1 emb + b1) + b2,
+ * emb [n][td] (td: PEFT's token_dim, the model's kv_dim), W1 [hidden][td], W2 [width][hidden];
+ * the outputs are in pwb's key order (as tune_adapter.prompt). Only the computed prefix is saved,
+ * as PEFT does. h keeps tanh(...) [n][hidden] for the backward. */
+typedef struct prefix_mlp {
+    int n, td, hidden, width;
+    float *emb, *w1, *b1, *w2, *b2, *h;
+} prefix_mlp;
+
 typedef struct tune_adapter {
     int kind;
     soft_prompt prompt;
     lora lora;
+    prefix_mlp mlp;       /* prefix tuning with the reparameterization (hidden 0: none) */
 } tune_adapter;
 
 void tune_adapter_free(tune_adapter *a);
@@ -75,6 +89,15 @@ int tune_adapter_prefix(engine *en, const tune_adapter *a, const int32_t *ids, i
 /* Applies the adapter to a training batch: the backward context (lora, prefix keys and values)
  * and the batch's leading sequence s (soft prompt vectors); gradients go to grad (same shape). */
 void tune_adapter_bind_batch(bwd_ctx *bc, tune_adapter *a, tune_adapter *grad, bwd_seq *s);
+/* With the reparameterization: the prefix from the MLP (after its parameters change) and, after a
+ * backward pass left d loss / d prefix in grad->prompt, the MLP's gradients ADDED into grad (the
+ * prefix's gradient is then zeroed). No-ops otherwise. */
+void tune_adapter_sync(tune_adapter *a);
+void tune_adapter_backprop(const tune_adapter *a, tune_adapter *grad);
+/* PEFT's initialisation of the MLP (emb standard normal as nn.Embedding, weights and biases of
+ * the Linear layers uniform in +-1/sqrt(fan_in)), then the prefix is synced. */
+void tune_adapter_init_mlp(tune_adapter *a, uint64_t seed);
+
 /* Positions the adapter puts before the input (soft prompt and prefix tokens; 0 for LoRA). */
 int tune_adapter_positions(const tune_adapter *a);
 

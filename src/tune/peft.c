@@ -398,7 +398,7 @@ static int prefix_permute(const model *m, float *kv, int n, int to_hf, pwb_err *
     return PWB_OK;
 }
 
-int peft_prefix_save(const char *dir, const model *m, const float *kv, int n, const char *base_model,
+int peft_prefix_save(const char *dir, const model *m, const float *kv, int n, int projection, const char *base_model,
                      const char *training_json, pwb_err *e)
 {
     const int kvd = m->hp.n_head_kv * m->hp.head_dim;
@@ -424,8 +424,8 @@ int peft_prefix_save(const char *dir, const model *m, const float *kv, int n, co
             cJSON_AddNumberToObject(c, "num_transformer_submodules", 1);
             cJSON_AddNumberToObject(c, "num_attention_heads", m->hp.n_head_kv);
             cJSON_AddNumberToObject(c, "num_layers", m->hp.n_layer);
-            cJSON_AddNumberToObject(c, "encoder_hidden_size", kvd);
-            cJSON_AddBoolToObject(c, "prefix_projection", 0);
+            cJSON_AddNumberToObject(c, "encoder_hidden_size", projection > 0 ? projection : kvd);
+            cJSON_AddBoolToObject(c, "prefix_projection", projection > 0);
         }
         rc = write_json(dir, "adapter_config.json", c, e);
     }

@@ -41,8 +41,10 @@ int peft_lora_load(const char *dir, const model *m, lora *l, pwb_err *e);
 /* Prefix tuning (peft_type PREFIX_TUNING, no projection stored: PEFT saves the projected values):
  * "prompt_embeddings" [n][n_layer * 2 * kv_dim], per layer keys then values, keys in Hugging Face's
  * order; token_dim and num_attention_heads as PEFT records them for grouped-query attention
- * (kv_dim, n_head_kv). kv is engine_prefix_new_kv's layout. */
-int peft_prefix_save(const char *dir, const model *m, const float *kv, int n, const char *base_model,
+ * (kv_dim, n_head_kv). kv is engine_prefix_new_kv's layout. projection: the hidden size of the
+ * reparameterization MLP that computed kv (prefix_projection true, encoder_hidden_size), 0 none;
+ * the folder loads the same either way. */
+int peft_prefix_save(const char *dir, const model *m, const float *kv, int n, int projection, const char *base_model,
                      const char *training_json, pwb_err *e);
 int peft_prefix_load(const char *dir, const model *m, float **kv, int *n, pwb_err *e);
 

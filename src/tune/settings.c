@@ -38,6 +38,12 @@ static const char *const g_optimizers[] = {"adafactor", "adamw", NULL};
 
 static const tune_field g_soft_fields[] = {TOKEN_FIELDS, LOOP_FIELDS};
 
+static const tune_field g_prefix_fields[] = {
+    TOKEN_FIELDS, LOOP_FIELDS,
+    {"prefix_projection", TF_BOOL, offsetof(soft_settings, prefix_projection), 0, 1, 0, NULL, NULL},
+    SOFT_NUM(encoder_hidden_size, TF_INT, 0, 65536, 0),
+};
+
 static const tune_field g_lora_fields[] = {
     LOOP_FIELDS,
     SOFT_NUM(r, TF_INT, 1, LORA_MAX_RANK, 0),
@@ -94,6 +100,15 @@ static int soft_check(const void *v, const char *path, const char *where, pwb_er
     return PWB_OK;
 }
 
+static int prefix_check(const void *v, const char *path, const char *where, pwb_err *e)
+{
+    const soft_settings *s = v;
+    if (s->encoder_hidden_size > 0 && !s->prefix_projection)
+        return err_set(e, PWB_EINVAL, "%s%s%s%sencoder_hidden_size is the size of the prefix projection: set "
+                       "prefix_projection too", path ? path : "", path ? ": " : "", where, where[0] ? "." : "");
+    return soft_check(v, path, where, e);
+}
+
 static int lora_check(const void *v, const char *path, const char *where, pwb_err *e)
 {
     const soft_settings *s = v;
@@ -106,7 +121,7 @@ static int lora_check(const void *v, const char *path, const char *where, pwb_er
 #define N_OF(a) ((int)(sizeof a / sizeof a[0]))
 const tune_method tune_soft_method = {"soft_prompt", g_soft_fields, N_OF(g_soft_fields), soft_defaults, soft_check};
 const tune_method tune_lora_method = {"lora", g_lora_fields, N_OF(g_lora_fields), lora_defaults, lora_check};
-const tune_method tune_prefix_method = {"prefix", g_soft_fields, N_OF(g_soft_fields), prefix_defaults, soft_check};
+const tune_method tune_prefix_method = {"prefix", g_prefix_fields, N_OF(g_prefix_fields), prefix_defaults, prefix_check};
 
 const tune_method *const tune_methods[] = {&tune_soft_method, &tune_lora_method, &tune_prefix_method, NULL};
 
@@ -130,6 +145,8 @@ int soft_settings_config(const soft_settings *s, tune_config *c, pwb_err *e)
         c->method.lora_dropout = s->dropout;
         c->method.lora_targets = lora_targets_parse(s->targets);
     }
+    if (c->method.kind == TUNE_PREFIX && s->prefix_projection)
+        c->method.prefix_hidden = s->encoder_hidden_size > 0 ? s->encoder_hidden_size : -1;
     const int init = softprompt_init_parse(s->init);
     const int kind = optim_parse_kind(s->optimizer);
     c->n_tokens = s->tokens;

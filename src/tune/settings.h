@@ -64,6 +64,8 @@ typedef struct soft_settings {
     double alpha;            /* LoRA alpha (16): the update is scaled by alpha / r */
     double dropout;          /* LoRA dropout on the adapted inputs while training (0.05) */
     const char *targets;     /* LoRA target modules (engine/lora.h): "q,v" (default), "q-k-v-o" */
+    int prefix_projection;   /* prefix: PEFT's reparameterization MLP (0: none) */
+    int encoder_hidden_size; /* its hidden size (0: PEFT's default, the prefix's token_dim) */
 } soft_settings;
 
 /* "soft_prompt": prompt tuning; "lora": LoRA (no tokens or init, AdamW by default); "prefix":

@@ -636,6 +636,8 @@ int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *e
     if (rc == PWB_OK && !found) {
         if (kind == TUNE_PROMPT)
             rc = init_prompt(m, cfg, &ex[0], &out->prompt, e);
+        else if (kind == TUNE_PREFIX && out->mlp.hidden)
+            tune_adapter_init_mlp(out, cfg->seed); /* PEFT's random start: the MLP computes the prefix */
         else if (kind == TUNE_PREFIX)
             rc = init_prefix(en, cfg, &ex[0], &out->prompt, e);
         else
@@ -643,6 +645,7 @@ int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *e
     }
     if (rc != PWB_OK)
         goto done;
+    tune_adapter_sync(out);
     res->resumed = found;
 
     bwd_opts bo = {.exact = cfg->exact};
@@ -720,6 +723,7 @@ int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *e
             rc = err_set(e, PWB_ERANGE, "tune: the loss diverged at step %ld (try a smaller learning rate)", step);
             goto done;
         }
+        tune_adapter_backprop(out, &grad);
         const double gn = l2_all(&tm.grad);
         if (tm.p.n > 1 && oc.grad_clip_norm > 0 && gn > oc.grad_clip_norm)
             for (int i = 0; i < tm.grad.n; i++)
@@ -728,6 +732,7 @@ int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *e
         double lr = 0;
         for (int i = 0; i < tm.p.n; i++)
             lr = optim_step(&tm.opt[i], tm.p.w[i], tm.grad.w[i]);
+        tune_adapter_sync(out);
         const double dt = timer_wall() - t0;
         st.step = step;
         st.examples_seen += B;
@@ -783,8 +788,10 @@ int tune_train_adapter(engine *en, const tune_config *cfg, const tune_example *e
     if (stopping == 2)
         rc = err_set(e, PWB_EINTR, "tune: stopped at step %ld (checkpoint written%s)", st.step,
                      cfg->checkpoint ? "" : ": none configured");
-    else if (st.has_best)
+    else if (st.has_best) {
         mats_copy(&tm.p, &tm.best);
+        tune_adapter_sync(out);
+    }
 
 done:
     res->steps = st.step;
@@ -870,7 +877,7 @@ int tune_adapter_save(const char *dir, const model *m, const tune_adapter *a, in
     case TUNE_LORA:
         return peft_lora_save(dir, m, &a->lora, base_model, training_json, e);
     case TUNE_PREFIX:
-        return peft_prefix_save(dir, m, a->prompt.w, a->prompt.n_tokens, base_model, training_json, e);
+        return peft_prefix_save(dir, m, a->prompt.w, a->prompt.n_tokens, a->mlp.hidden, base_model, training_json, e);
     default:
         return err_set(e, PWB_EINVAL, "tune: unknown method %d", a->kind);
     }
