@@ -38,6 +38,8 @@ typedef struct search {
     int n_cands;
     long evals, max_evals;
     double cpu_s;
+    char *proposed[SUITE_OPT_MAX_LIST]; /* instructions the model proposed (optimize.propose) */
+    int n_proposed;
 } search;
 
 const pwb_template *run_method_template(const rmethod *m, int t)
@@ -90,6 +92,80 @@ static void draw_demos(search *S, pwb_rng *r, int k, cand *cd)
     free(order);
 }
 
+#define OPT_PROPOSE_DEMOS 5
+#define OPT_PROPOSE_TOKENS 48
+
+/* APE's instruction induction (Zhou et al. 2023, "Large Language Models Are Human-Level Prompt
+ * Engineers"): the model reads labelled pairs from the demo pool and says what the instruction was.
+ * Proposal j shows its own seeded draw and samples with seed + j, so the same suite proposes the
+ * same instructions. Replies are cut to their first line; empty ones are dropped. */
+static int propose_instructions(search *S, pwb_rng *r, pwb_err *e)
+{
+    runner *R = S->R;
+    const rmethod *m = &R->me[S->c->k];
+    const ds_card *card = run_cell_card(R, S->c);
+    const rds *d = &R->ds[S->c->d];
+    rmodel *mo = &R->mo[S->c->m];
+    const int n = m->sm->opt.propose;
+    pwb_buf text;
+    buf_init(&text);
+    int rc = PWB_OK;
+    for (int j = 0; j < n && !rc; j++) {
+        cand tmp;
+        memset(&tmp, 0, sizeof tmp);
+        draw_demos(S, r, OPT_PROPOSE_DEMOS, &tmp);
+        buf_reset(&text);
+        buf_printf(&text, "I gave a friend an instruction and %d inputs. The friend read the instruction and wrote an "
+                   "output for every one of the inputs. Here are the input-output pairs:\n\n", tmp.n_demo);
+        for (int i = 0; i < tmp.n_demo; i++) {
+            const ds_example *x = &d->shots.ex[S->pool[tmp.demo[i]]];
+            const char *ans = x->label >= 0 && x->label < card->n_labels ? card->labels[x->label].verbalizer
+                                                                         : x->answer;
+            buf_printf(&text, "Input: %s\nOutput: %s\n\n", x->input ? x->input : "", ans ? ans : "");
+            S->read[tmp.demo[i]] = 1;
+        }
+        buf_puts(&text, "What was the instruction? Reply with the instruction only, in one sentence.");
+        if (!text.data) {
+            rc = err_set(e, PWB_ENOMEM, "out of memory");
+            break;
+        }
+        llm_message msg = {"user", text.data};
+        llm_request q = {.mode = LLM_GENERATE, .max_tokens = OPT_PROPOSE_TOKENS, .temperature = 0.7, .top_p = 0.95,
+                         .seed = R->suite.seed + (uint64_t)j, .prompt = text.data};
+        if (mo->messages) {
+            q.messages = &msg;
+            q.n_messages = 1;
+        }
+        llm_response resp;
+        memset(&resp, 0, sizeof resp);
+        rc = mo->be->run(mo->be, &q, 1, &resp, NULL, NULL, e);
+        S->cpu_s += resp.cpu_s;
+        if (!rc && resp.text) {
+            char *t = resp.text;
+            t[strcspn(t, "\r\n")] = '\0';
+            str_trim(t);
+            /* a wording the race already has would only repeat a candidate */
+            for (int i = 0; t[0] && i < m->sm->opt.n_instructions; i++)
+                if (!strcmp(t, m->sm->opt.instructions[i]))
+                    t[0] = '\0';
+            for (int i = 0; t[0] && i < S->n_proposed; i++)
+                if (!strcmp(t, S->proposed[i]))
+                    t[0] = '\0';
+            if (t[0] && card->instruction && !strcmp(t, card->instruction))
+                t[0] = '\0';
+            if (t[0] && strlen(t) < 1000 && !(S->proposed[S->n_proposed] = str_dup(t)))
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+            else if (t[0] && strlen(t) < 1000)
+                log_info("prompt search %s: proposed instruction %d: %s", m->sm->name, j + 1, S->proposed[S->n_proposed++]);
+        } else if (!rc) {
+            log_warn("prompt search %s: proposal %d failed: %s", m->sm->name, j + 1, resp.error ? resp.error : "no text");
+        }
+        llm_response_clear(&resp);
+    }
+    buf_free(&text);
+    return rc;
+}
+
 static int build_candidates(search *S, pwb_err *e)
 {
     runner *R = S->R;
@@ -100,10 +176,18 @@ static int build_candidates(search *S, pwb_err *e)
         return err_set(e, PWB_ENOMEM, "out of memory");
     pwb_rng r;
     rng_init(&r, R->suite.seed ^ 0x6f7074696d697a65ULL);
+    if (o->propose > 0) {
+        /* its own stream: the demonstration sets drawn below stay what they were without proposals */
+        pwb_rng rp;
+        rng_init(&rp, R->suite.seed ^ 0x70726f706f7365ULL);
+        int rc = propose_instructions(S, &rp, e);
+        if (rc)
+            return rc;
+    }
     for (int t = 0; t <= m->n_xtpl; t++) {
         const pwb_template *tp = run_method_template(m, t);
         /* a template that does not show the instruction gets one candidate, not one per wording */
-        int n_ins = tp->text && strstr(tp->text, "{{instruction}}") ? 1 + o->n_instructions : 1;
+        int n_ins = tp->text && strstr(tp->text, "{{instruction}}") ? 1 + o->n_instructions + S->n_proposed : 1;
         int n_sets = tp->shots > 0 ? o->demo_sets : 1;
         for (int i = 0; i < n_ins; i++)
             for (int s = 0; s < n_sets; s++) {
@@ -112,7 +196,9 @@ static int build_candidates(search *S, pwb_err *e)
                                    m->sm->name, OPT_MAX_CANDIDATES);
                 cand *cd = &S->cands[S->n_cands++];
                 cd->t = t;
-                cd->instruction = i == 0 ? NULL : o->instructions[i - 1];
+                cd->instruction = i == 0                    ? NULL
+                                  : i <= o->n_instructions ? o->instructions[i - 1]
+                                                           : S->proposed[i - 1 - o->n_instructions];
                 cd->alive = 1;
                 cd->last_round = -1;
                 if (tp->shots > 0) {
@@ -452,6 +538,8 @@ int run_optimize(runner *R, rcell *c, pwb_err *e)
     R->prog.start += wall;
     for (int i = 0; i < S.n_cands; i++)
         free(S.cands[i].prior);
+    for (int i = 0; i < S.n_proposed; i++)
+        free(S.proposed[i]);
     free(S.cands);
     free(S.pool);
     free(S.read);

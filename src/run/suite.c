@@ -649,7 +649,8 @@ static int opt_strings(sctx *x, const cJSON *o, const char *key, const char *whe
 /* Validates a method's "optimize" object into m->opt (strings point into m->optimize). */
 static int parse_optimize(sctx *x, suite_method *m, const char *where)
 {
-    static const char *const keys[] = {"templates", "instructions", "demo_sets", "heldout", "max_evals", NULL};
+    static const char *const keys[] = {"templates", "instructions", "demo_sets", "heldout", "max_evals", "propose",
+                                       NULL};
     char w[80];
     snprintf(w, sizeof w, "%s.optimize", where);
     const cJSON *o = m->optimize;
@@ -660,9 +661,11 @@ static int parse_optimize(sctx *x, suite_method *m, const char *where)
         rc = opt_strings(x, o, "templates", w, m->opt.templates, &m->opt.n_templates);
     if (!rc)
         rc = opt_strings(x, o, "instructions", w, m->opt.instructions, &m->opt.n_instructions);
-    double sets = 3, held = 100, evals = 0;
+    double sets = 3, held = 100, evals = 0, propose = 0;
     if (!rc)
         rc = get_num(x, o, "demo_sets", w, 1, 64, 1, &sets);
+    if (!rc)
+        rc = get_num(x, o, "propose", w, 0, SUITE_OPT_MAX_LIST - m->opt.n_instructions, 1, &propose);
     if (!rc)
         rc = get_num(x, o, "heldout", w, 2, 100000, 1, &held);
     if (!rc)
@@ -670,6 +673,7 @@ static int parse_optimize(sctx *x, suite_method *m, const char *where)
     if (rc)
         return rc;
     m->opt.demo_sets = (int)sets;
+    m->opt.propose = (int)propose;
     m->opt.heldout = (long)held;
     m->opt.max_evals = (long)evals;
     if (m->soft_prompt)

@@ -64,6 +64,8 @@ typedef struct suite_optimize {
     const char *instructions[SUITE_OPT_MAX_LIST];
     int n_instructions;
     int demo_sets;      /* demonstration sets per template with shots (3) */
+    int propose;        /* instructions the method's model proposes from labelled examples of the
+                         * demo pool (APE's instruction induction), added to `instructions` (0) */
     long heldout;       /* held-out rows of the budget the race is scored on (100) */
     long max_evals;     /* label rankings the search may spend, calibration inputs included (0: no cap) */
 } suite_optimize;

@@ -84,3 +84,45 @@ Test(shots, similar_turns_and_label_words, .timeout = 120)
     free(db);
     free(dir);
 }
+
+/* Instructions the model proposes from labelled pairs (optimize.propose) join the race: seeded (the
+ * same suite proposes the same), deduplicated, read from the budget's rows. */
+Test(shots, search_with_proposed_instructions, .timeout = 120)
+{
+    if (!have_model())
+        cr_skip("no %s", g_model);
+    char *dir = it_tmpdir();
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"name\": \"propose-it\", \"seed\": 2, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": 4}],"
+             " \"models\": [{\"name\": \"tiny\", \"provider\": \"local\", \"model\": \"%s\"}],"
+             " \"methods\": [{\"name\": \"searched\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 40,"
+             "  \"optimize\": {\"propose\": 2, \"heldout\": 8, \"instructions\": [\"Is this review positive or negative?\"]}}]}",
+             g_model);
+    char *suite = it_path(dir, "p.json"), *db = it_path(dir, "p.db"), *db2 = it_path(dir, "q.db");
+    it_write(suite, text);
+    proc_out p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    /* the card's wording, the given one, and what the model proposed (its two replies are the same
+     * line, kept once) */
+    cr_assert_eq(it_sql_long(db, "SELECT n_candidates FROM prompt_searches"), 3);
+    cr_assert_eq(it_sql_long(db, "SELECT count(DISTINCT instruction) FROM prompt_candidates"), 3);
+    /* the proposals read five rows each beside the held-out slice, all within the budget */
+    long read = it_sql_long(db, "SELECT examples_read FROM prompt_searches");
+    cr_assert_geq(read, 8 + 5);
+    cr_assert_leq(read, 40);
+    char *a = it_sql_text(db, "SELECT group_concat(instruction, '|') FROM prompt_candidates ORDER BY idx");
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db2, "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    char *b = it_sql_text(db2, "SELECT group_concat(instruction, '|') FROM prompt_candidates ORDER BY idx");
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(db2);
+    free(dir);
+}

@@ -271,4 +271,7 @@ Test(suite, shot_pick_turns_and_label_words)
     bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"soft_prompt\":{\"tokens\":4},"
         "\"label_words\":[\"a\",\"b\"]}]}",
         "shot_pick, shots_as_turns and label_words are for hard prompts");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"scoring\":\"rank\","
+        "\"train_limit\":400,\"optimize\":{\"propose\":-1}}]}",
+        "methods[0].optimize.propose must be an integer from 0");
 }
