@@ -117,8 +117,11 @@ int cmd_generate(const cli_args *a)
         it.stop_ids = stop_ids;
         it.n_stop_ids = n_stop;
         rc = engine_generate(en, NULL, &it, 1, &e);
-        if (!rc && it.status)
-            rc = err_set(&e, it.status, "generation failed");
+        if (!rc && it.status == PWB_ERANGE)
+            rc = err_set(&e, PWB_ERANGE, "the prompt is %zu tokens, longer than the context of %d that %s holds",
+                         n_ids, engine_n_ctx(en), path);
+        else if (!rc && it.status)
+            rc = err_set(&e, it.status, "generation failed: %s", err_code_name(it.status));
     }
     double t_gen = timer_wall() - t1;
     if (!rc) {

@@ -30,6 +30,8 @@ int cli_exit_code(int code)
         return EXIT_PWB_LIMIT;
     case PWB_EBUSY:
         return EXIT_PWB_BUSY;
+    case PWB_EWRITE: /* a full disk: the input was fine */
+        return EXIT_PWB_FAILED;
     default:
         return EXIT_PWB_FAILED;
     }

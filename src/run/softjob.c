@@ -491,8 +491,13 @@ static int reuse(softjob *j, cJSON *rec, pwb_err *e)
                          tune_method_name(j->adapter.kind), tune_method_name(j->cfg.method.kind));
         if (rc)
             return rc;
-    } else if ((rc = tune_load(j->dir, 0, &j->prompt, e))) {
-        return rc;
+    } else {
+        /* the vectors' width is checked against the model now, not row by row when scored */
+        rc = open_engine(j, e);
+        if (!rc)
+            rc = tune_load(j->dir, engine_n_embd(j->en), &j->prompt, e);
+        if (rc)
+            return rc;
     }
     if (j->cfg.method.kind == TUNE_PROMPT && j->prompt.n_tokens != j->cfg.n_tokens) {
         int n = j->prompt.n_tokens;

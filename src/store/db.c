@@ -85,6 +85,12 @@ int db_fail(pwb_db *db, const char *what, pwb_err *e)
 {
     const char *path = db && db->path ? db->path : "database";
     const char *msg = db && db->h ? sqlite3_errmsg(db->h) : "out of memory";
+    /* A write that failed (SQLITE_FULL: no space; SQLITE_IOERR_WRITE: what a file size limit or
+     * quota gives, or a device error) is not a damaged database: exit as a failure, say why. */
+    int x = db && db->h ? sqlite3_extended_errcode(db->h) : 0;
+    if ((x & 0xff) == SQLITE_FULL || x == SQLITE_IOERR_WRITE)
+        return err_set(e, PWB_EWRITE, "%s: %s: cannot write (no space left on the device, a file size limit or an "
+                       "I/O error): %s", path, what, msg);
     return err_set(e, PWB_EDB, "%s: %s: %s", path, what, msg);
 }
 

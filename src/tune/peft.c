@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,6 +118,16 @@ int peft_save(const char *dir, const peft_prompt *p, const char *training_json, 
     return rc;
 }
 
+/* Index of the first NaN or infinity among v[0..n), n when every value is finite: a vector that
+ * is not would turn every logit it touches into NaN, so artifacts holding one are refused. */
+static size_t first_non_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return i;
+    return n;
+}
+
 int peft_load(const char *dir, peft_prompt *p, pwb_err *e)
 {
     peft_prompt_init(p);
@@ -162,6 +173,12 @@ int peft_load(const char *dir, peft_prompt *p, pwb_err *e)
                 rc = err_set(e, PWB_ENOMEM, "out of memory");
             else if (dequant_row(t->type, t->data, p->embeddings, (int64_t)(p->n_tokens * p->dim)) != 0)
                 rc = err_set(e, PWB_EUNSUP, "%s: " PEFT_TENSOR " has an unsupported dtype", path.data);
+            else {
+                size_t at = first_non_finite(p->embeddings, p->n_tokens * p->dim);
+                if (at < p->n_tokens * p->dim)
+                    rc = err_set(e, PWB_EPARSE, "%s: " PEFT_TENSOR " holds a value that is not finite (virtual "
+                                 "token %zu, element %zu): the artifact is damaged", path.data, at / p->dim, at % p->dim);
+            }
             safetensors_close(st);
         }
     }
@@ -296,9 +313,15 @@ static int tensor_f32(const safetensors_file *st, const char *name, int64_t rows
     if (!t)
         return err_set(e, PWB_EPARSE, "%s: no tensor '%s'", st->path, name);
     if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
-        return err_set(e, PWB_EPARSE, "%s: '%s' is not [%lld, %lld]", st->path, name, (long long)rows, (long long)cols);
+        return err_set(e, PWB_EPARSE, "%s: '%s' is [%lld, %lld], the model needs [%lld, %lld] (made for another model?)",
+                       st->path, name, (long long)(t->n_dims == 2 ? t->ne[1] : -1), (long long)t->ne[0],
+                       (long long)rows, (long long)cols);
     if (dequant_row(t->type, t->data, out, rows * cols) != 0)
         return err_set(e, PWB_EUNSUP, "%s: '%s' has an unsupported dtype", st->path, name);
+    size_t at = first_non_finite(out, (size_t)(rows * cols));
+    if (at < (size_t)(rows * cols))
+        return err_set(e, PWB_EPARSE, "%s: '%s' holds a value that is not finite (row %zu, column %zu): the artifact "
+                       "is damaged", st->path, name, at / (size_t)cols, at % (size_t)cols);
     return PWB_OK;
 }
 

@@ -1,5 +1,7 @@
 #include "util/err.h"
 
+#include <errno.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,8 +44,13 @@ const char *err_code_name(int code)
 {
     static const char *names[] = {"ok", "invalid input", "i/o error", "parse error", "out of memory",
                                   "out of range", "database error", "http error", "model error",
-                                  "unsupported", "interrupted", "limit reached", "busy"};
+                                  "unsupported", "interrupted", "limit reached", "busy", "write failed"};
     if (code < 0 || code >= (int)(sizeof names / sizeof names[0]))
         return "unknown error";
     return names[code];
+}
+
+int err_write_code(int errnum)
+{
+    return errnum == ENOSPC || errnum == EDQUOT || errnum == EFBIG || errnum == EIO ? PWB_EWRITE : PWB_EIO;
 }

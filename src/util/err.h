@@ -15,7 +15,8 @@ enum pwb_code {
     PWB_EUNSUP,   /* valid but not supported */
     PWB_EINTR,    /* interrupted by a signal */
     PWB_ELIMIT,   /* a user-set limit was reached (e.g. --max-cost) */
-    PWB_EBUSY     /* another process holds what is needed (a run's writer) */
+    PWB_EBUSY,    /* another process holds what is needed (a run's writer) */
+    PWB_EWRITE    /* a write failed: no space (full disk, quota, file size limit) or an I/O error */
 };
 
 typedef struct pwb_err {
@@ -29,5 +30,8 @@ int err_set(pwb_err *e, int code, const char *fmt, ...) __attribute__((format(pr
 /* Prefixes the existing message with context ("file.json: " + old). Returns e->code. */
 int err_prefix(pwb_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *err_code_name(int code);
+/* PWB_EWRITE for an errno that means no room to write (ENOSPC, EDQUOT, EFBIG) or a failed write
+ * (EIO), else PWB_EIO (a path that cannot be opened, say: an input problem). */
+int err_write_code(int errnum);
 
 #endif

@@ -79,16 +79,24 @@ int file_write_atomic(const char *path, const void *data, size_t n, pwb_err *e)
         return err_set(e, PWB_ENOMEM, "out of memory");
     FILE *f = fopen(tmp.data, "wb");
     if (!f) {
-        err_set(e, PWB_EIO, "%s: cannot write: %s", path, strerror(errno));
+        int rc = err_set(e, err_write_code(errno), "%s: cannot write: %s", path, strerror(errno));
         buf_free(&tmp);
-        return e ? e->code : PWB_EIO;
+        return rc;
     }
-    int ok = fwrite(data, 1, n, f) == n;
-    ok = (fflush(f) == 0) && ok;
-    ok = (fsync(fileno(f)) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp.data, path) != 0) {
-        int rc = err_set(e, PWB_EIO, "%s: write failed: %s", path, strerror(errno));
+    /* the first failure's errno says why (a full disk is not a bad input) */
+    int err = 0;
+    if (fwrite(data, 1, n, f) != n)
+        err = errno ? errno : EIO;
+    if (fflush(f) != 0 && !err)
+        err = errno;
+    if (fsync(fileno(f)) != 0 && !err)
+        err = errno;
+    if (fclose(f) != 0 && !err)
+        err = errno;
+    if (!err && rename(tmp.data, path) != 0)
+        err = errno;
+    if (err) {
+        int rc = err_set(e, err_write_code(err), "%s: write failed: %s", path, strerror(err));
         unlink(tmp.data);
         buf_free(&tmp);
         return rc;

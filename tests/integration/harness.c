@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,7 +102,16 @@ void it_sha256(const char *path, char out[65])
         out[0] = '\0';
 }
 
-pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_path)
+int it_tiny_model(char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/models/tinystories-656k/TinyStories-656K-Q8_0.gguf", it_env("PWB_SHARED", "../shared"));
+    return it_exists(out) ? 0 : -1;
+}
+
+/* max_file > 0: the child may write no file past that many bytes (RLIMIT_FSIZE), and a write
+ * past it fails with EFBIG instead of killing it (SIGXFSZ ignored, which exec keeps): a full disk
+ * that needs no privilege. */
+static pid_t spawn_limited(const char *const *argv, const char *out_path, const char *err_path, long max_file)
 {
     pid_t pid = fork();
     if (pid != 0)
@@ -120,8 +130,19 @@ pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_pa
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
+    if (max_file > 0) {
+        struct rlimit rl = {(rlim_t)max_file, (rlim_t)max_file};
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(126);
+    }
     execv(argv[0], (char *const *)argv);
     _exit(127);
+}
+
+pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_path)
+{
+    return spawn_limited(argv, out_path, err_path, 0);
 }
 
 int it_wait(pid_t pid)
@@ -137,14 +158,16 @@ int it_wait(pid_t pid)
     return -1;
 }
 
-proc_out it_run(const char *const *argv)
+proc_out it_run(const char *const *argv) { return it_run_limited(argv, 0); }
+
+proc_out it_run_limited(const char *const *argv, long max_file)
 {
     proc_out p = {-1, NULL, NULL};
     char *dir = it_tmpdir();
     if (!dir)
         return p;
     char *o = it_path(dir, "out"), *e = it_path(dir, "err");
-    pid_t pid = it_spawn(argv, o, e);
+    pid_t pid = spawn_limited(argv, o, e, max_file);
     p.status = pid > 0 ? it_wait(pid) : -1;
     p.out = it_read(o);
     p.err = it_read(e);

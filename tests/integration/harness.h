@@ -16,6 +16,8 @@ typedef struct proc_out {
 const char *it_env(const char *name, const char *def);
 const char *it_pwb(void);
 const char *it_root(void);
+/* $PWB_SHARED/models/tinystories-656k/TinyStories-656K-Q8_0.gguf into out; 0 when it is there. */
+int it_tiny_model(char *out, size_t cap);
 /* A fresh folder under $TMPDIR; removed (recursively) by it_rmtree. */
 char *it_tmpdir(void);
 void it_rmtree(const char *path);
@@ -29,6 +31,8 @@ void it_sha256(const char *path, char out[65]);
 
 /* Runs argv (NULL-terminated) in the repository root, waits, captures output. */
 proc_out it_run(const char *const *argv);
+/* it_run with no file written past max_file bytes (> 0): writes beyond fail as on a full disk. */
+proc_out it_run_limited(const char *const *argv, long max_file);
 /* Starts argv in the background (output to the files, may be NULL). */
 pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_path);
 /* Waits for a spawned process: exit code or 128 + signal. */

@@ -205,3 +205,61 @@ Test(robust, did_you_mean, .timeout = 60)
     free(suite);
     free(dir);
 }
+
+/* A full disk is exit 1 with a message that says so: for the database (here a file size limit,
+ * which needs no privilege: SQLite's write fails as on a full disk) what was committed stays and a
+ * rerun completes; for the output, /dev/full. */
+Test(robust, full_disk_exits_1_and_keeps_what_was_written, .timeout = 120)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    cr_assert_eq(fake_start(&f, dir, fake_labels), 0);
+    char *suite = it_suite(dir, "full.json", "sst2", "dev", 300, &f, 4, 0,
+                           (const char *const[]){"zero-shot=zero-shot", "role=role", NULL});
+    char *db = it_path(dir, "full.db");
+    const char *const run[] = {it_pwb(), "run", suite, "--db", db, "-q", "--chunk", "16", NULL};
+    proc_out p = it_run_limited(run, 640 * 1024);
+    cr_assert_eq(p.status, 1, "exit %d (1: a full disk): %s", p.status, p.err);
+    cr_assert(strstr(p.err, "cannot write (no space left"), "%s", p.err);
+    proc_out_free(&p);
+    long kept = it_sql_long(db, "SELECT count(*) FROM predictions");
+    cr_log_info("file size limit 640 KiB: %ld of 600 predictions kept", kept);
+    cr_assert(kept > 0 && kept < 600, "kept %ld", kept);
+    p = it_run(run);
+    cr_assert_eq(p.status, 0, "exit %d: %s", p.status, p.err);
+    proc_out_free(&p);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions"), 600);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM (SELECT 1 FROM predictions GROUP BY cell_id, row "
+                                 "HAVING count(*) > 1)"), 0);
+    /* output to a full device (/dev/full: every write fails with ENOSPC) */
+    if (it_exists("/dev/full")) {
+        char *err = it_path(dir, "query.err");
+        pid_t q = it_spawn((const char *const[]){it_pwb(), "query", "--db", db, "SELECT * FROM predictions", NULL},
+                           "/dev/full", err);
+        cr_assert_eq(it_wait(q), 1, "pwb query > /dev/full: %s", it_read(err));
+        free(err);
+    }
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(db);
+    free(suite);
+    free(dir);
+}
+
+/* pwb generate says why it failed: a prompt longer than the model's context. */
+Test(robust, generate_says_the_prompt_exceeds_the_context, .timeout = 60)
+{
+    char model[1024];
+    if (it_tiny_model(model, sizeof model))
+        cr_skip("no %s", model);
+    size_t n = 40000;
+    char *prompt = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        prompt[i] = "once upon a time "[i % 17];
+    prompt[n] = '\0';
+    proc_out p = it_run((const char *const[]){it_pwb(), "generate", "--model", model, "--prompt", prompt, NULL});
+    cr_assert_eq(p.status, 3, "exit %d (3: bad input): %s", p.status, p.err);
+    cr_assert(strstr(p.err, "tokens, longer than the context of"), "%s", p.err);
+    proc_out_free(&p);
+    free(prompt);
+}

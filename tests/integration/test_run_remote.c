@@ -354,9 +354,7 @@ static double dry_tokens(const char *out, const char *method)
 Test(run_remote, dry_run_estimate_within_5_percent_of_real_tokens, .timeout = 120)
 {
     char model[1024];
-    snprintf(model, sizeof model, "%s/models/tinystories-656k/TinyStories-656K-Q8_0.gguf",
-             it_env("PWB_SHARED", "../shared"));
-    if (!it_exists(model))
+    if (it_tiny_model(model, sizeof model))
         cr_skip("no %s", model);
     char *dir = it_tmpdir();
     char text[2048];

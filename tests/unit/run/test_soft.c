@@ -23,6 +23,7 @@
 #include "tune/train.h"
 #include "util/buf.h"
 #include "util/file.h"
+#include "util/log.h"
 
 /* ---- the suite's soft_prompt object --------------------------------------------------------- */
 
@@ -382,6 +383,47 @@ Test(soft_run, trains_once_then_reuses, .timeout = 60)
     cr_assert_eq(run_suite(&o, &r, &e), PWB_OK, "%s", e.msg);
     cr_expect_eq(r.cells[1].soft, RUN_SOFT_REUSED);
     run_result_free(&r);
+
+    /* the folder's vectors replaced by ones of another width, then by a NaN: the run refuses the
+     * prompt when it loads it, saying why, and trains it again instead of scoring with it */
+    char db3[1100], other[1100];
+    snprintf(other, sizeof other, "%s/other-prompt", dir);
+    o.dry_run = 0;
+    for (int k = 0; k < 2; k++) {
+        soft_prompt w = {.n_tokens = 4, .dim = k ? 128 : 64};
+        w.w = calloc((size_t)w.n_tokens * w.dim, sizeof(float));
+        if (k)
+            w.w[5] = NAN;
+        cr_assert_eq(tune_save(other, &w, 0, NULL, NULL, NULL, &e), PWB_OK, "%s", e.msg);
+        softprompt_free(&w);
+        const char *files[] = {"adapter_model.safetensors", "adapter_config.json"};
+        for (int f = 0; f < 2; f++) {
+            char from[1200], to[1200];
+            snprintf(from, sizeof from, "%s/%s", other, files[f]);
+            snprintf(to, sizeof to, "%s/%s", art, files[f]);
+            pwb_buf b;
+            buf_init(&b);
+            cr_assert_eq(file_read_all(from, 1 << 20, &b, &e), PWB_OK, "%s", e.msg);
+            cr_assert_eq(file_write_atomic(to, b.data, b.len, &e), PWB_OK, "%s", e.msg);
+            buf_free(&b);
+        }
+        snprintf(db3, sizeof db3, "%s/damaged-%d.db", dir, k);
+        opts_for(&o, suite, db3);
+        FILE *logf = tmpfile();
+        log_set_stream(logf);
+        cr_assert_eq(run_suite(&o, &r, &e), PWB_OK, "%s", e.msg);
+        log_set_stream(stderr);
+        cr_expect_eq(r.cells[1].soft, RUN_SOFT_TRAINED, "a damaged prompt was used");
+        cr_expect_eq(r.cells[1].errors, 0);
+        run_result_free(&r);
+        char said[2048] = "";
+        rewind(logf);
+        said[fread(said, 1, sizeof said - 1, logf)] = '\0';
+        fclose(logf);
+        cr_expect(strstr(said, k ? "not finite" : "dimension 64, the model's hidden size is 128"), "%s", said);
+        cr_assert_eq(tune_load(art, 128, &sp, &e), PWB_OK, "trained again: %s", e.msg);
+        softprompt_free(&sp);
+    }
 
     /* another length is another prompt, in its own folder */
     free(suite);

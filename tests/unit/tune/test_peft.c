@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,5 +89,24 @@ Test(peft, rejects_wrong_type_and_shape, .init = mk, .fini = rm)
     cr_assert_eq(file_write_atomic(path, bad, strlen(bad), &e), PWB_OK);
     cr_assert_neq(peft_load(tmpdir, &q, &e), PWB_OK);
     cr_assert_not_null(strstr(e.msg, "shape"), "%s", e.msg);
+    peft_prompt_free(&p);
+}
+
+Test(peft, refuses_vectors_that_are_not_finite, .init = mk, .fini = rm)
+{
+    peft_prompt p;
+    peft_prompt_init(&p);
+    p.n_tokens = 2;
+    p.dim = 8;
+    p.embeddings = calloc(16, sizeof(float));
+    pwb_err e;
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (int k = 0; k < 3; k++) {
+        p.embeddings[11] = bad[k];
+        cr_assert_eq(peft_save(tmpdir, &p, NULL, &e), PWB_OK, "%s", e.msg);
+        peft_prompt q;
+        cr_assert_eq(peft_load(tmpdir, &q, &e), PWB_EPARSE, "value %g was loaded", (double)bad[k]);
+        cr_assert(strstr(e.msg, "not finite (virtual token 1, element 3)"), "%s", e.msg);
+    }
     peft_prompt_free(&p);
 }

@@ -60,6 +60,17 @@ Test(peft_adapters, lora_round_trip_and_names)
     tune_adapter_sha256(&a, ha);
     tune_adapter_sha256(&b, hb);
     cr_expect_str_eq(ha, hb, "values change in a round trip");
+    /* an infinity in any matrix is refused when loaded */
+    tune_adapter_free(&b);
+    const float keep = p.w[1][2];
+    p.w[1][2] = INFINITY;
+    char bad_dir[300];
+    snprintf(bad_dir, sizeof bad_dir, "%s-inf", dir);
+    cr_assert_eq(tune_adapter_save(bad_dir, &t->m, &a, 0, NULL, "tiny", NULL, &e), PWB_OK, "%s", e.msg);
+    cr_expect_eq(tune_adapter_load(bad_dir, &t->m, &b, &e), PWB_EPARSE);
+    cr_expect(strstr(e.msg, "not finite"), "%s", e.msg);
+    p.w[1][2] = keep;
+    cr_assert_eq(tune_adapter_load(dir, &t->m, &b, &e), PWB_OK, "%s", e.msg);
     /* PEFT's names and B of q in Hugging Face's row order on disk */
     pwb_buf path;
     buf_init(&path);
@@ -117,8 +128,18 @@ Test(peft_adapters, prefix_round_trip)
     cr_expect_eq(b.kind, TUNE_PREFIX);
     cr_expect_eq(b.prompt.n_tokens, 5);
     cr_expect_eq(memcmp(a.prompt.w, b.prompt.w, (size_t)5 * a.prompt.dim * sizeof(float)), 0);
-    tune_adapter_free(&a);
     tune_adapter_free(&b);
+    /* a model with other key/value widths is refused with both shapes named */
+    tiny_model *t2 = tiny_model_new(33, 2, 32, 4, 4, 64, 48, ROPE_ADJACENT, 0);
+    cr_expect_eq(tune_adapter_load(dir, &t2->m, &b, &e), PWB_EPARSE);
+    cr_expect(strstr(e.msg, "is [5, 64], the model needs [5, 128]"), "%s", e.msg);
+    tiny_model_free(t2);
+    /* a value that is not finite is refused */
+    a.prompt.w[17] = NAN;
+    cr_assert_eq(tune_adapter_save(dir, &t->m, &a, 0, NULL, NULL, NULL, &e), PWB_OK, "%s", e.msg);
+    cr_expect_eq(tune_adapter_load(dir, &t->m, &b, &e), PWB_EPARSE);
+    cr_expect(strstr(e.msg, "not finite"), "%s", e.msg);
+    tune_adapter_free(&a);
     tiny_model_free(t);
 }
 
