@@ -14,7 +14,10 @@ typedef struct chunk_ctx {
     item *items;
     const size_t *map; /* request index -> item index */
     size_t n_cb;       /* completions reported through the callback */
+    int cell;          /* its index in R->cells */
 } chunk_ctx;
+
+static void eta_rows(runner *R, int i);
 
 /* Runs on the backend's thread(s) while the runner waits in run(). */
 static void on_done(void *ctx, size_t index, const llm_response *resp)
@@ -25,6 +28,7 @@ static void on_done(void *ctx, size_t index, const llm_response *resp)
     cc->items[cc->map[index]].finished = 1;
     cc->n_cb++;
     cc->R->prog_done++;
+    eta_rows(cc->R, cc->cell);
     progress_update(&cc->R->prog, cc->R->prog_done, cc->R->prog_label);
     pthread_mutex_unlock(&cc->R->lock);
 }
@@ -181,6 +185,54 @@ static int budget_resume(runner *R, pwb_err *e)
     return rc;
 }
 
+/* ---- the whole run's ETA ------------------------------------------------------------------- */
+
+/* Seconds per row answered by this invocation, training excluded (prog.start moves past it); 0
+ * before the first. */
+static double row_seconds(const runner *R)
+{
+    double el = timer_wall() - R->prog.start;
+    return R->prog_done > 0 && el > 0 ? el / (double)R->prog_done : 0;
+}
+
+/* Seconds of soft-prompt training still ahead in cells from..ncells-1: their steps times the step
+ * time an earlier training of this invocation took, else one estimated from the row time (a step
+ * reads `batch` examples forward and backward, about three forward passes each); -1 when neither
+ * is known yet. */
+static double training_ahead_s(const runner *R, int from)
+{
+    double s = 0;
+    for (int i = from; i < R->ncells; i++) {
+        const rcell *c = &R->cells[i];
+        if (!c->job || c->n_todo == 0 || c->job->reusable)
+            continue;
+        double step_s = R->step_s > 0 ? R->step_s : 3.0 * c->job->cfg.batch * row_seconds(R);
+        if (!(step_s > 0))
+            return -1;
+        s += (double)c->job->planned_steps * step_s;
+    }
+    return s;
+}
+
+/* The run bar's ETA counts the training still ahead of cell i's rows. */
+static void eta_rows(runner *R, int i)
+{
+    double t = training_ahead_s(R, i + 1);
+    progress_set_after(&R->prog, t, t < 0 ? "training" : NULL);
+}
+
+/* A training bar's ETA counts the rows still to answer and the trainings after cell i's. */
+static void eta_training(runner *R, int i, softjob_opts *o)
+{
+    const long rows = R->prog.total - R->prog_done;
+    const double rs = row_seconds(R);
+    double t = training_ahead_s(R, i + 1);
+    o->progress_after_what = t < 0 ? "training" : "scoring";
+    if (t >= 0)
+        t = rows <= 0 ? t : rs > 0 ? t + (double)rows * rs : -1;
+    o->progress_after_s = t;
+}
+
 static int run_cell(runner *R, rcell *c, pwb_err *e)
 {
     size_t chunk = R->o->chunk > 0 ? (size_t)R->o->chunk : RUN_DEFAULT_CHUNK;
@@ -212,13 +264,14 @@ static int run_cell(runner *R, rcell *c, pwb_err *e)
             map[nm++] = i;
         }
         int interrupted = 0, limited = 0;
+        eta_rows(R, (int)(c - R->cells));
         if (!rc && nm > 0 && budget_spent_for(R, mo)) {
             limited = 1; /* a local model's CPU time: counted after each chunk, checked before the next */
             err_set(&R->limit_err, PWB_ELIMIT, "cost limit of $%.4f reached: $%.4f spent", R->o->max_cost_usd,
                     llm_budget_spent(&R->budget));
         } else if (!rc && nm > 0) {
             memset(out, 0, nm * sizeof *out);
-            chunk_ctx cc = {R, items, map, 0};
+            chunk_ctx cc = {R, items, map, 0, (int)(c - R->cells)};
             llm_backend *be = run_cell_backend(R, c);
             rc = be->run(be, reqs, nm, out, on_done, &cc, e);
             interrupted = rc == PWB_EINTR || run_stopped(R);
@@ -283,6 +336,7 @@ static int soft_prompt_for(runner *R, rcell *c, pwb_err *e)
     j->o.stop = R->o->stop;
     j->o.progress = R->o->progress;
     j->o.progress_label = label;
+    eta_training(R, (int)(c - R->cells), &j->o);
     char what[64];
     if (j->cfg.method.kind == TUNE_LORA)
         snprintf(what, sizeof what, "a LoRA adapter of rank %d", j->cfg.method.lora_r);
@@ -300,6 +354,8 @@ static int soft_prompt_for(runner *R, rcell *c, pwb_err *e)
     const double dt = timer_wall() - t0;
     R->r->soft_wall_s += dt;
     R->prog.start += dt;
+    if (j->trained && j->res.steps > 0) /* times the trainings still ahead */
+        R->step_s = dt / (double)j->res.steps;
     if (run_soft_result(c, c->res, 0))
         return err_set(e, PWB_ENOMEM, "out of memory");
     if (rc == PWB_EINTR)

@@ -117,6 +117,17 @@ static int tally(runner *R, pwb_err *e)
     return rc;
 }
 
+/* Whether this invocation changed the run: new predictions, a training, a prompt search. */
+static int added(const runner *R)
+{
+    if (R->r->n_new > 0)
+        return 1;
+    for (int i = 0; i < R->ncells; i++)
+        if ((R->cells[i].job && R->cells[i].job->trained) || R->cells[i].search_evals > 0)
+            return 1;
+    return 0;
+}
+
 int run_suite(const run_opts *o, run_result *r, pwb_err *e)
 {
     memset(r, 0, sizeof *r);
@@ -143,12 +154,12 @@ int run_suite(const run_opts *o, run_result *r, pwb_err *e)
             err_clear(&e2);
             int rc2 = tally(&R, &e2);
             if (!rc2)
-                rc2 = db_run_finish(R.db, r->run_id,
+                rc2 = db_run_settle(R.db, r->run_id,
                                     rc == PWB_OK       ? "complete"
                                     : rc == PWB_EINTR  ? "interrupted"
                                     : rc == PWB_ELIMIT ? "limited"
                                                        : "failed",
-                                    &e2);
+                                    added(&R), &e2);
             if (rc2 && !rc) {
                 *e = e2;
                 rc = rc2;

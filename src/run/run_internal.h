@@ -133,6 +133,7 @@ typedef struct runner {
     pwb_db *db;
     pwb_progress prog;
     long prog_done;
+    double step_s;       /* seconds per training step, measured by this invocation (0: none yet) */
     char prog_label[128];
     pthread_mutex_t lock;
     run_result *r;

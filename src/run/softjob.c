@@ -564,6 +564,7 @@ static int train(softjob *j, pwb_err *e)
     if (!rc) {
         pwb_progress prog;
         progress_init(&prog, o->progress, o->progress_label ? o->progress_label : "tune", j->planned_steps);
+        progress_set_after(&prog, o->progress_after_s, o->progress_after_what);
         tune_hooks hooks = {.on_step = on_step, .on_eval = on_eval, .ctx = j, .progress = &prog, .stop = o->stop};
         if (cfg.method.kind == TUNE_PROMPT)
             rc = tune_train(j->en, &cfg, ex, j->n_sampled, &j->prompt, &hooks, &j->res, e);

@@ -49,6 +49,8 @@ typedef struct softjob_opts {
     volatile sig_atomic_t *stop;/* checked between steps (Ctrl-C) */
     FILE *progress;             /* training progress bar; NULL: silent */
     const char *progress_label; /* NULL: "tune" */
+    double progress_after_s;    /* work after the training, for its ETA (pwb_progress.after_s) */
+    const char *progress_after_what;
     void (*on_eval)(void *ctx, const tune_eval_info *v); /* each held-out evaluation (may be NULL) */
     void *ctx;
 } softjob_opts;

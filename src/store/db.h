@@ -25,6 +25,9 @@ int db_run_find(pwb_db *db, const char *suite_sha256, int64_t *id, pwb_err *e);
 int db_run_create(pwb_db *db, const char *suite_name, const char *suite_path, const char *suite_sha256,
                   const char *suite_json, uint64_t seed, int64_t *id, pwb_err *e);
 int db_run_finish(pwb_db *db, int64_t run_id, const char *status, pwb_err *e);
+/* db_run_finish, except that an invocation that added nothing (added == 0) leaves a run already
+ * finished with this status as it was, its finish time included. */
+int db_run_settle(pwb_db *db, int64_t run_id, const char *status, int added, pwb_err *e);
 
 /* One writer per run (schema 8). db_run_claim, inside the caller's write transaction, makes this
  * process the run's writer: PWB_OK when no row names another writer, or the one it names is gone

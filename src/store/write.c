@@ -107,6 +107,23 @@ int db_run_finish(pwb_db *db, int64_t run_id, const char *status, pwb_err *e)
     return PWB_OK;
 }
 
+int db_run_settle(pwb_db *db, int64_t run_id, const char *status, int added, pwb_err *e)
+{
+    if (!added && status) {
+        sqlite3_stmt *s = NULL;
+        if (sqlite3_prepare_v2(db->h, "SELECT status = ?2 AND finished IS NOT NULL FROM runs WHERE id = ?1", -1, &s,
+                               NULL) != SQLITE_OK)
+            return db_fail(db, "read the run's status", e);
+        sqlite3_bind_int64(s, 1, run_id);
+        db_bind_text(s, 2, status);
+        int same = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 1;
+        sqlite3_finalize(s);
+        if (same)
+            return PWB_OK;
+    }
+    return db_run_finish(db, run_id, status, e);
+}
+
 int db_cell_upsert(pwb_db *db, const db_cell *c, int64_t *cell_id, pwb_err *e)
 {
     *cell_id = 0;

@@ -31,9 +31,13 @@ static void draw(pwb_progress *p, int final)
     double now = timer_wall(), el = now - p->start;
     double rate = el > 0 ? (double)p->done / el : 0;
     double eta = rate > 0 && p->total > 0 ? (double)(p->total - p->done) / rate : -1;
-    char e1[32], e2[32];
+    char e1[32], e2[64];
     fmt_secs(e1, sizeof e1, el);
+    if (eta >= 0 && p->after_s > 0)
+        eta += p->after_s;
     fmt_secs(e2, sizeof e2, eta);
+    if (p->after_s < 0 && p->after_what[0]) /* more work ahead that cannot be timed yet */
+        snprintf(e2 + strlen(e2), sizeof e2 - strlen(e2), " + %s", p->after_what);
     if (p->tty) {
         int width = 30, fill = p->total > 0 ? (int)((double)p->done / (double)p->total * width) : 0;
         char bar[64];
@@ -66,7 +70,15 @@ void progress_update(pwb_progress *p, long done, const char *extra)
 
 void progress_finish(pwb_progress *p)
 {
-    if (!p || !p->out)
+    if (!p || !p->out || (p->total <= 0 && p->last_draw == 0))
         return;
     draw(p, 1);
+}
+
+void progress_set_after(pwb_progress *p, double seconds, const char *what)
+{
+    if (!p)
+        return;
+    p->after_s = seconds;
+    snprintf(p->after_what, sizeof p->after_what, "%s", what ? what : "");
 }

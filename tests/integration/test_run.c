@@ -338,3 +338,37 @@ Test(run, method_limit_scores_a_prefix_of_the_sample, .timeout = 120)
     free(db2);
     free(dir);
 }
+
+/* Running a finished suite again adds nothing: the run keeps its finish time, and no empty
+ * progress line is printed. */
+Test(run, a_rerun_that_adds_nothing_changes_nothing, .timeout = 60)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    cr_assert_eq(fake_start(&f, dir, fake_labels), 0, "fakellm did not start");
+    char *suite = it_suite(dir, "again.json", "sst2", "dev", 20, &f, 2, 0, (const char *const[]){"zs=zero-shot", NULL});
+    char *db = it_path(dir, "again.db");
+    proc_out p = pwb_run(suite, db, NULL);
+    cr_assert_eq(p.status, 0, "exit %d: %s", p.status, p.err);
+    proc_out_free(&p);
+    char *before = it_sql_text(db, "SELECT finished FROM runs");
+    cr_assert_not_null(before);
+    sleep_ms(30);
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s", p.status, p.err);
+    cr_assert(strstr(p.out, "(resumed): 0 new predictions"), "%s", p.out);
+    cr_assert(!strstr(p.err, "run:"), "a progress line for nothing: %s", p.err);
+    proc_out_free(&p);
+    char *after = it_sql_text(db, "SELECT finished FROM runs");
+    cr_assert(after && !strcmp(before, after), "finished %s, then %s", before, after ? after : "(null)");
+    char *status = it_sql_text(db, "SELECT status FROM runs");
+    cr_assert(status && !strcmp(status, "complete"), "%s", status ? status : "(null)");
+    free(status);
+    free(before);
+    free(after);
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(dir);
+}

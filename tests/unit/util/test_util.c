@@ -1,7 +1,9 @@
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util/buf.h"
+#include "util/progress.h"
 #include "util/rng.h"
 #include "util/sha256.h"
 #include "util/str.h"
@@ -68,4 +70,40 @@ Test(rng, reproducible_and_in_range)
         cr_assert_eq(x, rng_below(&b, 7));
         cr_assert(x < 7);
     }
+}
+
+/* The whole line one draw of p writes to a temporary file. */
+static void progress_line(pwb_progress *p, long done, char *out, size_t cap)
+{
+    rewind(p->out);
+    p->last_draw = 0; /* draw now, whatever the throttle says */
+    progress_update(p, done, NULL);
+    rewind(p->out);
+    size_t n = fread(out, 1, cap - 1, p->out);
+    out[n] = '\0';
+}
+
+Test(progress, eta_counts_the_work_after_and_an_idle_bar_draws_nothing)
+{
+    pwb_progress p;
+    char line[512];
+    FILE *f = tmpfile();
+    cr_assert_not_null(f);
+    progress_init(&p, f, "run", 10);
+    /* half done in no time: the bar's own ETA is 00:00, the 10 minutes of training after it count */
+    progress_set_after(&p, 600, NULL);
+    progress_line(&p, 5, line, sizeof line);
+    cr_assert(strstr(line, "eta 10:00"), "%s", line);
+    /* work after it that cannot be timed yet is named */
+    progress_set_after(&p, -1, "training");
+    progress_line(&p, 5, line, sizeof line);
+    cr_assert(strstr(line, "eta 00:00 + training"), "%s", line);
+    fclose(f);
+
+    /* nothing to count and never drawn: finishing writes nothing */
+    f = tmpfile();
+    progress_init(&p, f, "run", 0);
+    progress_finish(&p);
+    cr_assert_eq(ftell(f), 0, "an empty progress line");
+    fclose(f);
 }
