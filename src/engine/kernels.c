@@ -16,13 +16,59 @@
 /* Below this many multiply-adds a call runs on one thread: waking the pool costs more. */
 #define PAR_MIN_WORK (1 << 16)
 
+/* The exact product's tiles: the build's (AVX2 or scalar), or AVX-512 when the CPU has it. */
+static struct {
+    const char *isa;
+    kf32_tile_fn tile;
+    kfused_tile_fn fused;
+} kimpl;
+
+static int cpu_has_avx512(void)
+{
+#if defined(KERNELS_AVX2) && defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+int kernel_use_isa(const char *name)
+{
+#if defined(KERNELS_AVX2) && defined(__GNUC__) && defined(__x86_64__)
+    if (strcmp(name, "avx512") == 0 && cpu_has_avx512()) {
+        kimpl.isa = "avx512";
+        kimpl.tile = kf32_tile_avx512;
+        kimpl.fused = kfused_tile_avx512;
+        return PWB_OK;
+    }
+#endif
+#ifdef KERNELS_AVX2
+    const char *base = "avx2";
+#else
+    const char *base = "scalar";
+#endif
+    if (strcmp(name, base) != 0)
+        return PWB_EUNSUP;
+    kimpl.isa = base;
+    kimpl.tile = kf32_tile;
+    kimpl.fused = kfused_tile;
+    return PWB_OK;
+}
+
+/* Before main: the choice is made once, before any thread runs a product. */
+__attribute__((constructor)) static void kimpl_init(void)
+{
+    const char *want = getenv("PWB_KERNELS");
+    if ((want && kernel_use_isa(want) == PWB_OK) || kernel_use_isa("avx512") == PWB_OK)
+        return;
+    kernel_use_isa(kernel_use_isa("avx2") == PWB_OK ? "avx2" : "scalar");
+}
+
 const char *kernel_isa(void)
 {
-#ifdef KERNELS_AVX2
-    return "avx2";
-#else
-    return "scalar";
-#endif
+    return kimpl.isa;
 }
 
 /* ---- portable scalar fallback ---- */
@@ -182,6 +228,26 @@ void kf32_tile(const float *const w[KF_ROWS], const float *const x[KF_COLS], int
                 s = fmaf(w[r][k], x[j][k], s);
             out[r][j] = s;
         }
+}
+
+void kfused_tile(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS], int nx,
+                 int64_t K, float out[KF_ROWS][KF_COLS])
+{
+    const size_t bs = quant_block_size(type), ts = quant_type_size(type);
+    float buf[KF_CHUNK];
+    for (int r = 0; r < nr; r++) {
+        const unsigned char *row = (const unsigned char *)w + (size_t)r * row_bytes;
+        float s[KF_COLS] = {0};
+        for (int64_t k0 = 0; k0 < K; k0 += KF_CHUNK) {
+            const int cn = K - k0 < KF_CHUNK ? (int)(K - k0) : KF_CHUNK;
+            kx_dequant(type, row + (size_t)(k0 / (int64_t)bs) * ts, buf, cn);
+            for (int j = 0; j < nx; j++)
+                for (int k = 0; k < cn; k++)
+                    s[j] = fmaf(buf[k], x[j][k0 + k], s[j]);
+        }
+        for (int j = 0; j < nx; j++)
+            out[r][j] = s[j];
+    }
 }
 
 void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx, int cn)
@@ -391,6 +457,40 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
 #define KF_PANEL_FLOATS (16 * 1024)
 #define KF_PANEL_MAX_ROWS 256
 
+/* Small batches (B <= KF_COLS, decoding): no panel; each tile of KF_ROWS weight rows is
+ * dequantized a chunk at a time and dotted with only the B real activation rows, on the kernel
+ * pool. */
+typedef struct small_job {
+    int type;
+    const unsigned char *w;
+    size_t row_bytes;
+    int64_t M, K;
+    const float *x;
+    size_t ldx;
+    int B;
+    float *y;
+    size_t ldy;
+} small_job;
+
+static void small_part(void *arg, int t, int nt)
+{
+    const small_job *j = arg;
+    const int64_t n_tiles = (j->M + KF_ROWS - 1) / KF_ROWS;
+    const int64_t t0 = n_tiles * t / nt, t1 = n_tiles * (t + 1) / nt;
+    const float *xr[KF_COLS];
+    for (int c = 0; c < KF_COLS; c++)
+        xr[c] = j->x + (size_t)(c < j->B ? c : 0) * j->ldx;
+    for (int64_t g = t0; g < t1; g++) {
+        const int64_t m0 = g * KF_ROWS;
+        const int nr = j->M - m0 < KF_ROWS ? (int)(j->M - m0) : KF_ROWS;
+        float out[KF_ROWS][KF_COLS];
+        kimpl.fused(j->type, j->w + (size_t)m0 * j->row_bytes, j->row_bytes, nr, xr, j->B, j->K, out);
+        for (int c = 0; c < j->B; c++)
+            for (int r = 0; r < nr; r++)
+                j->y[(size_t)c * j->ldy + (size_t)(m0 + r)] = out[r][c];
+    }
+}
+
 int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, float *y, size_t ldy,
                         pwb_err *e)
 {
@@ -402,6 +502,16 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
         return kernel_matmul_ex(W, x, ldx, B, y, ldy, e); /* float weights: already exact */
     const size_t row_bytes = quant_row_size(W->type, K);
     const unsigned char *wdata = W->data;
+    if (B <= KF_COLS) {
+        small_job j = {W->type, wdata, row_bytes, M, K, x, ldx, B, y, ldy};
+        int nt = 1;
+#ifdef _OPENMP
+        if ((double)M * (double)K * B >= PAR_MIN_WORK)
+            nt = omp_get_max_threads();
+#endif
+        kpool_run(small_part, &j, nt);
+        return PWB_OK;
+    }
     int64_t panel_rows = KF_PANEL_FLOATS / K / KF_ROWS * KF_ROWS;
     if (panel_rows < KF_ROWS)
         panel_rows = KF_ROWS;
@@ -435,7 +545,7 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
                     float out[KF_ROWS][KF_COLS];
                     for (int j = 0; j < KF_COLS; j++)
                         xr[j] = x + (size_t)(b0 + (j < nb ? j : 0)) * ldx;
-                    kf32_tile(w, xr, K, out);
+                    kimpl.tile(w, xr, K, out);
                     for (int j = 0; j < nb; j++)
                         for (int r = 0; r < nr; r++)
                             y[(size_t)(b0 + j) * ldy + (size_t)(m0 + r0 + r)] = out[r][j];

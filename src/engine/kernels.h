@@ -1,6 +1,7 @@
 /* Compute kernels for the forward and backward passes. Parallel with OpenMP over output rows (the
- * caller sets the thread count with omp_set_num_threads / OMP_NUM_THREADS); AVX2+FMA+F16C paths
- * with a portable scalar fallback.
+ * caller sets the thread count with omp_set_num_threads / OMP_NUM_THREADS; small batches of the
+ * exact product use the kernels' own thread pool with the same count); AVX2+FMA+F16C paths with a
+ * portable scalar fallback, and AVX-512 exact-product tiles chosen at run time.
  *
  * Layout convention: a weight W is a pwb_tensor of shape [M rows, K cols] in GGUF order, i.e.
  * ne[0] = K (contiguous), ne[1] = M (higher dims, if any, fold into M). Activations are row-major
@@ -54,7 +55,12 @@ void kernel_matmul_f32_t(const float *W, int M, int K, const float *x, int B, fl
 float kernel_dot_f32(const float *a, const float *b, int64_t n);
 void kernel_axpy_f32(float *y, float a, const float *x, int64_t n);   /* y += a * x */
 
-/* Which SIMD path this build uses: "avx2" or "scalar". */
+/* Which SIMD path the exact product uses: "avx512" (chosen at run time when the CPU has AVX-512
+ * F/BW/VL/DQ and PWB_KERNELS is not "avx2"), "avx2" or "scalar" (fixed by the build). */
 const char *kernel_isa(void);
+/* Selects a path by name ("avx512", "avx2", "scalar" where the build has it, "avx512" only where
+ * the CPU has it): for tests and benchmarks comparing them. Not thread-safe against running
+ * products. Returns PWB_OK or PWB_EUNSUP. */
+int kernel_use_isa(const char *name);
 
 #endif

@@ -495,31 +495,33 @@ void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int
 
 /* ---- exact product: F32 weight rows (dequantized by the caller) against F32 activations ---- */
 
+/* One step of the exact tiles: a[r][j] += w[r][wk..] * x[j][xk..] over one vector, rows NX of x. */
+INLINE void tile_step(__m256 a[KF_ROWS][KF_COLS], const float *const w[KF_ROWS], int64_t wk,
+                      const float *const x[KF_COLS], int64_t xk, int NX)
+{
+    __m256 xv[KF_COLS];
+    UNROLL
+    for (int j = 0; j < NX; j++)
+        xv[j] = _mm256_loadu_ps(x[j] + xk);
+    UNROLL
+    for (int r = 0; r < KF_ROWS; r++) {
+        __m256 wv = _mm256_loadu_ps(w[r] + wk);
+        UNROLL
+        for (int j = 0; j < NX; j++)
+            a[r][j] = _mm256_fmadd_ps(wv, xv[j], a[r][j]);
+    }
+}
+
 /* out[r][j] = dot(w[r], x[j]) for 4 weight rows and 3 activation rows: 7 loads per 12 FMAs. Every
  * (r, j) is summed in the same order (8 lanes over k, a fixed horizontal sum, then the tail), so
  * a product does not depend on which rows shared its tile. */
 void kf32_tile(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K, float out[KF_ROWS][KF_COLS])
 {
     __m256 a[KF_ROWS][KF_COLS];
-    UNROLL
-    for (int r = 0; r < KF_ROWS; r++)
-        UNROLL
-        for (int j = 0; j < KF_COLS; j++)
-            a[r][j] = _mm256_setzero_ps();
+    memset(a, 0, sizeof a); /* kept in registers */
     int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 xv[KF_COLS];
-        UNROLL
-        for (int j = 0; j < KF_COLS; j++)
-            xv[j] = _mm256_loadu_ps(x[j] + k);
-        UNROLL
-        for (int r = 0; r < KF_ROWS; r++) {
-            __m256 wv = _mm256_loadu_ps(w[r] + k);
-            UNROLL
-            for (int j = 0; j < KF_COLS; j++)
-                a[r][j] = _mm256_fmadd_ps(wv, xv[j], a[r][j]);
-        }
-    }
+    for (; k + 8 <= K; k += 8)
+        tile_step(a, w, k, x, k, KF_COLS);
     UNROLL
     for (int r = 0; r < KF_ROWS; r++)
         UNROLL
@@ -529,6 +531,46 @@ void kf32_tile(const float *const w[KF_ROWS], const float *const x[KF_COLS], int
                 s = fmaf(w[r][t], x[j][t], s);
             out[r][j] = s;
         }
+}
+
+/* ---- small batches: kf32_tile with the weight rows dequantized per chunk ---- */
+
+/* The chunk loop keeps a[r][j] in registers across chunks; per (r, j) the FMAs run over k in the
+ * same order as kf32_tile's and end in the same horizontal sum (K is a multiple of 32 for every
+ * quantized type, so there is no tail). */
+INLINE void fused_n(int type, const void *w, size_t rb, int nr, const float *const x[KF_COLS], int NX, int64_t K,
+                    float out[KF_ROWS][KF_COLS])
+{
+    const size_t bs = quant_block_size(type), ts = quant_type_size(type);
+    const unsigned char *rw[KF_ROWS];
+    for (int r = 0; r < KF_ROWS; r++)
+        rw[r] = (const unsigned char *)w + (size_t)(r < nr ? r : 0) * rb;
+    float buf[KF_ROWS][KF_CHUNK] __attribute__((aligned(32)));
+    __m256 a[KF_ROWS][KF_COLS];
+    memset(a, 0, sizeof a); /* kept in registers */
+    for (int64_t k0 = 0; k0 < K; k0 += KF_CHUNK) {
+        const int cn = K - k0 < KF_CHUNK ? (int)(K - k0) : KF_CHUNK;
+        for (int r = 0; r < KF_ROWS; r++)
+            kx_dequant(type, rw[r] + (size_t)(k0 / (int64_t)bs) * ts, buf[r], cn);
+        const float *const bw[KF_ROWS] = {buf[0], buf[1], buf[2], buf[3]};
+        for (int k = 0; k < cn; k += 8)
+            tile_step(a, bw, k, x, k0 + k, NX);
+    }
+    UNROLL
+    for (int r = 0; r < KF_ROWS; r++)
+        UNROLL
+        for (int j = 0; j < NX; j++)
+            out[r][j] = hsum_ps(a[r][j]);
+}
+
+void kfused_tile(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS], int nx,
+                 int64_t K, float out[KF_ROWS][KF_COLS])
+{
+    switch (nx) {
+    case 1: fused_n(type, w, row_bytes, nr, x, 1, K, out); break;
+    case 2: fused_n(type, w, row_bytes, nr, x, 2, K, out); break;
+    default: fused_n(type, w, row_bytes, nr, x, 3, K, out); break;
+    }
 }
 
 /* ---- dequantization (F16C / AVX2) for the transposed product and embedding rows ---- */

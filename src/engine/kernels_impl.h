@@ -72,4 +72,30 @@ void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int
 #define KF_COLS 3
 void kf32_tile(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K, float out[KF_ROWS][KF_COLS]);
 
+/* Small batches (nx <= KF_COLS activation rows): the same tile over nr (<= KF_ROWS) quantized rows,
+ * row_bytes apart, dequantized a chunk of KF_CHUNK elements at a time into L1 instead of into a
+ * panel, and only the nx real columns computed. Each out[r][j] gets the same bits as
+ * kx_dequant-ing the rows and calling kf32_tile, so results stay independent of the batch. */
+#define KF_CHUNK 256
+void kfused_tile(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS], int nx,
+                 int64_t K, float out[KF_ROWS][KF_COLS]);
+
+/* The AVX-512 tiles (kernels_avx512.c), for CPUs that have AVX-512 F/BW/VL/DQ (chosen at run time
+ * in kernels.c; same contracts as kf32_tile and kfused_tile, summed over 16 lanes instead of 8). */
+typedef void (*kf32_tile_fn)(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K,
+                             float out[KF_ROWS][KF_COLS]);
+typedef void (*kfused_tile_fn)(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS],
+                               int nx, int64_t K, float out[KF_ROWS][KF_COLS]);
+void kf32_tile_avx512(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K,
+                      float out[KF_ROWS][KF_COLS]);
+void kfused_tile_avx512(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS], int nx,
+                        int64_t K, float out[KF_ROWS][KF_COLS]);
+
+/* A persistent pool for the small-batch products: fn(arg, t, nt) runs for t < nt on the caller (t
+ * = 0) and nt - 1 workers that spin briefly after each job before sleeping, so the next product of
+ * a decode step finds them awake. Runs fn on the caller alone when nested in an OpenMP region,
+ * when another thread holds the pool, or for nt = 1. */
+typedef void (*kpool_fn)(void *arg, int t, int nt);
+void kpool_run(kpool_fn fn, void *arg, int nt);
+
 #endif

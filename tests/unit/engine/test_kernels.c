@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -342,7 +343,9 @@ Test(kernels, errors)
     cr_assert_eq(kernel_matmul(&f, x, 0, y, &e), PWB_OK);
     pwb_tensor shortw = {"w", DT_F32, 2, {8, 4, 1, 1}, buf, 64};          /* needs 128 bytes */
     cr_assert_eq(kernel_matmul(&shortw, x, 1, y, &e), PWB_EINVAL);
-    cr_assert(strcmp(kernel_isa(), "avx2") == 0 || strcmp(kernel_isa(), "scalar") == 0);
+    cr_assert(strcmp(kernel_isa(), "avx512") == 0 || strcmp(kernel_isa(), "avx2") == 0 ||
+              strcmp(kernel_isa(), "scalar") == 0);
+    cr_assert_eq(kernel_use_isa("no-such-isa"), PWB_EUNSUP);
 }
 
 /* The real default model's matrices (Q4_1 and the Q8_0 tied embedding/output), if present. */
@@ -459,4 +462,113 @@ Test(kernels, matmul_exact_every_type)
     cr_expect_eq(kernel_matmul_exact(&W, x, 32, 1, y, 4, NULL), PWB_EINVAL, "ldx < K");
     cr_expect_eq(kernel_matmul_exact(&W, x, 64, 1, y, 3, NULL), PWB_EINVAL, "ldy < M");
     free(wmem);
+}
+
+/* Random blocks of any quantized type (including those without a quantizer here): random bytes with
+ * finite fp16 scales at the type's scale offsets. */
+static void *random_blocks(int type, int M, int K, pwb_rng *r, pwb_tensor *t)
+{
+    static const struct { int type, off[2]; } scales[] = {
+        {DT_Q4_0, {0, -1}}, {DT_Q4_1, {0, 2}}, {DT_Q8_0, {0, -1}}, {DT_Q5_0, {0, -1}}, {DT_Q5_1, {0, 2}},
+        {DT_Q2_K, {80, 82}}, {DT_Q3_K, {108, -1}}, {DT_Q4_K, {0, 2}}, {DT_Q5_K, {0, 2}}, {DT_Q6_K, {208, -1}},
+    };
+    size_t rb = quant_row_size(type, K), bsz = quant_type_size(type);
+    unsigned char *w = malloc(rb * (size_t)M + 1);
+    for (size_t i = 0; i < rb * (size_t)M; i++)
+        w[i] = (uint8_t)rng_below(r, 256);
+    for (size_t s = 0; s < sizeof scales / sizeof scales[0]; s++) {
+        if (scales[s].type != type)
+            continue;
+        for (size_t b = 0; b < rb * (size_t)M / bsz; b++)
+            for (int f = 0; f < 2 && scales[s].off[f] >= 0; f++) {
+                uint16_t h = f32_to_fp16(f == 0 ? 0.01f + 0.05f * (float)rng_uniform(r) : (float)rng_normal(r) * 0.1f);
+                memcpy(w + b * bsz + scales[s].off[f], &h, 2);
+            }
+    }
+    pwb_tensor tt = {"w", type, 2, {K, M, 1, 1}, w, rb * (size_t)M};
+    *t = tt;
+    return w;
+}
+
+/* The small-batch exact product (B <= 3: weights dequantized per chunk, fused with the dot, on the
+ * kernel pool) on every quantized type and every SIMD path this machine runs: within F32 rounding of
+ * a double reference, and bit for bit what the same rows get inside a larger batch (the panel path)
+ * and on one thread. Odd row counts (partial tiles), K with a partial chunk, strided rows. */
+Test(kernels, matmul_exact_small_batches_every_type_and_isa)
+{
+    static const int qtypes[] = {DT_Q4_0, DT_Q4_1, DT_Q8_0, DT_Q5_0, DT_Q5_1,
+                                 DT_Q2_K, DT_Q3_K, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+    static const char *isas[] = {"avx512", "avx2", "scalar"};
+    static const int shapes[][2] = {{1, 32}, {5, 96}, {9, 288}, {130, 576}, {3, 256}, {7, 768}, {66, 1280}};
+    char saved[16];
+    snprintf(saved, sizeof saved, "%s", kernel_isa());
+    pwb_rng r;
+    rng_init(&r, 77);
+    int n_isas = 0;
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        if (kernel_use_isa(isas[ii]) != PWB_OK)
+            continue;
+        n_isas++;
+        for (size_t t = 0; t < sizeof qtypes / sizeof qtypes[0]; t++) {
+            const int type = qtypes[t];
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                const int M = shapes[s][0], K = shapes[s][1];
+                if (K % (int)quant_block_size(type))
+                    continue;
+                pwb_tensor W;
+                void *wmem = random_blocks(type, M, K, &r, &W);
+                const int BB = 7;
+                const size_t ldx = (size_t)K + 5, ldy = (size_t)M + 1;
+                float *x = malloc(sizeof(float) * ldx * BB), *xd = malloc(sizeof(float) * (size_t)K * BB);
+                float *yb = malloc(sizeof(float) * ldy * BB), *y = malloc(sizeof(float) * ldy * 3);
+                double *ref = malloc(sizeof(double) * (size_t)BB * M), *tol = malloc(sizeof(double) * (size_t)BB * M);
+                for (int b = 0; b < BB; b++)
+                    for (int k = 0; k < K; k++)
+                        xd[(size_t)b * K + k] = x[(size_t)b * ldx + k] = (float)rng_normal(&r) * (k % 41 ? 1.0f : 4.0f);
+                reference(&W, xd, BB, ref, tol);
+                cr_assert_eq(kernel_matmul_exact(&W, x, ldx, BB, yb, ldy, NULL), PWB_OK);
+                for (int B = 1; B <= 3; B++) {
+                    for (int rep = 0; rep < 2; rep++) { /* all threads, then one */
+                        int nth = omp_get_max_threads();
+                        if (rep)
+                            omp_set_num_threads(1);
+                        for (size_t i = 0; i < ldy * 3; i++)
+                            y[i] = -999;
+                        /* rows 4-6 of the batch, so x does not start at the buffer */
+                        cr_assert_eq(kernel_matmul_exact(&W, x + 4 * ldx, ldx, B, y, ldy, NULL), PWB_OK);
+                        omp_set_num_threads(nth);
+                        for (int b = 0; b < B; b++) {
+                            for (int m = 0; m < M; m++) {
+                                double got = y[(size_t)b * ldy + m], want = ref[(size_t)(4 + b) * M + m];
+                                double sabs = 0;
+                                float wr[1280];
+                                dequant_row(type, (const unsigned char *)W.data + quant_row_size(type, K) * (size_t)m,
+                                            wr, K);
+                                for (int k = 0; k < K; k++)
+                                    sabs += fabs((double)wr[k] * xd[(size_t)(4 + b) * K + k]);
+                                cr_assert(fabs(got - want) <= 1e-5 * sabs + 1e-6,
+                                          "%s %s M %d K %d B %d: y[%d][%d] = %.9g, want %.9g", isas[ii],
+                                          quant_type_name(type), M, K, B, b, m, got, want);
+                            }
+                            cr_assert_eq(memcmp(y + (size_t)b * ldy, yb + (size_t)(4 + b) * ldy, sizeof(float) * (size_t)M),
+                                         0, "%s %s M %d K %d B %d rep %d: differs from the batch of 7", isas[ii],
+                                         quant_type_name(type), M, K, B, rep);
+                            cr_assert_eq(y[(size_t)b * ldy + M], -999, "written past M");
+                        }
+                        if (B < 3)
+                            cr_assert_eq(y[(size_t)B * ldy], -999, "written past B");
+                    }
+                }
+                free(x);
+                free(xd);
+                free(yb);
+                free(y);
+                free(ref);
+                free(tol);
+                free(wmem);
+            }
+        }
+    }
+    cr_assert_eq(kernel_use_isa(saved), PWB_OK);
+    cr_assert(n_isas >= 1);
 }
