@@ -35,6 +35,31 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
   PWB_SERVE_LOAD=64x20 PWB_BIN=${PWB_BIN:-$root/build/pwb} PWB_ROOT=$root PWB_SHARED=$shared \
     "$root/build/tests/integration" --filter 'serve/load_mixed_adapters' 2>&1 | grep '^serve load'
   if python3 -c 'import llama_cpp' 2>/dev/null; then
+    # The issue's must-show ratios, alternating pwb and llama.cpp runs; 1-minute load after each.
+    echo "## ratios: pwb / llama.cpp, same GGUF, 2 threads (load average after each run)"
+    ld() { cut -d' ' -f1 /proc/loadavg; }
+    num() { sed -n "s/$1/\1/p" | head -1; }
+    dev=$shared/datasets/sst2/dev.tsv
+    pr=$("$bin/engine_bench" "$model" "$dev" --threads 2 --limit 200 --no-prefix --rank-only | num '.* \([0-9.]*\) examples\/s.*'); l1=$(ld)
+    lr=$(python3 bench/llamacpp_rank_bench.py "$model" "$dev" --limit 200 | num '^  examples\/s *\([0-9.]*\).*'); l2=$(ld)
+    pd=$("$bin/engine_bench" "$model" "$dev" --threads 2 --limit 8 | num '.*decode \([0-9.]*\) tok\/s.*'); l3=$(ld)
+    lc=$(env -u OMP_WAIT_POLICY python3 bench/llamacpp_decode_bench.py "$model" | num '.*decode \([0-9.]*\) tok\/s.*'); l4=$(ld)
+    awk -v pr="$pr" -v lr="$lr" -v pd="$pd" -v lc="$lc" -v l1="$l1" -v l2="$l2" -v l3="$l3" -v l4="$l4" 'BEGIN {
+      printf "rank SST-2 dev (200, no prefix sharing): pwb %s ex/s (load %s), llama.cpp %s ex/s (load %s): %.2fx (must show 2.5x)\n", pr, l1, lr, l2, (lr > 0 ? pr / lr : 0)
+      printf "decode batch 1: pwb %s tok/s (load %s), llama.cpp default settings %s tok/s (load %s): %.2fx (must show 1x)\n", pd, l3, lc, l4, (lc > 0 ? pd / lc : 0) }'
+    if python3 -c 'import numpy' 2>/dev/null; then
+      pf=$("$bin/engine_bench" "$model" "$dev" --threads 2 --limit 8 | num '^prefill batch 8: .* \([0-9.]*\) tok\/s.*'); l5=$(ld)
+      sg=$(OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 python3 -c '
+import time, numpy as np
+a = np.random.rand(1024, 576).astype(np.float32); b = np.random.rand(576, 1536).astype(np.float32)
+best = 0
+for _ in range(20):
+    t = time.perf_counter(); a @ b; best = max(best, 2 * 1024 * 576 * 1536 / (time.perf_counter() - t))
+print(f"{best / 1e9:.1f}")'); l6=$(ld)
+      awk -v pf="$pf" -v sg="$sg" -v l5="$l5" -v l6="$l6" 'BEGIN {
+        g = 2 * 134.5e6 * pf / 1e9
+        printf "prefill batch 8: pwb %s tok/s = %.1f GFLOP/s (2 x 134.5M per token, load %s); numpy SGEMM 1024x576x1536 %s GFLOP/s (load %s): %.0f%% (must show 60%%)\n", pf, g, l5, sg, l6, (sg > 0 ? 100 * g / sg : 0) }'
+    fi
     echo "## llama.cpp (llama-cpp-python), same rank classification, 2 threads"
     python3 bench/llamacpp_rank_bench.py "$model" "$shared/datasets/sst2/dev.tsv"
   else
