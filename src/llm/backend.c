@@ -62,7 +62,8 @@ int llm_backend_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
 int llm_request_check(const llm_request *r, pwb_err *e)
 {
     if (r->mode == LLM_EMBED)
-        return err_set(e, PWB_EUNSUP, "embeddings come from the local engine only");
+        return err_set(e, PWB_EUNSUP, "embeddings come from the local engine or an OpenAI-compatible /embeddings "
+                       "endpoint");
     if (r->mode != LLM_GENERATE && r->mode != LLM_RANK)
         return err_set(e, PWB_EINVAL, "unknown request mode %d", r->mode);
     if (r->n_messages < 0 || (r->n_messages > 0 && !r->messages))

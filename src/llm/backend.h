@@ -18,8 +18,9 @@ typedef struct llm_message {
 enum llm_mode {
     LLM_GENERATE = 0, /* produce text from messages (chat) or prompt (completion) */
     LLM_RANK = 1,     /* score each choice as a continuation; no text generated */
-    LLM_EMBED = 2     /* an embedding of prompt (raw text, no chat template); the local backend
-                       * only, and a call holds embedding requests alone */
+    LLM_EMBED = 2     /* an embedding of prompt (raw text, no chat template): the local engine's
+                       * mean-pooled last hidden state, or an OpenAI-compatible /embeddings
+                       * endpoint; a call holds embedding requests alone */
 };
 
 typedef struct llm_request {

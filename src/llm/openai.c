@@ -23,6 +23,7 @@
 typedef struct openai_impl {
     llm_backend base; /* first: the backend pointer is the impl pointer */
     remote_conn conn;
+    remote_conn embed; /* POST {base_url}/embeddings, for LLM_EMBED requests */
     int chat;
     chat_template ct; /* completions: renders chat messages (cfg->chat_template) */
     int have_ct;
@@ -413,12 +414,81 @@ static int op_first(void *ctx, size_t i, const char *data, size_t len)
     return openai_first_token(im->chat, data, len);
 }
 
+/* ---- embeddings: POST /embeddings {"model", "input"} -> data[0].embedding ---- */
+
+static int emb_build(void *ctx, size_t i, pwb_buf *body, pwb_err *e)
+{
+    openai_impl *im = ctx;
+    const llm_request *r = &im->reqs[i];
+    if (r->mode != LLM_EMBED)
+        return err_set(e, PWB_EINVAL, "embedding requests go in a call of their own");
+    cJSON *o = cJSON_CreateObject();
+    int bad = !o || (im->bo.model && !cJSON_AddStringToObject(o, "model", im->bo.model)) ||
+              !cJSON_AddStringToObject(o, "input", r->prompt ? r->prompt : "") ||
+              !cJSON_AddStringToObject(o, "encoding_format", "float");
+    return json_append(body, o, bad) ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+}
+
+int openai_parse_embedding(const char *body, size_t len, llm_response *r, pwb_err *e)
+{
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (!j)
+        return err_set(e, PWB_EPARSE, "embeddings reply is not JSON");
+    const cJSON *d = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "data"), 0);
+    const cJSON *v = d ? cJSON_GetObjectItemCaseSensitive(d, "embedding") : NULL;
+    int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
+    int rc = PWB_OK;
+    if (n < 1 || n > (1 << 16))
+        rc = err_set(e, PWB_EINVAL, "embeddings reply without data[0].embedding (a list of at most 65536 numbers)");
+    else if (!(r->embedding = malloc((size_t)n * sizeof *r->embedding)))
+        rc = err_set(e, PWB_ENOMEM, "out of memory");
+    for (int i = 0; !rc && i < n; i++) {
+        const cJSON *x = cJSON_GetArrayItem(v, i);
+        if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble))
+            rc = err_set(e, PWB_EINVAL, "embeddings reply: element %d is not a finite number", i);
+        else
+            r->embedding[i] = (float)x->valuedouble;
+    }
+    if (rc) {
+        free(r->embedding);
+        r->embedding = NULL;
+    } else {
+        r->n_embedding = n;
+        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "usage"), "prompt_tokens");
+        r->tokens_in = cJSON_IsNumber(pt) ? pt->valueint : -1;
+        r->tokens_out = 0;
+        r->choice = -1;
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int emb_parse(void *ctx, size_t i, const char *body, size_t len, llm_response *r, pwb_err *e)
+{
+    return openai_parse_embedding(body, len, r, e);
+}
+
+static void emb_estimate(void *ctx, size_t i, double *in, double *out)
+{
+    openai_impl *im = ctx;
+    const char *t = im->reqs[i].prompt;
+    *in = t ? (double)strlen(t) / 4.0 : 0;
+    *out = 0;
+}
+
 static int openai_run(llm_backend *b, const llm_request *reqs, size_t n, llm_response *out, llm_done_fn done,
                       void *ctx, pwb_err *e)
 {
     openai_impl *im = b->impl;
     if (n && (!reqs || !out))
         return err_set(e, PWB_EINVAL, "%s: no requests or no response array", b->kind);
+    if (n && reqs[0].mode == LLM_EMBED) {
+        im->reqs = reqs;
+        http_ops eo = {.build = emb_build, .parse = emb_parse, .ctx = im, .estimate = emb_estimate};
+        int rc = http_client_run(im->embed.http, n, &eo, out, done, ctx, b->stop, e);
+        im->reqs = NULL;
+        return rc;
+    }
     if (!im->chat)
         for (size_t i = 0; i < n; i++)
             if (reqs[i].mode == LLM_RANK)
@@ -437,6 +507,7 @@ static void openai_destroy(llm_backend *b)
         return;
     openai_impl *im = b->impl;
     remote_conn_close(&im->conn);
+    remote_conn_close(&im->embed);
     if (im->have_ct)
         chat_template_free(&im->ct);
     free(im);
@@ -454,6 +525,8 @@ int llm_openai_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
         return err_set(e, PWB_ENOMEM, "%s: out of memory", name);
     im->chat = chat;
     int rc = remote_conn_open(&im->conn, cfg, chat ? "/chat/completions" : "/completions", NULL, 0, e);
+    if (!rc)
+        rc = remote_conn_open(&im->embed, cfg, "/embeddings", NULL, 0, e);
     if (!rc && !chat && cfg->chat_template && *cfg->chat_template) {
         /* the model's own GGUF (cfg->tokenizer) carries its Jinja template: its default system
          * prompt then comes along, so the prompt is the one the local backend renders */
@@ -471,6 +544,7 @@ int llm_openai_create(llm_backend **out, const llm_config *cfg, pwb_err *e)
     }
     if (rc) {
         remote_conn_close(&im->conn);
+        remote_conn_close(&im->embed);
         free(im);
         return rc;
     }

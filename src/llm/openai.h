@@ -27,6 +27,8 @@ int openai_build_completion(const char *model, const llm_request *r, pwb_buf *ou
  * chat selects choices[0].message.content, else choices[0].text. Returns PWB_EPARSE when the body
  * is not JSON, PWB_EHTTP when it is JSON of the wrong shape or an error object. */
 int openai_parse_reply(int chat, const char *body, size_t len, llm_response *r, pwb_err *e);
+/* An /embeddings reply: data[0].embedding into r->embedding, usage.prompt_tokens into tokens_in. */
+int openai_parse_embedding(const char *body, size_t len, llm_response *r, pwb_err *e);
 
 /* ---- bodies beyond the request: streaming, rendered completion prompts ---- */
 

@@ -1,6 +1,6 @@
 /* shot_pick similar: the k training rows nearest each query, by cosine similarity of the local
- * model's mean-pooled last hidden state (Liu et al. 2022, "What Makes Good In-Context Examples for
- * GPT-3?"). Embeddings go through the response cache like answers: a rerun, another method or
+ * model's mean-pooled last hidden state, or of what an HTTP model's /embeddings endpoint returns
+ * (Liu et al. 2022, "What Makes Good In-Context Examples for GPT-3?"). Embeddings go through the response cache like answers: a rerun, another method or
  * another suite over the same texts computes none again. */
 #include "run/run_internal.h"
 
@@ -147,9 +147,11 @@ int run_cell_neighbours(runner *R, rcell *c, pwb_err *e)
         return PWB_OK;
     rmodel *mo = &R->mo[c->m];
     const rds *d = &R->ds[c->d];
-    if (strcmp(mo->cfg.provider, "local"))
-        return err_set(e, PWB_EUNSUP, "%s: method '%s': shot_pick similar embeds texts with the local engine; model "
-                       "'%s' is provider %s", R->suite.path, m->sm->name, mo->sm->name, mo->cfg.provider);
+    const char *kind = mo->be && mo->be->kind ? mo->be->kind : "";
+    if (strcmp(kind, "local") && strcmp(kind, "openai") && strcmp(kind, "openai-completions"))
+        return err_set(e, PWB_EUNSUP, "%s: method '%s': shot_pick similar embeds texts with the local engine or an "
+                       "OpenAI-compatible /embeddings endpoint; model '%s' is provider %s", R->suite.path, m->sm->name,
+                       mo->sm->name, mo->cfg.provider);
     const ds_data *pool = run_cell_shot_pool(R, c);
     const int same = d->shots_same && !c->has_pool;
     if (pool->n > EMBED_MAX_POOL)

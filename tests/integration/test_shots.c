@@ -126,3 +126,44 @@ Test(shots, search_with_proposed_instructions, .timeout = 120)
     free(db2);
     free(dir);
 }
+
+/* An HTTP model's /embeddings endpoint (fakellm: a hashed bag of words) picks the shots: every pool
+ * row and query embedded once, kept in the cache, the same shots on a fresh run. */
+Test(shots, similar_through_an_embeddings_endpoint, .timeout = 60)
+{
+    char *dir = it_tmpdir();
+    fake_llm f;
+    cr_assert_eq(fake_start(&f, dir, NULL), 0);
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"name\": \"emb-it\", \"seed\": 4, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": 5}],"
+             " \"models\": [{\"name\": \"cmpl\", \"provider\": \"openai-completions\", \"preset\": \"vllm\","
+             " \"base_url\": \"http://127.0.0.1:%d/v1\", \"model\": \"m\"}],"
+             " \"methods\": [{\"name\": \"near\", \"template\": \"few-shot\", \"scoring\": \"rank\", \"shots\": 3,"
+             "  \"shot_pick\": \"similar\", \"train_limit\": 50}]}",
+             f.port);
+    char *suite = it_path(dir, "e.json"), *db = it_path(dir, "e.db");
+    it_write(suite, text);
+    proc_out p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cache WHERE value LIKE '{\"embedding\":%'"), 55);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM predictions WHERE valid = 1"), 5);
+    /* the same suite again, fresh: every embedding from the cache, the same prompts */
+    char *a = it_sql_text(db, "SELECT group_concat(prompt_sha256) FROM (SELECT prompt_sha256 FROM predictions"
+                              " ORDER BY cell_id, row)");
+    p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "--fresh", "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cache WHERE value LIKE '{\"embedding\":%'"), 55);
+    char *b = it_sql_text(db, "SELECT group_concat(prompt_sha256) FROM (SELECT p.prompt_sha256 FROM predictions p"
+                              " JOIN cells c ON c.id = p.cell_id WHERE c.run_id = 2 ORDER BY p.row)");
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    fake_stop(&f);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(dir);
+}

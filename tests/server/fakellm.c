@@ -1,7 +1,8 @@
 /* fakellm: a loopback OpenAI-compatible server for tests and benchmarks.
  *
  * Single-threaded, poll()-based HTTP/1.1 with keep-alive and Content-Length bodies, on 127.0.0.1.
- * Answers POST /v1/chat/completions and /v1/completions (also without /v1) with OpenAI-shaped JSON,
+ * Answers POST /v1/chat/completions, /v1/completions and /v1/embeddings (also without /v1) with
+ * OpenAI-shaped JSON (embeddings: a 16-dimensional hashed bag of words),
  * GET /stats with counters, GET /health with "ok". Replies are deterministic functions of the
  * prompt; faults (429, 500, 503, dropped connection, slow reply, malformed JSON) are drawn per
  * request from a seeded RNG or taken from a script. Prints "PORT <n>" on stdout once listening.
@@ -126,7 +127,7 @@ static void usage(void)
             "  --first-token-ms MS   streamed replies start after MS\n"
             "  --stream-gap-ms MS    streamed replies: the rest after the first token follows after MS\n"
             "  --max-inflight K      429 (and /stats throttled) when K slow replies are already pending\n"
-            "Endpoints: POST /v1/chat/completions, /v1/completions (echo + logprobs), /v1/messages\n"
+            "Endpoints: POST /v1/chat/completions, /v1/completions (echo + logprobs), /v1/messages, /v1/embeddings\n"
             "(Anthropic), /api/chat (Ollama); \"stream\": true answers SSE (NDJSON for Ollama).\n");
 }
 
@@ -933,6 +934,50 @@ static void stats(conn *c)
     cJSON_Delete(j);
 }
 
+/* POST /v1/embeddings: a bag of words hashed into 16 dimensions (fnv1a of each word), so texts
+ * that share words are near each other; usage counts the words. */
+static void answer_embedding(conn *c, const cJSON *req, const char *auth)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(req, "input");
+    if (cJSON_IsArray(in))
+        in = cJSON_GetArrayItem(in, 0);
+    if (!cJSON_IsString(in)) {
+        S.stat_bad++;
+        respond_error(c, 400, "Bad Request", "'input' must be a string", auth, NULL);
+        return;
+    }
+    double v[16] = {0};
+    int words = 0;
+    char w[256];
+    for (const char *p = in->valuestring; *p;) {
+        size_t k = 0;
+        while (*p && (*p == ' ' || *p == '\n' || *p == '\t'))
+            p++;
+        while (*p && *p != ' ' && *p != '\n' && *p != '\t') {
+            if (k + 1 < sizeof w)
+                w[k++] = *p;
+            p++;
+        }
+        if (!k)
+            break;
+        w[k] = '\0';
+        v[fnv1a(w) % 16] += 1;
+        words++;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddItemToArray(data, d);
+    cJSON_AddItemToObject(d, "embedding", cJSON_CreateDoubleArray(v, 16));
+    cJSON_AddNumberToObject(d, "index", 0);
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", words);
+    char *s = cJSON_PrintUnformatted(o);
+    respond(c, 200, "OK", s ? s : "{}", s ? strlen(s) : 2, NULL);
+    free(s);
+    cJSON_Delete(o);
+}
+
 /* Handles one complete request. Returns -1 to drop the connection at once. */
 static int pending_slow(double now);
 
@@ -943,7 +988,8 @@ static int handle(conn *c, const char *method, const char *path, const char *hea
     int cmpl = strcmp(path, "/v1/completions") == 0 || strcmp(path, "/completions") == 0;
     int anth = strcmp(path, "/v1/messages") == 0 || strcmp(path, "/messages") == 0;
     int olla = strcmp(path, "/api/chat") == 0;
-    int proto = chat ? P_CHAT : cmpl ? P_CMPL : anth ? P_ANTHROPIC : P_OLLAMA;
+    int emb = strcmp(path, "/v1/embeddings") == 0 || strcmp(path, "/embeddings") == 0;
+    int proto = chat || emb ? P_CHAT : cmpl ? P_CMPL : anth ? P_ANTHROPIC : P_OLLAMA;
     const char *auth = cred_of(proto, h);
     if (strcmp(method, "GET") == 0 && strcmp(path, "/stats") == 0) {
         stats(c);
@@ -953,7 +999,7 @@ static int handle(conn *c, const char *method, const char *path, const char *hea
         respond(c, 200, "OK", "\"ok\"", 4, NULL);
         return 0;
     }
-    if (!(chat || cmpl || anth || olla)) {
+    if (!(chat || cmpl || anth || olla || emb)) {
         S.stat_other++;
         respond_error(c, 404, "Not Found", "no such endpoint", NULL, NULL);
         return 0;
@@ -1029,6 +1075,8 @@ static int handle(conn *c, const char *method, const char *path, const char *hea
     if (!cJSON_IsObject(req)) {
         S.stat_bad++;
         respond_error(c, 400, "Bad Request", "body is not a JSON object", auth, NULL);
+    } else if (emb) {
+        answer_embedding(c, req, auth);
     } else {
         answer(c, proto, req, h);
     }

@@ -308,3 +308,28 @@ Test(backend, response_clear)
     llm_response_clear(&r); /* twice is fine */
     llm_response_clear(NULL);
 }
+
+/* /embeddings replies: the vector and its token count; a missing, empty or non-numeric vector is an
+ * error, text that is not JSON a retryable parse error. */
+Test(openai_parse, embeddings_reply)
+{
+    llm_response r;
+    memset(&r, 0, sizeof r);
+    pwb_err e = {0};
+    const char *ok = "{\"data\":[{\"embedding\":[0.5,-1,2e-3],\"index\":0}],\"usage\":{\"prompt_tokens\":7}}";
+    cr_assert_eq(openai_parse_embedding(ok, strlen(ok), &r, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(r.n_embedding, 3);
+    cr_assert_float_eq(r.embedding[0], 0.5f, 1e-7);
+    cr_assert_float_eq(r.embedding[1], -1.0f, 1e-7);
+    cr_assert_float_eq(r.embedding[2], 0.002f, 1e-7);
+    cr_assert_eq(r.tokens_in, 7);
+    llm_response_clear(&r);
+    const char *bad[] = {"{\"data\":[]}", "{\"data\":[{\"embedding\":[]}]}", "{\"data\":[{\"embedding\":[1,\"x\"]}]}",
+                         "{\"data\":{\"embedding\":[1]}}", "[1,2]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_neq(openai_parse_embedding(bad[i], strlen(bad[i]), &r, &e), PWB_OK, "%s", bad[i]);
+        cr_assert_null(r.embedding);
+        llm_response_clear(&r);
+    }
+    cr_assert_eq(openai_parse_embedding("{\"data\":", 8, &r, &e), PWB_EPARSE);
+}
