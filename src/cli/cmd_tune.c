@@ -119,6 +119,7 @@ int cmd_tune(const cli_args *a)
         db_path = getenv("PWB_DB");
     if (!rc) {
         softjob_opts o = {.model_path = model_path, .chat_template = cli_str(a, "chat-template", NULL),
+                          .target_delimiter = cli_str(a, "target-delimiter", NULL),
                           .threads = (int)threads, .card = &card, .split = split, .data = &train, .tpl = &tp,
                           .sp = sp, .dir = out_dir, .fresh = cli_flag(a, "fresh") > 0, .stop = &cli_stop,
                           .progress = quiet ? NULL : stderr, .on_eval = print_eval, .ctx = &quiet};
@@ -166,7 +167,7 @@ int cmd_tune(const cli_args *a)
         rc = dataset_load(&card, test_split, cli_data_path(), &test, &e);
         if (!rc) {
             n_tex = softjob_sample(&test, test_limit, sp.seed, &idx);
-            rc = softjob_encode(engine_model(job.en), &job.ct, &tp, &card, &test, idx, n_tex, &tex, &e);
+            rc = softjob_encode(engine_model(job.en), &job.ct, &tp, job.o.target_delimiter, &card, &test, idx, n_tex, &tex, &e);
         }
         double acc, loss, t0 = timer_wall();
         if (!rc && cli_flag(a, "baseline")) {

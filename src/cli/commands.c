@@ -173,6 +173,7 @@ static const cli_opt tune_opts[] = {
     {"patience", 0, "N", "stop after N evaluations without improvement (default: never)"},
     {"threads", 0, "N", "CPU threads (default: OMP_NUM_THREADS or all)"},
     {"chat-template", 0, "NAME", "chatml, llama3, gemma, mistral, llama2 or none instead of the model's"},
+    {"target-delimiter", 0, "TEXT", "put before each label when the template names none (\" \" for a base model's raw prompts)"},
     {"exact", 0, NULL, "backward with F32 activations throughout (slower, for checks)"},
     {"fresh", 0, NULL, "ignore the checkpoint in DIR and start over"},
     {"test-split", 0, "SPLIT", "after training, score SPLIT (e.g. dev) by rank classification"},

@@ -45,9 +45,10 @@ static double cost_of(const rmodel *m, const llm_response *r)
 
 /* lm-evaluation-harness's acc_norm: the choice with the most log-probability per byte of its
  * text (the target delimiter not counted). */
-static int norm_choice(const rmethod *m, const item *it, const double *lp, int n)
+static int norm_choice(const rmethod *m, const rmodel *mo, const item *it, const double *lp, int n)
 {
-    size_t dl = m->tpl.target_delimiter ? strlen(m->tpl.target_delimiter) : 0;
+    const char *d = template_delimiter(&m->tpl, mo->sm->target_delimiter);
+    size_t dl = d ? strlen(d) : 0;
     int best = -1;
     double best_v = 0;
     for (int i = 0; i < n && i < it->n_choices; i++) {
@@ -92,7 +93,7 @@ static int store_item(runner *R, rcell *c, item *it, pwb_buf *scratch, pwb_err *
         }
         p.choice_logprob = rp->choice_logprob;
         p.n_choices = rp->choice_logprob ? n : 0;
-        p.correct_norm = rp->choice_logprob ? norm_choice(m, it, rp->choice_logprob, n) == x->label : -1;
+        p.correct_norm = rp->choice_logprob ? norm_choice(m, &R->mo[c->m], it, rp->choice_logprob, n) == x->label : -1;
     } else if (scorer_score(c->sc, rp->text ? rp->text : "", x, &sr) == PWB_OK) {
         p.extracted = sr.extracted;
         p.valid = sr.valid;

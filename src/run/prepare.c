@@ -391,7 +391,7 @@ static int item_request(runner *R, const rcell *c, item *it, const ds_example *x
     q->top_p = 1.0;
     q->seed = R->suite.seed;
     if (m->rank) {
-        if (!(it->choices = template_choices(t, run_cell_card(R, c), x, &it->n_choices)))
+        if (!(it->choices = template_choices_delim(t, run_cell_card(R, c), x, mo->sm->target_delimiter, &it->n_choices)))
             return err_set(e, PWB_ENOMEM, "out of memory");
         q->choices = (const char *const *)it->choices;
         q->n_choices = it->n_choices;

@@ -107,6 +107,7 @@ int run_soft_prepare(runner *R, rcell *c, pwb_err *e)
     }
     buf_free(&root);
     softjob_opts o = {.model_path = mo->cfg.model, .model_sha256 = mo->sha, .chat_template = mo->cfg.chat_template,
+                      .target_delimiter = mo->sm->target_delimiter,
                       .threads = mo->cfg.threads, .card = &d->card, .split = split, .data = data, .tpl = &m->tpl,
                       .tpl_sha256 = m->tpl_sha, .sp = *sp, .root = c->soft_dir, .reuse = 1};
     rc = softjob_prepare(c->job, &o, e);

@@ -144,7 +144,8 @@ void softjob_examples_free(tune_example *ex, size_t n)
     free(ex);
 }
 
-int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const ds_card *card,
+int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const char *delim,
+                   const ds_card *card,
                    const ds_data *d, const size_t *idx, size_t n, tune_example **out, pwb_err *e)
 {
     *out = NULL;
@@ -167,7 +168,7 @@ int softjob_encode(const model *m, const chat_template *ct, const pwb_template *
             msgs[k] = (chat_msg){.role = pr.msgs[k].role, .content = pr.msgs[k].content};
         /* the continuations the runner ranks for this row (its own options on multiple choice) */
         int nc = 0;
-        char **choices = rc == PWB_OK ? template_choices(tp, card, x, &nc) : NULL;
+        char **choices = rc == PWB_OK ? template_choices_delim(tp, card, x, delim, &nc) : NULL;
         if (rc == PWB_OK && !choices)
             rc = err_set(e, PWB_ENOMEM, "out of memory");
         if (rc == PWB_OK)
@@ -220,6 +221,10 @@ static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_
         if (c->method.prefix_hidden) /* -1: token_dim */
             bad |= buf_printf(&k, " prefix_projection=1 encoder_hidden_size=%d", c->method.prefix_hidden);
     }
+    /* Only a model's delimiter, and only when it changes the choices: older keys stay as they were. */
+    const char *dl = template_delimiter(o->tpl, NULL) ? NULL : o->target_delimiter;
+    if (dl && *dl)
+        bad |= buf_printf(&k, " delimiter=%zu:%s", strlen(dl), dl);
     const size_t base = k.len;
     bad |= buf_printf(&k, " steps=%ld epochs=%.17g", c->steps, c->steps > 0 ? 0.0 : c->epochs);
     if (bad || !k.data) {
@@ -438,6 +443,9 @@ static char *training_json(const softjob *j)
     cJSON_AddStringToObject(x, "split", o->split);
     cJSON_AddStringToObject(x, "template", o->tpl->name ? o->tpl->name : "");
     cJSON_AddStringToObject(x, "chat_template", j->have_ct ? chat_kind_name(j->ct.kind) : "");
+    const char *dl = template_delimiter(o->tpl, o->target_delimiter);
+    if (dl)
+        cJSON_AddStringToObject(x, "target_delimiter", dl);
     cJSON_AddStringToObject(x, "method", tune_method_name(c->method.kind));
     if (c->method.kind == TUNE_LORA) {
         cJSON_AddNumberToObject(x, "r", c->method.lora_r);
@@ -549,7 +557,7 @@ static int train(softjob *j, pwb_err *e)
         j->have_ct = rc == PWB_OK;
     }
     if (!rc)
-        rc = softjob_encode(engine_model(j->en), &j->ct, o->tpl, o->card, o->data, j->idx, j->n_sampled, &ex, e);
+        rc = softjob_encode(engine_model(j->en), &j->ct, o->tpl, o->target_delimiter, o->card, o->data, j->idx, j->n_sampled, &ex, e);
     if (!rc)
         rc = file_mkdirs(j->dir, e);
     if (!rc && file_join(&ckpt, j->dir, "checkpoint.bin"))

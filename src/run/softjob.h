@@ -34,6 +34,7 @@ typedef struct softjob_opts {
     const char *model_path;     /* the frozen local model (GGUF file or Hugging Face folder) */
     const char *model_sha256;   /* softjob_model_sha256 of it when the caller has it; NULL: computed */
     const char *chat_template;  /* override of the model's chat template family; NULL: its own */
+    const char *target_delimiter; /* before each label when tpl names none (suite model's); NULL: none */
     int threads;                /* engine threads (0: OMP_NUM_THREADS) */
     const ds_card *card;        /* a label task */
     const char *split;          /* the training split's name */
@@ -105,8 +106,10 @@ int softjob_model_sha256(const char *path, char out[65], pwb_err *e);
  * *idx malloc'd. Returns how many. */
 size_t softjob_sample(const ds_data *d, long limit, uint64_t seed, size_t **idx);
 /* Renders and tokenizes the rows idx[0..n) of d as the local backend's rank classification
- * reads them (template without shots, chat template ct, the card's verbalizers as choices). */
-int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const ds_card *card,
+ * reads them (template without shots, chat template ct, the card's verbalizers as choices, after
+ * the template's target_delimiter or else delim). */
+int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const char *delim,
+                   const ds_card *card,
                    const ds_data *d, const size_t *idx, size_t n, tune_example **out, pwb_err *e);
 void softjob_examples_free(tune_example *ex, size_t n);
 

@@ -66,6 +66,7 @@ void suite_free(pwb_suite *s)
         free(m->model);
         free(m->api_key_env);
         free(m->chat_template);
+        free(m->target_delimiter);
         free(m->preset);
         free(m->tokenizer);
         cJSON_Delete(m->raw);
@@ -285,7 +286,8 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
     static const char *const keys[] = {"name", "provider", "base_url", "model", "api_key_env", "concurrency",
                                        "timeout_s", "max_retries", "price", "temperature", "max_tokens",
                                        "chat_template", "options", "preset", "stream", "rpm", "tpm",
-                                       "adaptive_concurrency", "allow_insecure_key", "tokenizer", "batch", NULL};
+                                       "adaptive_concurrency", "allow_insecure_key", "tokenizer", "batch",
+                                       "target_delimiter", NULL};
     static const char *const price_keys[] = {"input", "output", "cached_input", "cpu_hour", NULL};
     int n, rc = PWB_OK;
     const cJSON *a = get_array(x, j, "models", &n, &rc);
@@ -308,6 +310,7 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
             (rc = get_str(x, it, "model", where, 1, &m->model)) ||
             (rc = get_str(x, it, "api_key_env", where, 0, &m->api_key_env)) ||
             (rc = get_str(x, it, "chat_template", where, 0, &m->chat_template)) ||
+            (rc = get_str(x, it, "target_delimiter", where, 0, &m->target_delimiter)) ||
             (rc = get_str(x, it, "preset", where, 0, &m->preset)) ||
             (rc = get_str(x, it, "tokenizer", where, 0, &m->tokenizer)))
             return rc;
@@ -323,6 +326,8 @@ static int parse_models(pwb_suite *s, sctx *x, const cJSON *j)
                            x->path, where, m->provider);
         if (m->preset && !llm_preset_known(m->preset))
             return bad_name(x, where, "preset", m->preset);
+        if (m->target_delimiter && strlen(m->target_delimiter) > 64)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.target_delimiter must be at most 64 bytes", x->path, where);
         if (local && m->tokenizer)
             return err_set(x->e, PWB_EINVAL, "%s: %s.tokenizer: a local model counts with its own tokenizer",
                            x->path, where);

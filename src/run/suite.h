@@ -30,6 +30,8 @@ typedef struct suite_model {
     char *model;        /* server model id, or local model path */
     char *api_key_env;
     char *chat_template;
+    char *target_delimiter; /* put before each rank choice when the template names none: a base
+                             * model's raw prompts want " " (Gemma 3), a chat turn wants nothing */
     int concurrency;
     int batch;            /* local: requests scored or generated together (0: the backend's 16) */
     double timeout_s;

@@ -281,9 +281,19 @@ static int ranks_text(const pwb_template *t, const ds_card *c)
     return t->choices == TPL_CHOICES_TEXT || (t->choices == TPL_CHOICES_AUTO && c->n_option_fields > 0);
 }
 
+const char *template_delimiter(const pwb_template *t, const char *delim)
+{
+    return t->target_delimiter ? t->target_delimiter : delim;
+}
+
 char **template_choices(const pwb_template *t, const ds_card *c, const ds_example *x, int *n)
 {
-    return dataset_choices(c, x, ranks_text(t, c), t->target_delimiter, n);
+    return template_choices_delim(t, c, x, NULL, n);
+}
+
+char **template_choices_delim(const pwb_template *t, const ds_card *c, const ds_example *x, const char *delim, int *n)
+{
+    return dataset_choices(c, x, ranks_text(t, c), template_delimiter(t, delim), n);
 }
 
 int template_ranks_row_text(const pwb_template *t, const ds_card *c) { return c->n_option_fields > 0 && ranks_text(t, c); }

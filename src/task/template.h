@@ -90,6 +90,10 @@ void tpl_prompt_free(tpl_prompt *p);
 /* The continuations a rank request compares for x (dataset_choices with the template's choices
  * and target_delimiter); index i is label i. Free with dataset_choices_free. */
 char **template_choices(const pwb_template *t, const ds_card *c, const ds_example *x, int *n);
+/* The same with delim (a suite model's) before each choice when the template names no delimiter. */
+char **template_choices_delim(const pwb_template *t, const ds_card *c, const ds_example *x, const char *delim, int *n);
+/* The delimiter those choices start with: the template's target_delimiter, else delim. */
+const char *template_delimiter(const pwb_template *t, const char *delim);
 /* 1 when t ranks each row's own option texts (a per-row multiple-choice card, choices: text or
  * auto): the continuations differ from row to row, so no single prior fits them. */
 int template_ranks_row_text(const pwb_template *t, const ds_card *c);

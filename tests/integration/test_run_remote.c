@@ -553,6 +553,45 @@ Test(run_remote, presets_and_providers_run_and_rank_over_completions, .timeout =
     free(dir);
 }
 
+/* A model's target_delimiter (a base model's raw prompts) goes before each label a template ranks
+ * without one of its own; the other model of the same suite ranks the labels as they are. */
+Test(run_remote, model_target_delimiter_goes_before_each_label, .timeout = 60)
+{
+    char *dir = it_tmpdir();
+    char *log = it_path(dir, "requests.log");
+    fake_llm f;
+    const char *const args[] = {"--favor", "positive", "--log", log, NULL};
+    cr_assert_eq(fake_start(&f, dir, args), 0);
+    char text[2048];
+    snprintf(text, sizeof text,
+             "{\"name\": \"delim\", \"seed\": 4, \"datasets\": [{\"name\": \"sst2\", \"split\": \"dev\", \"limit\": 2}],"
+             " \"models\": [{\"name\": \"base\", \"provider\": \"openai-completions\", \"preset\": \"vllm\","
+             " \"base_url\": \"http://127.0.0.1:%d/v1\", \"model\": \"base\", \"target_delimiter\": \" \"},"
+             " {\"name\": \"plain\", \"provider\": \"openai-completions\", \"preset\": \"vllm\","
+             " \"base_url\": \"http://127.0.0.1:%d/v1\", \"model\": \"plain\"}],"
+             " \"methods\": [{\"name\": \"rank\", \"template\": \"zero-shot\", \"scoring\": \"rank\"}]}",
+             f.port, f.port);
+    char *suite = write_suite(dir, "delim.json", text);
+    char *db = it_path(dir, "delim.db");
+    proc_out p = pwb((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
+    cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
+    proc_out_free(&p);
+    fake_stop(&f);
+    char *body = it_read(log);
+    cr_assert_not_null(body);
+    /* zero-shot ends "...: negative or positive." and the label follows it */
+    cr_assert(strstr(body, "negative or positive. positive") && strstr(body, "negative or positive. negative"),
+              "the base model's labels follow a space");
+    cr_assert(strstr(body, "negative or positive.positive"), "the other model's labels follow directly");
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM v_predictions WHERE extracted = 'positive'"), 4);
+    free(body);
+    it_rmtree(dir);
+    free(suite);
+    free(db);
+    free(log);
+    free(dir);
+}
+
 /* Calibrated rank scoring over /v1/completions. The fake server scores a label by its word alone,
  * whatever the prompt, and favours "positive": uncalibrated, positive wins every row; the domain
  * premise (pmi) gives exactly the same scores, so every label ties at 0 and the first (negative)
