@@ -596,3 +596,166 @@ Test(backward, tiny_gemma_forward_agrees_with_training_forward)
     fwd_ctx_free(f);
     tiny_model_free(t);
 }
+
+/* ---- Gemma 3's operations against PyTorch autograd (tests/reference/torch_tiny_gemma.py) ----- */
+
+typedef struct fx_model {
+    model m;
+    model_layer layers[4];
+    float *data;
+    const cJSON *tensors;
+    int n_floats;
+} fx_model;
+
+/* The fixture's tensor `name`, checked to hold rows x cols floats (rows 1 for a vector). */
+static float *fx_tensor(fx_model *f, const char *name, int rows, int cols)
+{
+    const cJSON *t;
+    cJSON_ArrayForEach(t, f->tensors)
+    {
+        if (strcmp(json_str(t, "name", ""), name) != 0)
+            continue;
+        const cJSON *sh = cJSON_GetObjectItem(t, "shape");
+        int n = 1;
+        for (int i = 0; i < cJSON_GetArraySize(sh); i++)
+            n *= cJSON_GetArrayItem(sh, i)->valueint;
+        const int off = json_int(t, "offset", -1);
+        cr_assert(n == rows * cols && off >= 0 && off + n <= f->n_floats, "%s: shape or offset", name);
+        return f->data + off;
+    }
+    cr_assert_fail("fixture has no tensor %s", name);
+    return NULL;
+}
+
+/* A weight matrix from the fixture's tensor `name`; label names it in messages. */
+static pwb_tensor fx_weight(fx_model *f, const char *name, const char *label, int rows, int cols)
+{
+    pwb_tensor x = {label, DT_F32, 2, {cols, rows, 1, 1}, fx_tensor(f, name, rows, cols),
+                    (size_t)rows * cols * sizeof(float)};
+    return x;
+}
+
+Test(backward, tiny_gemma_matches_torch_autograd)
+{
+    char fdir[4096], jpath[4200], dpath[4200];
+    snprintf(fdir, sizeof fdir, "%.4000s/tests/fixtures/grad", t_root());
+    snprintf(jpath, sizeof jpath, "%s/tiny_gemma.json", fdir);
+    pwb_err e;
+    cJSON *fx = json_parse_file(jpath, 1 << 20, &e);
+    cr_assert_not_null(fx, "%s", e.msg);
+    const cJSON *cfg = cJSON_GetObjectItem(fx, "config");
+    fx_model *f = calloc(1, sizeof *f);
+    f->n_floats = json_int(fx, "n_floats", 0);
+    snprintf(dpath, sizeof dpath, "%s/%s", fdir, json_str(fx, "data_file", ""));
+    f->data = read_f32(dpath, (size_t)f->n_floats);
+    f->tensors = cJSON_GetObjectItem(fx, "tensors");
+    model_hparams *hp = &f->m.hp;
+    snprintf(hp->arch, sizeof hp->arch, "gemma3");
+    hp->n_layer = json_int(cfg, "n_layer", 0);
+    hp->n_embd = json_int(cfg, "hidden", 0);
+    hp->n_head = json_int(cfg, "n_head", 0);
+    hp->n_head_kv = json_int(cfg, "n_head_kv", 0);
+    hp->head_dim = hp->n_rot = json_int(cfg, "head_dim", 0);
+    hp->n_ff = json_int(cfg, "n_ff", 0);
+    hp->n_vocab = json_int(cfg, "n_vocab", 0);
+    hp->n_ctx = 64;
+    hp->norm_eps = (float)json_num(cfg, "norm_eps", 0);
+    hp->rope_base = (float)json_num(cfg, "rope_base", 0);
+    hp->rope_base_swa = (float)json_num(cfg, "rope_base_swa", 0);
+    hp->rope_layout = ROPE_HALF;
+    hp->act = ACT_GELU_TANH;
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    hp->n_swa = json_int(cfg, "window", 0);
+    hp->final_softcap = (float)json_num(cfg, "final_softcap", 0);
+    cr_assert(hp->n_layer >= 1 && hp->n_layer <= 4 && hp->n_embd > 0 && hp->n_swa > 0);
+    const int d = hp->n_embd, hd = hp->head_dim, ff = hp->n_ff, V = hp->n_vocab;
+    const int qd = hp->n_head * hd, kd = hp->n_head_kv * hd;
+    f->m.tok_embd = fx_weight(f, "token_embd", "token_embd", V, d);
+    f->m.output = fx_weight(f, "output", "output", V, d);
+    f->m.output_norm = fx_tensor(f, "output_norm", 1, d);
+    const cJSON *swa = cJSON_GetObjectItem(cfg, "swa_layers");
+    for (int l = 0; l < hp->n_layer; l++) {
+        model_layer *L = &f->layers[l];
+        char n[64];
+#define FX_NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", l, s), n)
+        L->attn_norm = fx_tensor(f, FX_NAME("attn_norm"), 1, d);
+        L->ffn_norm = fx_tensor(f, FX_NAME("ffn_norm"), 1, d);
+        L->q_norm = fx_tensor(f, FX_NAME("attn_q_norm"), 1, hd);
+        L->k_norm = fx_tensor(f, FX_NAME("attn_k_norm"), 1, hd);
+        L->post_attn_norm = fx_tensor(f, FX_NAME("post_attention_norm"), 1, d);
+        L->post_ffn_norm = fx_tensor(f, FX_NAME("post_ffw_norm"), 1, d);
+        L->wq = fx_weight(f, FX_NAME("attn_q"), "wq", qd, d);
+        L->wk = fx_weight(f, FX_NAME("attn_k"), "wk", kd, d);
+        L->wv = fx_weight(f, FX_NAME("attn_v"), "wv", kd, d);
+        L->wo = fx_weight(f, FX_NAME("attn_output"), "wo", d, qd);
+        L->w_gate = fx_weight(f, FX_NAME("ffn_gate"), "w_gate", ff, d);
+        L->w_up = fx_weight(f, FX_NAME("ffn_up"), "w_up", ff, d);
+        L->w_down = fx_weight(f, FX_NAME("ffn_down"), "w_down", d, ff);
+#undef FX_NAME
+        for (int i = 0; i < cJSON_GetArraySize(swa); i++)
+            L->swa |= cJSON_GetArrayItem(swa, i)->valueint == l;
+    }
+    f->m.layers = f->layers;
+    const int n_soft = json_int(cfg, "n_soft", 0), N = n_soft * d;
+    const float *soft = fx_tensor(f, "soft_prompt", n_soft, d), *ref = fx_tensor(f, "grad", n_soft, d);
+    const double ref_loss = json_num(fx, "loss", NAN);
+
+    const cJSON *exs = cJSON_GetObjectItem(fx, "examples");
+    const int B = cJSON_GetArraySize(exs);
+    cr_assert(B == 2);
+    int32_t *ids[2], *tg[2];
+    int n_ids[2], n_tg[2], pos[2][2];
+    double ref_lp[2][2], lp[2][2];
+    for (int b = 0; b < B; b++) {
+        const cJSON *x = cJSON_GetArrayItem(exs, b);
+        ids[b] = json_ids(cJSON_GetObjectItem(x, "ids"), &n_ids[b]);
+        tg[b] = json_ids(cJSON_GetObjectItem(x, "targets"), &n_tg[b]);
+        cr_assert(n_tg[b] == 2 && n_soft + n_ids[b] > hp->n_swa + 2, "the window must cut the sequence");
+        for (int k = 0; k < 2; k++) {
+            pos[b][k] = cJSON_GetArrayItem(cJSON_GetObjectItem(x, "tgt_pos"), k)->valueint;
+            ref_lp[b][k] = cJSON_GetArrayItem(cJSON_GetObjectItem(x, "logprobs"), k)->valuedouble;
+        }
+    }
+    /* Two forms of the same batch: each sequence whole, and the soft prompt as a shared prefix. */
+    for (int form = 0; form < 2; form++) {
+        bwd_opts o = {.exact = 1};
+        bwd_ctx *c;
+        cr_assert_eq(bwd_ctx_new(&c, &f->m, &o, &e), PWB_OK, "%s", e.msg);
+        float *g = calloc((size_t)N, sizeof *g);
+        bwd_seq seqs[3];
+        int cpos[2][2];
+        int ns = 0;
+        if (form == 1)
+            seqs[ns++] = (bwd_seq){.embeds = soft, .n_embeds = n_soft, .d_embeds = g};
+        for (int b = 0; b < B; b++) {
+            for (int k = 0; k < 2; k++)
+                cpos[b][k] = pos[b][k] - (form == 1 ? n_soft : 0);
+            seqs[ns++] = form == 1 ? (bwd_seq){.prefix = &seqs[0], .ids = ids[b], .n_ids = n_ids[b], .n_tgt = 2,
+                                               .tgt_pos = cpos[b], .targets = tg[b], .tgt_logprob = lp[b]}
+                                   : (bwd_seq){.embeds = soft, .n_embeds = n_soft, .ids = ids[b], .n_ids = n_ids[b],
+                                               .n_tgt = 2, .tgt_pos = cpos[b], .targets = tg[b],
+                                               .tgt_logprob = lp[b], .d_embeds = g};
+        }
+        double loss, cosine;
+        cr_assert_eq(bwd_run(c, seqs, ns, 1, &loss, &e), PWB_OK, "%s", e.msg);
+        double rel = rel_diff(g, ref, N, &cosine), maxlp = 0;
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < 2; k++)
+                maxlp = fmax(maxlp, fabs(lp[b][k] - ref_lp[b][k]));
+        cr_log_info("tiny Gemma vs torch (%s): loss %.8f vs %.8f, max |dlogp| %.2e, grad cosine %.8f, rel L2 %.3e",
+                    form ? "shared prefix" : "whole sequences", loss, ref_loss, maxlp, cosine, rel);
+        /* F32 against float64 over two layers: agreement to a few units in the 6th digit */
+        cr_expect(fabs(loss - ref_loss) < 1e-5 * ref_loss, "loss %.8f vs torch %.8f", loss, ref_loss);
+        cr_expect_lt(maxlp, 1e-4);
+        cr_expect_lt(rel, 1e-4, "gradient rel L2 %.3e vs torch", rel);
+        free(g);
+        bwd_ctx_free(c);
+    }
+    for (int b = 0; b < B; b++) {
+        free(ids[b]);
+        free(tg[b]);
+    }
+    free(f->data);
+    free(f);
+    cJSON_Delete(fx);
+}
