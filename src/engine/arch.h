@@ -12,7 +12,9 @@
 #include <stddef.h>
 
 /* The MLP's gate activation: out = act(gate) * up. */
-enum arch_act { ACT_SILU = 0, ACT_GELU_TANH = 1 };
+/* ACT_GELU_TANH_FP16 is no architecture's: the tanh GELU as llama.cpp's CPU backend computes it
+ * (engine_opts.ggml_gelu), for reference checks; its backward is the smooth GELU's. */
+enum arch_act { ACT_SILU = 0, ACT_GELU_TANH = 1, ACT_GELU_TANH_FP16 = 2 };
 
 /* Tensors of one layer, by role. */
 enum arch_role {

@@ -50,8 +50,10 @@ int engine_open(engine **out, const char *path, const engine_opts *o, pwb_err *e
     int rc = model_load(&en->m, path, e);
     if (rc == PWB_OK)
         rc = fwd_ctx_new(&en->fc, en->m, en->o.step_tokens, e);
-    if (rc == PWB_OK)
+    if (rc == PWB_OK) {
         fwd_ctx_set_exact(en->fc, !en->o.int8_activations);
+        fwd_ctx_set_ggml_gelu(en->fc, en->o.ggml_gelu);
+    }
     if (rc != PWB_OK) {
         engine_close(en);
         return rc;

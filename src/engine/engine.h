@@ -32,6 +32,10 @@ typedef struct engine_opts {
                            * (kernel_matmul_exact), the model's function as an F32 copy of it
                            * computes it; 1: activations rounded to 8 bits for the integer kernels
                            * (kernels.h), ~25% faster, ~0.1 in a log-probability from exact */
+    int ggml_gelu;     /* 1: the tanh GELU (Gemma 3) as llama.cpp's CPU backend computes it, input
+                        * rounded to fp16 and output read from an fp16 table (GGML_GELU_FP16),
+                        * so reference tests compare everything else with llama.cpp exactly;
+                        * 0 (default): the GELU in F32, the function the model defines */
 } engine_opts;
 
 int engine_open(engine **out, const char *path, const engine_opts *o, pwb_err *e);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/arch.h"
 #include "engine/kernels.h"
 #include "engine/lora.h"
 #include "engine/ops.h"
@@ -136,6 +137,7 @@ struct fwd_ctx {
     float *scores;
     size_t scores_cap;
     wprod wp;                                /* how weights multiply (weight_product) */
+    int act;                                 /* the MLP activation (hp.act, or llama.cpp's GELU) */
 };
 
 static void *xmalloc_f(size_t n_floats)
@@ -213,6 +215,7 @@ int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e)
     op_rope_freqs(c->inv_freq, hp->rope_base, hp->n_rot);
     op_rope_freqs(c->inv_freq_swa, hp->rope_base_swa > 0.0f ? hp->rope_base_swa : hp->rope_base, hp->n_rot);
     c->wp.m = m;
+    c->act = hp->act;
     *out = c;
     return PWB_OK;
 }
@@ -220,6 +223,12 @@ int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e)
 void fwd_ctx_set_exact(fwd_ctx *c, int exact)
 {
     c->wp.exact = exact != 0;
+}
+
+void fwd_ctx_set_ggml_gelu(fwd_ctx *c, int on)
+{
+    const int act = c->m->hp.act;
+    c->act = on && act == ACT_GELU_TANH ? ACT_GELU_TANH_FP16 : act;
 }
 
 void fwd_ctx_set_lora(fwd_ctx *c, const struct lora *l)
@@ -455,7 +464,7 @@ static int run_step(fwd_ctx *c, step_state *st, int T, pwb_err *e)
         op_rmsnorm_rows(c->xn, c->x, L->ffn_norm, nr, d, eps);
         MM(l, WS_GATE, c->xn, nr, c->g);
         MM(l, WS_UP, c->xn, nr, c->u);
-        op_glu(c->g, c->g, c->u, (int64_t)nr * ff, hp->act);
+        op_glu(c->g, c->g, c->u, (int64_t)nr * ff, c->act);
         MM(l, WS_DOWN, c->g, nr, c->xn);
         if (L->post_ffn_norm)
             op_rmsnorm_rows(c->xn, c->xn, L->post_ffn_norm, nr, d, eps);

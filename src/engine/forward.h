@@ -82,6 +82,8 @@ void fwd_ctx_free(fwd_ctx *c);
 const model *fwd_ctx_model(const fwd_ctx *c);
 /* Exact arithmetic (kernel_matmul_exact: no 8-bit activation rounding) for this context's steps. */
 void fwd_ctx_set_exact(fwd_ctx *c, int exact);
+/* 1: the tanh GELU as llama.cpp's CPU backend computes it (engine_opts.ggml_gelu). */
+void fwd_ctx_set_ggml_gelu(fwd_ctx *c, int on);
 /* A LoRA adapter (engine/lora.h) on this context's weight products; NULL: none. It must outlive
  * its use and KV computed without it is not valid with it. */
 void fwd_ctx_set_lora(fwd_ctx *c, const struct lora *l);

@@ -7,6 +7,7 @@
 #include "engine/arch.h"
 #include "engine/kernels.h"
 #include "engine/lora.h"
+#include "engine/quant.h"
 
 /* Below this much elementwise work a loop stays on one thread: waking the team costs more, above
  * all when the cores are shared. Results never depend on it (rows are independent). */
@@ -189,8 +190,27 @@ void op_attn_bwd(const float *q, const float *dout, const attn_seg *seg, int nse
 #define GELU_A 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_B 0.044715f
 
+/* ggml's GELU with GGML_GELU_FP16 (its default on CPU): 0 below -10, x above 10, else a table
+ * indexed by x rounded to fp16 holding fp16(gelu(that fp16 value)), computed in float as
+ * 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))). */
+static float gelu_ggml(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    const float t = fp16_to_f32(f32_to_fp16(x));
+    return fp16_to_f32(f32_to_fp16(0.5f * t * (1.0f + tanhf(GELU_A * t * (1.0f + GELU_B * t * t)))));
+}
+
 void op_glu(float *h, const float *g, const float *u, int64_t n, int act)
 {
+    if (act == ACT_GELU_TANH_FP16) {
+#pragma omp parallel for schedule(static) if (n * 8 >= OP_PAR_MIN)
+        for (int64_t i = 0; i < n; i++)
+            h[i] = gelu_ggml(g[i]) * u[i];
+        return;
+    }
     if (act == ACT_GELU_TANH) {
 #pragma omp parallel for schedule(static) if (n * 8 >= OP_PAR_MIN)
         for (int64_t i = 0; i < n; i++) {
@@ -206,7 +226,7 @@ void op_glu(float *h, const float *g, const float *u, int64_t n, int act)
 
 void op_glu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n, int act)
 {
-    if (act == ACT_GELU_TANH) {
+    if (act != ACT_SILU) {
 #pragma omp parallel for schedule(static) if (n * 8 >= OP_PAR_MIN)
         for (int64_t i = 0; i < n; i++) {
             const float x = g[i], t = tanhf(GELU_A * (x + GELU_B * x * x * x));
