@@ -178,7 +178,6 @@ int run_cell_neighbours(runner *R, rcell *c, pwb_err *e)
         goto done;
     log_info("%s/%s/%s: shot_pick similar: %zu texts embedded (%zu from the cache), %.1f CPU-s, %.1f s",
              d->card.name, mo->sm->name, m->sm->name, n, cached, cpu, timer_wall() - t0);
-    c->calib_cpu_s += cpu;
     for (size_t i = 0; i < c->n_rows && !rc; i++) {
         const ds_example *q = &d->eval.ex[c->rows[i]];
         /* never the query itself, the same text under another id, or a row without an answer */
