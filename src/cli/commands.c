@@ -108,7 +108,7 @@ static const cli_opt ds_import_opts[] = {
 
 static const cli_opt serve_opts[] = {
     {"model", 'm', "PATH", "a GGUF file or a Hugging Face folder (required)"},
-    {"adapter", 'a', "NAME=DIR", "serve the PEFT folder DIR as model NAME (repeatable; soft prompts)"},
+    {"adapter", 'a', "NAME=DIR", "serve the PEFT folder DIR as model NAME (repeatable; soft prompt, LoRA or prefix)"},
     {"host", 0, "ADDR", "numeric address to listen on (default 127.0.0.1: this machine only)"},
     {"port", 'p', "N", "port (default 8080; 0: any free one, see --port-file)"},
     {"port-file", 0, "PATH", "write the port listened on to PATH once ready"},
