@@ -36,7 +36,10 @@ int adapter_set_find(const adapter_set *s, const char *name)
 
 const char *adapter_kind_name(int kind)
 {
-    return kind == ADAPTER_SOFT ? "prompt_tuning" : kind == ADAPTER_LORA ? "lora" : kind == ADAPTER_PREFIX ? "prefix_tuning" : "base";
+    return kind == ADAPTER_SOFT     ? "prompt_tuning"
+           : kind == ADAPTER_LORA   ? "lora"
+           : kind == ADAPTER_PREFIX ? "prefix_tuning"
+                                    : "base";
 }
 
 int adapter_positions(const adapter *a)

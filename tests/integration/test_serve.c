@@ -2,9 +2,10 @@
  * adapter, started and stopped per test: routes and error objects, limits (10 MB body, 1,000
  * connections at once, a client leaving mid-stream), bearer token, SIGTERM draining, pwb's own HTTP
  * backends against the local backend with the same adapter (rank via echo log-probabilities; chat
- * generation), the official `openai` Python client (skipped when $PWB_PYTHON, else python3, cannot import openai), and a load test:
- * concurrent clients x requests over mixed adapters, every answer checked, p50/p95 latency and RSS
- * printed (PWB_SERVE_LOAD=CLIENTSxREQUESTS, default 16x5; `make bench` runs 64x20). */
+ * generation), the official `openai` Python client (skipped when $PWB_PYTHON, else python3,
+ * cannot import openai), and a load test: concurrent clients x requests over mixed adapters, every
+ * answer checked, p50/p95 latency and RSS printed (PWB_SERVE_LOAD=CLIENTSxREQUESTS, default 16x5;
+ * `make bench` runs 64x20). */
 #include <criterion/criterion.h>
 #include <curl/curl.h>
 #include <math.h>

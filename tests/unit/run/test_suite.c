@@ -195,7 +195,8 @@ Test(suite, lora_and_prefix_methods)
 Test(suite, served_model)
 {
     const char *json = "{\"name\":\"x\"," DS "," MO ",\"methods\":["
-                       "{\"name\":\"l\",\"lora\":{\"r\":4},\"template\":\"sst2-review\",\"served_model\":\"sst2-lora\"},"
+                       "{\"name\":\"l\",\"lora\":{\"r\":4},\"template\":\"sst2-review\","
+                       "\"served_model\":\"sst2-lora\"},"
                        "{\"name\":\"h\",\"template\":\"zero-shot\"}]}";
     pwb_suite s;
     suite_init(&s);
