@@ -4,10 +4,10 @@
 
 A request is what pwb's HTTP rank scoring sends (src/llm/logprobs.c): one per label, {"prompt":
 SST-2 ChatML prompt + label, "echo": true, "logprobs": 1, "max_tokens": 1, "temperature": 0}.
-Each example's two requests go out together; CLIENTS threads send examples. llama-cpp-python's
-server (0.3) answers the same request with the same work (every prompt position's logits, one
-token generated) but its echoed log-probabilities are shifted by one position (pwb refuses to rank
-with them), so the comparison is of the same requests served, not of usable rank answers.
+Each example's two requests go out together; CLIENTS threads send examples. The prompts start
+with SmolLM2's BOS text (ChatML), after which llama-cpp-python 0.3's echoed log-probabilities line
+up (without it they are one position off and pwb refuses them), so both servers answer the same
+usable rank requests.
 
 pwb serve runs with four adapters, random values written here as PEFT folders: a soft prompt
 (20 vectors), a LoRA (r 8 on q and v) and a prefix (10 positions), and measures the load asking

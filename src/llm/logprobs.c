@@ -64,6 +64,35 @@ int logprobs_build(const openai_body_opts *bo, const llm_request *r, int k, pwb_
     return json_append(body, o, bad) ? err_set(e, PWB_ENOMEM, "request: out of memory") : PWB_OK;
 }
 
+/* Whether the reply's text ends with its last gen echoed tokens (the generated ones), as it must
+ * when the arrays line up with the tokens. A token written "bytes:..." (part of a character) is
+ * not text to compare: then nothing is concluded. */
+static int echo_ends_with_reply(const cJSON *c0, const cJSON *tk, int n, int gen)
+{
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c0, "text"));
+    if (!text)
+        return 1;
+    size_t need = 0;
+    for (int i = n - gen; i < n; i++) {
+        const char *t = cJSON_GetStringValue(cJSON_GetArrayItem(tk, i));
+        if (!t || str_starts(t, "bytes:"))
+            return 1;
+        need += strlen(t);
+    }
+    size_t tl = strlen(text);
+    if (need > tl)
+        return 0;
+    size_t at = tl - need;
+    for (int i = n - gen; i < n; i++) {
+        const char *t = cJSON_GetStringValue(cJSON_GetArrayItem(tk, i));
+        size_t k = strlen(t);
+        if (memcmp(text + at, t, k) != 0)
+            return 0;
+        at += k;
+    }
+    return 1;
+}
+
 int logprobs_parse(const char *body, size_t len, size_t start, size_t end, double *logprob, int *n_tokens,
                    llm_response *r, pwb_err *e)
 {
@@ -134,6 +163,14 @@ int logprobs_parse(const char *body, size_t len, size_t start, size_t end, doubl
                      "its echo log-probabilities are shifted by one position, so pwb cannot trust them to rank; "
                      "use another server or scoring \"generate\"",
                      tl->child->valuedouble);
+        goto out;
+    }
+    if (gen > 0 && have_tokens && n == cJSON_GetArraySize(tk) && !echo_ends_with_reply(c0, tk, n, gen)) {
+        rc = err_set(e, PWB_EUNSUP,
+                     "the server's echoed tokens end without the token it generated: its echo log-probabilities are "
+                     "shifted by one position (llama-cpp-python 0.3 does this when the prompt does not start with "
+                     "the model's BOS text), so pwb cannot trust them to rank; use a chat template that starts "
+                     "with BOS, another server, or scoring \"generate\"");
         goto out;
     }
     /* Walk the arrays together (cJSON arrays are lists: indexing each would be quadratic). */

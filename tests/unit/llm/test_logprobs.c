@@ -181,6 +181,19 @@ Test(logprobs_parse, servers_that_cannot_rank_say_so)
                           "\"token_logprobs\":[-3.5,-1.0,-0.5,-0.25],\"text_offset\":[0,3,10,11]}}]}";
     cr_assert_eq(parse(shifted, 11, 15, &lp, &n, NULL, &e), PWB_EUNSUP);
     cr_assert(strstr(e.msg, "shifted by one"), "%s", e.msg);
+    /* llama-cpp-python 0.3 without BOS text: the first value null, but the generated token left out
+     * of the echo and every value one position off (the last echoed token is the prompt's) */
+    const char *nobos = "{\"choices\":[{\"text\":\"The answer: yes.\",\"logprobs\":{\"tokens\":[\"The\",\" answer\","
+                        "\":\",\" yes\"],\"token_logprobs\":[null,-1.0,-0.5,-0.25],\"text_offset\":[0,3,10,11]}}],"
+                        "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}";
+    cr_assert_eq(parse(nobos, 11, 15, &lp, &n, NULL, &e), PWB_EUNSUP);
+    cr_assert(strstr(e.msg, "shifted by one"), "%s", e.msg);
+    /* the same with the generated token echoed last: lines up, ranks */
+    const char *aligned = "{\"choices\":[{\"text\":\"The answer: yes.\",\"logprobs\":{\"tokens\":[\"The\",\" answer\","
+                          "\":\",\" yes\",\".\"],\"token_logprobs\":[null,-1.0,-0.5,-0.25,-0.1],"
+                          "\"text_offset\":[0,3,10,11,15]}}],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}";
+    cr_assert_eq(parse(aligned, 11, 15, &lp, &n, NULL, &e), PWB_OK, "%s", e.msg);
+    cr_assert_float_eq(lp, -0.25, 1e-12);
     /* a null inside the choice */
     const char *nul = "{\"choices\":[{\"logprobs\":{\"token_logprobs\":[null,null],\"text_offset\":[0,3]}}]}";
     cr_assert_eq(parse(nul, 3, 5, &lp, &n, NULL, &e), PWB_EHTTP);
