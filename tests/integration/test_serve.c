@@ -414,7 +414,17 @@ Test(serve, floods_disconnects_and_drain, .timeout = 180)
              "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(body), body);
     cr_assert_eq(send_all(fd, req), 0);
-    sleep_ms(30);
+    /* once the server has taken it (a fixed wait loses the race on a loaded machine): in flight
+     * beside the /health request asking */
+    int running = 0;
+    for (int i = 0; i < 500 && !running; i++) {
+        resp h = http(&s, "/health", NULL, 0, NULL);
+        running = h.body.data && strstr(h.body.data, "\"requests_in_flight\":2") != NULL;
+        buf_free(&h.body);
+        if (!running)
+            sleep_ms(10);
+    }
+    cr_assert(running, "the request is in flight");
     kill(s.pid, SIGTERM);
     pwb_buf got;
     buf_init(&got);
