@@ -534,17 +534,20 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
                 kx_dequant(W->type, wdata + (size_t)(m0 + r) * row_bytes, panel + (size_t)(r * K), K);
                 rows[r] = panel + (size_t)(r * K);
             }
-            for (int64_t r0 = 0; r0 < mp; r0 += KF_ROWS) {
-                const int nr = mp - r0 < KF_ROWS ? (int)(mp - r0) : KF_ROWS;
-                const float *w[KF_ROWS];
-                for (int r = 0; r < KF_ROWS; r++)
-                    w[r] = rows[r0 + (r < nr ? r : 0)];
-                for (int b0 = 0; b0 < B; b0 += KF_COLS) {
-                    const int nb = B - b0 < KF_COLS ? B - b0 : KF_COLS;
-                    const float *xr[KF_COLS];
+            /* Activation tiles outside, weight rows inside: a tile's few activation rows stay in
+             * L1 while the panel (in L2) streams past them; the other way round, a long batch's
+             * activations were fetched from L3 once per 4 weight rows. */
+            for (int b0 = 0; b0 < B; b0 += KF_COLS) {
+                const int nb = B - b0 < KF_COLS ? B - b0 : KF_COLS;
+                const float *xr[KF_COLS];
+                for (int j = 0; j < KF_COLS; j++)
+                    xr[j] = x + (size_t)(b0 + (j < nb ? j : 0)) * ldx;
+                for (int64_t r0 = 0; r0 < mp; r0 += KF_ROWS) {
+                    const int nr = mp - r0 < KF_ROWS ? (int)(mp - r0) : KF_ROWS;
+                    const float *w[KF_ROWS];
                     float out[KF_ROWS][KF_COLS];
-                    for (int j = 0; j < KF_COLS; j++)
-                        xr[j] = x + (size_t)(b0 + (j < nb ? j : 0)) * ldx;
+                    for (int r = 0; r < KF_ROWS; r++)
+                        w[r] = rows[r0 + (r < nr ? r : 0)];
                     kimpl.tile(w, xr, K, out);
                     for (int j = 0; j < nb; j++)
                         for (int r = 0; r < nr; r++)

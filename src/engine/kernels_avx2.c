@@ -501,11 +501,15 @@ INLINE void tile_step(__m256 a[KF_ROWS][KF_COLS], const float *const w[KF_ROWS],
 {
     __m256 xv[KF_COLS];
     UNROLL
-    for (int j = 0; j < NX; j++)
+    for (int j = 0; j < NX; j++) {
         xv[j] = _mm256_loadu_ps(x[j] + xk);
+        /* loads in registers: GCC would otherwise fold each into every FMA that uses it */
+        __asm__("" : "+v"(xv[j]));
+    }
     UNROLL
     for (int r = 0; r < KF_ROWS; r++) {
         __m256 wv = _mm256_loadu_ps(w[r] + wk);
+        __asm__("" : "+v"(wv));
         UNROLL
         for (int j = 0; j < NX; j++)
             a[r][j] = _mm256_fmadd_ps(wv, xv[j], a[r][j]);
