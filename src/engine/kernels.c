@@ -23,16 +23,14 @@ static struct {
     kfused_tile_fn fused;
 } kimpl;
 
+#if defined(KERNELS_AVX2) && defined(__GNUC__) && defined(__x86_64__)
 static int cpu_has_avx512(void)
 {
-#if defined(KERNELS_AVX2) && defined(__GNUC__) && defined(__x86_64__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
-#endif
 }
+#endif
 
 int kernel_use_isa(const char *name)
 {
