@@ -24,11 +24,11 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
   echo "## prompt tuning: batch 8, 20 virtual tokens"
   "$bin/tune_bench" "$model" "$shared/datasets/sst2/train.tsv"
   echo "## LoRA: batch 8, r 8 on q and v (AdamW)"
-  "$bin/tune_bench" "$model" "$shared/datasets/sst2/train.tsv" --lora 8
   if [ -x "${PWB_REF_PYTHON:-}" ] && "$PWB_REF_PYTHON" -c 'import peft' 2>/dev/null; then
-    echo "## the same LoRA step with PEFT + PyTorch (PWB_REF_PYTHON), 2 threads"
-    "$PWB_REF_PYTHON" tests/reference/peft_reference.py "$model" --bench --threads 2
+    echo "## ... against PEFT + PyTorch (PWB_REF_PYTHON) on the same step, alternating, 2 threads"
+    TUNE_BENCH="$bin/tune_bench" PWB_SHARED="$shared" PWB_BENCH_MODEL="$model" sh bench/lora_step.sh "${LORA_ROUNDS:-3}"
   else
+    "$bin/tune_bench" "$model" "$shared/datasets/sst2/train.tsv" --lora 8
     echo "## PEFT + PyTorch LoRA comparison skipped: set PWB_REF_PYTHON to a python with torch, transformers, peft"
   fi
   echo "## pwb serve: 64 clients x 20 requests, mixed adapters (TinyStories-656K; latency and RSS)"
