@@ -359,3 +359,53 @@ Test(lora, prefix_tuning_tinystories)
     check_prefix(m, 2, 120, 5, "tinystories prefix");
     model_free(m);
 }
+
+/* Dropout drops about p of the adapter's inputs, scales the rest by 1 / (1 - p), draws another
+ * mask for another row or step, and none outside training. With A = 1 (rank 1) and B = 1 each
+ * output is s times the sum of the row's kept multipliers. */
+Test(lora, dropout_rate_and_masks)
+{
+    tiny_model *t = tiny_model_new(26, 1, 32, 4, 2, 64, 48, ROPE_ADJACENT, 0);
+    lora l;
+    pwb_err e;
+    cr_assert_eq(lora_new(&l, &t->m, 1, 1.0f, 1u << LORA_Q, &e), PWB_OK);
+    lora_mat *q = lora_at_mut(&l, 0, LORA_Q);
+    for (int i = 0; i < q->in; i++)
+        q->a[i] = 1.0f;
+    for (int o = 0; o < q->out; o++)
+        q->b[o] = 1.0f;
+    enum { ROWS = 512 };
+    const int in = q->in, out = q->out;
+    float *x = malloc((size_t)ROWS * in * sizeof *x), *y = calloc((size_t)ROWS * out, sizeof *y);
+    for (int i = 0; i < ROWS * in; i++)
+        x[i] = 1.0f;
+    l.dropout = 0.25f;
+    lora_set_training(&l, 1, 77);
+    cr_assert_eq(lora_fwd(&l, 0, LORA_Q, x, (size_t)in, ROWS, y, (size_t)out, 0, &e), PWB_OK);
+    long kept = 0, same = 0;
+    for (int b = 0; b < ROWS; b++) {
+        const double k = y[(size_t)b * out] * (1.0 - l.dropout); /* kept inputs of row b */
+        cr_assert_float_eq(k, round(k), 1e-3, "row %d: %g is not a count of kept inputs", b, k);
+        kept += lround(k);
+        same += b > 0 && y[(size_t)b * out] == y[(size_t)(b - 1) * out];
+    }
+    const double dropped = 1.0 - (double)kept / ((double)ROWS * in);
+    cr_log_info("dropout 0.25: %.4f of %d inputs dropped", dropped, ROWS * in);
+    cr_expect_float_eq(dropped, 0.25, 0.015, "dropped %.4f", dropped);
+    cr_expect_lt(same, ROWS / 4, "rows draw masks of their own");
+    /* another step, another mask; no dropout outside training */
+    float *y2 = calloc((size_t)ROWS * out, sizeof *y2);
+    lora_set_training(&l, 1, 78);
+    cr_assert_eq(lora_fwd(&l, 0, LORA_Q, x, (size_t)in, ROWS, y2, (size_t)out, 0, &e), PWB_OK);
+    cr_expect_neq(memcmp(y, y2, (size_t)ROWS * out * sizeof *y), 0);
+    lora_set_training(&l, 0, 0);
+    memset(y2, 0, (size_t)ROWS * out * sizeof *y2);
+    cr_assert_eq(lora_fwd(&l, 0, LORA_Q, x, (size_t)in, ROWS, y2, (size_t)out, 0, &e), PWB_OK);
+    for (int b = 0; b < ROWS; b++)
+        cr_expect_float_eq(y2[(size_t)b * out], (float)in, 1e-4);
+    free(x);
+    free(y);
+    free(y2);
+    lora_free(&l);
+    tiny_model_free(t);
+}
