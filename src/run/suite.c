@@ -456,11 +456,15 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
             if (!strcmp(ax[i].name, k))
                 return err_set(x->e, PWB_EINVAL, "%s: %s.sweep: axis '%s' given twice", x->path, where, k);
         int shots = !strcmp(k, "shots");
-        int calib = !strcmp(k, "calibration"), budget = !strcmp(k, "train_limit");
-        if (!m->soft_prompt && !shots && !calib && !budget)
+        int calib = !strcmp(k, "calibration"), budget = !strcmp(k, "train_limit"), pick = !strcmp(k, "shot_pick");
+        if (!m->soft_prompt && !shots && !calib && !budget && !pick)
             return err_set(x->e, PWB_EINVAL,
-                           "%s: %s.sweep.%s: a template method sweeps only 'shots', 'train_limit' and 'calibration'",
-                           x->path, where, k);
+                           "%s: %s.sweep.%s: a template method sweeps only 'shots', 'shot_pick', 'train_limit' and "
+                           "'calibration'", x->path, where, k);
+        if (m->soft_prompt && pick)
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shot_pick: a soft prompt has no shots", x->path, where);
+        if (pick && m->shot_pick)
+            return err_set(x->e, PWB_EINVAL, "%s: %s: give shot_pick or sweep.shot_pick, not both", x->path, where);
         if (m->soft_prompt && calib)
             return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.calibration: soft prompts are scored uncalibrated", x->path,
                            where);
@@ -489,6 +493,8 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                      v->valuedouble == floor(v->valuedouble);
             else if (calib)
                 ok = cJSON_IsString(v) && calib_kind_parse(v->valuestring) >= 0;
+            else if (pick)
+                ok = cJSON_IsString(v) && template_shot_pick_parse(v->valuestring) >= 0;
             else if (!strcmp(k, "tokens"))
                 ok = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= SOFTPROMPT_MAX_TOKENS &&
                      v->valuedouble == floor(v->valuedouble);
@@ -502,6 +508,7 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                 const char *what = shots                   ? "an integer from 0 to 64"
                                    : budget                ? "an integer from 0 to 100000000"
                                    : calib                 ? "one of none, contextual, pmi"
+                                   : pick                  ? "one of first, random, balanced, similar"
                                    : !strcmp(k, "tokens") ? "an integer from 1 to 4096"
                                    : !strcmp(k, "init")   ? "one of random, vocab, class, text"
                                                           : "a number or a name (letters, digits, '_', '-', '.')";
@@ -596,6 +603,9 @@ static int sweep_expand(pwb_suite *s, sctx *x, const suite_method *base, const s
             } else if (!strcmp(ax[a].name, "calibration")) {
                 free(m->calibration);
                 oom |= !(m->calibration = str_dup(v->valuestring));
+            } else if (!m->soft_prompt && !strcmp(ax[a].name, "shot_pick")) {
+                free(m->shot_pick);
+                oom |= !(m->shot_pick = str_dup(v->valuestring));
             } else {
                 cJSON *sv = cJSON_Duplicate(v, 1);
                 cJSON_DeleteItemFromObjectCaseSensitive(m->soft_prompt, ax[a].name);

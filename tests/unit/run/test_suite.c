@@ -272,6 +272,22 @@ Test(suite, shot_pick_turns_and_label_words)
     bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"soft_prompt\":{\"tokens\":4},"
         "\"label_words\":[\"a\",\"b\"]}]}",
         "shot_pick, shots_as_turns and label_words are for hard prompts");
+    /* shot_pick as a sweep axis */
+    const char *sw = "{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"p\",\"template\":\"few-shot\","
+                     "\"train_limit\":100,\"sweep\":{\"shot_pick\":[\"balanced\",\"similar\"]}}]}";
+    suite_init(&s);
+    cr_assert_eq(suite_parse(&s, sw, strlen(sw), "suites/ok.json", &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(s.n_methods, 2);
+    cr_assert_str_eq(s.methods[1].name, "p[shot_pick=similar]");
+    cr_assert_str_eq(s.methods[1].shot_pick, "similar");
+    cr_assert_str_eq(s.methods[0].shot_pick, "balanced");
+    suite_free(&s);
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\","
+        "\"sweep\":{\"shot_pick\":[\"near\"]}}]}",
+        "one of first, random, balanced, similar");
+    bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"shot_pick\":\"first\","
+        "\"sweep\":{\"shot_pick\":[\"similar\"]}}]}",
+        "give shot_pick or sweep.shot_pick, not both");
     bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"template\":\"t\",\"scoring\":\"rank\","
         "\"train_limit\":400,\"optimize\":{\"propose\":-1}}]}",
         "methods[0].optimize.propose must be an integer from 0");
