@@ -1,6 +1,6 @@
 /* pwb's side of the lm-evaluation-harness agreement (docs/formats.md): lm-evaluation-harness's own
  * prompts written the natural way (templates/sst2-lmeval.tmpl: "...Answer:" then " negative" /
- * " positive"), the cards
+ * " positive"; templates/mc-lmeval.tmpl: the commonsense_qa prompt, then " A" ... " E"), the cards
  * as they are, no chat template, ranked by the local backend on SmolLM2, must pick what
  * lm-evaluation-harness picked and give the same log-likelihoods. The fixtures hold every question
  * (tests/reference/lmeval_compare.py wrote them from lm-evaluation-harness's hf model on the same
@@ -18,7 +18,7 @@
 #include "task/template.h"
 
 /* Log-likelihoods agree this closely (both sides dequantise to float32; measured on SST-2 dev:
- * 7.4e-5 at most). */
+ * 7.4e-5 at most, on CommonsenseQA 4e-5 on the first 16). */
 #define LL_TOL 1e-3
 /* A question whose two best options lm-evaluation-harness scored closer than this is a tie to
  * float rounding: either pick is agreement. */
@@ -193,4 +193,9 @@ static void agree(const lmeval_case *k)
 Test(lmeval, sst2_prompt_agrees_with_lm_evaluation_harness, .timeout = 3600)
 {
     agree(&(lmeval_case){"sst2_dev_lmeval.txt", "glue_sst2.json", "sst2-lmeval.tmpl", "dev", 29});
+}
+Test(lmeval, commonsense_qa_prompt_agrees_with_lm_evaluation_harness, .timeout = 3600)
+{
+    agree(&(lmeval_case){"commonsense_qa_validation_lmeval.txt", "commonsense_qa.json", "mc-lmeval.tmpl",
+                         "validation", 61});
 }
