@@ -3,7 +3,8 @@
  * the scripts in tests/reference/). Targets from issue 3: the same argmax at >= 99% of positions, the same
  * rank decision on >= 99.5% of SST-2 dev. By default a fixed subset runs (every 15th prompt, every
  * 16th SST-2 example) to keep the unit tests short; PWB_REF_FULL=1 checks everything.
- * Gemma 3 (issue 12): 99.9% argmax, every SST-2 decision, greedy generations. Each model's tests are
+ * Gemma 3 (issue 12): 99.9% argmax over every position of the fixture (always all of it), every
+ * SST-2 decision, greedy generations. Each model's tests are
  * skipped when models/ lacks its GGUF (make model; make model MODEL=gemma3-270m). */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -34,6 +35,7 @@ typedef struct ref_set {
     const char *who;                  /* for messages */
     int int8;                         /* pwb's engine with engine_opts.int8_activations */
     int ggml_gelu;                    /* ... with engine_opts.ggml_gelu (llama.cpp's fp16 GELU) */
+    int all_prompts;                  /* logits: every prompt even without PWB_REF_FULL */
     double min_argmax;                /* argmax agreement over the positions checked */
     double decisive_gap;              /* reference top-1 lead beyond which the argmax must agree */
     double max_mean_dlp;              /* mean |d log-prob| over the reference's top-k */
@@ -50,24 +52,29 @@ typedef struct ref_set {
 
 /* The issue's targets (0.99 argmax, 0.995 rank) against llama.cpp computing the same function in
  * F32 (the Q4_1 weights dequantized exactly, F32 KV cache): pwb's default, exact arithmetic. */
-static const ref_set EXACT_VS_F32 = {F32_SET, "llama.cpp F32", 0, 0, 0.99, 1.0, 0.01, 0.001, 0.995, 0.05, 0.01};
+static const ref_set EXACT_VS_F32 = {F32_SET, "llama.cpp F32", 0, 0, 0, 0.99, 1.0, 0.01, 0.001, 0.995, 0.05, 0.01};
 /* Against llama.cpp's default arithmetic (8-bit activation blocks, F16 K/V) no accurate engine
  * reaches those targets: llama.cpp's own F32 run agrees with it on 0.979 of the argmaxes and 0.914
  * of the decisions (docs/reference-tests.md). The bounds are that measured spread. */
-static const ref_set EXACT_VS_LLAMACPP = {LLAMACPP_SET, "llama.cpp", 0, 0, 0.97, 1.0, 0.15, 0.01, 0.90, 0.40, 0.15};
+static const ref_set EXACT_VS_LLAMACPP = {LLAMACPP_SET, "llama.cpp", 0, 0, 0, 0.97, 1.0, 0.15, 0.01, 0.90, 0.40, 0.15};
 /* pwb's faster 8-bit path, held at its measured level (0.981 / 0.927 / KL 0.012 against F32). */
-static const ref_set INT8_VS_F32 = {F32_SET, "llama.cpp F32 (pwb int8)", 1, 0, 0.97, 1.0, 0.15, 0.03, 0.90, 0.40, 0.15};
-/* Gemma 3 270M (issue 12) against llama.cpp computing the Q4_K_M file's function in F32: the same
- * rank decision on every SST-2 example of the set. The argmax bound is 0.995, not the issue's 0.999:
- * llama.cpp's CPU GELU reads a table indexed by the input rounded to fp16 and holding fp16 outputs
- * (GGML_GELU_FP16), which moves its log-probabilities by ~0.002; pwb computes the tanh GELU in F32.
- * Measured 0.9973 (1 of 374 default positions, a near-tie); with the fp16 GELU emulated 1.0000
- * (docs/engine.md). */
-static const ref_set GEMMA3_GGML_GELU_VS_F32 = {GEMMA3, "gemma3_exact_logits.txt", NULL, NULL,
-                                                "llama.cpp F32 (Gemma 3, pwb with ggml's GELU)", 0, 1, 0.999, 0.25,
-                                                0.002, 0.001, 1.0, 0.0, 0.005};
+static const ref_set INT8_VS_F32 = {F32_SET, "llama.cpp F32 (pwb int8)", 1, 0, 0, 0.97, 1.0, 0.15, 0.03, 0.90, 0.40, 0.15};
+/* Gemma 3 270M (issue 12) against llama.cpp computing the Q4_K_M file's function in F32: the issue's
+ * 0.999 argmax over all 7,324 positions of the 210 prompts, checked whole every time, because a
+ * subset is too small to measure it (one near-tie is 0.27% of the 374 default positions). pwb
+ * computes the tanh GELU in F32; llama.cpp's CPU backend reads an fp16 table indexed by the input
+ * rounded to fp16 (GGML_GELU_FP16), which moves log-probabilities by ~0.002 and flips near-ties:
+ * measured 0.9990 (7 positions, the reference's lead at most 0.10 logits; mean |d log-prob| 0.0021,
+ * max 0.13), none where the reference leads by more than 0.25. With that GELU reproduced
+ * (engine_opts.ggml_gelu) the rest of the computation agrees closer: 0.9997 over all positions (2,
+ * where the reference leads by 0.0003 at most), mean 0.0012, max 0.024; its test reads the default
+ * subset (1.0000, mean 0.0014), and its mean bound of 0.002 is below the F32 GELU's. The same rank
+ * decision on every SST-2 example of the set. Measurements: docs/engine.md. */
 static const ref_set GEMMA3_VS_F32 = {GEMMA3, "gemma3_exact_logits.txt", NULL, "gemma3_sst2_dev_rank_exact.txt",
-                                      "llama.cpp F32 (Gemma 3)", 0, 0, 0.995, 0.25, 0.005, 0.001, 1.0, 0.0, 0.005};
+                                      "llama.cpp F32 (Gemma 3)", 0, 0, 1, 0.999, 0.25, 0.005, 0.001, 1.0, 0.0, 0.005};
+static const ref_set GEMMA3_GGML_GELU_VS_F32 = {GEMMA3, "gemma3_exact_logits.txt", NULL, NULL,
+                                                "llama.cpp F32 (Gemma 3, pwb with ggml's GELU)", 0, 1, 0, 0.999, 0.25,
+                                                0.002, 0.001, 1.0, 0.0, 0.005};
 
 static const char *root_dir(void)
 {
@@ -287,7 +294,7 @@ static void check_logits(const ref_set *rs)
     pwb_buf b;
     load_ref_logits(&r, &b, rs->logits);
     cr_assert_eq(r.n_vocab, engine_n_vocab(en));
-    int stride = full_mode() ? 1 : 15;
+    int stride = full_mode() || rs->all_prompts ? 1 : 15;
     int V = r.n_vocab, k = r.topk;
     long pos = 0, same = 0, decisive_diff = 0;
     double sum_d = 0, max_d = 0;
