@@ -470,11 +470,9 @@ typedef struct small_job {
     size_t ldy;
 } small_job;
 
-static void small_part(void *arg, int t, int nt)
+static void small_part(void *arg, int64_t t0, int64_t t1)
 {
     const small_job *j = arg;
-    const int64_t n_tiles = (j->M + KF_ROWS - 1) / KF_ROWS;
-    const int64_t t0 = n_tiles * t / nt, t1 = n_tiles * (t + 1) / nt;
     const float *xr[KF_COLS];
     for (int c = 0; c < KF_COLS; c++)
         xr[c] = j->x + (size_t)(c < j->B ? c : 0) * j->ldx;
@@ -507,7 +505,10 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
         if ((double)M * (double)K * B >= PAR_MIN_WORK)
             nt = omp_get_max_threads();
 #endif
-        kpool_run(small_part, &j, nt);
+        /* chunks of at least 32 rows, 16 per thread: small enough that a thread descheduled
+         * mid-chunk on a busy machine holds up little, few enough that claiming them costs little */
+        const int64_t n_tiles = (M + KF_ROWS - 1) / KF_ROWS, per = n_tiles / (16 * (int64_t)nt);
+        kpool_run(small_part, &j, n_tiles, per > 8 ? per : 8, nt);
         return PWB_OK;
     }
     int64_t panel_rows = KF_PANEL_FLOATS / K / KF_ROWS * KF_ROWS;

@@ -91,11 +91,13 @@ void kf32_tile_avx512(const float *const w[KF_ROWS], const float *const x[KF_COL
 void kfused_tile_avx512(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS], int nx,
                         int64_t K, float out[KF_ROWS][KF_COLS]);
 
-/* A persistent pool for the small-batch products: fn(arg, t, nt) runs for t < nt on the caller (t
- * = 0) and nt - 1 workers that spin briefly after each job before sleeping, so the next product of
- * a decode step finds them awake. Runs fn on the caller alone when nested in an OpenMP region,
- * when another thread holds the pool, or for nt = 1. */
-typedef void (*kpool_fn)(void *arg, int t, int nt);
-void kpool_run(kpool_fn fn, void *arg, int nt);
+/* A persistent pool for the small-batch products: fn(arg, i0, i1) runs over [0, n) in chunks of
+ * `grain` items, claimed one at a time by the caller and up to nt - 1 workers. Workers spin briefly
+ * after each job before sleeping, so the next product of a decode step finds them awake; a worker
+ * that is asleep or descheduled simply claims nothing, and the caller does its share (it waits only
+ * for chunks already claimed). Runs everything on the caller when nested in an OpenMP region, when
+ * another thread holds the pool, or for nt = 1. fn must give the same results whoever runs a chunk. */
+typedef void (*kpool_fn)(void *arg, int64_t i0, int64_t i1);
+void kpool_run(kpool_fn fn, void *arg, int64_t n, int64_t grain, int nt);
 
 #endif
