@@ -3,7 +3,9 @@
  *   cc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags libcjson) \
  *      bench/kernels_bench.c src/engine/quant.c src/engine/kernels.c src/engine/kernels_avx2.c \
  *      src/util/[a-z]*.c $(pkg-config --libs libcjson) -lm -o build/kernels_bench
- *   OMP_NUM_THREADS=2 build/kernels_bench [TYPE...]      (TYPE: Q4_1 Q8_0 Q4_0 Q4_K Q6_K F16 BF16 F32)
+ *   OMP_NUM_THREADS=2 build/kernels_bench [--exact] [TYPE...]   (TYPE: Q4_1 Q8_0 Q4_0 Q4_K Q6_K F16 BF16 F32)
+ * --exact times kernel_matmul_exact (F32 activations, the engine's default) instead of the
+ * 8-bit-activation kernel_matmul.
  * With no TYPE (or with "model" alone) it also times a whole SmolLM2-shaped pass over distinct,
  * DRAM-resident weights, which is what decoding sees. */
 #include <stdio.h>
@@ -22,6 +24,15 @@ static const struct { const char *what; int M, K; } SHAPES[] = {
     {"lm_head  49152x576", 49152, 576},
 };
 
+static int exact;
+
+static int matmul(const pwb_tensor *W, const float *x, int B, float *y, pwb_err *e)
+{
+    if (!exact)
+        return kernel_matmul(W, x, B, y, e);
+    return kernel_matmul_exact(W, x, (size_t)W->ne[0], B, y, (size_t)W->ne[1], e);
+}
+
 static int type_by_name(const char *s)
 {
     static const int all[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q6_K};
@@ -36,7 +47,7 @@ static int type_by_name(const char *s)
 static double bench_one(const pwb_tensor *W, const float *x, int B, float *y, double *per_cpu)
 {
     pwb_err e;
-    if (kernel_matmul(W, x, B, y, &e) != PWB_OK) {  /* also warms up */
+    if (matmul(W, x, B, y, &e) != PWB_OK) {  /* also warms up */
         fprintf(stderr, "%s\n", e.msg);
         exit(1);
     }
@@ -44,7 +55,7 @@ static double bench_one(const pwb_tensor *W, const float *x, int B, float *y, do
     double start = timer_wall();
     for (int call = 0; call < 2000 && timer_wall() - start < 1.5; call++) {
         double w0 = timer_wall(), c0 = timer_cpu();
-        kernel_matmul(W, x, B, y, &e);
+        matmul(W, x, B, y, &e);
         double c = timer_cpu() - c0, w = timer_wall() - w0;
         best_w = w < best_w ? w : best_w;
         best_c = c < best_c ? c : best_c;
@@ -114,7 +125,7 @@ static void bench_model_pass(int type, int lm_type, const float *x, float *y, pw
         for (int pass = 0; pass < 50 && timer_wall() - start < 3.0; pass++) {
             double t0 = timer_wall(), c0 = timer_cpu();
             for (int i = 0; i < NM; i++)
-                kernel_matmul(&W[i], x, B, y, NULL);
+                matmul(&W[i], x, B, y, NULL);
             double t = timer_wall() - t0, c = timer_cpu() - c0;
             best = t < best ? t : best;
             best_c = c < best_c ? c : best_c;
@@ -130,6 +141,11 @@ static void bench_model_pass(int type, int lm_type, const float *x, float *y, pw
 int main(int argc, char **argv)
 {
     const char *def[] = {"Q4_1", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "F16", "F32"};
+    if (argc > 1 && strcmp(argv[1], "--exact") == 0) {
+        exact = 1;
+        argv++;
+        argc--;
+    }
     int only_model = argc == 2 && strcmp(argv[1], "model") == 0;
     int ntypes = only_model ? 0 : argc > 1 ? argc - 1 : (int)(sizeof def / sizeof def[0]);
     const char **types = argc > 1 ? (const char **)argv + 1 : def;
@@ -140,8 +156,8 @@ int main(int argc, char **argv)
     float *y = malloc(sizeof(float) * (size_t)maxB * 49152);
     for (int i = 0; i < maxB * maxK; i++)
         x[i] = (float)rng_normal(&r);
-    printf("isa %s; GFLOP/s = 2*M*K*B / time: fastest call by wall clock, and per CPU-second (all threads)\n"
-           "%-6s %-20s %10s %10s %10s %10s\n", kernel_isa(), "type", "shape", "B=1", "B=1/cpu", "B=32", "B=32/cpu");
+    printf("isa %s, %s; GFLOP/s = 2*M*K*B / time: fastest call by wall clock, and per CPU-second (all threads)\n"
+           "%-6s %-20s %10s %10s %10s %10s\n", kernel_isa(), exact ? "exact (F32 activations)" : "8-bit activations", "type", "shape", "B=1", "B=1/cpu", "B=32", "B=32/cpu");
     for (int ti = 0; ti < ntypes; ti++) {
         int type = type_by_name(types[ti]);
         if (type < 0) {

@@ -21,6 +21,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
   "$bin/sha256_bench"
   echo "## kernels"
   "$bin/kernels_bench" Q4_1 Q8_0 F32
+  "$bin/kernels_bench" --exact Q4_1 Q8_0
   echo "## prompt tuning: batch 8, 20 virtual tokens"
   "$bin/tune_bench" "$model" "$shared/datasets/sst2/train.tsv"
   echo "## LoRA: batch 8, r 8 on q and v (AdamW)"
