@@ -588,6 +588,28 @@ INLINE void store_i8x32(float *dst, __m256i q, __m256 d, __m256 m)
     _mm256_storeu_ps(dst + 24, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), m));
 }
 
+/* 32 bytes 0..15 to floats d * q - m (two roundings, as dequant_row computes the K-quants) */
+INLINE void store_u4x32_k(float *dst, __m256i q, __m256 d, __m256 m)
+{
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int p = 0; p < 4; p++)
+        _mm256_storeu_ps(dst + 8 * p, _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part[p]))), m));
+}
+
+/* Q5_0's fifth bits: byte e of the result is 0x10 where bit e of the 32-bit qh is set */
+INLINE __m256i q5_high_bits(const uint8_t qh4[4])
+{
+    uint32_t qh;
+    memcpy(&qh, qh4, sizeof qh);
+    const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
+                                           3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), which);
+    __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
 void kx_dequant(int type, const void *src, float *dst, int64_t n)
 {
     const __m256i lowmask = _mm256_set1_epi8(0xf);
@@ -613,6 +635,31 @@ void kx_dequant(int type, const void *src, float *dst, int64_t n)
             __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
             __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
             store_i8x32(dst + 32 * i, qw, _mm256_set1_ps(h2f(b->d)), _mm256_set1_ps(h2f(b->m)));
+        }
+        break;
+    case DT_Q5_0:
+        for (int64_t i = 0; i < n / 32; i++) {
+            const block_q5_0 *b = (const block_q5_0 *)src + i;
+            __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+            __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lowmask);
+            qw = _mm256_or_si256(qw, q5_high_bits(b->qh));
+            store_i8x32(dst + 32 * i, _mm256_sub_epi8(qw, _mm256_set1_epi8(16)), _mm256_set1_ps(h2f(b->d)), zero);
+        }
+        break;
+    case DT_Q4_K:
+        for (int64_t i = 0; i < n / 256; i++) {
+            const block_q4_K *b = (const block_q4_K *)src + i;
+            const float d = h2f(b->d), dmin = h2f(b->dmin);
+            uint8_t sc[8], mn[8];
+            q4k_scales(b->scales, sc, mn);
+            for (int g = 0; g < 4; g++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
+                float *y = dst + 256 * i + 64 * g;
+                store_u4x32_k(y, _mm256_and_si256(q, lowmask), _mm256_set1_ps(d * sc[2 * g]),
+                              _mm256_set1_ps(dmin * mn[2 * g]));
+                store_u4x32_k(y + 32, _mm256_and_si256(_mm256_srli_epi16(q, 4), lowmask),
+                              _mm256_set1_ps(d * sc[2 * g + 1]), _mm256_set1_ps(dmin * mn[2 * g + 1]));
+            }
         }
         break;
     case DT_F16:

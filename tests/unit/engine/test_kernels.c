@@ -526,6 +526,14 @@ Test(kernels, matmul_exact_small_batches_every_type_and_isa)
                     for (int k = 0; k < K; k++)
                         xd[(size_t)b * K + k] = x[(size_t)b * ldx + k] = (float)rng_normal(&r) * (k % 41 ? 1.0f : 4.0f);
                 reference(&W, xd, BB, ref, tol);
+                /* the kernels' dequantization (kernel_get_row) gives dequant_row's values exactly */
+                for (int m = 0; m < M; m++) {
+                    float a[1280], b[1280];
+                    cr_assert_eq(kernel_get_row(&W, m, a, NULL), PWB_OK);
+                    dequant_row(type, (const unsigned char *)W.data + quant_row_size(type, K) * (size_t)m, b, K);
+                    cr_assert_eq(memcmp(a, b, sizeof(float) * (size_t)K), 0, "%s row %d: dequantized differently",
+                                 quant_type_name(type), m);
+                }
                 cr_assert_eq(kernel_matmul_exact(&W, x, ldx, BB, yb, ldy, NULL), PWB_OK);
                 for (int B = 1; B <= 3; B++) {
                     for (int rep = 0; rep < 2; rep++) { /* all threads, then one */
