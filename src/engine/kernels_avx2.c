@@ -662,6 +662,24 @@ void kx_dequant(int type, const void *src, float *dst, int64_t n)
             }
         }
         break;
+    case DT_Q6_K:
+        for (int64_t i = 0; i < n / 256; i++) {
+            const block_q6_K *b = (const block_q6_K *)src + i;
+            const float d = h2f(b->d);
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 4; k++) {
+                    /* (d * scale) * q, as dequant_row rounds it; a scale per 16 elements */
+                    const int8_t *sc = b->scales + 8 * h + 2 * k;
+                    __m256i q = q6k_quarter(b, h, k);
+                    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+                    __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+                    float *y = dst + 256 * i + 128 * h + 32 * k;
+                    for (int p = 0; p < 4; p++)
+                        _mm256_storeu_ps(y + 8 * p, _mm256_mul_ps(_mm256_set1_ps(d * sc[p / 2]),
+                                                                  _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part[p]))));
+                }
+        }
+        break;
     case DT_F16:
     case DT_BF16: {
         int64_t k = 0;
