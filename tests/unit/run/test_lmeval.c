@@ -18,7 +18,7 @@
 #include "task/template.h"
 
 /* Log-likelihoods agree this closely (both sides dequantise to float32; measured on SST-2 dev:
- * 7.4e-5 at most, on CommonsenseQA 5e-5 on the first 612). */
+ * 7.4e-5 at most, on all of CommonsenseQA dev 5e-5). */
 #define LL_TOL 1e-3
 /* A question whose two best options lm-evaluation-harness scored closer than this is a tie to
  * float rounding: either pick is agreement. */
