@@ -50,6 +50,17 @@ static int embed_encode(const llm_response *r, pwb_buf *out)
     return json_append(out, o, bad);
 }
 
+/* The first vector fixes the width: n rows of it. Returns -1 when out of memory. */
+static int vectors_size(float **vec, size_t n, int *dim, int width)
+{
+    float *v = realloc(*vec, n * (size_t)width * sizeof *v);
+    if (!v)
+        return -1;
+    *vec = v;
+    *dim = width;
+    return 0;
+}
+
 /* Embeds texts[0..n) into vec ([n][*dim]; *dim is set by the first embedding and vec grown to fit),
  * the cache first. */
 static int embed_texts(runner *R, rmodel *mo, const char *const *texts, size_t n, float **vec, int *dim,
@@ -77,14 +88,11 @@ static int embed_texts(runner *R, rmodel *mo, const char *const *texts, size_t n
             if (json && *dim > 0)
                 got = embed_decode(json, *dim, *vec + i * (size_t)*dim);
             else if (json && (got = embed_decode(json, 0, NULL)) > 0) {
-                *dim = got;
-                float *v = realloc(*vec, n * (size_t)got * sizeof *v);
-                if (!v) {
+                if (vectors_size(vec, n, dim, got)) {
                     free(json);
                     rc = err_set(e, PWB_ENOMEM, "out of memory");
                     break;
                 }
-                *vec = v;
                 embed_decode(json, got, *vec + i * (size_t)got);
             }
             free(json);
@@ -106,14 +114,9 @@ static int embed_texts(runner *R, rmodel *mo, const char *const *texts, size_t n
                 rc = err_set(e, PWB_EMODEL, "embedding text %zu: %s", map[j], r->error ? r->error : "no embedding");
                 break;
             }
-            if (*dim <= 0) {
-                *dim = r->n_embedding;
-                float *v = realloc(*vec, n * (size_t)*dim * sizeof *v);
-                if (!v) {
-                    rc = err_set(e, PWB_ENOMEM, "out of memory");
-                    break;
-                }
-                *vec = v;
+            if (*dim <= 0 && vectors_size(vec, n, dim, r->n_embedding)) {
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+                break;
             }
             memcpy(*vec + map[j] * (size_t)*dim, r->embedding, (size_t)*dim * sizeof(float));
             *cpu_s += r->cpu_s;
