@@ -50,8 +50,19 @@ static double json_count(const cJSON *o, const char *key)
     return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e12 ? v->valuedouble : -1;
 }
 
-/* Labelled examples: a prompt's shots (the sweep point's, the suite's, else the template's); a
- * soft prompt's training set (train_limit, or the examples it saw when fewer). */
+/* A string setting of a sweep point, else of its method. */
+static const char *point_or_method_str(const cJSON *pt, const cJSON *m, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(pt, key);
+    if (!cJSON_IsString(v))
+        v = cJSON_GetObjectItemCaseSensitive(m, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Labelled examples: a prompt's shots (the sweep point's, the suite's, else the template's), or,
+ * when each query gets its own nearest shots (shot_pick similar), the whole pool they are chosen
+ * from, since every row of it is read and may be shown; a soft prompt's training set (train_limit,
+ * or the examples it saw when fewer). */
 static long row_labelled(const report_row *w, const cJSON *suite, const char *template_path)
 {
     const cJSON *m = suite_method(suite, w);
@@ -69,17 +80,29 @@ static long row_labelled(const report_row *w, const cJSON *suite, const char *te
         double shots = json_count(pt, "shots");
         if (shots < 0)
             shots = json_count(m, "shots");
-        if (shots >= 0) {
+        const char *pick = point_or_method_str(pt, m, "shot_pick");
+        int similar = pick && !strcmp(pick, "similar");
+        if (shots >= 0 && pick) {
             n = (long)shots;
         } else if (template_path && *template_path) {
             pwb_template t;
             pwb_err e;
             template_init(&t);
-            if (template_load(&t, template_path, &e) == PWB_OK)
-                n = t.kind == TPL_FEW_SHOT ? t.shots : 0;
+            if (template_load(&t, template_path, &e) == PWB_OK) {
+                n = shots >= 0 ? (long)shots : t.kind == TPL_FEW_SHOT ? t.shots : 0;
+                similar = pick ? similar : t.shot_pick == SHOTS_SIMILAR;
+            }
             template_free(&t);
         }
-        if (n < 0 && w->kind && strcmp(w->kind, "few-shot") != 0 && strcmp(w->kind, "optimized") != 0)
+        if (n < 0 && shots >= 0)
+            n = (long)shots;
+        if (n > 0 && similar) {
+            double pool = w->has_budget && w->train_limit > 0 ? (double)w->train_limit : json_count(pt, "train_limit");
+            if (pool < 0)
+                pool = json_count(m, "train_limit");
+            n = pool > 0 ? (long)pool : -1; /* -1: the whole split, its size not recorded */
+        }
+        if (n < 0 && !similar && w->kind && strcmp(w->kind, "few-shot") != 0 && strcmp(w->kind, "optimized") != 0)
             n = 0; /* zero-shot, cot and role prompts show no examples */
     }
     cJSON_Delete(pt);

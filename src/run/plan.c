@@ -19,6 +19,12 @@ static int cell_majority_n(const rds *d, const rcell *c)
     return k;
 }
 
+/* The kind a cell records: a zero-shot template given shots by its method is a few-shot prompt. */
+static int cell_template_kind(const rmethod *m)
+{
+    return m->tpl.kind == TPL_ZERO_SHOT && m->tpl.shots > 0 ? TPL_FEW_SHOT : m->tpl.kind;
+}
+
 static int write_examples(runner *R, rds *d, pwb_err *e)
 {
     if (d->examples_written)
@@ -101,7 +107,7 @@ int run_plan(runner *R, pwb_err *e)
             .model = mo->sm->name,
             .provider = mo->sm->provider,
             .method = m->sm->name,
-            .kind = m->soft ? "soft" : m->sm->optimize ? "optimized" : template_kind_name(m->tpl.kind),
+            .kind = m->soft ? "soft" : m->sm->optimize ? "optimized" : template_kind_name(cell_template_kind(m)),
             .template_path = m->tpl_path,
             .template_sha256 = m->tpl_sha,
             .scoring = m->rank ? "rank" : "generate",

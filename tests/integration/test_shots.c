@@ -37,6 +37,9 @@ Test(shots, similar_turns_and_label_words, .timeout = 120)
     proc_out p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", NULL});
     cr_assert_eq(p.status, 0, "exit %d: %s%s", p.status, p.out, p.err);
     proc_out_free(&p);
+    /* a zero-shot template given shots by its method is recorded as a few-shot prompt */
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cells WHERE method = 'near' AND kind = 'few-shot'"), 1);
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cells WHERE method = 'words' AND kind = 'zero-shot'"), 1);
     /* 24 pool rows + 6 queries embedded, each kept in the cache */
     cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cache WHERE value LIKE '{\"embedding\":%'"), 30);
     /* each prompt: two shots as user/assistant turns, then the query; never the query's own text */

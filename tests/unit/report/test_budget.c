@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "report/report.h"
 
 static char tmpdir[256];
@@ -76,6 +78,59 @@ Test(budget, section_shows_budget_and_prior)
     cr_assert_eq(report_render_json(&r, &b, &e), PWB_OK, "%s", e.msg);
     cr_assert(strstr(b.data, "\"calibration\":\t\"contextual\"") != NULL, "%s", b.data);
     cr_assert(strstr(b.data, "\"train_limit\":\t16") != NULL, "%s", b.data);
+    buf_free(&b);
+    report_free(&r);
+    db_close(db);
+}
+
+/* The object of method `name` anywhere in the JSON report. */
+static const cJSON *json_method(const cJSON *o, const char *name)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "method");
+    if (cJSON_IsString(m) && !strcmp(m->valuestring, name))
+        return o;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, o)
+    {
+        const cJSON *f = cJSON_IsObject(c) || cJSON_IsArray(c) ? json_method(c, name) : NULL;
+        if (f)
+            return f;
+    }
+    return NULL;
+}
+
+/* Shots picked per query among the nearest of a pool read the whole pool: the verdict counts the
+ * pool, while fixed balanced shots count as the shots shown. */
+Test(budget, similar_shots_count_their_pool)
+{
+    pwb_db *db;
+    pwb_err e;
+    cr_assert_eq(db_open(&db, dbpath, DB_READWRITE, &e), PWB_OK, "%s", e.msg);
+    const char *suite = "{\"name\":\"b\",\"methods\":["
+                        "{\"name\":\"sim\",\"template\":\"zero-shot\",\"shots\":4,\"shot_pick\":\"similar\","
+                        "\"train_limit\":1000},"
+                        "{\"name\":\"bal\",\"template\":\"zero-shot\",\"shots\":4,\"shot_pick\":\"balanced\","
+                        "\"train_limit\":1000}]}";
+    int64_t run;
+    cr_assert_eq(db_run_create(db, "b", NULL, "abcd", suite, 1, &run, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(db_example_upsert(db, "sst2", "dev", 0, "a", "negative", 0, &e), PWB_OK);
+    cr_assert_eq(db_example_upsert(db, "sst2", "dev", 1, "b", "positive", 1, &e), PWB_OK);
+    cell(db, run, "sim", "none", 1000);
+    cell(db, run, "bal", "none", 1000);
+    pwb_report r;
+    cr_assert_eq(report_load(&r, db, run, &e), PWB_OK, "%s", e.msg);
+    pwb_buf b;
+    buf_init(&b);
+    cr_assert_eq(report_render_json(&r, &b, &e), PWB_OK, "%s", e.msg);
+    cJSON *doc = cJSON_Parse(b.data);
+    cr_assert_not_null(doc, "%s", b.data);
+    const cJSON *sim = json_method(doc, "sim"), *bal = json_method(doc, "bal");
+    cr_assert(sim && bal, "%s", b.data);
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(sim, "labelled_examples");
+    const cJSON *nb = cJSON_GetObjectItemCaseSensitive(bal, "labelled_examples");
+    cr_assert(cJSON_IsNumber(ns) && ns->valuedouble == 1000, "%s", b.data);
+    cr_assert(cJSON_IsNumber(nb) && nb->valuedouble == 4, "%s", b.data);
+    cJSON_Delete(doc);
     buf_free(&b);
     report_free(&r);
     db_close(db);
