@@ -132,6 +132,40 @@ static int verdict_tables(const report_group *g, pwb_buf *b)
     return r;
 }
 
+static const char *word_of(const report_group *g, int label)
+{
+    return label >= 0 && label < g->n_labels && g->labels[label] ? g->labels[label] : NULL;
+}
+
+static int label_text(pwb_buf *b, const report_group *g, int label)
+{
+    const char *w = word_of(g, label);
+    return w ? esc_md(b, w) : buf_printf(b, "label %d", label);
+}
+
+/* The most accurate method against always answering the majority class: a verdict between two
+ * arms that are both no better than that says nothing about the task, and the reader must know. */
+static int majority_text(const report_group *g, const report_row *w, pwb_buf *b)
+{
+    if (g->baseline < 0 || !w->is_best)
+        return 0;
+    const report_row *base = &g->rows[g->baseline];
+    int r = buf_puts(b, " ") | bold(b, w->method);
+    if (base->mcnemar_p < 0.05 && w->accuracy > base->accuracy)
+        r |= buf_puts(b, " beats always answering ");
+    else if (w->accuracy > base->accuracy)
+        r |= buf_puts(b, " is not significantly better than always answering ");
+    else
+        r |= buf_puts(b, " does not beat always answering ");
+    r |= label_text(b, g, base->majority_label) | buf_puts(b, " (the majority class, ") |
+         fmt_accuracy(b, base->n, base->accuracy, base->ci_lo, base->ci_hi) | buf_puts(b, "; exact McNemar p = ") |
+         fmt_p(b, base->mcnemar_p) | buf_puts(b, ")");
+    /* the most accurate method no better than the label frequencies: neither is any other */
+    return r | buf_puts(b, w->accuracy > base->accuracy
+                               ? "."
+                               : ": no method here has learned more of the task than its label frequencies.");
+}
+
 int md_verdict(const report_group *g, pwb_buf *b)
 {
     const report_verdict *v = &g->verdict;
@@ -145,14 +179,7 @@ int md_verdict(const report_group *g, pwb_buf *b)
                         arm_name(w->arm), w->arm == REPORT_ARM_TUNED ? "engineered" : "tuned") |
              bold(b, w->method) | buf_puts(b, " at ") | fmt_accuracy(b, w->n, w->accuracy, w->ci_lo, w->ci_hi) |
              buf_puts(b, "; ") | used_text(b, w) | buf_puts(b, ".");
-        if (g->baseline >= 0 && w->is_best) {
-            const report_row *base = &g->rows[g->baseline];
-            r |= buf_puts(b, " Against the majority class (") |
-                 fmt_accuracy(b, base->n, base->accuracy, base->ci_lo, base->ci_hi) |
-                 buf_puts(b, ") its exact McNemar p is ") | fmt_p(b, base->mcnemar_p) |
-                 buf_puts(b, base->mcnemar_p < 0.05 ? "." : ": not a significant improvement.");
-        }
-        return r | buf_putc(b, '\n') | verdict_tables(g, b);
+        return r | majority_text(g, w, b) | buf_putc(b, '\n') | verdict_tables(g, b);
     }
     const report_row *e = &g->rows[v->engineered], *t = &g->rows[v->tuned];
     if (v->shared <= 0) {
@@ -219,6 +246,7 @@ int md_verdict(const report_group *g, pwb_buf *b)
     else
         r |= buf_puts(b, "The labelled-example count below which the answer flips (N\\*) is not measured: this run "
                          "has no budget sweep of the tuned method.");
+    r |= majority_text(g, e->accuracy > t->accuracy ? e : t, b);
     return r | buf_putc(b, '\n') | verdict_tables(g, b);
 }
 
@@ -276,17 +304,6 @@ int md_volume(const report_group *g, pwb_buf *b)
         r |= buf_puts(b, " |\n");
     }
     return r;
-}
-
-static const char *word_of(const report_group *g, int label)
-{
-    return label >= 0 && label < g->n_labels && g->labels[label] ? g->labels[label] : NULL;
-}
-
-static int label_text(pwb_buf *b, const report_group *g, int label)
-{
-    const char *w = word_of(g, label);
-    return w ? esc_md(b, w) : buf_printf(b, "label %d", label);
 }
 
 int md_classes(const report_group *g, pwb_buf *b)

@@ -182,3 +182,34 @@ Test(verdict, volume_flip_cases)
     y.cpu_per_example = NAN;
     cr_assert(strstr(report_volume_flip(&x, &y, &v), "not recorded") != NULL);
 }
+
+/* The verdict weighs its more accurate method against always answering the majority class. */
+Test(verdict, majority_class_sentence)
+{
+    report_group g;
+    report_row rows[6];
+    build(&g, rows, 0.02);
+    char *labels[2] = {"negative", "positive"};
+    rows[5] = row("majority class", "baseline", REPORT_ARM_BASELINE, 0, 0.65, 0, 0);
+    rows[5].is_baseline = 1;
+    rows[5].majority_label = 1;
+    g.labels = labels;
+    g.n_labels = 2;
+    g.baseline = 5;
+    g.n_rows = 6;
+    rows[4].is_best = 1;
+    const char *want[] = {"**soft-256** beats always answering positive (the majority class, 65.0% [",
+                          "**soft-256** is not significantly better than always answering positive (",
+                          "**soft-256** does not beat always answering positive ("};
+    double p[] = {0.001, 0.2, 0.001}, acc[] = {0.65, 0.65, 0.85};
+    for (int i = 0; i < 3; i++) {
+        rows[5].mcnemar_p = p[i];
+        rows[5].accuracy = acc[i];
+        pwb_buf b;
+        buf_init(&b);
+        cr_assert_eq(md_verdict(&g, &b), 0);
+        cr_assert(strstr(b.data, want[i]) != NULL, "%d: %s", i, b.data);
+        cr_assert_eq(strstr(b.data, "label frequencies") != NULL, i == 2, "%d: %s", i, b.data);
+        buf_free(&b);
+    }
+}
