@@ -371,8 +371,11 @@ static int known_in(const check_ctx *k, int scope, const char *name)
                 return !is_answer_field(c, k->fields[i]); /* the query's gold answer stays hidden */
         return 0;
     case SC_SHOT:
+        /* a chain-of-thought template's shots may carry the model's own reasoning (a prompt
+         * search bootstraps it, docs/optimize.md) on any card */
         if (!f && in_list(shot_names, name))
-            return strcmp(name, "rationale") ? strcmp(name, "choices") || c->n_option_fields > 0 : !!c->rationale_field;
+            return strcmp(name, "rationale") ? strcmp(name, "choices") || c->n_option_fields > 0
+                                             : c->rationale_field || k->t->kind == TPL_COT;
         if (!f && !strcmp(name, "."))
             return 1;
         for (int i = 0; i < k->n_fields; i++)

@@ -1,10 +1,13 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "task/dataset.h"
 #include "task/template.h"
 #include "helpers.h"
+#include "util/file.h"
 #include "util/str.h"
 
 /* A fake example over fields {text, label, note} of a two-label card. */
@@ -232,6 +235,8 @@ Test(template, check_variables_against_cards)
     check("---\n{{labels_or}}", "gsm8k", "templates/x.tmpl:2: unknown variable 'labels_or'");
     check("shots: 1\n---\n{{#shots}}{{rationale}}{{/shots}}", "gsm8k", NULL);
     check("shots: 1\n---\n{{#shots}}{{rationale}}{{/shots}}", "sst2", "unknown variable 'rationale'");
+    /* a chain-of-thought template's shots may show reasoning a prompt search bootstrapped */
+    check("kind: cot\nshots: 1\n---\n{{#shots}}{{rationale}}{{/shots}}", "sst2", NULL);
     check("task: gsm8k\n---\n{{input}}", "sst2", "templates/x.tmpl:1: template is for 'gsm8k'");
     check("task: classification\n---\n{{input}}", "gsm8k", "template is for 'classification'");
     check("shots: 3\n---\n{{input}}", "sst2", "never uses {{#shots}}");
@@ -454,4 +459,38 @@ Test(template, shots_as_turns_and_label_words)
     cr_assert(n == 2 && !strcmp(ch[0], "bad") && !strcmp(ch[1], "great"));
     dataset_choices_free(ch, n);
     template_free(&t);
+}
+
+/* cot-fewshot.tmpl: a shot with reasoning (a prompt search's bootstrapped rationale) shows that
+ * reasoning as its answer; a shot without shows its answer line; no shots give the prompt the
+ * search reasons with. */
+Test(template, cot_fewshot_shows_a_shots_reasoning)
+{
+    static char *v0[] = {"good film", "1", ""}, *v1[] = {"dull", "0", ""}, *vq[] = {"fine", "1", ""};
+    ds_example s0 = mk_ex("good film", "positive", 1, v0), s1 = mk_ex("dull", "negative", 0, v1);
+    ds_example q = mk_ex("fine", NULL, -1, vq);
+    s0.rationale = "It praises the film. Answer: positive";
+    const ds_example *shots[] = {&s0, &s1};
+    pwb_buf text;
+    buf_init(&text);
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(file_read_all(t_repo("templates/cot-fewshot.tmpl"), 1 << 16, &text, &e), PWB_OK, "%s", e.msg);
+    cr_assert_not_null(strstr(text.data, "kind: cot"));
+    const char *head = "Classify the sentiment.\nFirst think step by step in two or three short sentences about the "
+                       "evidence in the text.\nThen write the final line exactly as \"Answer: X\", where X is one "
+                       "word: negative or positive.\n\n";
+    char want[1024];
+    snprintf(want, sizeof want,
+             "%sText:\ngood film\n\nIt praises the film. Answer: positive\n\nText:\ndull\n\nAnswer: negative\n\n"
+             "Text:\nfine",
+             head);
+    char *got = render(text.data, &q, shots, 2);
+    cr_assert_str_eq(got, want);
+    free(got);
+    snprintf(want, sizeof want, "%sText:\nfine", head);
+    got = render(text.data, &q, NULL, 0);
+    cr_assert_str_eq(got, want);
+    free(got);
+    buf_free(&text);
 }
