@@ -11,7 +11,7 @@
 
 int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
 {
-    const int nl = R->me[c->k].rank ? R->ds[c->d].card.n_labels : 0;
+    const int n_labels = R->ds[c->d].card.n_labels;
     llm_request *reqs = calloc(n ? n : 1, sizeof *reqs);
     llm_response *out = calloc(n ? n : 1, sizeof *out);
     size_t *map = calloc(n ? n : 1, sizeof *map);
@@ -40,7 +40,7 @@ int run_items_answer(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
                 item *it = &items[map[j]];
                 if (!it->cacheable || it->resp.error || !(it->resp.text || it->resp.choice_logprob))
                     continue;
-                if (resp_encode(&it->resp, nl, &scratch))
+                if (resp_encode(&it->resp, it->req.mode == LLM_RANK ? n_labels : 0, &scratch))
                     rc = err_set(e, PWB_ENOMEM, "out of memory");
                 else
                     rc = db_cache_put(R->db, it->key, scratch.data, e);

@@ -140,11 +140,12 @@ int run_cache_lookup(runner *R, rcell *c, item *items, size_t n, pwb_err *e)
         n_cacheable += items[i].cacheable;
     if (!n_cacheable)
         return PWB_OK;
-    int n_choices = R->me[c->k].rank ? R->ds[c->d].card.n_labels : 0;
     int rc = db_begin(R->db, e);
     for (size_t i = 0; i < n && !rc; i++) {
         if (!items[i].cacheable)
             continue;
+        /* by the request, not the method: a rank method's search also generates (optimize.c) */
+        int n_choices = items[i].req.mode == LLM_RANK ? R->ds[c->d].card.n_labels : 0;
         char *json = NULL;
         rc = db_cache_get(R->db, items[i].key, &json, e);
         if (!rc && json && resp_decode(json, n_choices, &items[i].resp) == 0) {

@@ -2,9 +2,13 @@
  * demonstration sets) by successive halving on a held-out slice of its labelled budget, writes
  * the winner as an ordinary template file and scores the cell with it (docs/optimize.md). Every
  * candidate, its held-out score and the search's cost go into SQLite. Deterministic: the pool,
- * the demonstration draws and the order of the race come from the suite's seed. */
+ * the demonstration draws and the order of the race come from the suite's seed. A
+ * chain-of-thought template's demonstrations are bootstrapped (DSPy's BootstrapFewShot): the
+ * model reasons about seeded demo-pool rows with the candidate's prompt, and only rows whose own
+ * reasoning reached the gold label become demonstrations, that reasoning their answer. */
 #include "run/run_internal.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,11 @@ typedef struct cand {
     long n_eval, correct;
     int last_round;          /* the last round it ran in */
     int alive;
+    int boot;                /* chain of thought with shots: demonstrations bootstrapped */
+    uint64_t boot_seed;      /* ... in this seeded order */
+    char *rationale[RUN_MAX_SHOTS]; /* ... each showing the model's own reasoning */
+    size_t *tried;           /* pool positions the bootstrap tried, in order */
+    size_t n_tried;
 } cand;
 
 typedef struct search {
@@ -52,23 +61,12 @@ static const char *template_label(const rmethod *m, int t)
     return t == 0 ? m->sm->template_path : m->sm->opt.templates[t - 1];
 }
 
-/* k demonstrations from the demo pool: label-balanced (labels in a seeded order take the extra
- * ones), in a seeded order. */
-static void draw_demos(search *S, pwb_rng *r, int k, cand *cd)
+/* Each label's share of k demonstrations (labels in a seeded order take the extra ones); returns
+ * the number of labels shared among (at most 64). */
+static int label_quota(const search *S, pwb_rng *r, int k, int quota[64])
 {
-    const rds *d = &S->R->ds[S->c->d];
-    size_t nd = S->n_pool - S->n_held;
-    size_t *order = malloc((nd ? nd : 1) * sizeof *order);
-    int L = d->card.n_labels > 0 ? d->card.n_labels : 1;
+    int L = S->R->ds[S->c->d].card.n_labels > 0 ? S->R->ds[S->c->d].card.n_labels : 1;
     size_t lab_order[64];
-    int quota[64];
-    if (!order || k < 1 || nd == 0) {
-        free(order);
-        return;
-    }
-    for (size_t i = 0; i < nd; i++)
-        order[i] = S->n_held + i;
-    rng_shuffle_idx(r, order, nd);
     if (L > 64)
         L = 64;
     for (int l = 0; l < L; l++)
@@ -76,6 +74,35 @@ static void draw_demos(search *S, pwb_rng *r, int k, cand *cd)
     rng_shuffle_idx(r, lab_order, (size_t)L);
     for (int j = 0; j < L; j++)
         quota[lab_order[j]] = k / L + (j < k % L ? 1 : 0);
+    return L;
+}
+
+/* The demo pool's positions in a seeded order (malloc'd; NULL when out of memory). */
+static size_t *demo_order(const search *S, pwb_rng *r)
+{
+    size_t nd = S->n_pool - S->n_held;
+    size_t *order = malloc((nd ? nd : 1) * sizeof *order);
+    if (!order)
+        return NULL;
+    for (size_t i = 0; i < nd; i++)
+        order[i] = S->n_held + i;
+    rng_shuffle_idx(r, order, nd);
+    return order;
+}
+
+/* k demonstrations from the demo pool: label-balanced (labels in a seeded order take the extra
+ * ones), in a seeded order. */
+static void draw_demos(search *S, pwb_rng *r, int k, cand *cd)
+{
+    const rds *d = &S->R->ds[S->c->d];
+    size_t nd = S->n_pool - S->n_held;
+    int quota[64];
+    if (k < 1 || nd == 0)
+        return;
+    size_t *order = demo_order(S, r);
+    if (!order)
+        return;
+    int L = label_quota(S, r, k, quota);
     cd->n_demo = 0;
     for (size_t i = 0; i < nd && cd->n_demo < k; i++) {
         int lab = d->shots.ex[S->pool[order[i]]].label;
@@ -201,7 +228,11 @@ static int build_candidates(search *S, pwb_err *e)
                                                            : S->proposed[i - 1 - o->n_instructions];
                 cd->alive = 1;
                 cd->last_round = -1;
-                if (tp->shots > 0) {
+                if (tp->shots > 0 && tp->kind == TPL_COT) {
+                    /* bootstrapped after the candidates are built (bootstrap()) */
+                    cd->boot = 1;
+                    cd->boot_seed = rng_next(&r);
+                } else if (tp->shots > 0) {
                     draw_demos(S, &r, tp->shots, cd);
                     if (cd->n_demo < tp->shots)
                         return err_set(e, PWB_ERANGE, "%s: method '%s': %zu rows beside the held-out slice cannot "
@@ -213,16 +244,24 @@ static int build_candidates(search *S, pwb_err *e)
     return PWB_OK;
 }
 
-/* A cell that renders candidate cd: its template, its instruction, its demonstrations. */
-static void cand_cell(search *S, const cand *cd, rcell *tmp, ds_card *card, const ds_example **demos)
+/* A cell that renders candidate cd: its template, its instruction, its demonstrations (a
+ * bootstrapped one as a copy of its row in copies, its rationale the model's reasoning). */
+static void cand_cell(search *S, const cand *cd, rcell *tmp, ds_card *card, const ds_example **demos,
+                      ds_example *copies)
 {
     const rds *d = &S->R->ds[S->c->d];
     *tmp = *S->c;
     *card = *run_cell_card(S->R, S->c);
     if (cd->instruction)
         card->instruction = (char *)cd->instruction;
-    for (int i = 0; i < cd->n_demo; i++)
+    for (int i = 0; i < cd->n_demo; i++) {
         demos[i] = &d->shots.ex[S->pool[cd->demo[i]]];
+        if (cd->rationale[i]) {
+            copies[i] = *demos[i];
+            copies[i].rationale = cd->rationale[i];
+            demos[i] = &copies[i];
+        }
+    }
     tmp->tpl_over = run_method_template(&S->R->me[S->c->k], cd->t);
     tmp->card_over = card;
     tmp->demos = demos;
@@ -239,6 +278,118 @@ static void add_cpu(search *S, const item *items, size_t n)
             S->cpu_s += items[i].resp.cpu_s;
 }
 
+/* Whether a reply can be a demonstration's literal text in the winner's template. */
+static int showable(const char *t)
+{
+    return t[0] && strlen(t) < 16384 && !strstr(t, "{{") && !strstr(t, "}}") && !strstr(t, CALIB_MARKER);
+}
+
+/* DSPy's BootstrapFewShot (Khattab et al. 2023) for one chain-of-thought candidate: demo-pool rows
+ * in a seeded order, label-balanced like draw_demos, are answered greedily with the candidate's
+ * prompt and no demonstrations, through the cell's backend and the response cache (a rerun
+ * regenerates nothing); a row becomes a demonstration only when the template's answer pattern
+ * finds its gold label in the reply, which the demonstration then shows as its reasoning. Every row
+ * tried counts as read and at most bootstrap_tries are tried: a model that rarely reasons right
+ * keeps fewer demonstrations, never reads more. */
+static int bootstrap(search *S, cand *cd, pwb_err *e)
+{
+    runner *R = S->R;
+    const rmethod *m = &R->me[S->c->k];
+    const rds *d = &R->ds[S->c->d];
+    const pwb_template *tp = run_method_template(m, cd->t);
+    const int k = tp->shots;
+    const size_t nd = S->n_pool - S->n_held;
+    const long cap = m->sm->opt.bootstrap_tries > 0 ? m->sm->opt.bootstrap_tries : 4L * k;
+    pwb_rng r;
+    rng_init(&r, cd->boot_seed);
+    size_t *order = demo_order(S, &r);
+    cd->tried = malloc((nd ? nd : 1) * sizeof *cd->tried);
+    item *items = calloc((size_t)(k > 0 ? k : 1), sizeof *items);
+    if (!order || !cd->tried || !items) {
+        free(order);
+        free(items);
+        return err_set(e, PWB_ENOMEM, "out of memory");
+    }
+    int quota[64];
+    const int L = label_quota(S, &r, k, quota);
+    /* the prompt the model reasons with: the candidate's, without demonstrations */
+    rcell tmp;
+    ds_card card;
+    const ds_example *demos[RUN_MAX_SHOTS];
+    ds_example copies[RUN_MAX_SHOTS];
+    cand_cell(S, cd, &tmp, &card, demos, copies);
+    tmp.n_demos = 0;
+    tmp.generate = 1;
+    tmp.prior = NULL;
+    scorer *sc = NULL;
+    int rc = scorer_init(&sc, &card, tp->answer_pattern, e);
+    pwb_buf scratch;
+    buf_init(&scratch);
+    size_t next = 0;
+    while (!rc && cd->n_demo < k && (long)cd->n_tried < cap && next < nd && !run_stopped(R)) {
+        /* one batch: the next rows whose label still lacks demonstrations, one per missing one */
+        size_t pos[RUN_MAX_SHOTS];
+        int pending[64] = {0};
+        int nb = 0;
+        for (; next < nd && nb < k - cd->n_demo && (long)cd->n_tried + nb < cap; next++) {
+            int lab = d->shots.ex[S->pool[order[next]]].label;
+            if (lab < 0 || lab >= L || quota[lab] - pending[lab] <= 0)
+                continue;
+            pending[lab]++;
+            pos[nb++] = order[next];
+        }
+        if (nb == 0)
+            break;
+        int built = 0;
+        for (; built < nb && !rc; built++)
+            rc = run_item_build_example(R, &tmp, &items[built], &d->shots.ex[S->pool[pos[built]]], &scratch, e);
+        if (!rc)
+            rc = run_items_answer(R, &tmp, items, (size_t)nb, e);
+        if (!rc)
+            add_cpu(S, items, (size_t)nb);
+        for (int i = 0; !rc && i < nb; i++) {
+            const ds_example *x = &d->shots.ex[S->pool[pos[i]]];
+            const llm_response *rp = &items[i].resp;
+            S->read[pos[i]] = 1;
+            cd->tried[cd->n_tried++] = pos[i];
+            if (rp->error || !rp->text) {
+                log_warn("prompt search %s: bootstrap of row %zu failed: %s", m->sm->name, x->row,
+                         rp->error ? rp->error : "no text");
+                continue;
+            }
+            char *t = str_dup(rp->text);
+            if (!t) {
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+                break;
+            }
+            str_trim(t);
+            score_result sr;
+            memset(&sr, 0, sizeof sr);
+            int kept = showable(t) && scorer_score(sc, t, x, &sr) == PWB_OK && sr.correct && quota[x->label] > 0;
+            score_result_clear(&sr);
+            if (kept) {
+                quota[x->label]--;
+                cd->demo[cd->n_demo] = pos[i];
+                cd->rationale[cd->n_demo++] = t;
+            } else {
+                free(t);
+            }
+        }
+        for (int i = 0; i < built; i++) {
+            run_item_free(&items[i]);
+            memset(&items[i], 0, sizeof items[i]);
+        }
+    }
+    if (!rc)
+        log_info("prompt search %s: bootstrapped %d of %d demonstrations from %zu rows tried", m->sm->name,
+                 cd->n_demo, k, cd->n_tried);
+    scorer_free(sc);
+    buf_free(&scratch);
+    free(items);
+    free(order);
+    return rc;
+}
+
 /* Scores candidate cd on held-out rows [from, to), its calibration first when it has none yet. */
 static int evaluate(search *S, cand *cd, size_t from, size_t to, pwb_err *e)
 {
@@ -248,7 +399,8 @@ static int evaluate(search *S, cand *cd, size_t from, size_t to, pwb_err *e)
     rcell tmp;
     ds_card card;
     const ds_example *demos[RUN_MAX_SHOTS];
-    cand_cell(S, cd, &tmp, &card, demos);
+    ds_example copies[RUN_MAX_SHOTS];
+    cand_cell(S, cd, &tmp, &card, demos, copies);
     int rc = PWB_OK;
     if (m->calib != CALIB_NONE && !cd->prior) {
         rc = run_calibrate(R, &tmp, e);
@@ -387,7 +539,8 @@ static int write_winner(search *S, const cand *w, pwb_buf *path, pwb_err *e)
     rcell tmp;
     ds_card card;
     const ds_example *demos[RUN_MAX_SHOTS];
-    cand_cell(S, w, &tmp, &card, demos);
+    ds_example copies[RUN_MAX_SHOTS];
+    cand_cell(S, w, &tmp, &card, demos, copies);
     item it;
     memset(&it, 0, sizeof it);
     pwb_buf scratch, text, dir;
@@ -402,11 +555,18 @@ static int write_winner(search *S, const cand *w, pwb_buf *path, pwb_err *e)
                    m->sm->name, d->card.name, R->mo[S->c->m].sm->name, (unsigned long long)R->suite.seed, S->n_cands,
                    w->correct, w->n_eval);
         name_part(&text, m->sm->name);
-        buf_printf(&text, "\nkind: zero-shot\ntask: %s\nmax_tokens: %d\ndescription: search winner: template ",
+        /* chain of thought stays so, with its answer pattern: the winner also runs with generate scoring */
+        buf_printf(&text, "\nkind: %s\ntask: %s\nmax_tokens: %d\n", tp->kind == TPL_COT ? "cot" : "zero-shot",
                    d->card.name, tp->max_tokens > 0 ? tp->max_tokens : 16);
+        if (tp->kind == TPL_COT && tp->answer_pattern) {
+            buf_puts(&text, "answer: ");
+            one_line(&text, tp->answer_pattern);
+            buf_putc(&text, '\n');
+        }
+        buf_puts(&text, "description: search winner: template ");
         one_line(&text, template_label(m, w->t));
-        buf_printf(&text, ", %s instruction, %d demonstrations\n---\n", w->instruction ? "a searched" : "the card's",
-                   w->n_demo);
+        buf_printf(&text, ", %s instruction, %d demonstrations%s\n---\n", w->instruction ? "a searched" : "the card's",
+                   w->n_demo, w->boot ? " with the model's own reasoning" : "");
         for (int i = 0; i < it.prompt.n && !rc; i++) {
             const char *msg = it.prompt.msgs[i].content;
             if (strstr(msg, "{{") || strstr(msg, "}}"))
@@ -465,8 +625,9 @@ static int store_search(search *S, int winner, int rounds, double wall, const ch
     int rc = db_begin(R->db, e);
     if (!rc)
         rc = db_prompt_search_put(R->db, &ps, &sid, e);
-    pwb_buf rows;
+    pwb_buf rows, tried;
     buf_init(&rows);
+    buf_init(&tried);
     for (int i = 0; i < S->n_cands && !rc; i++) {
         const cand *cd = &S->cands[i];
         buf_reset(&rows);
@@ -474,14 +635,42 @@ static int store_search(search *S, int winner, int rounds, double wall, const ch
         for (int k = 0; k < cd->n_demo; k++)
             buf_printf(&rows, "%s%zu", k ? "," : "", d->shots.ex[S->pool[cd->demo[k]]].row);
         buf_putc(&rows, ']');
+        buf_reset(&tried);
+        buf_putc(&tried, '[');
+        for (size_t k = 0; k < cd->n_tried; k++)
+            buf_printf(&tried, "%s%zu", k ? "," : "", d->shots.ex[S->pool[cd->tried[k]]].row);
+        buf_putc(&tried, ']');
+        char *why = NULL;
+        if (cd->boot) { /* the reasoning each demonstration shows, in demo_rows' order */
+            cJSON *a = cJSON_CreateArray();
+            for (int k = 0; a && k < cd->n_demo; k++)
+                if (!cJSON_AddItemToArray(a, cJSON_CreateString(cd->rationale[k]))) {
+                    cJSON_Delete(a);
+                    a = NULL;
+                }
+            why = a ? cJSON_PrintUnformatted(a) : NULL;
+            cJSON_Delete(a);
+            if (!why) {
+                rc = err_set(e, PWB_ENOMEM, "out of memory");
+                break;
+            }
+        }
+        if (!rows.data || !tried.data) {
+            free(why);
+            rc = err_set(e, PWB_ENOMEM, "out of memory");
+            break;
+        }
         db_prompt_candidate pc = {.search_id = sid, .idx = i, .template_name = template_label(m, cd->t),
                                   .instruction = cd->instruction ? cd->instruction : d->card.instruction,
                                   .demo_rows = rows.data, .last_round = cd->last_round, .n_eval = cd->n_eval,
                                   .correct = cd->correct, .prior = cd->prior,
-                                  .n_prior = cd->prior ? d->card.n_labels : 0};
+                                  .n_prior = cd->prior ? d->card.n_labels : 0,
+                                  .tried_rows = cd->boot ? tried.data : NULL, .demo_rationales = why};
         rc = db_prompt_candidate_put(R->db, &pc, e);
+        free(why);
     }
     buf_free(&rows);
+    buf_free(&tried);
     if (rc)
         db_rollback(R->db);
     else
@@ -520,12 +709,15 @@ int run_optimize(runner *R, rcell *c, pwb_err *e)
     S.n_held = (size_t)m->sm->opt.heldout < S.n_pool / 2 ? (size_t)m->sm->opt.heldout : S.n_pool / 2;
     S.read = calloc(S.n_pool ? S.n_pool : 1, 1);
     rc = !S.read ? err_set(e, PWB_ENOMEM, "out of memory") : PWB_OK;
+    double t0 = timer_wall();
     if (!rc)
         rc = build_candidates(&S, e);
+    for (int i = 0; !rc && i < S.n_cands; i++)
+        if (S.cands[i].boot)
+            rc = bootstrap(&S, &S.cands[i], e);
     if (!rc && R->o->progress)
         fprintf(R->o->progress, "pwb: %s/%s/%s: prompt search over %d candidates on %zu held-out rows of %zu\n",
                 d->card.name, R->mo[c->m].sm->name, m->sm->name, S.n_cands, S.n_held, S.n_pool);
-    double t0 = timer_wall();
     int winner = -1, rounds = 0;
     if (!rc)
         rc = race(&S, &winner, &rounds, e);
@@ -536,8 +728,12 @@ int run_optimize(runner *R, rcell *c, pwb_err *e)
         rc = store_search(&S, winner, rounds, wall, path.data, e);
     R->r->soft_wall_s += wall; /* searching, like training, is no part of the answering rate */
     R->prog.start += wall;
-    for (int i = 0; i < S.n_cands; i++)
+    for (int i = 0; S.cands && i < S.n_cands; i++) {
         free(S.cands[i].prior);
+        free(S.cands[i].tried);
+        for (int j = 0; j < S.cands[i].n_demo; j++)
+            free(S.cands[i].rationale[j]);
+    }
     for (int i = 0; i < S.n_proposed; i++)
         free(S.proposed[i]);
     free(S.cands);

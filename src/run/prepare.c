@@ -370,7 +370,8 @@ static int item_request(runner *R, const rcell *c, item *it, const ds_example *x
     sha256_hex(it->flat.data, it->flat.len, it->psha);
     llm_request *q = &it->req;
     memset(q, 0, sizeof *q);
-    q->mode = m->rank ? LLM_RANK : LLM_GENERATE;
+    const int rank = m->rank && !c->generate;
+    q->mode = rank ? LLM_RANK : LLM_GENERATE;
     if (!mo->messages) {
         q->prompt = it->flat.data;
     } else {
@@ -387,10 +388,10 @@ static int item_request(runner *R, const rcell *c, item *it, const ds_example *x
     }
     const pwb_template *t = run_cell_template(R, c);
     q->max_tokens = mo->sm->max_tokens > 0 ? mo->sm->max_tokens : t->max_tokens > 0 ? t->max_tokens : 16;
-    q->temperature = mo->sm->temperature;
+    q->temperature = c->generate ? 0 : mo->sm->temperature;
     q->top_p = 1.0;
     q->seed = R->suite.seed;
-    if (m->rank) {
+    if (rank) {
         if (!(it->choices = template_choices_delim(t, run_cell_card(R, c), x, mo->sm->target_delimiter, &it->n_choices)))
             return err_set(e, PWB_ENOMEM, "out of memory");
         q->choices = (const char *const *)it->choices;

@@ -102,6 +102,8 @@ typedef struct rcell {
     int n_demos;
     int fixed_demos;
     int calib_nostore;  /* a candidate's calibration: not the cell's, so not stored */
+    int generate;       /* a search's chain-of-thought bootstrap: greedy generation, even in a
+                         * rank method (optimize.c) */
     double calib_cpu_s; /* what the last calibration cost */
     pwb_template own_tpl; /* the search's winner, loaded */
     long search_evals, search_read;

@@ -665,7 +665,7 @@ static int opt_strings(sctx *x, const cJSON *o, const char *key, const char *whe
 static int parse_optimize(sctx *x, suite_method *m, const char *where)
 {
     static const char *const keys[] = {"templates", "instructions", "demo_sets", "heldout", "max_evals", "propose",
-                                       NULL};
+                                       "bootstrap_tries", NULL};
     char w[80];
     snprintf(w, sizeof w, "%s.optimize", where);
     const cJSON *o = m->optimize;
@@ -676,7 +676,7 @@ static int parse_optimize(sctx *x, suite_method *m, const char *where)
         rc = opt_strings(x, o, "templates", w, m->opt.templates, &m->opt.n_templates);
     if (!rc)
         rc = opt_strings(x, o, "instructions", w, m->opt.instructions, &m->opt.n_instructions);
-    double sets = 3, held = 100, evals = 0, propose = 0;
+    double sets = 3, held = 100, evals = 0, propose = 0, tries = 0;
     if (!rc)
         rc = get_num(x, o, "demo_sets", w, 1, 64, 1, &sets);
     if (!rc)
@@ -685,8 +685,11 @@ static int parse_optimize(sctx *x, suite_method *m, const char *where)
         rc = get_num(x, o, "heldout", w, 2, 100000, 1, &held);
     if (!rc)
         rc = get_num(x, o, "max_evals", w, 0, 1e9, 1, &evals);
+    if (!rc)
+        rc = get_num(x, o, "bootstrap_tries", w, 0, 100000, 1, &tries);
     if (rc)
         return rc;
+    m->opt.bootstrap_tries = (long)tries;
     m->opt.demo_sets = (int)sets;
     m->opt.propose = (int)propose;
     m->opt.heldout = (long)held;

@@ -70,6 +70,9 @@ typedef struct suite_optimize {
                          * demo pool (APE's instruction induction), added to `instructions` (0) */
     long heldout;       /* held-out rows of the budget the race is scored on (100) */
     long max_evals;     /* label rankings the search may spend, calibration inputs included (0: no cap) */
+    long bootstrap_tries; /* chain-of-thought templates with shots: demo-pool rows each demonstration
+                           * set may try, generating the model's own reasoning and keeping the rows
+                           * whose answer is the gold label (0: four per shot) */
 } suite_optimize;
 
 typedef struct suite_method {

@@ -42,8 +42,8 @@ static const char *const stmt_sql[ST_COUNT] = {
         " rounds, evals, examples_read, cpu_s, wall_s, winner, best_heldout_acc, template_path)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     [ST_CAND_PUT] = "INSERT OR REPLACE INTO prompt_candidates (search_id, idx, template, instruction, demo_rows,"
-                    " last_round, n_eval, correct, accuracy, calib_prior)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    " last_round, n_eval, correct, accuracy, calib_prior, tried_rows, demo_rationales)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [ST_SEARCH_TPL] = "SELECT template_path FROM prompt_searches WHERE cell_id = ?1",
     [ST_CALIB_INPUT] = "INSERT OR REPLACE INTO calib_inputs (cell_id, idx, input, prompt, choice_logprobs)"
                        " VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -94,6 +94,8 @@ typedef struct db_prompt_candidate {
     long n_eval, correct;
     const double *prior;         /* calibrated: its per-label log-prior, n_prior values */
     int n_prior;
+    const char *tried_rows;      /* chain of thought: JSON array of the rows its bootstrap tried, or NULL */
+    const char *demo_rationales; /* ... and of the reasoning each demonstration shows, or NULL */
 } db_prompt_candidate;
 
 int db_prompt_search_put(pwb_db *db, const db_prompt_search *s, int64_t *search_id, pwb_err *e);

@@ -291,6 +291,12 @@ static const char migration_8[] =
     "  heartbeat TEXT NOT NULL DEFAULT " NOW "\n"
     ");\n";
 
-const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4,
-                                     migration_5, migration_6, migration_7, migration_8};
+/* Migration 9: a prompt search's chain-of-thought candidates bootstrap their demonstrations: the
+ * demo-pool rows they tried, and the model's own reasoning each kept demonstration shows (JSON
+ * arrays; NULL for a candidate that bootstrapped nothing). */
+static const char migration_9[] = "ALTER TABLE prompt_candidates ADD COLUMN tried_rows TEXT;\n"
+                                  "ALTER TABLE prompt_candidates ADD COLUMN demo_rationales TEXT;\n";
+
+const char *const db_migrations[] = {migration_1, migration_2, migration_3, migration_4, migration_5,
+                                     migration_6, migration_7, migration_8, migration_9};
 const int db_n_migrations = (int)(sizeof db_migrations / sizeof db_migrations[0]);

@@ -285,6 +285,8 @@ int db_prompt_candidate_put(pwb_db *db, const db_prompt_candidate *c, pwb_err *e
         sqlite3_bind_double(s, 9, (double)c->correct / (double)c->n_eval);
     if (b.len)
         sqlite3_bind_text(s, 10, b.data, (int)b.len, SQLITE_STATIC);
+    db_bind_text(s, 11, c->tried_rows);
+    db_bind_text(s, 12, c->demo_rationales);
     rc = step_done(db, s, "store prompt candidate", e);
     sqlite3_clear_bindings(s);
     buf_free(&b);

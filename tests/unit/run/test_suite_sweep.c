@@ -180,7 +180,8 @@ Test(sweep, optimize_settings)
     pwb_err e;
     cr_assert_eq(parse(&s,
                        "{\"name\": \"o\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
-                       " \"optimize\": {\"templates\": [\"few-shot\"], \"instructions\": [\"Say it.\"]}},"
+                       " \"optimize\": {\"templates\": [\"few-shot\"], \"instructions\": [\"Say it.\"],"
+                       " \"bootstrap_tries\": 12}},"
                        "{\"name\": \"os\", \"template\": \"zero-shot\", \"scoring\": \"rank\","
                        " \"optimize\": {\"heldout\": 8}, \"sweep\": {\"train_limit\": [16, 64]}}",
                        &e),
@@ -192,6 +193,8 @@ Test(sweep, optimize_settings)
     cr_assert_eq(s.methods[0].opt.demo_sets, 3);
     cr_assert_eq(s.methods[0].opt.heldout, 100);
     cr_assert_eq(s.methods[0].opt.max_evals, 0);
+    cr_assert_eq(s.methods[0].opt.bootstrap_tries, 12);
+    cr_assert_eq(s.methods[2].opt.bootstrap_tries, 0); /* four per shot */
     cr_assert_eq(s.methods[2].train_limit, 64);
     cr_assert_eq(s.methods[2].opt.heldout, 8);
     suite_free(&s);
@@ -200,6 +203,8 @@ Test(sweep, optimize_settings)
         {"{\"name\": \"a\", \"template\": \"zero-shot\", \"train_limit\": 500, \"optimize\": {}}", "scoring"},
         {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
          " \"optimize\": {\"demo_sets\": 0}}", "demo_sets"},
+        {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
+         " \"optimize\": {\"bootstrap_tries\": -1}}", "bootstrap_tries"},
         {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 500,"
          " \"optimize\": {\"templates\": [3]}}", "templates[0]"},
         {"{\"name\": \"a\", \"template\": \"zero-shot\", \"scoring\": \"rank\", \"train_limit\": 20,"
