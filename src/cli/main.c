@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -17,6 +18,8 @@ int cmd_version(const cli_args *a)
     (void)a;
     printf("pwb %s\n", PWB_VERSION);
     printf("sqlite %s, %s, cJSON %s\n", sqlite3_libversion(), curl_version(), cJSON_Version());
+    const char *wait = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    printf("OpenMP wait policy %s%s%s\n", wait ? wait : "default", spin ? ", GOMP_SPINCOUNT " : "", spin ? spin : "");
     return EXIT_PWB_OK;
 }
 
@@ -41,8 +44,22 @@ int cmd_help(const cli_args *a)
     return EXIT_PWB_USAGE;
 }
 
+/* libgomp reads its wait policy when it loads, before main. Left at its default, its idle threads
+ * spin for about 300,000 iterations after every parallel region; on a machine whose cores are busy
+ * with other work they take the cores pwb's own threads need (batch-1 decode at 2 threads ran 10x
+ * slower than at 1 with another job running). Unless the user chose a policy, run again, once,
+ * with passive waiting: the engine's small products have their own pool with a short spin. */
+static void exec_with_passive_wait(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || setenv("OMP_WAIT_POLICY", "passive", 1) != 0)
+        return;
+    execv("/proc/self/exe", argv);
+    /* no /proc: carry on with libgomp's default */
+}
+
 int main(int argc, char **argv)
 {
+    exec_with_passive_wait(argv);
     /* The price table (llm/prices.c) falls back to $PWB_ROOT/prices: point it at the checkout or
      * install prefix pwb came from, so it is found from any folder. */
     const char *home = catalog_home();

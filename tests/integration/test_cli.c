@@ -15,6 +15,16 @@ Test(cli, version_and_help)
     cr_assert_eq(p.status, 0);
     cr_assert(strncmp(p.out, "pwb ", 4) == 0, "got: %s", p.out);
     proc_out_free(&p);
+    /* OpenMP's idle threads wait passively unless the user chose otherwise */
+    unsetenv("OMP_WAIT_POLICY");
+    unsetenv("GOMP_SPINCOUNT");
+    p = RUN("--version");
+    cr_assert(strstr(p.out, "\nOpenMP wait policy passive\n"), "got: %s", p.out);
+    proc_out_free(&p);
+    setenv("OMP_WAIT_POLICY", "active", 1);
+    p = RUN("--version");
+    cr_assert(strstr(p.out, "\nOpenMP wait policy active\n"), "got: %s", p.out);
+    proc_out_free(&p);
     p = RUN("help");
     cr_assert_eq(p.status, 0);
     const char *cmds[] = {"run SUITE", "report", "query SQL", "template check", "dataset import", NULL};
