@@ -25,6 +25,14 @@ static int cell_template_kind(const rmethod *m)
     return m->tpl.kind == TPL_ZERO_SHOT && m->tpl.shots > 0 ? TPL_FEW_SHOT : m->tpl.kind;
 }
 
+/* A tuned cell's kind: "soft" for a soft prompt (as recorded since the first schema), else the
+ * method's own name ("lora", "prefix"), which the report lists among the tuned kinds. */
+static const char *cell_tuned_kind(const rmethod *m)
+{
+    const char *t = m->sm->soft.method;
+    return t && strcmp(t, "prompt") != 0 ? t : "soft";
+}
+
 static int write_examples(runner *R, rds *d, pwb_err *e)
 {
     if (d->examples_written)
@@ -107,7 +115,7 @@ int run_plan(runner *R, pwb_err *e)
             .model = mo->sm->name,
             .provider = mo->sm->provider,
             .method = m->sm->name,
-            .kind = m->soft ? "soft" : m->sm->optimize ? "optimized" : template_kind_name(cell_template_kind(m)),
+            .kind = m->soft ? cell_tuned_kind(m) : m->sm->optimize ? "optimized" : template_kind_name(cell_template_kind(m)),
             .template_path = m->tpl_path,
             .template_sha256 = m->tpl_sha,
             .scoring = m->rank ? "rank" : "generate",

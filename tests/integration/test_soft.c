@@ -237,6 +237,10 @@ Test(soft, lora_and_prefix_tune_and_suite, .timeout = 120)
     cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM v_predictions WHERE method IN ('lo', 'px') AND error IS NULL"),
                  60);
     cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM soft_prompts WHERE trainable_params > 0"), 2);
+    /* each cell records its method's own kind, which the report counts as tuned */
+    cr_assert_eq(it_sql_long(db, "SELECT count(*) FROM cells WHERE (method = 'lo' AND kind = 'lora')"
+                                 " OR (method = 'px' AND kind = 'prefix')"),
+                 2);
     /* again: both adapters reused and every answer from the cache */
     p = it_run((const char *const[]){it_pwb(), "run", suite, "--db", db, "-q", "--fresh", NULL});
     cr_assert_eq(p.status, 0, "%s%s", p.out, p.err);
