@@ -183,11 +183,11 @@ static int md_training_cost(const report_group *g, pwb_buf *b)
 {
     int r = buf_puts(b, "\n### Training cost and break-even\n\nSoft prompts are trained once on the frozen model; "
                         "hard prompts cost nothing to make (0). *Break-even*: the number of inferences after "
-                        "which a soft prompt's training time is repaid by its cheaper input, compared with ");
+                        "which a tuned method's training CPU time is repaid by its cheaper input, compared with ");
     if (g->few_shot_ref >= 0)
         r |= buf_puts(b, "the most accurate few-shot method, **") | esc_md(b, g->rows[g->few_shot_ref].method) |
-             buf_puts(b, "**: training seconds / (few-shot CPU-s per example \xe2\x88\x92 soft CPU-s per "
-                         "example); *never* when the soft prompt is not cheaper per example.\n\n");
+             buf_puts(b, "**: training CPU-s / (few-shot CPU-s per example \xe2\x88\x92 tuned CPU-s per "
+                         "example); *never* when the tuned method is not cheaper per example.\n\n");
     else
         r |= buf_puts(b, "a few-shot method; this group has none with CPU timings, so it is not computed.\n\n");
     r |= buf_puts(b, "| method | kind | virtual tokens | init | trainable params | artifact bytes | steps | "

@@ -289,9 +289,11 @@ static void set_break_even(report_group *g)
         report_row *w = &g->rows[i];
         if (!w->has_soft_prompt || g->few_shot_ref < 0)
             continue;
+        /* CPU seconds against CPU seconds: the training's measured CPU time (or its estimate from wall
+         * time, as the verdict uses), so this agrees with the verdict's V against the same prompt */
+        double cost = isfinite(w->fixed_cpu_s) ? w->fixed_cpu_s : w->soft_prompt.train_seconds;
         w->break_even_ref = g->few_shot_ref;
-        w->break_even = report_break_even(w->soft_prompt.train_seconds,
-                                          g->rows[g->few_shot_ref].cpu_per_example, w->cpu_per_example);
+        w->break_even = report_break_even(cost, g->rows[g->few_shot_ref].cpu_per_example, w->cpu_per_example);
     }
 }
 
@@ -526,7 +528,6 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, c
                 w->mcnemar_p = stats_mcnemar_exact(w->mcnemar_b, w->mcnemar_c);
         }
     }
-    set_break_even(g);
     int rc = build_sweeps(g, cd, e);
     if (rc)
         return rc;
@@ -561,6 +562,8 @@ static int build_group(report_group *g, pwb_db *db, cell_data *cd, size_t ncd, c
     }
     rc = prepare_rows(g, cd, ncd, bo, nbo, suite_json, e);
     free(bo);
+    if (!rc)
+        set_break_even(g); /* after prepare_rows: it needs each row's one-time CPU cost */
     return rc;
 }
 

@@ -182,7 +182,7 @@ static const char expected_groups[] =
     "\n"
     "### Training cost and break-even\n"
     "\n"
-    "Soft prompts are trained once on the frozen model; hard prompts cost nothing to make (0). *Break-even*: the number of inferences after which a soft prompt's training time is repaid by its cheaper input, compared with the most accurate few-shot method, **fs**: training seconds / (few-shot CPU-s per example \xe2\x88\x92 soft CPU-s per example); *never* when the soft prompt is not cheaper per example.\n"
+    "Soft prompts are trained once on the frozen model; hard prompts cost nothing to make (0). *Break-even*: the number of inferences after which a tuned method's training CPU time is repaid by its cheaper input, compared with the most accurate few-shot method, **fs**: training CPU-s / (few-shot CPU-s per example \xe2\x88\x92 tuned CPU-s per example); *never* when the tuned method is not cheaper per example.\n"
     "\n"
     "| method | kind | virtual tokens | init | trainable params | artifact bytes | steps | examples seen | training time | best held-out acc | CPU-s / example | break-even (inferences) |\n"
     "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n"
@@ -259,6 +259,8 @@ Test(report, measured_training_cpu_replaces_the_wall_time_estimate)
     cr_assert(strstr(b.data, "| tuned | soft | soft | 60.0% [31.3, 83.2] | 1,600 | 80.2 | 10.0 |\n") != NULL, "%s",
               b.data);
     cr_assert_null(strstr(b.data, "(from wall time)"));
+    /* the training table's break-even is CPU over CPU, as the verdict's: ceil(80.25 / (0.2 - 0.01)) */
+    cr_assert(strstr(b.data, "| 42.50 s | 75.0% | 0.01 | 423 |\n") != NULL, "%s", b.data);
     buf_free(&b);
     db_close(db);
 }
