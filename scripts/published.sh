@@ -4,7 +4,8 @@
 # (sst2-smollm2-engineered, agnews-smollm2-engineered: calibration, docs/calibration.md;
 # agnews-smollm2-similar: similar shots as chat turns, docs/optimize.md;
 # sst2-smollm2-optimized: prompt search, docs/optimize.md), csqa-smollm2 and boolq-smollm2 (engineered
-# and soft prompt at the same budget) and sst2-smollm2-peft (LoRA against the best SST-2 prompt) on the built-in engine
+# and soft prompt at the same budget), sst2-smollm2-peft and agnews-smollm2-peft (LoRA, prefix tuning and
+# soft prompt against the best engineered prompt) on the built-in engine
 # (SmolLM2-135M-Instruct, `make model`) and renders reports/<suite>.md with their SVG charts.
 # `make published` calls this after building. PUBLISHED_SUITES="a b" runs only those.
 #
@@ -18,7 +19,7 @@ PWB=${PWB:-./pwb}
 : "${OMP_WAIT_POLICY:=passive}"
 export OMP_WAIT_POLICY
 mkdir -p results reports
-SUITES=${PUBLISHED_SUITES:-sst2-smollm2 gsm8k-smollm2 agnews-smollm2 agnews-smollm2-sweep sst2-smollm2-engineered agnews-smollm2-engineered agnews-smollm2-similar sst2-smollm2-optimized csqa-smollm2 boolq-smollm2 sst2-smollm2-peft}
+SUITES=${PUBLISHED_SUITES:-sst2-smollm2 gsm8k-smollm2 agnews-smollm2 agnews-smollm2-sweep sst2-smollm2-engineered agnews-smollm2-engineered agnews-smollm2-similar sst2-smollm2-optimized csqa-smollm2 boolq-smollm2 sst2-smollm2-peft agnews-smollm2-peft}
 if [ "${PUBLISHED_FRESH:-0}" = 1 ]; then
     for s in $SUITES; do rm -f "results/$s.db" "results/$s.db-wal" "results/$s.db-shm"; done
 fi
