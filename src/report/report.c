@@ -145,17 +145,17 @@ void report_row_fill(report_row *w, const db_outcome *o, size_t n, int cost_unit
     w->break_even_ref = -1;
 }
 
-double report_break_even(double train_seconds, double few_shot_cpu_per_example, double soft_cpu_per_example)
+double report_break_even(double train_cpu_s, double few_shot_cpu_per_example, double tuned_cpu_per_example)
 {
-    if (isnan(train_seconds) || isnan(few_shot_cpu_per_example) || isnan(soft_cpu_per_example) ||
-        train_seconds < 0 || few_shot_cpu_per_example < 0 || soft_cpu_per_example < 0)
+    if (isnan(train_cpu_s) || isnan(few_shot_cpu_per_example) || isnan(tuned_cpu_per_example) ||
+        train_cpu_s < 0 || few_shot_cpu_per_example < 0 || tuned_cpu_per_example < 0)
         return NAN;
-    if (train_seconds == 0)
+    if (train_cpu_s == 0)
         return 0;
-    double saved = few_shot_cpu_per_example - soft_cpu_per_example;
+    double saved = few_shot_cpu_per_example - tuned_cpu_per_example;
     if (!(saved > 0))
         return INFINITY;
-    double n = ceil(train_seconds / saved);
+    double n = ceil(train_cpu_s / saved);
     return isfinite(n) ? n : INFINITY;
 }
 

@@ -162,9 +162,9 @@ int report_write(pwb_db *db, int64_t run_id, int format, pwb_buf *out, pwb_err *
  * example and cost per 1,000 examples in each. */
 int report_compare(pwb_db *db, int64_t run_a, int64_t run_b, int format, pwb_buf *out, pwb_err *e);
 
-/* Break-even of a soft prompt against a few-shot prompt, in inferences (rounded up): training
- * seconds / (few-shot CPU-s per example - soft CPU-s per example). NAN when an input is unknown
+/* Break-even of a tuned method against a few-shot prompt, in inferences (rounded up): training
+ * CPU-s / (few-shot CPU-s per example - tuned CPU-s per example). NAN when an input is unknown
  * or negative, INFINITY when the difference is not positive (never repaid), 0 for free training. */
-double report_break_even(double train_seconds, double few_shot_cpu_per_example, double soft_cpu_per_example);
+double report_break_even(double train_cpu_s, double few_shot_cpu_per_example, double tuned_cpu_per_example);
 
 #endif

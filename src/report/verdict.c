@@ -50,6 +50,14 @@ static double json_count(const cJSON *o, const char *key)
     return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e12 ? v->valuedouble : -1;
 }
 
+/* The labelled examples a method may read: the run's record, else the sweep point's train_limit,
+ * else that of o (the method, or its tuning object); -1 when none is declared. */
+static double declared_budget(const report_row *w, const cJSON *pt, const cJSON *o)
+{
+    double lim = w->has_budget && w->train_limit > 0 ? (double)w->train_limit : json_count(pt, "train_limit");
+    return lim < 0 ? json_count(o, "train_limit") : lim;
+}
+
 /* A string setting of a sweep point, else of its method. */
 static const char *point_or_method_str(const cJSON *pt, const cJSON *m, const char *key)
 {
@@ -71,9 +79,7 @@ static long row_labelled(const report_row *w, const cJSON *suite, const char *te
     if (w->search.found && w->search.examples_read >= 0) {
         n = w->search.examples_read; /* a prompt search: the distinct labelled rows it read */
     } else if (w->has_soft_prompt) {
-        double lim = w->has_budget && w->train_limit > 0 ? (double)w->train_limit : json_count(pt, "train_limit");
-        if (lim < 0)
-            lim = json_count(cJSON_GetObjectItemCaseSensitive(m, "soft_prompt"), "train_limit");
+        double lim = declared_budget(w, pt, cJSON_GetObjectItemCaseSensitive(m, "soft_prompt"));
         double seen = w->soft_prompt.examples_seen >= 0 ? (double)w->soft_prompt.examples_seen : -1;
         n = lim > 0 && (seen < 0 || lim <= seen) ? (long)lim : (long)seen;
     } else if (report_arm_of(w) == REPORT_ARM_ENGINEERED) {
@@ -81,25 +87,23 @@ static long row_labelled(const report_row *w, const cJSON *suite, const char *te
         if (shots < 0)
             shots = json_count(m, "shots");
         const char *pick = point_or_method_str(pt, m, "shot_pick");
-        int similar = pick && !strcmp(pick, "similar");
-        if (shots >= 0 && pick) {
-            n = (long)shots;
-        } else if (template_path && *template_path) {
+        int similar = pick ? !strcmp(pick, "similar") : -1; /* -1: as the template says */
+        n = shots >= 0 ? (long)shots : -1;
+        if ((n < 0 || similar < 0) && template_path && *template_path) {
             pwb_template t;
             pwb_err e;
             template_init(&t);
             if (template_load(&t, template_path, &e) == PWB_OK) {
-                n = shots >= 0 ? (long)shots : t.kind == TPL_FEW_SHOT ? t.shots : 0;
-                similar = pick ? similar : t.shot_pick == SHOTS_SIMILAR;
+                if (n < 0)
+                    n = t.kind == TPL_FEW_SHOT ? t.shots : 0;
+                if (similar < 0)
+                    similar = t.shot_pick == SHOTS_SIMILAR;
             }
             template_free(&t);
         }
-        if (n < 0 && shots >= 0)
-            n = (long)shots;
+        similar = similar > 0;
         if (n > 0 && similar) {
-            double pool = w->has_budget && w->train_limit > 0 ? (double)w->train_limit : json_count(pt, "train_limit");
-            if (pool < 0)
-                pool = json_count(m, "train_limit");
+            double pool = declared_budget(w, pt, m);
             n = pool > 0 ? (long)pool : -1; /* -1: the whole split, its size not recorded */
         }
         if (n < 0 && !similar && w->kind && strcmp(w->kind, "few-shot") != 0 && strcmp(w->kind, "optimized") != 0)

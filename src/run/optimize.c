@@ -529,6 +529,17 @@ static void one_line(pwb_buf *b, const char *s)
         buf_putc(b, *s == '\n' || *s == '\r' ? ' ' : *s);
 }
 
+/* The dataset rows at pool positions pos[0..n) as a JSON array, into out (reset first). */
+static void rows_json(const search *S, const size_t *pos, size_t n, pwb_buf *out)
+{
+    const ds_data *shots = &S->R->ds[S->c->d].shots;
+    buf_reset(out);
+    buf_putc(out, '[');
+    for (size_t k = 0; k < n; k++)
+        buf_printf(out, "%s%zu", k ? "," : "", shots->ex[S->pool[pos[k]]].row);
+    buf_putc(out, ']');
+}
+
 /* The winner as a template: its prompt rendered with a marker for the input, the marker turned
  * into {{input}}: instruction and demonstrations become literal text, so it runs anywhere. */
 static int write_winner(search *S, const cand *w, pwb_buf *path, pwb_err *e)
@@ -630,16 +641,8 @@ static int store_search(search *S, int winner, int rounds, double wall, const ch
     buf_init(&tried);
     for (int i = 0; i < S->n_cands && !rc; i++) {
         const cand *cd = &S->cands[i];
-        buf_reset(&rows);
-        buf_putc(&rows, '[');
-        for (int k = 0; k < cd->n_demo; k++)
-            buf_printf(&rows, "%s%zu", k ? "," : "", d->shots.ex[S->pool[cd->demo[k]]].row);
-        buf_putc(&rows, ']');
-        buf_reset(&tried);
-        buf_putc(&tried, '[');
-        for (size_t k = 0; k < cd->n_tried; k++)
-            buf_printf(&tried, "%s%zu", k ? "," : "", d->shots.ex[S->pool[cd->tried[k]]].row);
-        buf_putc(&tried, ']');
+        rows_json(S, cd->demo, (size_t)cd->n_demo, &rows);
+        rows_json(S, cd->tried, cd->n_tried, &tried);
         char *why = NULL;
         if (cd->boot) { /* the reasoning each demonstration shows, in demo_rows' order */
             cJSON *a = cJSON_CreateArray();
