@@ -167,7 +167,8 @@ int cmd_tune(const cli_args *a)
         rc = dataset_load(&card, test_split, cli_data_path(), &test, &e);
         if (!rc) {
             n_tex = softjob_sample(&test, test_limit, sp.seed, &idx);
-            rc = softjob_encode(engine_model(job.en), &job.ct, &tp, job.o.target_delimiter, &card, &test, idx, n_tex, &tex, &e);
+            rc = softjob_encode(engine_model(job.en), &job.ct, &tp, NULL, job.o.target_delimiter, &card, &test, idx,
+                                n_tex, &tex, &e);
         }
         double acc, loss, t0 = timer_wall();
         if (!rc && cli_flag(a, "baseline")) {

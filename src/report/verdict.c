@@ -67,41 +67,53 @@ static const char *point_or_method_str(const cJSON *pt, const cJSON *m, const ch
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* Labelled examples: a prompt's shots (the sweep point's, the suite's, else the template's), or,
- * when each query gets its own nearest shots (shot_pick similar), the whole pool they are chosen
- * from, since every row of it is read and may be shown; a soft prompt's training set (train_limit,
- * or the examples it saw when fewer). */
+/* A prompt's shots (the sweep point's, the suite's, else the template's; -1 when unknown) and
+ * whether each query gets its own nearest ones (shot_pick similar). */
+static long row_shots(const cJSON *pt, const cJSON *m, const char *template_path, int *similar_out)
+{
+    double shots = json_count(pt, "shots");
+    if (shots < 0)
+        shots = json_count(m, "shots");
+    const char *pick = point_or_method_str(pt, m, "shot_pick");
+    int similar = pick ? !strcmp(pick, "similar") : -1; /* -1: as the template says */
+    long n = shots >= 0 ? (long)shots : -1;
+    if ((n < 0 || similar < 0) && template_path && *template_path) {
+        pwb_template t;
+        pwb_err e;
+        template_init(&t);
+        if (template_load(&t, template_path, &e) == PWB_OK) {
+            if (n < 0)
+                n = t.kind == TPL_FEW_SHOT ? t.shots : 0;
+            if (similar < 0)
+                similar = t.shot_pick == SHOTS_SIMILAR;
+        }
+        template_free(&t);
+    }
+    *similar_out = similar > 0;
+    return n;
+}
+
+/* Labelled examples: a prompt's shots, or, when each query gets its own nearest shots (shot_pick
+ * similar), the whole pool they are chosen from, since every row of it is read and may be shown;
+ * a soft prompt's training set (train_limit, or the examples it saw when fewer) and the shots its
+ * input carries. */
 static long row_labelled(const report_row *w, const cJSON *suite, const char *template_path)
 {
     const cJSON *m = suite_method(suite, w);
     cJSON *pt = w->sweep_point && strlen(w->sweep_point) <= 65536 ? cJSON_Parse(w->sweep_point) : NULL;
     long n = -1;
+    int similar = 0;
     if (w->search.found && w->search.examples_read >= 0) {
         n = w->search.examples_read; /* a prompt search: the distinct labelled rows it read */
     } else if (w->has_soft_prompt) {
         double lim = declared_budget(w, pt, cJSON_GetObjectItemCaseSensitive(m, "soft_prompt"));
         double seen = w->soft_prompt.examples_seen >= 0 ? (double)w->soft_prompt.examples_seen : -1;
         n = lim > 0 && (seen < 0 || lim <= seen) ? (long)lim : (long)seen;
+        long shots = row_shots(pt, m, template_path, &similar);
+        if (n >= 0 && shots > 0)
+            n += shots; /* drawn from the whole split, so perhaps outside the training sample */
     } else if (report_arm_of(w) == REPORT_ARM_ENGINEERED) {
-        double shots = json_count(pt, "shots");
-        if (shots < 0)
-            shots = json_count(m, "shots");
-        const char *pick = point_or_method_str(pt, m, "shot_pick");
-        int similar = pick ? !strcmp(pick, "similar") : -1; /* -1: as the template says */
-        n = shots >= 0 ? (long)shots : -1;
-        if ((n < 0 || similar < 0) && template_path && *template_path) {
-            pwb_template t;
-            pwb_err e;
-            template_init(&t);
-            if (template_load(&t, template_path, &e) == PWB_OK) {
-                if (n < 0)
-                    n = t.kind == TPL_FEW_SHOT ? t.shots : 0;
-                if (similar < 0)
-                    similar = t.shot_pick == SHOTS_SIMILAR;
-            }
-            template_free(&t);
-        }
-        similar = similar > 0;
+        n = row_shots(pt, m, template_path, &similar);
         if (n > 0 && similar) {
             double pool = declared_budget(w, pt, m);
             n = pool > 0 ? (long)pool : -1; /* -1: the whole split, its size not recorded */

@@ -106,10 +106,20 @@ int run_soft_prepare(runner *R, rcell *c, pwb_err *e)
         return err_set(e, PWB_ENOMEM, "out of memory");
     }
     buf_free(&root);
+    /* A template with shots trains on the shots its queries read (drawn the same way, so they
+     * are one shared prefix); each training row is kept out of its own shots. */
+    softjob_shots shots = {0};
+    if (m->tpl.shots > 0) {
+        const ds_data *pool = run_cell_shot_pool(R, c);
+        shots = (softjob_shots){.from = pool, .same = pool == data || (pool->split && data->split &&
+                                                                           !strcmp(pool->split, data->split) &&
+                                                                           pool->n == data->n),
+                                   .seed = R->suite.seed};
+    }
     softjob_opts o = {.model_path = mo->cfg.model, .model_sha256 = mo->sha, .chat_template = mo->cfg.chat_template,
                       .target_delimiter = mo->sm->target_delimiter,
                       .threads = mo->cfg.threads, .card = &d->card, .split = split, .data = data, .tpl = &m->tpl,
-                      .tpl_sha256 = m->tpl_sha, .sp = *sp, .root = c->soft_dir, .reuse = 1};
+                      .tpl_sha256 = m->tpl_sha, .shots = shots, .sp = *sp, .root = c->soft_dir, .reuse = 1};
     rc = softjob_prepare(c->job, &o, e);
     if (rc)
         err_prefix(e, "%s: cell %s/%s/%s: ", R->suite.path, d->card.name, mo->sm->name, m->sm->name);

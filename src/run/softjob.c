@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,10 +145,13 @@ void softjob_examples_free(tune_example *ex, size_t n)
     free(ex);
 }
 
-int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const char *delim,
-                   const ds_card *card,
-                   const ds_data *d, const size_t *idx, size_t n, tune_example **out, pwb_err *e)
+int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const softjob_shots *sh,
+                   const char *delim, const ds_card *card, const ds_data *d, const size_t *idx, size_t n,
+                   tune_example **out, pwb_err *e)
 {
+    const int ns = sh && sh->from && tp->shots > 0 ? tp->shots : 0;
+    if (ns > TPL_MAX_SHOTS)
+        return err_set(e, PWB_ERANGE, "%s: more than %d shots", tp->path, TPL_MAX_SHOTS);
     *out = NULL;
     tune_example *ex = calloc(n ? n : 1, sizeof *ex);
     if (!ex)
@@ -159,8 +163,19 @@ int softjob_encode(const model *m, const chat_template *ct, const pwb_template *
             break;
         }
         const ds_example *x = &d->ex[idx[i]];
+        const ds_example *shots[TPL_MAX_SHOTS > 0 ? TPL_MAX_SHOTS : 1];
+        size_t rows[TPL_MAX_SHOTS > 0 ? TPL_MAX_SHOTS : 1];
+        if (ns > 0)
+            rc = template_pick_shots(tp, card, sh->from, sh->same ? idx[i] : SIZE_MAX, sh->same, sh->seed, rows, e);
+        for (int k = 0; rc == PWB_OK && k < ns; k++) {
+            if (rows[k] >= sh->from->n)
+                rc = err_set(e, PWB_ERANGE, "%s: shot row %zu outside the split", tp->path, rows[k]);
+            else
+                shots[k] = &sh->from->ex[rows[k]];
+        }
         tpl_prompt pr = {0};
-        rc = template_render(tp, card, x, NULL, 0, &pr, e);
+        if (rc == PWB_OK)
+            rc = template_render(tp, card, x, ns > 0 ? shots : NULL, ns, &pr, e);
         chat_msg *msgs = rc == PWB_OK ? calloc((size_t)(pr.n > 0 ? pr.n : 1), sizeof *msgs) : NULL;
         if (rc == PWB_OK && !msgs)
             rc = err_set(e, PWB_ENOMEM, "out of memory");
@@ -221,6 +236,12 @@ static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_
         if (c->method.prefix_hidden) /* -1: token_dim */
             bad |= buf_printf(&k, " prefix_projection=1 encoder_hidden_size=%d", c->method.prefix_hidden);
     }
+    /* Shots change every input; without them the key is what it was. */
+    if (o->shots.from && o->tpl->shots > 0)
+        bad |= buf_printf(&k, " shots=%d shot_pick=%s shots_as_turns=%d shot_seed=%llu shot_split=%s/%zu",
+                          o->tpl->shots, template_shot_pick_name(o->tpl->shot_pick), o->tpl->shots_as_turns,
+                          (unsigned long long)o->shots.seed, o->shots.from->split ? o->shots.from->split : "",
+                          o->shots.from->n);
     /* Only a model's delimiter, and only when it changes the choices: older keys stay as they were. */
     const char *dl = template_delimiter(o->tpl, NULL) ? NULL : o->target_delimiter;
     if (dl && *dl)
@@ -277,9 +298,11 @@ int softjob_prepare(softjob *j, const softjob_opts *o, pwb_err *e)
         rc = template_check(o->tpl, card, e);
     if (rc)
         return rc;
-    if (o->tpl->shots > 0)
-        log_warn("%s asks for %d shots; soft prompts are trained and scored without shots", o->tpl->path,
-                 o->tpl->shots);
+    if (o->tpl->shots > 0 && !o->shots.from)
+        log_warn("%s asks for %d shots; this training renders it without shots", o->tpl->path, o->tpl->shots);
+    if (o->tpl->shots > 0 && o->shots.from && o->tpl->shot_pick == SHOTS_SIMILAR)
+        return err_set(e, PWB_EUNSUP, "%s: shot_pick similar gives each query its own shots, which a trained prompt "
+                       "cannot share; use balanced, random or first", o->tpl->path);
 
     /* identity */
     char card_sha[65], data_sha[65];
@@ -557,7 +580,8 @@ static int train(softjob *j, pwb_err *e)
         j->have_ct = rc == PWB_OK;
     }
     if (!rc)
-        rc = softjob_encode(engine_model(j->en), &j->ct, o->tpl, o->target_delimiter, o->card, o->data, j->idx, j->n_sampled, &ex, e);
+        rc = softjob_encode(engine_model(j->en), &j->ct, o->tpl, &o->shots, o->target_delimiter, o->card, o->data,
+                            j->idx, j->n_sampled, &ex, e);
     if (!rc)
         rc = file_mkdirs(j->dir, e);
     if (!rc && file_join(&ckpt, j->dir, "checkpoint.bin"))

@@ -30,6 +30,14 @@
 #include "tune/train.h"
 #include "util/err.h"
 
+/* A template's shots during training: drawn as the runner draws them for a query (the same seed,
+ * so every example reads the same shots the scored queries read, a shared prefix). */
+typedef struct softjob_shots {
+    const ds_data *from;        /* the shot split, loaded */
+    int same;                   /* from is the training split: a row never gets itself as a shot */
+    uint64_t seed;              /* the runner's suite seed */
+} softjob_shots;
+
 typedef struct softjob_opts {
     const char *model_path;     /* the frozen local model (GGUF file or Hugging Face folder) */
     const char *model_sha256;   /* softjob_model_sha256 of it when the caller has it; NULL: computed */
@@ -39,8 +47,9 @@ typedef struct softjob_opts {
     const ds_card *card;        /* a label task */
     const char *split;          /* the training split's name */
     const ds_data *data;        /* that split, loaded */
-    const pwb_template *tpl;    /* renders each input (its shots are ignored) */
+    const pwb_template *tpl;    /* renders each input (with its shots when shots is set) */
     const char *tpl_sha256;     /* of the template file */
+    softjob_shots shots;        /* where tpl's shots come from; shots.from NULL: rendered without */
     soft_settings sp;           /* the settings */
     const char *dir;            /* the PEFT folder; its checkpoint.bin makes training resumable */
     const char *root;           /* with dir NULL: the folder is <root>/<full_key's first 16 hex> */
@@ -106,11 +115,11 @@ int softjob_model_sha256(const char *path, char out[65], pwb_err *e);
  * *idx malloc'd. Returns how many. */
 size_t softjob_sample(const ds_data *d, long limit, uint64_t seed, size_t **idx);
 /* Renders and tokenizes the rows idx[0..n) of d as the local backend's rank classification
- * reads them (template without shots, chat template ct, the card's verbalizers as choices, after
- * the template's target_delimiter or else delim). */
-int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const char *delim,
-                   const ds_card *card,
-                   const ds_data *d, const size_t *idx, size_t n, tune_example **out, pwb_err *e);
+ * reads them (template with the shots sh draws, or none when sh is NULL; chat template ct; the
+ * card's verbalizers as choices, after the template's target_delimiter or else delim). */
+int softjob_encode(const model *m, const chat_template *ct, const pwb_template *tp, const softjob_shots *sh,
+                   const char *delim, const ds_card *card, const ds_data *d, const size_t *idx, size_t n,
+                   tune_example **out, pwb_err *e);
 void softjob_examples_free(tune_example *ex, size_t n);
 
 #endif

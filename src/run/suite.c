@@ -828,9 +828,6 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
             snprintf(sw, sizeof sw, "%s.%s", where, m->tm->key);
             if (!cJSON_IsObject(sp))
                 return err_set(x->e, PWB_EINVAL, "%s: %s must be an object", x->path, sw);
-            if (m->shots >= 0)
-                return err_set(x->e, PWB_EINVAL, "%s: %s.shots: a soft prompt is trained and scored without shots",
-                               x->path, where);
             if (!(m->soft_prompt = cJSON_Duplicate(sp, 1)))
                 return err_set(x->e, PWB_ENOMEM, "out of memory");
             /* the method's budget is the soft prompt's training limit (one number for every arm) */
@@ -850,9 +847,9 @@ static int parse_methods(pwb_suite *s, sctx *x, const cJSON *j)
         }
         if (!m->template_path && !m->soft_prompt)
             return err_set(x->e, PWB_EINVAL, "%s: %s needs a template or a soft_prompt", x->path, where);
-        if (soft && (m->shot_pick || m->shots_as_turns >= 0 || m->label_words))
-            return err_set(x->e, PWB_EINVAL, "%s: %s: shot_pick, shots_as_turns and label_words are for hard prompts",
-                           x->path, where);
+        /* a trained prompt reads the card's own label words (its shots may be set like a hard prompt's) */
+        if (soft && m->label_words)
+            return err_set(x->e, PWB_EINVAL, "%s: %s: label_words are for hard prompts", x->path, where);
         const cJSON *op = cJSON_GetObjectItemCaseSensitive(it, "optimize");
         const cJSON *swp = cJSON_GetObjectItemCaseSensitive(it, "sweep");
         if ((rc = get_str(x, it, "served_model", where, 0, &m->served_model)))

@@ -17,7 +17,6 @@
 #include "util/str.h"
 
 #define TPL_MAX_BYTES (1u << 20)
-#define TPL_MAX_SHOTS 64
 
 static const char *kind_names[] = {"zero-shot", "few-shot", "cot", "role"};
 static const char *pick_names[] = {"first", "random", "balanced", "similar"};

@@ -13,6 +13,8 @@
 enum tpl_kind { TPL_ZERO_SHOT = 0, TPL_FEW_SHOT, TPL_COT, TPL_ROLE };
 /* similar: the k training rows nearest the query by embedding (the runner computes them; where
  * it cannot, e.g. a calibration input, the pick is balanced). */
+#define TPL_MAX_SHOTS 64 /* shots a template may ask for */
+
 enum tpl_shot_pick { SHOTS_FIRST = 0, SHOTS_RANDOM, SHOTS_BALANCED, SHOTS_SIMILAR };
 /* What rank scoring compares: auto = the options' texts where rows have options, else labels. */
 enum tpl_choices { TPL_CHOICES_AUTO = 0, TPL_CHOICES_TEXT, TPL_CHOICES_LABEL };

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "run/request.h"
 #include "run/run.h"
 #include "run/softjob.h"
+#include "task/card.h"
 #include "tune/softprompt.h"
 #include "tune/train.h"
 #include "util/buf.h"
@@ -119,7 +121,6 @@ Test(soft_suite, bad_settings_name_file_and_field)
     bad("{\"name\":\"s\",\"soft_prompt\":{\"steps\":-1}}", "soft_prompt.steps must be an integer");
     bad("{\"name\":\"s\",\"soft_prompt\":{\"train_split\":\"\"}}", "train_split must be a non-empty string");
     bad("{\"name\":\"s\",\"soft_prompt\":{\"exact\":\"yes\"}}", "exact must be true or false");
-    bad("{\"name\":\"s\",\"shots\":2,\"soft_prompt\":{}}", "methods[0].shots: a soft prompt is trained and scored without shots");
     bad("{\"name\":\"s\",\"soft_prompt\":{},\"sweep\":{\"colour\":[1,2]}}", "sweep.colour is not a soft_prompt setting");
     bad("{\"name\":\"s\",\"soft_prompt\":{},\"sweep\":{\"lr\":[0.1,0]}}", "(point s[lr=0]).soft_prompt.lr must be");
 }
@@ -600,4 +601,143 @@ Test(soft_suite, model_identity_is_its_bytes)
     cr_expect_str_neq(f, a);
     cr_expect_eq(strlen(f), 64);
     cr_expect_neq(softjob_model_sha256("/nonexistent/model.gguf", b, &e), PWB_OK);
+}
+
+/* ---- a template's shots during training -------------------------------------------------------- */
+
+/* Common leading ids of two examples. */
+static int common_ids(const tune_example *a, const tune_example *b)
+{
+    int k = 0;
+    while (k < a->n_ids && k < b->n_ids && a->ids[k] == b->ids[k])
+        k++;
+    return k;
+}
+
+Test(soft_run, training_reads_the_shots_its_queries_read, .timeout = 30)
+{
+    if (!env_paths())
+        cr_skip("no TinyStories model or datasets");
+    pwb_err e;
+    err_clear(&e);
+    ds_card card;
+    ds_data d;
+    pwb_template few, none;
+    char tp[2200];
+    card_init(&card);
+    cr_assert_eq(card_find(&card, "sst2", g_cards, &e), PWB_OK, "%s", e.msg);
+    ds_data_init(&d);
+    cr_assert_eq(dataset_load(&card, "dev", g_data, &d, &e), PWB_OK, "%s", e.msg);
+    snprintf(tp, sizeof tp, "%s/few-shot.tmpl", g_tpls);
+    template_init(&few);
+    cr_assert_eq(template_load(&few, tp, &e), PWB_OK, "%s", e.msg);
+    none = few;
+    none.shots = 0;
+    engine *en = NULL;
+    engine_opts eo = {.n_threads = 1};
+    cr_assert_eq(engine_open(&en, g_model, &eo, &e), PWB_OK, "%s", e.msg);
+    chat_template ct;
+    cr_assert_eq(chat_template_init(&ct, NULL, "none", &e), PWB_OK, "%s", e.msg);
+
+    /* the rows the runner's queries get as shots, and two rows that are not among them */
+    size_t shot_rows[4], idx[3];
+    cr_assert_eq(template_pick_shots(&few, &card, &d, SIZE_MAX, 1, 5, shot_rows, &e), PWB_OK, "%s", e.msg);
+    int n = 0;
+    for (size_t r = 0; r < d.n && n < 2; r++) {
+        int is_shot = 0;
+        for (int k = 0; k < 4; k++)
+            is_shot |= shot_rows[k] == r;
+        if (!is_shot)
+            idx[n++] = r;
+    }
+    idx[2] = shot_rows[0]; /* a training row that is itself one of the shots */
+    softjob_shots sh = {.from = &d, .same = 1, .seed = 5};
+    tune_example *with = NULL, *without = NULL;
+    cr_assert_eq(softjob_encode(engine_model(en), &ct, &few, &sh, NULL, &card, &d, idx, 3, &with, &e), PWB_OK, "%s",
+                 e.msg);
+    cr_assert_eq(softjob_encode(engine_model(en), &ct, &none, NULL, NULL, &card, &d, idx, 3, &without, &e), PWB_OK,
+                 "%s", e.msg);
+    /* The shots add tokens, and two ordinary rows share them as one prefix longer than the
+     * instruction alone. */
+    for (int i = 0; i < 3; i++)
+        cr_expect_gt(with[i].n_ids, without[i].n_ids + 20, "row %zu: %d vs %d ids", idx[i], with[i].n_ids,
+                     without[i].n_ids);
+    const int shared = common_ids(&with[0], &with[1]), bare = common_ids(&without[0], &without[1]);
+    cr_expect_gt(shared, bare + 20, "shared prefix %d ids, without shots %d", shared, bare);
+    /* the row that is a shot never reads itself: its shots differ from the others' */
+    cr_expect_lt(common_ids(&with[2], &with[0]), shared, "a query is not its own shot");
+    /* the same as encoding the query rendered by hand with those shots */
+    const ds_example *shots[4];
+    for (int k = 0; k < 4; k++)
+        shots[k] = &d.ex[shot_rows[k]];
+    tpl_prompt pr = {0};
+    cr_assert_eq(template_render(&few, &card, &d.ex[idx[0]], shots, 4, &pr, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(pr.n, 1);
+    cr_expect(strstr(pr.msgs[0].content, d.ex[shot_rows[1]].input) != NULL);
+    chat_msg msg = {.role = pr.msgs[0].role, .content = pr.msgs[0].content};
+    tune_example hand;
+    const char *choices[] = {"negative", "positive"};
+    cr_assert_eq(tune_encode(engine_model(en), &ct, &msg, 1, choices, 2, d.ex[idx[0]].label, &hand, &e), PWB_OK,
+                 "%s", e.msg);
+    cr_expect_eq(hand.n_ids, with[0].n_ids);
+    cr_expect_eq(common_ids(&hand, &with[0]), hand.n_ids, "the training input is the query's rendering");
+    tune_example_free(&hand);
+    tpl_prompt_free(&pr);
+    softjob_examples_free(with, 3);
+    softjob_examples_free(without, 3);
+    chat_template_free(&ct);
+    engine_close(en);
+    template_free(&few);
+    ds_data_free(&d);
+    card_free(&card);
+}
+
+Test(soft_run, a_soft_prompt_with_shots_trains_and_scores_with_them, .timeout = 90)
+{
+    if (!env_paths())
+        cr_skip("no TinyStories model or datasets");
+    char *dir = tmpdir();
+    char *suite = write_suite(dir, "s.json",
+                              "{\"name\": \"fs\", \"template\": \"few-shot\", \"shots\": 2, \"scoring\": \"rank\"},"
+                              "{\"name\": \"soft\", \"template\": \"few-shot\", \"shots\": 0, \"soft_prompt\": {"
+                              SOFT_SETTINGS ", \"steps\": 4}},"
+                              "{\"name\": \"soft-shots\", \"template\": \"few-shot\", \"shots\": 2, \"soft_prompt\": {"
+                              SOFT_SETTINGS ", \"steps\": 4}}",
+                              NULL);
+    char db[1024];
+    snprintf(db, sizeof db, "%s/r.db", dir);
+    run_opts o;
+    opts_for(&o, suite, db);
+    run_result r;
+    pwb_err e;
+    err_clear(&e);
+    cr_assert_eq(run_suite(&o, &r, &e), PWB_OK, "%s", e.msg);
+    cr_assert_eq(r.n_cells, 3);
+    cr_expect_eq(r.cells[2].soft, RUN_SOFT_TRAINED);
+    cr_expect_str_neq(r.cells[1].soft_dir, r.cells[2].soft_dir, "the shots are part of the prompt's identity");
+    run_result_free(&r);
+    /* scored with the shots: as many input tokens as the plain few-shot prompt, more than without */
+    const double fs = sql_double(db, "SELECT avg(tokens_in) FROM v_predictions WHERE method = 'fs'");
+    const double soft = sql_double(db, "SELECT avg(tokens_in) FROM v_predictions WHERE method = 'soft'");
+    const double shots = sql_double(db, "SELECT avg(tokens_in) FROM v_predictions WHERE method = 'soft-shots'");
+    cr_expect(fabs(shots - fs) < 1e-9, "soft-shots %.1f vs few-shot %.1f tokens in", shots, fs);
+    cr_expect_gt(shots, soft + 20, "soft-shots %.1f vs soft %.1f tokens in", shots, soft);
+    cr_expect_eq(sql_long(db, "SELECT count(*) FROM v_predictions WHERE method = 'soft-shots' AND error IS NULL"),
+                 24);
+    /* shot_pick similar gives every query its own shots: refused before the database is written */
+    char *bad = write_suite(dir, "bad.json",
+                            "{\"name\": \"s\", \"template\": \"few-shot\", \"shot_pick\": \"similar\", "
+                            "\"soft_prompt\": {" SOFT_SETTINGS ", \"steps\": 4}}",
+                            NULL);
+    char db2[1024];
+    snprintf(db2, sizeof db2, "%s/bad.db", dir);
+    opts_for(&o, bad, db2);
+    err_clear(&e);
+    cr_expect_neq(run_suite(&o, &r, &e), PWB_OK);
+    cr_expect(strstr(e.msg, "shot_pick similar") != NULL, "%s", e.msg);
+    cr_expect(!file_exists(db2));
+    free(bad);
+    rmtree(dir);
+    free(suite);
+    free(dir);
 }

@@ -271,7 +271,7 @@ Test(suite, shot_pick_turns_and_label_words)
         "methods[0].label_words must be a list of words");
     bad("{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"z\",\"soft_prompt\":{\"tokens\":4},"
         "\"label_words\":[\"a\",\"b\"]}]}",
-        "shot_pick, shots_as_turns and label_words are for hard prompts");
+        "methods[0]: label_words are for hard prompts");
     /* shot_pick as a sweep axis */
     const char *sw = "{\"name\":\"x\"," DS "," MO ",\"methods\":[{\"name\":\"p\",\"template\":\"few-shot\","
                      "\"train_limit\":100,\"sweep\":{\"shot_pick\":[\"balanced\",\"similar\"]}}]}";
