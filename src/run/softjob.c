@@ -236,6 +236,9 @@ static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_
         if (c->method.prefix_hidden) /* -1: token_dim */
             bad |= buf_printf(&k, " prefix_projection=1 encoder_hidden_size=%d", c->method.prefix_hidden);
     }
+    /* Settings added later join the key only when set, so older keys stay as they were. */
+    if (c->opt.scale_parameter)
+        bad |= buf_printf(&k, " scale_parameter=1");
     /* Shots change every input; without them the key is what it was. */
     if (o->shots.from && o->tpl->shots > 0)
         bad |= buf_printf(&k, " shots=%d shot_pick=%s shots_as_turns=%d shot_seed=%llu shot_split=%s/%zu",
@@ -480,6 +483,8 @@ static char *training_json(const softjob *j)
         cJSON_AddStringToObject(x, "init_text", c->init_text);
     cJSON_AddStringToObject(x, "optimizer", c->opt.kind == OPTIM_ADAMW ? "adamw" : "adafactor");
     cJSON_AddNumberToObject(x, "lr", c->opt.lr);
+    if (c->opt.scale_parameter)
+        cJSON_AddBoolToObject(x, "scale_parameter", 1);
     cJSON_AddNumberToObject(x, "weight_decay", c->opt.weight_decay);
     cJSON_AddNumberToObject(x, "clip", c->opt.grad_clip_norm);
     cJSON_AddNumberToObject(x, "warmup_steps", (double)o->sp.warmup);

@@ -18,6 +18,7 @@ void optim_config_default(optim_config *c, int kind)
     c->decay_rate = 0.8;
     c->eps1 = 1e-30;
     c->clip_threshold = 1.0;
+    c->eps2 = 1e-3;
     c->beta1 = 0.9;
     c->beta2 = 0.999;
     c->eps = 1e-8;
@@ -104,15 +105,23 @@ double optim_clip_grad(float *grad, size_t n, double max_norm)
     return norm;
 }
 
-/* Adafactor (Shazeer & Stern 2018) without parameter scaling, relative step or momentum. */
-static void adafactor_step(optimizer *o, float *p, float *g, double lr)
+/* Adafactor (Shazeer & Stern 2018) without relative step or momentum; parameter scaling when
+ * configured. Returns the step size used. */
+static double adafactor_step(optimizer *o, float *p, float *g, double lr)
 {
     const optim_config *c = &o->cfg;
     size_t R = o->rows, C = o->cols, n = R * C;
+    if (c->scale_parameter) {
+        double pss = 0;
+        for (size_t i = 0; i < n; i++)
+            pss += (double)p[i] * p[i];
+        const double prms = n ? sqrt(pss / (double)n) : 0;
+        lr *= prms > c->eps2 ? prms : c->eps2;
+    }
     double beta2t = 1.0 - pow((double)o->step, -c->decay_rate);
     float *u = malloc(n * sizeof *u);
     if (!u)
-        return;
+        return lr;
     if (o->vr) {
         /* Factored second moment: row and column means of g^2 + eps1. */
         for (size_t r = 0; r < R; r++) {
@@ -155,6 +164,7 @@ static void adafactor_step(optimizer *o, float *p, float *g, double lr)
         p[i] -= (float)(lr * u[i] / denom);
     }
     free(u);
+    return lr;
 }
 
 static void adamw_step(optimizer *o, float *p, const float *g, double lr)
@@ -181,7 +191,7 @@ double optim_step(optimizer *o, float *param, float *grad)
     if (o->cfg.kind == OPTIM_ADAMW)
         adamw_step(o, param, grad, lr);
     else
-        adafactor_step(o, param, grad, lr);
+        lr = adafactor_step(o, param, grad, lr);
     return lr;
 }
 

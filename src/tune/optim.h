@@ -1,6 +1,6 @@
 /* Optimizers for the soft prompt (a single [rows, cols] F32 matrix): Adafactor as in the prompt
  * tuning paper (Lester et al. 2021: lr 0.3, decay rate 0.8, weight decay 1e-5, no parameter
- * scaling, no momentum, update clipping 1.0) and AdamW. Learning-rate schedules and gradient
+ * scaling unless asked, no momentum, update clipping 1.0) and AdamW. Learning-rate schedules and gradient
  * clipping live here too. */
 #ifndef PWB_TUNE_OPTIM_H
 #define PWB_TUNE_OPTIM_H
@@ -20,6 +20,10 @@ typedef struct optim_config {
     double decay_rate;      /* 0.8: beta2_t = 1 - t^-0.8 */
     double eps1;            /* 1e-30, added to squared gradients */
     double clip_threshold;  /* 1.0: RMS clipping of the update */
+    int scale_parameter;    /* lr relative to the parameter's RMS (at least eps2), as Hugging Face's
+                             * Adafactor(scale_parameter=True): one rate fits models whose input
+                             * vectors differ in size; 0: absolute steps */
+    double eps2;            /* 1e-3: the smallest RMS scale_parameter uses */
     /* AdamW */
     double beta1, beta2, eps;
     /* schedule */
@@ -46,7 +50,8 @@ void optim_free(optimizer *o);
 double optim_lr(const optim_config *c, long step);
 /* Scales grad in place so its L2 norm is at most max_norm; returns the norm before clipping. */
 double optim_clip_grad(float *grad, size_t n, double max_norm);
-/* One update of param from grad (grad is modified: clipped, scaled). Returns the lr used. */
+/* One update of param from grad (grad is modified: clipped, scaled). Returns the step size used
+ * (the schedule's lr, times the parameter's RMS under scale_parameter). */
 double optim_step(optimizer *o, float *param, float *grad);
 /* State for checkpoints: the number of floats and a flat copy in/out. */
 size_t optim_state_size(const optimizer *o);

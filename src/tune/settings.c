@@ -28,7 +28,8 @@ static const char *const g_optimizers[] = {"adafactor", "adamw", NULL};
         SOFT_NUM(eval_n, TF_INT, 0, 1e6, 0), SOFT_NUM(eval_every, TF_LONG, 0, 1e8, 0),                          \
         SOFT_NUM(patience, TF_INT, 0, 1e6, 0),                                                                \
         {"train_split", TF_STR, offsetof(soft_settings, train_split), 0, 0, 0, NULL, NULL},                     \
-        {"exact", TF_BOOL, offsetof(soft_settings, exact), 0, 1, 0, NULL, NULL}
+        {"exact", TF_BOOL, offsetof(soft_settings, exact), 0, 1, 0, NULL, NULL},                                \
+        {"scale_parameter", TF_BOOL, offsetof(soft_settings, scale_parameter), 0, 1, 0, NULL, NULL}
 
 /* Virtual positions and their start: soft prompts and prefixes. */
 #define TOKEN_FIELDS                                                                                          \
@@ -168,6 +169,7 @@ int soft_settings_config(const soft_settings *s, tune_config *c, pwb_err *e)
         c->opt.weight_decay = s->weight_decay;
     if (s->clip >= 0)
         c->opt.grad_clip_norm = s->clip;
+    c->opt.scale_parameter = s->scale_parameter;
     if (s->warmup > 0) {
         c->opt.schedule = SCHED_WARMUP_LINEAR;
         c->opt.warmup_steps = s->warmup;

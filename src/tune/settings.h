@@ -57,6 +57,7 @@ typedef struct soft_settings {
     int patience;            /* evaluations without improvement before stopping (0: never) */
     const char *train_split; /* NULL: the card's few-shot split, else "train" */
     int exact;               /* backward with F32 activations throughout (slower) */
+    int scale_parameter;     /* Adafactor: lr relative to each parameter's RMS (0: absolute steps) */
     /* LoRA and prefix tuning take the same struct: method says which (set by the method's
      * defaults), and LoRA's own settings follow. */
     const char *method;      /* "prompt" (soft_prompt), "lora", "prefix" */

@@ -60,7 +60,7 @@ Test(soft_suite, settings_parse_with_defaults)
                                "\"init\":\"class\",\"steps\":200,\"lr\":0.01,\"batch\":8,\"train_limit\":2000,"
                                "\"eval_n\":100,\"eval_every\":50,\"optimizer\":\"adamw\",\"weight_decay\":0,"
                                "\"clip\":0.5,\"warmup\":10,\"seed\":7,\"patience\":3,\"train_split\":\"train\","
-                               "\"exact\":true,\"epochs\":2}},"
+                               "\"exact\":true,\"epochs\":2,\"scale_parameter\":true}},"
                                "{\"name\":\"soft-d\",\"soft_prompt\":{}}",
                                &e),
                  PWB_OK, "%s", e.msg);
@@ -82,6 +82,7 @@ Test(soft_suite, settings_parse_with_defaults)
     cr_expect_str_eq(p->train_split, "train");
     cr_expect_eq(p->exact, 1);
     cr_expect_float_eq(p->epochs, 2, 1e-12);
+    cr_expect_eq(p->scale_parameter, 1);
     cr_expect_str_eq(s.methods[0].scoring, "rank", "a soft prompt ranks its labels by default");
     const soft_settings *d = &s.methods[1].soft;
     cr_expect_eq(d->tokens, 20);
@@ -91,6 +92,7 @@ Test(soft_suite, settings_parse_with_defaults)
     cr_expect(d->lr < 0, "the optimizer's rate");
     cr_expect_eq(d->eval_n, 200);
     cr_expect_eq(d->seed, 1);
+    cr_expect_eq(d->scale_parameter, 0, "absolute steps by default");
     cr_expect_null(s.methods[1].template_path, "zero-shot is the runner's default");
     suite_free(&s);
 
@@ -702,7 +704,9 @@ Test(soft_run, a_soft_prompt_with_shots_trains_and_scores_with_them, .timeout = 
                               "{\"name\": \"soft\", \"template\": \"few-shot\", \"shots\": 0, \"soft_prompt\": {"
                               SOFT_SETTINGS ", \"steps\": 4}},"
                               "{\"name\": \"soft-shots\", \"template\": \"few-shot\", \"shots\": 2, \"soft_prompt\": {"
-                              SOFT_SETTINGS ", \"steps\": 4}}",
+                              SOFT_SETTINGS ", \"steps\": 4}},"
+                              "{\"name\": \"soft-scaled\", \"template\": \"few-shot\", \"shots\": 0, \"soft_prompt\": {"
+                              SOFT_SETTINGS ", \"steps\": 4, \"scale_parameter\": true}}",
                               NULL);
     char db[1024];
     snprintf(db, sizeof db, "%s/r.db", dir);
@@ -712,9 +716,10 @@ Test(soft_run, a_soft_prompt_with_shots_trains_and_scores_with_them, .timeout = 
     pwb_err e;
     err_clear(&e);
     cr_assert_eq(run_suite(&o, &r, &e), PWB_OK, "%s", e.msg);
-    cr_assert_eq(r.n_cells, 3);
+    cr_assert_eq(r.n_cells, 4);
     cr_expect_eq(r.cells[2].soft, RUN_SOFT_TRAINED);
     cr_expect_str_neq(r.cells[1].soft_dir, r.cells[2].soft_dir, "the shots are part of the prompt's identity");
+    cr_expect_str_neq(r.cells[1].soft_dir, r.cells[3].soft_dir, "and so is scale_parameter");
     run_result_free(&r);
     /* scored with the shots: as many input tokens as the plain few-shot prompt, more than without */
     const double fs = sql_double(db, "SELECT avg(tokens_in) FROM v_predictions WHERE method = 'fs'");

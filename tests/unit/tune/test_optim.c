@@ -23,6 +23,32 @@ Test(adafactor, first_step_is_lr_times_sign_unfactored)
     optim_free(&o);
 }
 
+/* scale_parameter: the step is lr times the parameter's RMS (Hugging Face's Adafactor with
+ * scale_parameter=True, relative_step=False), floored at eps2; without it, lr as is. */
+Test(adafactor, scale_parameter_steps_relative_to_the_rms)
+{
+    const float start[2][4] = {{3, -3, 3, -3}, {1e-5f, 0, 0, 0}}; /* RMS 3, and one below eps2 */
+    const double want_step[2] = {0.1 * 3, 0.1 * 1e-3};
+    for (int k = 0; k < 2; k++) {
+        optim_config c;
+        optim_config_default(&c, OPTIM_ADAFACTOR);
+        c.weight_decay = 0;
+        c.grad_clip_norm = 0;
+        c.lr = 0.1;
+        c.scale_parameter = 1;
+        optimizer o;
+        cr_assert_eq(optim_init(&o, &c, 1, 4, NULL), PWB_OK);
+        float p[4], g[4] = {0.5f, -2.0f, 1e-3f, -1e-4f};
+        memcpy(p, start[k], sizeof p);
+        double used = optim_step(&o, p, g);
+        cr_assert_float_eq(used, want_step[k], 1e-9, "step %g", used);
+        for (int i = 0; i < 4; i++) /* the first update is sign(g), as in the unscaled case */
+            cr_assert_float_eq(p[i], start[k][i] - (float)(want_step[k] * (g[i] > 0 ? 1 : -1)), 1e-6, "p[%d] = %f",
+                               i, p[i]);
+        optim_free(&o);
+    }
+}
+
 /* Factored case, checked against the closed form of the first step:
  * u_ij = g_ij / sqrt(vr_i / mean(vr) * vc_j), then RMS clipping to 1. */
 Test(adafactor, first_step_factored_matches_closed_form)
