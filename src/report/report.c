@@ -421,6 +421,7 @@ static int row_calibration(report_row *w, const db_cell_info *c, pwb_err *e)
 {
     w->train_limit = c->train_limit;
     w->has_budget = c->calibration != NULL; /* written together since schema 3 */
+    w->has_shots = c->shot_split != NULL;
     if (c->calibration && !(w->calibration = str_dup(c->calibration)))
         return err_set(e, PWB_ENOMEM, "report: out of memory");
     if (!c->calib_prior)

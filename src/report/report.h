@@ -64,11 +64,12 @@ typedef struct report_row {
     int n_calib_p;
     long train_limit;          /* labelled training examples the method may read; -1: all / unknown */
     int has_budget;            /* train_limit recorded (a run of schema 3 or later) */
+    int has_shots;             /* the cell recorded a shot split: its prompts carried shots */
     db_prompt_search_info search; /* a searched method's search (found 0 otherwise) */
     /* ---- the verdict's inputs (verdict.c) ---- */
     int arm;                   /* enum report_arm */
     /* Labelled examples the method used: a prompt's shots, a tuned method's training set (its
-     * train_limit, or the examples it saw when smaller). -1 unknown. */
+     * train_limit, or the examples it saw when smaller) plus its input's shots. -1 unknown. */
     long labelled;
     /* One-time cost in CPU seconds before the first inference: training or prompt search; 0 for
      * a hand-written prompt; NAN unknown. fixed_estimated: derived from wall time (see verdict.c). */

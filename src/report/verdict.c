@@ -109,9 +109,11 @@ static long row_labelled(const report_row *w, const cJSON *suite, const char *te
         double lim = declared_budget(w, pt, cJSON_GetObjectItemCaseSensitive(m, "soft_prompt"));
         double seen = w->soft_prompt.examples_seen >= 0 ? (double)w->soft_prompt.examples_seen : -1;
         n = lim > 0 && (seen < 0 || lim <= seen) ? (long)lim : (long)seen;
-        long shots = row_shots(pt, m, template_path, &similar);
+        /* Its input's shots, drawn from the whole split, so perhaps outside the training sample
+         * (an upper bound). Tuned cells recorded before they carried shots have no shot split. */
+        long shots = w->has_shots ? row_shots(pt, m, template_path, &similar) : 0;
         if (n >= 0 && shots > 0)
-            n += shots; /* drawn from the whole split, so perhaps outside the training sample */
+            n += shots;
     } else if (report_arm_of(w) == REPORT_ARM_ENGINEERED) {
         n = row_shots(pt, m, template_path, &similar);
         if (n > 0 && similar) {

@@ -126,7 +126,7 @@ int run_plan(runner *R, pwb_err *e)
             .has_budget = 1,
             .calibration = calib_kind_name(m->calib),
             .train_limit = run_cell_budget(R, c),
-            .shot_split = !m->soft && m->tpl.shots > 0 ? d->shot_split : NULL,
+            .shot_split = m->tpl.shots > 0 ? d->shot_split : NULL,
             .train_split = m->soft ? (m->sm->soft.train_split ? m->sm->soft.train_split : d->soft_split) : NULL,
         };
         rc = db_cell_upsert(R->db, &cell, &c->id, e);

@@ -58,7 +58,7 @@ typedef struct rmethod {
     char *tpl_path;
     char tpl_sha[65];
     int rank;
-    int soft;         /* a soft prompt: tpl is its input format (no shots) */
+    int soft;         /* a soft prompt: tpl is its input format (with its shots, if any) */
     int calib;        /* enum calib_kind: how rank scores are corrected */
     pwb_template *xtpl; /* prompt search: optimize.templates, loaded (candidate template k + 1) */
     int n_xtpl;

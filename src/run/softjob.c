@@ -240,11 +240,22 @@ static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_
     if (c->opt.scale_parameter)
         bad |= buf_printf(&k, " scale_parameter=1");
     /* Shots change every input; without them the key is what it was. */
-    if (o->shots.from && o->tpl->shots > 0)
+    if (o->shots.from && o->tpl->shots > 0) {
         bad |= buf_printf(&k, " shots=%d shot_pick=%s shots_as_turns=%d shot_seed=%llu shot_split=%s/%zu",
                           o->tpl->shots, template_shot_pick_name(o->tpl->shot_pick), o->tpl->shots_as_turns,
                           (unsigned long long)o->shots.seed, o->shots.from->split ? o->shots.from->split : "",
                           o->shots.from->n);
+        /* shots from another file than the training split's: its bytes too */
+        char shot_sha[65];
+        if (!o->shots.same && o->shots.from->path) {
+            int rc = file_sha256(o->shots.from->path, shot_sha, e);
+            if (rc) {
+                buf_free(&k);
+                return rc;
+            }
+            bad |= buf_printf(&k, " shot_data=%s", shot_sha);
+        }
+    }
     /* Only a model's delimiter, and only when it changes the choices: older keys stay as they were. */
     const char *dl = template_delimiter(o->tpl, NULL) ? NULL : o->target_delimiter;
     if (dl && *dl)
@@ -485,6 +496,16 @@ static char *training_json(const softjob *j)
     cJSON_AddNumberToObject(x, "lr", c->opt.lr);
     if (c->opt.scale_parameter)
         cJSON_AddBoolToObject(x, "scale_parameter", 1);
+    if (o->shots.from && o->tpl->shots > 0) { /* the input it expects: the template with these shots */
+        cJSON *sh = cJSON_AddObjectToObject(x, "shots");
+        if (sh) {
+            cJSON_AddNumberToObject(sh, "n", o->tpl->shots);
+            cJSON_AddStringToObject(sh, "pick", template_shot_pick_name(o->tpl->shot_pick));
+            cJSON_AddBoolToObject(sh, "as_turns", o->tpl->shots_as_turns);
+            cJSON_AddStringToObject(sh, "split", o->shots.from->split ? o->shots.from->split : "");
+            cJSON_AddNumberToObject(sh, "seed", (double)o->shots.seed);
+        }
+    }
     cJSON_AddNumberToObject(x, "weight_decay", c->opt.weight_decay);
     cJSON_AddNumberToObject(x, "clip", c->opt.grad_clip_norm);
     cJSON_AddNumberToObject(x, "warmup_steps", (double)o->sp.warmup);

@@ -462,7 +462,7 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
                            "%s: %s.sweep.%s: a template method sweeps only 'shots', 'shot_pick', 'train_limit' and "
                            "'calibration'", x->path, where, k);
         if (m->soft_prompt && pick)
-            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shot_pick: a soft prompt has no shots", x->path, where);
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shot_pick: a trained prompt's shots are not swept (give methods[].shots)", x->path, where);
         if (pick && m->shot_pick)
             return err_set(x->e, PWB_EINVAL, "%s: %s: give shot_pick or sweep.shot_pick, not both", x->path, where);
         if (m->soft_prompt && calib)
@@ -471,7 +471,7 @@ static int sweep_check(sctx *x, const cJSON *sw, const suite_method *m, const ch
         if ((calib && m->calibration) || (budget && !m->soft_prompt && m->train_limit >= 0))
             return err_set(x->e, PWB_EINVAL, "%s: %s: give %s or sweep.%s, not both", x->path, where, k, k);
         if (m->soft_prompt && shots)
-            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shots: a soft prompt has no shots", x->path, where);
+            return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.shots: a trained prompt's shots are not swept (give methods[].shots)", x->path, where);
         if (m->soft_prompt && !tune_field_find(m->tm, k))
             return err_set(x->e, PWB_EINVAL, "%s: %s.sweep.%s is not a %s setting", x->path, where, k, m->tm->key);
         if (shots && m->shots >= 0)

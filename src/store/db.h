@@ -194,6 +194,7 @@ typedef struct db_cell_info {
     char *calibration;         /* NULL: none recorded (schema 3) */
     char *calib_prior;         /* JSON array of per-label log-priors, NULL: none */
     long train_limit;          /* -1: all of the split, or not recorded (calibration NULL) */
+    char *shot_split;          /* where the cell's shots came from; NULL: no shots */
 } db_cell_info;
 
 /* The cells of a run in creation order (the suite's order). */

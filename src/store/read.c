@@ -99,6 +99,7 @@ void db_cells_free(db_cell_info *cells, size_t n)
         free(c->sweep_point);
         free(c->calibration);
         free(c->calib_prior);
+        free(c->shot_split);
     }
     free(cells);
 }
@@ -110,8 +111,8 @@ int db_cells_list(pwb_db *db, int64_t run_id, db_cell_info **cells, size_t *n, p
     sqlite3_stmt *s;
     int rc = prepare(db,
                      "SELECT id, run_id, soft_prompt_id, dataset, split, model, provider, method, kind,"
-                     " template_path, scoring, n_planned, sweep, sweep_point, calibration, calib_prior, train_limit"
-                     " FROM cells WHERE run_id = ?1"
+                     " template_path, scoring, n_planned, sweep, sweep_point, calibration, calib_prior, train_limit,"
+                     " shot_split FROM cells WHERE run_id = ?1"
                      " ORDER BY id",
                      &s, e);
     if (rc)
@@ -150,6 +151,7 @@ int db_cells_list(pwb_db *db, int64_t run_id, db_cell_info **cells, size_t *n, p
         c->calibration = db_col_dup(s, 14, &oom);
         c->calib_prior = db_col_dup(s, 15, &oom);
         c->train_limit = (long)col_i64(s, 16, -1);
+        c->shot_split = db_col_dup(s, 17, &oom);
         if (oom)
             break;
     }

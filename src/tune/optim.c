@@ -106,8 +106,8 @@ double optim_clip_grad(float *grad, size_t n, double max_norm)
 }
 
 /* Adafactor (Shazeer & Stern 2018) without relative step or momentum; parameter scaling when
- * configured. Returns the step size used. */
-static double adafactor_step(optimizer *o, float *p, float *g, double lr)
+ * configured. */
+static void adafactor_step(optimizer *o, float *p, float *g, double lr)
 {
     const optim_config *c = &o->cfg;
     size_t R = o->rows, C = o->cols, n = R * C;
@@ -121,7 +121,7 @@ static double adafactor_step(optimizer *o, float *p, float *g, double lr)
     double beta2t = 1.0 - pow((double)o->step, -c->decay_rate);
     float *u = malloc(n * sizeof *u);
     if (!u)
-        return lr;
+        return;
     if (o->vr) {
         /* Factored second moment: row and column means of g^2 + eps1. */
         for (size_t r = 0; r < R; r++) {
@@ -164,7 +164,6 @@ static double adafactor_step(optimizer *o, float *p, float *g, double lr)
         p[i] -= (float)(lr * u[i] / denom);
     }
     free(u);
-    return lr;
 }
 
 static void adamw_step(optimizer *o, float *p, const float *g, double lr)
@@ -191,7 +190,7 @@ double optim_step(optimizer *o, float *param, float *grad)
     if (o->cfg.kind == OPTIM_ADAMW)
         adamw_step(o, param, grad, lr);
     else
-        lr = adafactor_step(o, param, grad, lr);
+        adafactor_step(o, param, grad, lr);
     return lr;
 }
 

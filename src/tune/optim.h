@@ -50,8 +50,8 @@ void optim_free(optimizer *o);
 double optim_lr(const optim_config *c, long step);
 /* Scales grad in place so its L2 norm is at most max_norm; returns the norm before clipping. */
 double optim_clip_grad(float *grad, size_t n, double max_norm);
-/* One update of param from grad (grad is modified: clipped, scaled). Returns the step size used
- * (the schedule's lr, times the parameter's RMS under scale_parameter). */
+/* One update of param from grad (grad is modified: clipped, scaled). Returns the schedule's lr
+ * (under scale_parameter the step is that times the parameter's RMS). */
 double optim_step(optimizer *o, float *param, float *grad);
 /* State for checkpoints: the number of floats and a flat copy in/out. */
 size_t optim_state_size(const optimizer *o);

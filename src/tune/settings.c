@@ -92,9 +92,21 @@ static void prefix_defaults(void *v)
     s->optimizer = "adamw";
 }
 
+/* What every method checks: scale_parameter is Adafactor's. */
+static int loop_check(const soft_settings *s, const char *path, const char *where, pwb_err *e)
+{
+    if (s->scale_parameter && s->optimizer && strcmp(s->optimizer, "adafactor") != 0)
+        return err_set(e, PWB_EINVAL, "%s%s%s%sscale_parameter is an Adafactor setting (optimizer is %s)",
+                       path ? path : "", path ? ": " : "", where, where[0] ? "." : "", s->optimizer);
+    return PWB_OK;
+}
+
 static int soft_check(const void *v, const char *path, const char *where, pwb_err *e)
 {
     const soft_settings *s = v;
+    int rc = loop_check(s, path, where, e);
+    if (rc)
+        return rc;
     if (!strcmp(s->init, "text") && (!s->init_text || !s->init_text[0]))
         return err_set(e, PWB_EINVAL, "%s%s%s%sinit_text is required with init \"text\"", path ? path : "",
                        path ? ": " : "", where, where[0] ? "." : "");
@@ -113,6 +125,9 @@ static int prefix_check(const void *v, const char *path, const char *where, pwb_
 static int lora_check(const void *v, const char *path, const char *where, pwb_err *e)
 {
     const soft_settings *s = v;
+    int rc = loop_check(s, path, where, e);
+    if (rc)
+        return rc;
     if (!lora_targets_parse(s->targets))
         return err_set(e, PWB_EINVAL, "%s%s%s%stargets '%.64s' is not a list of q, k, v, o, gate, up, down",
                        path ? path : "", path ? ": " : "", where, where[0] ? "." : "", s->targets ? s->targets : "");

@@ -60,7 +60,7 @@ Test(soft_suite, settings_parse_with_defaults)
                                "\"init\":\"class\",\"steps\":200,\"lr\":0.01,\"batch\":8,\"train_limit\":2000,"
                                "\"eval_n\":100,\"eval_every\":50,\"optimizer\":\"adamw\",\"weight_decay\":0,"
                                "\"clip\":0.5,\"warmup\":10,\"seed\":7,\"patience\":3,\"train_split\":\"train\","
-                               "\"exact\":true,\"epochs\":2,\"scale_parameter\":true}},"
+                               "\"exact\":true,\"epochs\":2}},"
                                "{\"name\":\"soft-d\",\"soft_prompt\":{}}",
                                &e),
                  PWB_OK, "%s", e.msg);
@@ -82,7 +82,7 @@ Test(soft_suite, settings_parse_with_defaults)
     cr_expect_str_eq(p->train_split, "train");
     cr_expect_eq(p->exact, 1);
     cr_expect_float_eq(p->epochs, 2, 1e-12);
-    cr_expect_eq(p->scale_parameter, 1);
+    cr_expect_eq(p->scale_parameter, 0);
     cr_expect_str_eq(s.methods[0].scoring, "rank", "a soft prompt ranks its labels by default");
     const soft_settings *d = &s.methods[1].soft;
     cr_expect_eq(d->tokens, 20);
@@ -93,6 +93,10 @@ Test(soft_suite, settings_parse_with_defaults)
     cr_expect_eq(d->eval_n, 200);
     cr_expect_eq(d->seed, 1);
     cr_expect_eq(d->scale_parameter, 0, "absolute steps by default");
+    suite_free(&s);
+    cr_assert_eq(parse_methods(&s, "{\"name\":\"s\",\"soft_prompt\":{\"lr\":0.1,\"scale_parameter\":true}}", &e), PWB_OK,
+                 "%s", e.msg);
+    cr_expect_eq(s.methods[0].soft.scale_parameter, 1);
     cr_expect_null(s.methods[1].template_path, "zero-shot is the runner's default");
     suite_free(&s);
 
@@ -123,6 +127,9 @@ Test(soft_suite, bad_settings_name_file_and_field)
     bad("{\"name\":\"s\",\"soft_prompt\":{\"steps\":-1}}", "soft_prompt.steps must be an integer");
     bad("{\"name\":\"s\",\"soft_prompt\":{\"train_split\":\"\"}}", "train_split must be a non-empty string");
     bad("{\"name\":\"s\",\"soft_prompt\":{\"exact\":\"yes\"}}", "exact must be true or false");
+    bad("{\"name\":\"s\",\"soft_prompt\":{\"optimizer\":\"adamw\",\"scale_parameter\":true}}",
+        "scale_parameter is an Adafactor setting (optimizer is adamw)");
+    bad("{\"name\":\"s\",\"lora\":{\"scale_parameter\":true}}", "scale_parameter is an Adafactor setting");
     bad("{\"name\":\"s\",\"soft_prompt\":{},\"sweep\":{\"colour\":[1,2]}}", "sweep.colour is not a soft_prompt setting");
     bad("{\"name\":\"s\",\"soft_prompt\":{},\"sweep\":{\"lr\":[0.1,0]}}", "(point s[lr=0]).soft_prompt.lr must be");
 }
@@ -720,6 +727,7 @@ Test(soft_run, a_soft_prompt_with_shots_trains_and_scores_with_them, .timeout = 
     cr_expect_eq(r.cells[2].soft, RUN_SOFT_TRAINED);
     cr_expect_str_neq(r.cells[1].soft_dir, r.cells[2].soft_dir, "the shots are part of the prompt's identity");
     cr_expect_str_neq(r.cells[1].soft_dir, r.cells[3].soft_dir, "and so is scale_parameter");
+    char *r_dir_shots = strdup(r.cells[2].soft_dir);
     run_result_free(&r);
     /* scored with the shots: as many input tokens as the plain few-shot prompt, more than without */
     const double fs = sql_double(db, "SELECT avg(tokens_in) FROM v_predictions WHERE method = 'fs'");
@@ -729,6 +737,17 @@ Test(soft_run, a_soft_prompt_with_shots_trains_and_scores_with_them, .timeout = 
     cr_expect_gt(shots, soft + 20, "soft-shots %.1f vs soft %.1f tokens in", shots, soft);
     cr_expect_eq(sql_long(db, "SELECT count(*) FROM v_predictions WHERE method = 'soft-shots' AND error IS NULL"),
                  24);
+    /* the cell says where its shots came from (the report counts them), the prompt's record says what it reads */
+    cr_expect_eq(sql_long(db, "SELECT count(*) FROM cells WHERE method = 'soft-shots' AND shot_split = 'train'"), 1);
+    cr_expect_eq(sql_long(db, "SELECT count(*) FROM cells WHERE method = 'soft' AND shot_split IS NULL"), 1);
+    char rec[1200];
+    snprintf(rec, sizeof rec, "%s/pwb_training.json", r_dir_shots);
+    pwb_buf json;
+    buf_init(&json);
+    cr_assert_eq(file_read_all(rec, 1 << 20, &json, &e), PWB_OK, "%s", e.msg);
+    cr_expect(json.data && strstr(json.data, "\"shots\"") && strstr(json.data, "balanced"), "%s", json.data);
+    buf_free(&json);
+    free(r_dir_shots);
     /* shot_pick similar gives every query its own shots: refused before the database is written */
     char *bad = write_suite(dir, "bad.json",
                             "{\"name\": \"s\", \"template\": \"few-shot\", \"shot_pick\": \"similar\", "

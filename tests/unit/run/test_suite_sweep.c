@@ -94,7 +94,7 @@ Test(sweep, rejects_bad_sweeps)
 {
     expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": {\"tokens\": [1, 2]}}",
                  "methods[0].sweep.tokens: a template method sweeps only 'shots'");
-    expect_error("{\"name\": \"s\", \"soft_prompt\": {}, \"sweep\": {\"shots\": [1]}}", "a soft prompt has no shots");
+    expect_error("{\"name\": \"s\", \"soft_prompt\": {}, \"sweep\": {\"shots\": [1]}}", "a trained prompt's shots are not swept");
     expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"shots\": 2, \"sweep\": {\"shots\": [1]}}",
                  "give shots or sweep.shots, not both");
     expect_error("{\"name\": \"f\", \"template\": \"few-shot\", \"sweep\": {\"shots\": [1, 2, 1]}}",

@@ -40,8 +40,8 @@ Test(adafactor, scale_parameter_steps_relative_to_the_rms)
         cr_assert_eq(optim_init(&o, &c, 1, 4, NULL), PWB_OK);
         float p[4], g[4] = {0.5f, -2.0f, 1e-3f, -1e-4f};
         memcpy(p, start[k], sizeof p);
-        double used = optim_step(&o, p, g);
-        cr_assert_float_eq(used, want_step[k], 1e-9, "step %g", used);
+        double lr = optim_step(&o, p, g);
+        cr_assert_float_eq(lr, 0.1, 1e-12, "the schedule's rate is reported, %g", lr);
         for (int i = 0; i < 4; i++) /* the first update is sign(g), as in the unscaled case */
             cr_assert_float_eq(p[i], start[k][i] - (float)(want_step[k] * (g[i] > 0 ? 1 : -1)), 1e-6, "p[%d] = %f",
                                i, p[i]);
