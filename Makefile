@@ -137,7 +137,9 @@ model:
 # pwb finds the shared datasets by itself (the build's default data folder, below).
 RUN_ENV = OMP_WAIT_POLICY=passive
 
+# The two-model suites need Gemma 3 too.
 published: all model
+	@sh scripts/fetch-model.sh $(MODEL_DIR) gemma3-270m
 	$(RUN_ENV) ./scripts/published.sh
 
 # The README's commands read the default database (results/pwb.db): the demo writes it.
