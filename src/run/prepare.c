@@ -147,11 +147,6 @@ static int prepare_methods(runner *R, pwb_err *e)
             m->tpl.shot_pick = template_shot_pick_parse(m->sm->shot_pick);
         if (m->sm->shots_as_turns >= 0)
             m->tpl.shots_as_turns = m->sm->shots_as_turns;
-        if (m->soft && m->tpl.shots > 0 && m->tpl.shot_pick == SHOTS_SIMILAR) {
-            buf_free(&path);
-            return err_set(e, PWB_EUNSUP, "%s: method '%s': shot_pick similar gives each query its own shots, which a "
-                           "trained prompt cannot share; use balanced, random or first", R->suite.path, m->sm->name);
-        }
         if (m->tpl.shots > RUN_MAX_SHOTS) {
             buf_free(&path);
             return err_set(e, PWB_ERANGE, "%s: %d shots is more than the limit of %d", m->tpl_path, m->tpl.shots,

@@ -163,8 +163,8 @@ int softjob_encode(const model *m, const chat_template *ct, const pwb_template *
             break;
         }
         const ds_example *x = &d->ex[idx[i]];
-        const ds_example *shots[TPL_MAX_SHOTS > 0 ? TPL_MAX_SHOTS : 1];
-        size_t rows[TPL_MAX_SHOTS > 0 ? TPL_MAX_SHOTS : 1];
+        const ds_example *shots[TPL_MAX_SHOTS];
+        size_t rows[TPL_MAX_SHOTS];
         if (ns > 0)
             rc = template_pick_shots(tp, card, sh->from, sh->same ? idx[i] : SIZE_MAX, sh->same, sh->seed, rows, e);
         for (int k = 0; rc == PWB_OK && k < ns; k++) {
@@ -246,8 +246,8 @@ static int job_keys(softjob *j, const char *card_sha, const char *data_sha, pwb_
                           (unsigned long long)o->shots.seed, o->shots.from->split ? o->shots.from->split : "",
                           o->shots.from->n);
         /* shots from another file than the training split's: its bytes too */
-        char shot_sha[65];
         if (!o->shots.same && o->shots.from->path) {
+            char shot_sha[65];
             int rc = file_sha256(o->shots.from->path, shot_sha, e);
             if (rc) {
                 buf_free(&k);
