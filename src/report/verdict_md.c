@@ -238,14 +238,18 @@ int md_verdict(const report_group *g, pwb_buf *b)
              fmt_volume(b, v->n_star) |
              buf_puts(b, " labelled examples; with fewer, the engineered prompt is at least as accurate "
                          "(data-efficiency chart).");
-    if (!isnan(v->n_star) && !v->significant)
-        r |= buf_puts(b, " The gap at the best tuned method is not significant, so neither is this crossing.");
-    else if (tuned_budgets(g) >= 2)
+    /* One sentence on N*: a crossing (qualified when the gap is not significant), none within the sweep,
+     * or no sweep at all. */
+    if (!isnan(v->n_star)) {
+        if (!v->significant)
+            r |= buf_puts(b, " The gap at the best tuned method is not significant, so neither is this crossing.");
+    } else if (tuned_budgets(g) >= 2) {
         r |= buf_puts(b, "Within the labelled-example budgets measured, the tuned method does not overtake the "
                          "best engineered prompt of the same budget, so N\\* is not reached.");
-    else
+    } else {
         r |= buf_puts(b, "The labelled-example count below which the answer flips (N\\*) is not measured: this run "
                          "has no budget sweep of the tuned method.");
+    }
     r |= majority_text(g, e->accuracy > t->accuracy ? e : t, b);
     return r | buf_putc(b, '\n') | verdict_tables(g, b);
 }
