@@ -16,11 +16,13 @@
 /* Below this many multiply-adds a call runs on one thread: waking the pool costs more. */
 #define PAR_MIN_WORK (1 << 16)
 
-/* The exact product's tiles: the build's (AVX2 or scalar), or AVX-512 when the CPU has it. */
+/* The exact product's tiles and the transposed product's panel kernel: the build's (AVX2 or
+ * scalar), or AVX-512 when the CPU has it. */
 static struct {
     const char *isa;
     kf32_tile_fn tile;
     kfused_tile_fn fused;
+    kt_panel_fn panel;
 } kimpl;
 
 #if defined(KERNELS_AVX2) && defined(__GNUC__) && defined(__x86_64__)
@@ -39,6 +41,7 @@ int kernel_use_isa(const char *name)
         kimpl.isa = "avx512";
         kimpl.tile = kf32_tile_avx512;
         kimpl.fused = kfused_tile_avx512;
+        kimpl.panel = kt_panel_avx512;
         return PWB_OK;
     }
 #endif
@@ -52,6 +55,7 @@ int kernel_use_isa(const char *name)
     kimpl.isa = base;
     kimpl.tile = kf32_tile;
     kimpl.fused = kfused_tile;
+    kimpl.panel = kt_panel;
     return PWB_OK;
 }
 
@@ -619,7 +623,7 @@ int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int 
                         rows[r] = panel + (size_t)r * KT_COLS;
                     }
                 }
-                kt_panel(rows, mp, dy + m0, (size_t)M, B, dx + kc, (size_t)K, cn);
+                kimpl.panel(rows, mp, dy + m0, (size_t)M, B, dx + kc, (size_t)K, cn);
             }
         }
         free(panel);

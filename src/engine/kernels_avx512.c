@@ -171,6 +171,61 @@ void kfused_tile_avx512(int type, const void *w, size_t row_bytes, int nr, const
     }
 }
 
+/* dx[b][k..k+16*NV) += sum_r dy[b][r] * w[r][same] for r < mp, NB batch rows held in registers
+ * across the panel; the last vector may be masked (cn not a multiple of 16). Each element is the
+ * same chain of FMAs over r as in the AVX2 panel, so both give the same bits. */
+INLINE void panel_tile512(const float *const *w, int mp, const float *dy, size_t ldy, float *dx, size_t ldx, int k,
+                          int NB, int NV, __mmask16 last)
+{
+    __m512 acc[4][4];
+    UNROLL
+    for (int b = 0; b < NB; b++)
+        UNROLL
+        for (int v = 0; v < NV; v++)
+            acc[b][v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xffff, dx + b * ldx + k + 16 * v);
+    for (int r = 0; r < mp; r++) {
+        __m512 wv[4];
+        UNROLL
+        for (int v = 0; v < NV; v++)
+            wv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xffff, w[r] + k + 16 * v);
+        UNROLL
+        for (int b = 0; b < NB; b++) {
+            __m512 d = _mm512_set1_ps(dy[b * ldy + r]);
+            UNROLL
+            for (int v = 0; v < NV; v++)
+                acc[b][v] = _mm512_fmadd_ps(d, wv[v], acc[b][v]);
+        }
+    }
+    UNROLL
+    for (int b = 0; b < NB; b++)
+        UNROLL
+        for (int v = 0; v < NV; v++)
+            _mm512_mask_storeu_ps(dx + b * ldx + k + 16 * v, v == NV - 1 ? last : 0xffff, acc[b][v]);
+}
+
+/* One block of NB batch rows across all cn columns: 64 at a time, then 16, then a masked tail. */
+INLINE void panel_rows512(const float *const *w, int mp, const float *dy, size_t ldy, float *dx, size_t ldx, int cn,
+                          int NB)
+{
+    int k = 0;
+    for (; k + 64 <= cn; k += 64)
+        panel_tile512(w, mp, dy, ldy, dx, ldx, k, NB, 4, 0xffff);
+    for (; k + 16 <= cn; k += 16)
+        panel_tile512(w, mp, dy, ldy, dx, ldx, k, NB, 1, 0xffff);
+    if (k < cn)
+        panel_tile512(w, mp, dy, ldy, dx, ldx, k, NB, 1, (__mmask16)((1u << (cn - k)) - 1));
+}
+
+void kt_panel_avx512(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx,
+                     int cn)
+{
+    int b = 0;
+    for (; b + 4 <= B; b += 4)
+        panel_rows512(w, mp, dy + b * ldy, ldy, dx + b * ldx, ldx, cn, 4);
+    for (; b < B; b++)
+        panel_rows512(w, mp, dy + b * ldy, ldy, dx + b * ldx, ldx, cn, 1);
+}
+
 #pragma GCC pop_options
 
 #else

@@ -90,6 +90,10 @@ void kf32_tile_avx512(const float *const w[KF_ROWS], const float *const x[KF_COL
                       float out[KF_ROWS][KF_COLS]);
 void kfused_tile_avx512(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS], int nx,
                         int64_t K, float out[KF_ROWS][KF_COLS]);
+typedef void (*kt_panel_fn)(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx,
+                            size_t ldx, int cn);
+void kt_panel_avx512(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx,
+                     int cn);
 
 /* A persistent pool for the small-batch products: fn(arg, i0, i1) runs over [0, n) in chunks of
  * `grain` items, claimed one at a time by the caller and up to nt - 1 workers. Workers spin briefly

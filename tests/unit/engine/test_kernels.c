@@ -265,6 +265,62 @@ Test(kernels, matmul_t_every_type)
         }
 }
 
+/* The transposed product on every ISA this CPU runs: close to the double-precision sum, and with
+ * K a multiple of 8 (no scalar column tail) the same bits on each: each element is one chain of
+ * FMAs over the weight rows in order, however wide the vectors. */
+Test(kernels, matmul_t_every_isa_same_bits)
+{
+    static const char *isas[] = {"avx512", "avx2", "scalar"};
+    static const int cases[][4] = {/* type, M, K, B */
+                                   {DT_Q4_1, 37, 512, 9}, {DT_Q8_0, 70, 576, 5}, {DT_F32, 40, 13, 6},
+                                   {DT_F32, 33, 200, 4}, {DT_F32, 65, 72, 1}, {DT_Q4_K, 9, 256, 7}};
+    char saved[16];
+    snprintf(saved, sizeof saved, "%s", kernel_isa());
+    pwb_rng r;
+    rng_init(&r, 5);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int type = cases[c][0], M = cases[c][1], K = cases[c][2], B = cases[c][3];
+        pwb_tensor W;
+        void *wmem = make_weight(type, M, K, 0, &r, &W);
+        float *dy = malloc(sizeof(float) * B * M), *w = malloc(sizeof(float) * M * K);
+        float *first = malloc(sizeof(float) * B * K), *dx = malloc(sizeof(float) * B * K);
+        for (int i = 0; i < B * M; i++)
+            dy[i] = (float)rng_normal(&r);
+        for (int m = 0; m < M; m++)
+            dequant_row(W.type, (const unsigned char *)W.data + quant_row_size(W.type, K) * m, w + m * K, K);
+        int runs = 0;
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+            if (kernel_use_isa(isas[ii]) != PWB_OK)
+                continue;
+            float *out = runs ? dx : first;
+            for (int i = 0; i < B * K; i++)
+                out[i] = 0.5f;
+            cr_assert_eq(kernel_matmul_t(&W, dy, B, out, 1, NULL), PWB_OK);
+            for (int b = 0; b < B; b++)
+                for (int k = 0; k < K; k++) {
+                    double s = 0.5, sabs = 0.5;
+                    for (int m = 0; m < M; m++) {
+                        s += (double)dy[b * M + m] * w[m * K + k];
+                        sabs += fabs((double)dy[b * M + m] * w[m * K + k]);
+                    }
+                    cr_assert(fabs(out[b * K + k] - s) <= 1e-5 * sabs, "%s %s dx[%d][%d] %g vs %g", isas[ii],
+                              quant_type_name(type), b, k, out[b * K + k], s);
+                }
+            if (runs && K % 8 == 0)
+                cr_assert_eq(memcmp(first, dx, sizeof(float) * B * K), 0, "%s %s M %d K %d B %d: other bits than %s",
+                             isas[ii], quant_type_name(type), M, K, B, isas[0]);
+            runs++;
+        }
+        cr_assert(runs >= 1);
+        free(dy);
+        free(w);
+        free(first);
+        free(dx);
+        free(wmem);
+    }
+    cr_assert_eq(kernel_use_isa(saved), PWB_OK);
+}
+
 Test(kernels, get_row_and_f32_helpers)
 {
     pwb_rng r;
