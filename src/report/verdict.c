@@ -50,6 +50,18 @@ static double json_count(const cJSON *o, const char *key)
     return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e12 ? v->valuedouble : -1;
 }
 
+/* The object of a tuned method's training settings: soft_prompt, lora or prefix. */
+static const cJSON *training_object(const cJSON *m)
+{
+    static const char *const keys[] = {"soft_prompt", "lora", "prefix"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(m, keys[i]);
+        if (cJSON_IsObject(o))
+            return o;
+    }
+    return NULL;
+}
+
 /* The labelled examples a method may read: the run's record, else the sweep point's train_limit,
  * else that of o (the method, or its tuning object); -1 when none is declared. */
 static double declared_budget(const report_row *w, const cJSON *pt, const cJSON *o)
@@ -106,9 +118,21 @@ static long row_labelled(const report_row *w, const cJSON *suite, const char *te
     if (w->search.found && w->search.examples_read >= 0) {
         n = w->search.examples_read; /* a prompt search: the distinct labelled rows it read */
     } else if (w->has_soft_prompt) {
-        double lim = declared_budget(w, pt, cJSON_GetObjectItemCaseSensitive(m, "soft_prompt"));
+        const cJSON *o = training_object(m);
+        double lim = declared_budget(w, pt, o);
         double seen = w->soft_prompt.examples_seen >= 0 ? (double)w->soft_prompt.examples_seen : -1;
-        n = lim > 0 && (seen < 0 || lim <= seen) ? (long)lim : (long)seen;
+        /* A recorded budget counts the held-out rows too (train_limit + eval_n); the examples seen
+         * are training rows only, so they are compared with the training part and the held-out
+         * rows, read at every evaluation, are added back. */
+        double held = json_count(pt, "eval_n");
+        if (held < 0)
+            held = json_count(o, "eval_n");
+        if (held < 0 || !(w->has_budget && w->train_limit > 0))
+            held = 0;
+        if (lim > 0 && (seen < 0 || lim - held <= seen))
+            n = (long)lim;
+        else
+            n = seen >= 0 ? (long)(seen + held) : -1;
         /* Its input's shots, drawn from the whole split, so perhaps outside the training sample
          * (an upper bound). Tuned cells recorded before they carried shots have no shot split. */
         long shots = w->has_shots ? row_shots(pt, m, template_path, &similar) : 0;
