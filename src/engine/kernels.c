@@ -21,6 +21,7 @@
 static struct {
     const char *isa;
     kf32_tile_fn tile;
+    kf32_wide_fn wide; /* NULL: large batches use tile too */
     kfused_tile_fn fused;
     kt_panel_fn panel;
 } kimpl;
@@ -40,6 +41,7 @@ int kernel_use_isa(const char *name)
     if (strcmp(name, "avx512") == 0 && cpu_has_avx512()) {
         kimpl.isa = "avx512";
         kimpl.tile = kf32_tile_avx512;
+        kimpl.wide = kf32_wide_avx512;
         kimpl.fused = kfused_tile_avx512;
         kimpl.panel = kt_panel_avx512;
         return PWB_OK;
@@ -54,6 +56,7 @@ int kernel_use_isa(const char *name)
         return PWB_EUNSUP;
     kimpl.isa = base;
     kimpl.tile = kf32_tile;
+    kimpl.wide = NULL;
     kimpl.fused = kfused_tile;
     kimpl.panel = kt_panel;
     return PWB_OK;
@@ -456,7 +459,7 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
 
 /* Rows of W dequantized per panel into a per-thread buffer (at most KF_PANEL_FLOATS floats, at
  * least one tile of rows), then KF_ROWS x KF_COLS tiles of F32 dot products. */
-#define KF_PANEL_FLOATS (16 * 1024)
+#define KF_PANEL_FLOATS (32 * 1024)
 #define KF_PANEL_MAX_ROWS 256
 
 /* Small batches (B <= KF_COLS, decoding): no panel; each tile of KF_ROWS weight rows is
@@ -524,7 +527,8 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
     int par = (double)M * (double)K * B >= PAR_MIN_WORK, failed = 0;
 #pragma omp parallel if (par) reduction(| : failed)
     {
-        float *panel = malloc(sizeof(float) * (size_t)(panel_rows * K));
+        /* 64-byte aligned: with K a multiple of 16 every vector load of a row is one cache line */
+        float *panel = aligned_alloc(64, (sizeof(float) * (size_t)(panel_rows * K) + 63) / 64 * 64);
         if (!panel)
             failed = 1;
 #pragma omp for schedule(static)
@@ -540,22 +544,28 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
             /* Activation tiles outside, weight rows inside: a tile's few activation rows stay in
              * L1 while the panel (in L2) streams past them; the other way round, a long batch's
              * activations were fetched from L3 once per 4 weight rows. */
-            for (int b0 = 0; b0 < B; b0 += KF_COLS) {
-                const int nb = B - b0 < KF_COLS ? B - b0 : KF_COLS;
-                const float *xr[KF_COLS];
-                for (int j = 0; j < KF_COLS; j++)
+            for (int b0 = 0; b0 < B;) {
+                /* KF_WIDE rows at a time where the ISA has that tile, then KF_COLS */
+                const int cols = kimpl.wide && B - b0 >= KF_WIDE ? KF_WIDE : KF_COLS;
+                const int nb = B - b0 < cols ? B - b0 : cols;
+                const float *xr[KF_WIDE];
+                for (int j = 0; j < cols; j++)
                     xr[j] = x + (size_t)(b0 + (j < nb ? j : 0)) * ldx;
                 for (int64_t r0 = 0; r0 < mp; r0 += KF_ROWS) {
                     const int nr = mp - r0 < KF_ROWS ? (int)(mp - r0) : KF_ROWS;
                     const float *w[KF_ROWS];
-                    float out[KF_ROWS][KF_COLS];
+                    float out[KF_ROWS][KF_WIDE], out3[KF_ROWS][KF_COLS];
                     for (int r = 0; r < KF_ROWS; r++)
                         w[r] = rows[r0 + (r < nr ? r : 0)];
-                    kimpl.tile(w, xr, K, out);
+                    if (cols == KF_WIDE)
+                        kimpl.wide(w, xr, K, out);
+                    else
+                        kimpl.tile(w, xr, K, out3);
                     for (int j = 0; j < nb; j++)
                         for (int r = 0; r < nr; r++)
-                            y[(size_t)(b0 + j) * ldy + (size_t)(m0 + r0 + r)] = out[r][j];
+                            y[(size_t)(b0 + j) * ldy + (size_t)(m0 + r0 + r)] = cols == KF_WIDE ? out[r][j] : out3[r][j];
                 }
+                b0 += nb;
             }
         }
         free(panel);
@@ -606,7 +616,7 @@ int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int 
 #endif
         int64_t kb0 = nblk * t / nt, kb1 = nblk * (t + 1) / nt;
         int64_t k_end = kb1 * bs;
-        float *panel = is_f32 ? NULL : malloc(sizeof(float) * KT_ROWS * KT_COLS);
+        float *panel = is_f32 ? NULL : aligned_alloc(64, sizeof(float) * KT_ROWS * KT_COLS);
         if (!is_f32 && !panel)
             failed = 1;
         const float *rows[KT_ROWS];

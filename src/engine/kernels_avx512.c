@@ -40,11 +40,12 @@ INLINE float h2f(uint16_t h)
     return _cvtsh_ss(h);
 }
 
-/* One step of the exact tiles: a[r][j] += w[r][wk..] * x[j][xk..] over one vector, rows NX of x. */
-INLINE void tile_step(__m512 a[KF_ROWS][KF_COLS], const float *const w[KF_ROWS], int64_t wk,
-                      const float *const x[KF_COLS], int64_t xk, int NX)
+/* One step of the exact tiles: a[r][j] += w[r][wk..] * x[j][xk..] over one vector, rows NX of x
+ * (NX <= KF_WIDE; unused accumulators are dead code once inlined). */
+INLINE void tile_step(__m512 a[KF_ROWS][KF_WIDE], const float *const w[KF_ROWS], int64_t wk,
+                      const float *const *x, int64_t xk, int NX)
 {
-    __m512 xv[KF_COLS];
+    __m512 xv[KF_WIDE];
     UNROLL
     for (int j = 0; j < NX; j++) {
         xv[j] = _mm512_loadu_ps(x[j] + xk);
@@ -61,23 +62,35 @@ INLINE void tile_step(__m512 a[KF_ROWS][KF_COLS], const float *const w[KF_ROWS],
     }
 }
 
-void kf32_tile_avx512(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K,
-                      float out[KF_ROWS][KF_COLS])
+/* Both F32 tiles: out[r * ldo + j] for NX activation rows. */
+INLINE void f32_tile_n(const float *const w[KF_ROWS], const float *const *x, int64_t K, float *out, int NX)
 {
-    __m512 a[KF_ROWS][KF_COLS];
+    __m512 a[KF_ROWS][KF_WIDE];
     memset(a, 0, sizeof a); /* kept in registers */
     int64_t k = 0;
     for (; k + 16 <= K; k += 16)
-        tile_step(a, w, k, x, k, KF_COLS);
+        tile_step(a, w, k, x, k, NX);
     UNROLL
     for (int r = 0; r < KF_ROWS; r++)
         UNROLL
-        for (int j = 0; j < KF_COLS; j++) {
+        for (int j = 0; j < NX; j++) {
             float s = hsum16(a[r][j]);
             for (int64_t t = k; t < K; t++)
                 s = __builtin_fmaf(w[r][t], x[j][t], s);
-            out[r][j] = s;
+            out[r * NX + j] = s;
         }
+}
+
+void kf32_tile_avx512(const float *const w[KF_ROWS], const float *const x[KF_COLS], int64_t K,
+                      float out[KF_ROWS][KF_COLS])
+{
+    f32_tile_n(w, x, K, &out[0][0], KF_COLS);
+}
+
+void kf32_wide_avx512(const float *const w[KF_ROWS], const float *const x[KF_WIDE], int64_t K,
+                      float out[KF_ROWS][KF_WIDE])
+{
+    f32_tile_n(w, x, K, &out[0][0], KF_WIDE);
 }
 
 /* One 32-element block of row r as two vectors of 16 F32 weights (elements 0-15, 16-31). */
@@ -120,7 +133,7 @@ INLINE void fused512_n(int type, const void *w, size_t rb, int nr, const float *
     const unsigned char *rw[KF_ROWS];
     for (int r = 0; r < KF_ROWS; r++)
         rw[r] = (const unsigned char *)w + (size_t)(r < nr ? r : 0) * rb;
-    __m512 a[KF_ROWS][KF_COLS];
+    __m512 a[KF_ROWS][KF_WIDE];
     memset(a, 0, sizeof a); /* kept in registers */
     if (type == DT_Q4_0 || type == DT_Q4_1 || type == DT_Q8_0) {
         for (int64_t i = 0; i < K / 32; i++) {

@@ -90,6 +90,17 @@ void kf32_tile_avx512(const float *const w[KF_ROWS], const float *const x[KF_COL
                       float out[KF_ROWS][KF_COLS]);
 void kfused_tile_avx512(int type, const void *w, size_t row_bytes, int nr, const float *const x[KF_COLS], int nx,
                         int64_t K, float out[KF_ROWS][KF_COLS]);
+/* The large-batch tile where the ISA has the registers for it: KF_ROWS weight rows x KF_WIDE
+ * activation rows (AVX-512: 24 accumulators, 6 activation vectors and a weight vector in its 32
+ * registers). Each weight vector fetched from the L2-resident panel serves 6 activation rows instead
+ * of 3, which halves the panel's L2 traffic, the bound of the KF_COLS tile at large batches. Every
+ * out[r][j] is the same chain of FMAs and the same horizontal sum as in kf32_tile_avx512, so the
+ * same bits whichever tile computes a row. */
+#define KF_WIDE 6
+typedef void (*kf32_wide_fn)(const float *const w[KF_ROWS], const float *const x[KF_WIDE], int64_t K,
+                             float out[KF_ROWS][KF_WIDE]);
+void kf32_wide_avx512(const float *const w[KF_ROWS], const float *const x[KF_WIDE], int64_t K,
+                      float out[KF_ROWS][KF_WIDE]);
 typedef void (*kt_panel_fn)(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx,
                             size_t ldx, int cn);
 void kt_panel_avx512(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx,
