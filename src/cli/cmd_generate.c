@@ -73,7 +73,7 @@ int cmd_generate(const cli_args *a)
     size_t n_ids = 0;
     engine_gen_item it;
     memset(&it, 0, sizeof it);
-    engine_opts eo = {.n_threads = (int)threads};
+    engine_opts eo = {.n_threads = (int)threads, .int8_activations = cli_flag(a, "int8")};
     double t0 = timer_wall();
     if (!rc)
         rc = engine_open(&en, path, &eo, &e);

@@ -46,12 +46,13 @@ int cmd_serve(const cli_args *a)
     sched *s = NULL;
     serve *sv = NULL;
     double t0 = timer_wall();
-    engine_opts eo = {.n_threads = (int)threads};
+    const int int8 = cli_flag(a, "int8");
+    engine_opts eo = {.n_threads = (int)threads, .int8_activations = int8};
     int rc = engine_open(&en, path, &eo, &e);
     for (int i = 0; rc == PWB_OK && i < n_specs; i++)
         rc = adapter_set_add(&ads, specs[i], engine_model(en), &e);
     sched_opts so = {.step_tokens = (int)step_tokens, .max_active = (int)max_batch, .n_threads = (int)threads,
-                     .pool_positions = cli_flag(a, "no-prefix-cache") ? -1 : 0};
+                     .int8_activations = int8, .pool_positions = cli_flag(a, "no-prefix-cache") ? -1 : 0};
     if (rc == PWB_OK)
         rc = sched_start(&s, en, &ads, &so, &e);
     serve_opts vo = {.host = cli_str(a, "host", "127.0.0.1"), .port = (int)port, .max_body = (size_t)max_body,

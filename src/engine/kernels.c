@@ -320,6 +320,33 @@ static int check_weight(const pwb_tensor *W, int64_t *M, int64_t *K, pwb_err *e)
     return PWB_OK;
 }
 
+#ifdef KERNELS_AVX2
+/* One activation row (decoding) against 4 weight rows at a time, on the kernel pool: a decode step
+ * runs ~200 such products of tens of microseconds, too short for OpenMP's sleeping threads. */
+typedef struct dot4r_job {
+    kdot4r_fn dot4r;
+    const unsigned char *w;
+    size_t row_bytes;
+    int64_t M;
+    const kx_block *xq;
+    int nb;
+    float *y;
+} dot4r_job;
+
+static void dot4r_part(void *arg, int64_t g0, int64_t g1)
+{
+    const dot4r_job *j = arg;
+    for (int64_t g = g0; g < g1; g++) {
+        const int64_t m = 4 * g;
+        const int nr = j->M - m < 4 ? (int)(j->M - m) : 4;
+        float out[4];
+        j->dot4r(j->w + (size_t)m * j->row_bytes, j->row_bytes, nr, j->xq, j->nb, out);
+        for (int r = 0; r < nr; r++)
+            j->y[m + r] = out[r];
+    }
+}
+#endif
+
 /* Quantized weights: each activation row is quantized once, then every output row reuses it. */
 static int matmul_quant(const pwb_tensor *W, int64_t M, int64_t K, const float *x, size_t ldx, int B, float *y,
                         size_t ldy, int par, pwb_err *e)
@@ -343,6 +370,19 @@ static int matmul_quant(const pwb_tensor *W, int64_t M, int64_t K, const float *
         return err_set(e, PWB_ENOMEM, "kernel_matmul: out of memory");
     }
     const int64_t n_groups = (M + 3) / 4;
+    if (B == 1) {
+        kx_quantize(x, xq, nb);
+        dot4r_job j = {dot4r, wdata, row_bytes, M, xq, nb, y};
+        int nt = 1;
+#ifdef _OPENMP
+        if (par)
+            nt = omp_get_max_threads();
+#endif
+        const int64_t per = n_groups / (16 * (int64_t)nt); /* as kernel_matmul_exact's small batches */
+        kpool_run(dot4r_part, &j, n_groups, per > 8 ? per : 8, nt);
+        free(xq);
+        return PWB_OK;
+    }
     /* One parallel region per call: on a busy machine every fork, join or barrier is a chance to
      * wait for a descheduled thread. */
 #pragma omp parallel if (par)
