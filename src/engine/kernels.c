@@ -498,7 +498,10 @@ int kernel_matmul_ex(const pwb_tensor *W, const float *x, size_t ldx, int B, flo
 }
 
 /* Rows of W dequantized per panel into a per-thread buffer (at most KF_PANEL_FLOATS floats, at
- * least one tile of rows), then KF_ROWS x KF_COLS tiles of F32 dot products. */
+ * least one tile of rows), then KF_ROWS x KF_WIDE (where the ISA has that tile) and KF_ROWS x KF_COLS
+ * tiles of F32 dot products. 128 KiB panels: each panel streams the whole batch's activations past
+ * it once, so larger panels mean fewer passes, while it still sits in L2 (rank scoring: 64 KiB
+ * panels 8.8 examples/s, 128 KiB 9.0-9.4, 256 KiB 9.4, 512 KiB 8.4). */
 #define KF_PANEL_FLOATS (32 * 1024)
 #define KF_PANEL_MAX_ROWS 256
 
