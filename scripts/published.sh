@@ -7,8 +7,9 @@
 # and soft prompt at the same budget), sst2-smollm2-peft and agnews-smollm2-peft (LoRA, prefix tuning and
 # soft prompt against the best engineered prompt) on the built-in engine
 # (SmolLM2-135M-Instruct, `make model`), then sst2-models and agnews-models (every arm on Gemma 3 270M
-# and SmolLM2-135M-Instruct; `make published` fetches Gemma 3 too) and sst2-smollm2-budget (the SST-2
-# labelled-example budget sweep behind the data-efficiency chart), and renders reports/<suite>.md
+# and SmolLM2-135M-Instruct; `make published` fetches Gemma 3 too), sst2-smollm2-budget (the SST-2
+# labelled-example budget sweep behind the data-efficiency chart) and sst2-gemma3-soft-long (Gemma 3's
+# soft prompt trained for 1,000 steps against few-shot), and renders reports/<suite>.md
 # with their SVG charts.
 # `make published` calls this after building. PUBLISHED_SUITES="a b" runs only those.
 #
@@ -22,7 +23,7 @@ PWB=${PWB:-./pwb}
 : "${OMP_WAIT_POLICY:=passive}"
 export OMP_WAIT_POLICY
 mkdir -p results reports
-SUITES=${PUBLISHED_SUITES:-sst2-smollm2 gsm8k-smollm2 agnews-smollm2 agnews-smollm2-sweep sst2-smollm2-engineered agnews-smollm2-engineered agnews-smollm2-similar sst2-smollm2-optimized csqa-smollm2 boolq-smollm2 sst2-smollm2-peft agnews-smollm2-peft sst2-models agnews-models sst2-smollm2-budget}
+SUITES=${PUBLISHED_SUITES:-sst2-smollm2 gsm8k-smollm2 agnews-smollm2 agnews-smollm2-sweep sst2-smollm2-engineered agnews-smollm2-engineered agnews-smollm2-similar sst2-smollm2-optimized csqa-smollm2 boolq-smollm2 sst2-smollm2-peft agnews-smollm2-peft sst2-models agnews-models sst2-smollm2-budget sst2-gemma3-soft-long}
 if [ "${PUBLISHED_FRESH:-0}" = 1 ]; then
     for s in $SUITES; do rm -f "results/$s.db" "results/$s.db-wal" "results/$s.db-shm"; done
 fi
