@@ -552,8 +552,11 @@ INLINE void fused_n(int type, const void *w, size_t rb, int nr, const float *con
     float buf[KF_ROWS][KF_CHUNK] __attribute__((aligned(32)));
     __m256 a[KF_ROWS][KF_COLS];
     memset(a, 0, sizeof a); /* kept in registers */
+    /* the rows KF_PREFETCH_TILES tiles ahead (kernels_impl.h), fetched in step with this tile */
+    const char *next = (const char *)w + (size_t)(KF_PREFETCH_TILES * KF_ROWS) * rb;
     for (int64_t k0 = 0; k0 < K; k0 += KF_CHUNK) {
         const int cn = K - k0 < KF_CHUNK ? (int)(K - k0) : KF_CHUNK;
+        kx_prefetch_span(next + (size_t)(k0 / (int64_t)bs) * ts * KF_ROWS, (int64_t)((size_t)cn / bs * ts * KF_ROWS));
         for (int r = 0; r < KF_ROWS; r++)
             kx_dequant(type, rw[r] + (size_t)(k0 / (int64_t)bs) * ts, buf[r], cn);
         const float *const bw[KF_ROWS] = {buf[0], buf[1], buf[2], buf[3]};

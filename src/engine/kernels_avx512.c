@@ -127,14 +127,6 @@ INLINE void deq_block(int type, const unsigned char *row, int64_t i, __m512 *lo,
     }
 }
 
-#define PREFETCH_TILES 4
-
-INLINE void prefetch_span(const char *p, int64_t n)
-{
-    for (int64_t off = 0; off < n; off += 64)
-        _mm_prefetch(p + off, _MM_HINT_T0);
-}
-
 INLINE void fused512_n(int type, const void *w, size_t rb, int nr, const float *const x[KF_COLS], int NX,
                        int64_t K, float out[KF_ROWS][KF_COLS])
 {
@@ -143,16 +135,12 @@ INLINE void fused512_n(int type, const void *w, size_t rb, int nr, const float *
         rw[r] = (const unsigned char *)w + (size_t)(r < nr ? r : 0) * rb;
     __m512 a[KF_ROWS][KF_WIDE];
     memset(a, 0, sizeof a); /* kept in registers */
-    /* The tile's rows are adjacent, and so are the next tiles' (the following rows of the caller's
-     * chunk): fetch the rows PREFETCH_TILES tiles ahead in step with this tile's progress. At one
-     * activation row the dequantization fills the out-of-order window with arithmetic, leaving few
-     * loads in flight, and decoding streams every weight from L3 or DRAM once per token (SmolLM2
-     * decode on 2 threads: 87 -> 135 tok/s). */
+    /* the rows KF_PREFETCH_TILES tiles ahead (kernels_impl.h), fetched in step with this tile */
     const int64_t bs = (int64_t)quant_block_size(type), ts = (int64_t)quant_type_size(type);
-    const char *next = (const char *)w + (size_t)(PREFETCH_TILES * KF_ROWS) * rb;
+    const char *next = (const char *)w + (size_t)(KF_PREFETCH_TILES * KF_ROWS) * rb;
     if (type == DT_Q4_0 || type == DT_Q4_1 || type == DT_Q8_0) {
         for (int64_t i = 0; i < K / 32; i++) {
-            prefetch_span(next + i * KF_ROWS * ts, KF_ROWS * ts);
+            kx_prefetch_span(next + i * KF_ROWS * ts, KF_ROWS * ts);
             __m512 x0[KF_COLS], x1[KF_COLS];
             UNROLL
             for (int j = 0; j < NX; j++) {
@@ -175,7 +163,7 @@ INLINE void fused512_n(int type, const void *w, size_t rb, int nr, const float *
         float buf[KF_ROWS][KF_CHUNK] __attribute__((aligned(64)));
         for (int64_t k0 = 0; k0 < K; k0 += KF_CHUNK) {
             const int cn = K - k0 < KF_CHUNK ? (int)(K - k0) : KF_CHUNK;
-            prefetch_span(next + k0 / bs * ts * KF_ROWS, cn / bs * ts * KF_ROWS);
+            kx_prefetch_span(next + k0 / bs * ts * KF_ROWS, cn / bs * ts * KF_ROWS);
             for (int r = 0; r < KF_ROWS; r++)
                 kx_dequant(type, rw[r] + (size_t)(k0 / bs * ts), buf[r], cn);
             const float *const bw[KF_ROWS] = {buf[0], buf[1], buf[2], buf[3]};

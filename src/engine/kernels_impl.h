@@ -66,6 +66,17 @@ void kt_panel(const float *const *w, int mp, const float *dy, size_t ldy, int B,
 /* Float weights (F32, F16, BF16) against F32 activations: out[j] = dot(w, x + j * ldx), K elements. */
 void kdot_float(int type, const void *w, const float *x, size_t ldx, int nx, int64_t K, float *out);
 
+/* The small-batch tiles fetch the weight rows KF_PREFETCH_TILES tiles ahead (the following rows of
+ * the caller's chunk), in step with their own progress: decoding reads every weight once per token
+ * from L3 or DRAM, and dequantizing leaves the out-of-order window too full of arithmetic to keep
+ * many loads in flight on its own (SmolLM2 decode on 2 threads: 87 -> 135 tok/s with AVX-512). */
+#define KF_PREFETCH_TILES 4
+static inline void kx_prefetch_span(const void *p, int64_t n)
+{
+    for (int64_t off = 0; off < n; off += 64)
+        __builtin_prefetch((const char *)p + off, 0, 3);
+}
+
 /* The exact product's tile: out[r][j] = dot(w[r], x[j]) over K floats (KF_ROWS weight rows,
  * KF_COLS activation rows; callers pad a partial tile by repeating a row). */
 #define KF_ROWS 4
