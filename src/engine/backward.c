@@ -296,12 +296,6 @@ static void *grow(void *p, size_t bytes, int *ok)
     return q;
 }
 
-/* Activation buffers on a cache line, as in forward.c (vector loads within one line each). */
-static void *falloc(size_t n_floats)
-{
-    return aligned_alloc(64, ((n_floats ? n_floats : 1) * sizeof(float) + 63) / 64 * 64);
-}
-
 static int ensure(bwd_ctx *c, int T, int keep, int n_seqs, size_t max_len, size_t max_plen, pwb_err *e)
 {
     if (T > c->cap_T || keep > c->cap_keep) {
@@ -310,24 +304,24 @@ static int ensure(bwd_ctx *c, int T, int keep, int n_seqs, size_t max_len, size_
         const size_t nl = keep ? (size_t)c->n_layer : 1;
         /* X(0..L) then per layer [Xm Q K V G U (Qp Kp) (AO FO)] */
         c->act_floats = (nl + 1) * t * (size_t)c->d + nl * t * layer_floats(c);
-        c->act = falloc(c->act_floats);
-        c->xn = falloc(t * (size_t)c->wide);
-        c->att = falloc(t * (size_t)c->q_dim);
-        c->h = falloc(t * (size_t)c->ff);
-        c->cs = falloc(t * n_rot);
-        c->cs_swa = falloc(t * n_rot);
+        c->act = kernel_alloc_f32(c->act_floats);
+        c->xn = kernel_alloc_f32(t * (size_t)c->wide);
+        c->att = kernel_alloc_f32(t * (size_t)c->q_dim);
+        c->h = kernel_alloc_f32(t * (size_t)c->ff);
+        c->cs = kernel_alloc_f32(t * n_rot);
+        c->cs_swa = kernel_alloc_f32(t * n_rot);
         c->t_seq = malloc(t * sizeof(int));
         c->t_pos = malloc(t * sizeof(int));
         int ok = c->act && c->xn && c->att && c->h && c->cs && c->cs_swa && c->t_seq && c->t_pos;
         size_t scratch = t * ((size_t)c->wide + c->q_dim + c->ff + 2 * n_rot);
         if (ok && keep) {
-            c->dx = falloc(t * (size_t)c->d);
-            c->dxn = falloc(t * (size_t)c->wide);
-            c->datt = falloc(t * (size_t)c->q_dim);
-            c->tmp = falloc(t * (size_t)c->wide);
-            c->dqkv = falloc(t * (size_t)(c->q_dim + 2 * c->kv_dim));
-            c->dgu = falloc(t * 2 * (size_t)c->ff);
-            c->dkp = c->lk.qk_norm ? falloc(t * (size_t)c->kv_dim) : NULL;
+            c->dx = kernel_alloc_f32(t * (size_t)c->d);
+            c->dxn = kernel_alloc_f32(t * (size_t)c->wide);
+            c->datt = kernel_alloc_f32(t * (size_t)c->q_dim);
+            c->tmp = kernel_alloc_f32(t * (size_t)c->wide);
+            c->dqkv = kernel_alloc_f32(t * (size_t)(c->q_dim + 2 * c->kv_dim));
+            c->dgu = kernel_alloc_f32(t * 2 * (size_t)c->ff);
+            c->dkp = c->lk.qk_norm ? kernel_alloc_f32(t * (size_t)c->kv_dim) : NULL;
             ok = c->dx && c->dxn && c->datt && c->tmp && c->dqkv && c->dgu && (c->dkp || !c->lk.qk_norm);
             scratch += t * ((size_t)c->d + 2 * (size_t)c->wide + 2 * (size_t)c->q_dim + 2 * (size_t)c->kv_dim +
                             2 * (size_t)c->ff + (c->lk.qk_norm ? (size_t)c->kv_dim : 0));

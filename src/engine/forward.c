@@ -140,13 +140,6 @@ struct fwd_ctx {
     int act;                                 /* the MLP activation (hp.act, or llama.cpp's GELU) */
 };
 
-/* Activation buffers start on a cache line: with rows a multiple of 16 floats long, the product
- * kernels' vector loads then never straddle two lines (about 8% of rank-scoring time). */
-static void *xmalloc_f(size_t n_floats)
-{
-    return aligned_alloc(64, ((n_floats ? n_floats : 1) * sizeof(float) + 63) / 64 * 64);
-}
-
 void fwd_ctx_free(fwd_ctx *c)
 {
     if (!c)
@@ -190,16 +183,16 @@ int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e)
     c->kv_dim = hp->n_head_kv * hp->head_dim;
     size_t T = (size_t)max_tokens;
     size_t wide = (size_t)(c->q_dim > hp->n_embd ? c->q_dim : hp->n_embd);
-    c->x = xmalloc_f(T * (size_t)hp->n_embd);
-    c->xn = xmalloc_f(T * wide);
-    c->q = xmalloc_f(T * (size_t)c->q_dim);
-    c->k = xmalloc_f(T * (size_t)c->kv_dim);
-    c->v = xmalloc_f(T * (size_t)c->kv_dim);
-    c->att = xmalloc_f(T * (size_t)c->q_dim);
-    c->g = xmalloc_f(T * (size_t)hp->n_ff);
-    c->u = xmalloc_f(T * (size_t)hp->n_ff);
-    c->cs = xmalloc_f(T * (size_t)hp->n_rot);
-    c->cs_swa = xmalloc_f(T * (size_t)hp->n_rot);
+    c->x = kernel_alloc_f32(T * (size_t)hp->n_embd);
+    c->xn = kernel_alloc_f32(T * wide);
+    c->q = kernel_alloc_f32(T * (size_t)c->q_dim);
+    c->k = kernel_alloc_f32(T * (size_t)c->kv_dim);
+    c->v = kernel_alloc_f32(T * (size_t)c->kv_dim);
+    c->att = kernel_alloc_f32(T * (size_t)c->q_dim);
+    c->g = kernel_alloc_f32(T * (size_t)hp->n_ff);
+    c->u = kernel_alloc_f32(T * (size_t)hp->n_ff);
+    c->cs = kernel_alloc_f32(T * (size_t)hp->n_rot);
+    c->cs_swa = kernel_alloc_f32(T * (size_t)hp->n_rot);
     c->inv_freq = malloc((size_t)(hp->n_rot / 2 + 1) * sizeof(double));
     c->inv_freq_swa = malloc((size_t)(hp->n_rot / 2 + 1) * sizeof(double));
     c->t_seq = malloc(T * sizeof(int));
@@ -207,7 +200,7 @@ int fwd_ctx_new(fwd_ctx **out, const model *m, int max_tokens, pwb_err *e)
     c->t_pos = malloc(T * sizeof(int));
     c->t_out = malloc(T * sizeof(int));
     c->rows = malloc(T * sizeof(int));
-    c->lg = xmalloc_f((size_t)FWD_LOGIT_ROWS * (size_t)hp->n_vocab);
+    c->lg = kernel_alloc_f32((size_t)FWD_LOGIT_ROWS * (size_t)hp->n_vocab);
     if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u || !c->cs || !c->cs_swa ||
         !c->inv_freq || !c->inv_freq_swa ||
         !c->t_seq || !c->t_j || !c->t_pos || !c->t_out || !c->rows || !c->lg) {

@@ -570,8 +570,7 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
     int par = (double)M * (double)K * B >= PAR_MIN_WORK, failed = 0;
 #pragma omp parallel if (par) reduction(| : failed)
     {
-        /* 64-byte aligned: with K a multiple of 16 every vector load of a row is one cache line */
-        float *panel = aligned_alloc(64, (sizeof(float) * (size_t)(panel_rows * K) + 63) / 64 * 64);
+        float *panel = kernel_alloc_f32((size_t)(panel_rows * K));
         if (!panel)
             failed = 1;
 #pragma omp for schedule(static)
@@ -597,16 +596,17 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
                 for (int64_t r0 = 0; r0 < mp; r0 += KF_ROWS) {
                     const int nr = mp - r0 < KF_ROWS ? (int)(mp - r0) : KF_ROWS;
                     const float *w[KF_ROWS];
-                    float out[KF_ROWS][KF_WIDE], out3[KF_ROWS][KF_COLS];
+                    float out6[KF_ROWS][KF_WIDE], out3[KF_ROWS][KF_COLS];
                     for (int r = 0; r < KF_ROWS; r++)
                         w[r] = rows[r0 + (r < nr ? r : 0)];
                     if (cols == KF_WIDE)
-                        kimpl.wide(w, xr, K, out);
+                        kimpl.wide(w, xr, K, out6);
                     else
                         kimpl.tile(w, xr, K, out3);
+                    const float *out = cols == KF_WIDE ? &out6[0][0] : &out3[0][0]; /* [KF_ROWS][cols] */
                     for (int j = 0; j < nb; j++)
                         for (int r = 0; r < nr; r++)
-                            y[(size_t)(b0 + j) * ldy + (size_t)(m0 + r0 + r)] = cols == KF_WIDE ? out[r][j] : out3[r][j];
+                            y[(size_t)(b0 + j) * ldy + (size_t)(m0 + r0 + r)] = out[r * cols + j];
                 }
                 b0 += nb;
             }
@@ -664,7 +664,7 @@ int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int 
 #endif
         int64_t kb0 = nblk * t / nt, kb1 = nblk * (t + 1) / nt;
         int64_t k_end = kb1 * bs;
-        float *panel = is_f32 ? NULL : aligned_alloc(64, sizeof(float) * KT_PANEL_FLOATS);
+        float *panel = is_f32 ? NULL : kernel_alloc_f32(KT_PANEL_FLOATS);
         if (!is_f32 && !panel)
             failed = 1;
         const float *rows[KT_MAX_ROWS];
@@ -689,6 +689,11 @@ int kernel_matmul_t(const pwb_tensor *W, const float *dy, int B, float *dx, int 
     if (failed)
         return err_set(e, PWB_ENOMEM, "kernel_matmul_t: out of memory");
     return PWB_OK;
+}
+
+float *kernel_alloc_f32(size_t n)
+{
+    return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) / 64 * 64);
 }
 
 int kernel_get_row(const pwb_tensor *W, int64_t row, float *dst, pwb_err *e)

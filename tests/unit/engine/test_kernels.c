@@ -223,6 +223,23 @@ Test(kernels, matmul_ex_strides)
     free(wmem);
 }
 
+/* dx (accumulated onto `start` in every element) against the double-precision sum
+ * start + sum_m dy[b][m] * w[m][k], within 1e-5 of the sum of magnitudes. */
+static void assert_transposed_sum(const float *dy, const float *w, const float *dx, int B, int M, int K, double start,
+                                  const char *what)
+{
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < K; k++) {
+            double s = start, sabs = start;
+            for (int m = 0; m < M; m++) {
+                s += (double)dy[b * M + m] * w[m * K + k];
+                sabs += fabs((double)dy[b * M + m] * w[m * K + k]);
+            }
+            cr_assert(fabs(dx[b * K + k] - s) <= 1e-5 * sabs, "%s B %d dx[%d][%d] %g vs %g", what, B, b, k,
+                      dx[b * K + k], s);
+        }
+}
+
 Test(kernels, matmul_t_every_type)
 {
     pwb_rng r;
@@ -243,16 +260,7 @@ Test(kernels, matmul_t_every_type)
             for (int m = 0; m < M; m++)
                 dequant_row(W.type, (const unsigned char *)W.data + quant_row_size(W.type, K) * m, w + m * K, K);
             cr_assert_eq(kernel_matmul_t(&W, dy, B, dx, 1, NULL), PWB_OK);
-            for (int b = 0; b < B; b++)
-                for (int k = 0; k < K; k++) {
-                    double s = 1.0, sabs = 1.0;
-                    for (int m = 0; m < M; m++) {
-                        s += (double)dy[b * M + m] * w[m * K + k];
-                        sabs += fabs((double)dy[b * M + m] * w[m * K + k]);
-                    }
-                    cr_assert(fabs(dx[b * K + k] - s) <= 1e-5 * sabs, "%s B %d dx[%d][%d] %g vs %g",
-                              quant_type_name(type), B, b, k, dx[b * K + k], s);
-                }
+            assert_transposed_sum(dy, w, dx, B, M, K, 1.0, quant_type_name(type));
             cr_assert_eq(kernel_matmul_t(&W, dy, B, dx, 0, NULL), PWB_OK);  /* overwrite */
             double s = 0;
             for (int m = 0; m < M; m++)
@@ -296,16 +304,7 @@ Test(kernels, matmul_t_every_isa_same_bits)
             for (int i = 0; i < B * K; i++)
                 out[i] = 0.5f;
             cr_assert_eq(kernel_matmul_t(&W, dy, B, out, 1, NULL), PWB_OK);
-            for (int b = 0; b < B; b++)
-                for (int k = 0; k < K; k++) {
-                    double s = 0.5, sabs = 0.5;
-                    for (int m = 0; m < M; m++) {
-                        s += (double)dy[b * M + m] * w[m * K + k];
-                        sabs += fabs((double)dy[b * M + m] * w[m * K + k]);
-                    }
-                    cr_assert(fabs(out[b * K + k] - s) <= 1e-5 * sabs, "%s %s dx[%d][%d] %g vs %g", isas[ii],
-                              quant_type_name(type), b, k, out[b * K + k], s);
-                }
+            assert_transposed_sum(dy, w, out, B, M, K, 0.5, isas[ii]);
             if (runs && K % 8 == 0)
                 cr_assert_eq(memcmp(first, dx, sizeof(float) * B * K), 0, "%s %s M %d K %d B %d: other bits than %s",
                              isas[ii], quant_type_name(type), M, K, B, isas[0]);
