@@ -53,7 +53,7 @@ help:
 	@echo "                (MODEL=gemma3-270m: Gemma 3 270M, Q4_K_M GGUF)"
 	@echo "make demo       run suites/demo.json on the local engine and write reports/demo.md"
 	@echo "make bench      harness and engine benchmarks (bench/run.sh; results in bench/out/)"
-	@echo "make published  the published comparisons, both models (reports/*.md, ~11 h on 2 cores, resumable)"
+	@echo "make published  the published comparisons, both models (reports/*.md, ~12 h on 2 cores, resumable)"
 	@echo "make install    install pwb, its templates, cards, suites, docs and man page under PREFIX (/usr/local)"
 	@echo "make deps       install missing Debian -dev packages (as root) or say which"
 	@echo "make clean      remove build outputs"
