@@ -106,6 +106,11 @@ static const cli_opt ds_import_opts[] = {
     {0},
 };
 
+/* The same engine switch on generate and serve. */
+#define INT8_OPT                                                                                                   \
+    {"int8", 0, NULL, "round activations to 8 bits in the weight products, as llama.cpp does by default: about "   \
+                      "twice as fast decoding, ~0.1 in a log-probability from the exact default"}
+
 static const cli_opt serve_opts[] = {
     {"model", 'm', "PATH", "a GGUF file or a Hugging Face folder (required)"},
     {"adapter", 'a', "NAME=DIR", "serve the PEFT folder DIR as model NAME (repeatable; soft prompt, LoRA or prefix)"},
@@ -123,8 +128,7 @@ static const cli_opt serve_opts[] = {
     {"request-timeout", 0, "S", "seconds a request may take (default 600)"},
     {"drain-timeout", 0, "S", "on SIGTERM, seconds to let running requests finish (default 30)"},
     {"no-prefix-cache", 0, NULL, "do not keep finished prompts' KV for later requests"},
-    {"int8", 0, NULL, "round activations to 8 bits in the weight products, as llama.cpp does by default: about "
-                      "twice as fast decoding, ~0.1 in a log-probability from the exact default"},
+    INT8_OPT,
     {0},
 };
 
@@ -141,8 +145,7 @@ static const cli_opt generate_opts[] = {
     {"seed", 0, "N", "sampling seed (default 1)"},
     {"threads", 0, "N", "CPU threads (default: OMP_NUM_THREADS or all)"},
     {"ids", 0, NULL, "print the prompt and output token ids instead of text"},
-    {"int8", 0, NULL, "round activations to 8 bits in the weight products, as llama.cpp does by default: about "
-                      "twice as fast decoding, ~0.1 in a log-probability from the exact default"},
+    INT8_OPT,
     {0},
 };
 

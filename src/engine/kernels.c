@@ -320,6 +320,16 @@ static int check_weight(const pwb_tensor *W, int64_t *M, int64_t *K, pwb_err *e)
     return PWB_OK;
 }
 
+/* Threads for a small-batch product on the kernel pool: all of OpenMP's when the work is worth it. */
+static int pool_threads(int par)
+{
+#ifdef _OPENMP
+    if (par)
+        return omp_get_max_threads();
+#endif
+    return 1;
+}
+
 #ifdef KERNELS_AVX2
 /* One activation row (decoding) against 4 weight rows at a time, on the kernel pool: a decode step
  * runs ~200 such products of tens of microseconds, too short for OpenMP's sleeping threads. */
@@ -373,13 +383,7 @@ static int matmul_quant(const pwb_tensor *W, int64_t M, int64_t K, const float *
     if (B == 1) {
         kx_quantize(x, xq, nb);
         dot4r_job j = {dot4r, wdata, row_bytes, M, xq, nb, y};
-        int nt = 1;
-#ifdef _OPENMP
-        if (par)
-            nt = omp_get_max_threads();
-#endif
-        const int64_t per = n_groups / (16 * (int64_t)nt); /* as kernel_matmul_exact's small batches */
-        kpool_run(dot4r_part, &j, n_groups, per > 8 ? per : 8, nt);
+        kpool_run(dot4r_part, &j, n_groups, pool_threads(par));
         free(xq);
         return PWB_OK;
     }
@@ -550,15 +554,7 @@ int kernel_matmul_exact(const pwb_tensor *W, const float *x, size_t ldx, int B, 
     const unsigned char *wdata = W->data;
     if (B <= KF_COLS) {
         small_job j = {W->type, wdata, row_bytes, M, K, x, ldx, B, y, ldy};
-        int nt = 1;
-#ifdef _OPENMP
-        if ((double)M * (double)K * B >= PAR_MIN_WORK)
-            nt = omp_get_max_threads();
-#endif
-        /* chunks of at least 32 rows, 16 per thread: small enough that a thread descheduled
-         * mid-chunk on a busy machine holds up little, few enough that claiming them costs little */
-        const int64_t n_tiles = (M + KF_ROWS - 1) / KF_ROWS, per = n_tiles / (16 * (int64_t)nt);
-        kpool_run(small_part, &j, n_tiles, per > 8 ? per : 8, nt);
+        kpool_run(small_part, &j, (M + KF_ROWS - 1) / KF_ROWS, pool_threads((double)M * (double)K * B >= PAR_MIN_WORK));
         return PWB_OK;
     }
     int64_t panel_rows = KF_PANEL_FLOATS / K / KF_ROWS * KF_ROWS;

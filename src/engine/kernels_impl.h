@@ -117,13 +117,15 @@ typedef void (*kt_panel_fn)(const float *const *w, int mp, const float *dy, size
 void kt_panel_avx512(const float *const *w, int mp, const float *dy, size_t ldy, int B, float *dx, size_t ldx,
                      int cn);
 
-/* A persistent pool for the small-batch products: fn(arg, i0, i1) runs over [0, n) in chunks of
- * `grain` items, claimed one at a time by the caller and up to nt - 1 workers. Workers spin briefly
+/* A persistent pool for the small-batch products: fn(arg, i0, i1) runs over [0, n) in chunks of at
+ * least 8 items, 16 per thread (small enough that a thread descheduled mid-chunk on a busy machine
+ * holds up little, few enough that claiming them costs little), claimed one at a time by the caller
+ * and up to nt - 1 workers. Workers spin briefly
  * after each job before sleeping, so the next product of a decode step finds them awake; a worker
  * that is asleep or descheduled simply claims nothing, and the caller does its share (it waits only
  * for chunks already claimed). Runs everything on the caller when nested in an OpenMP region, when
  * another thread holds the pool, or for nt = 1. fn must give the same results whoever runs a chunk. */
 typedef void (*kpool_fn)(void *arg, int64_t i0, int64_t i1);
-void kpool_run(kpool_fn fn, void *arg, int64_t n, int64_t grain, int nt);
+void kpool_run(kpool_fn fn, void *arg, int64_t n, int nt);
 
 #endif

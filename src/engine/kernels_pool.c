@@ -115,12 +115,13 @@ static void *worker(void *p)
     return NULL;
 }
 
-void kpool_run(kpool_fn fn, void *arg, int64_t n, int64_t grain, int nt)
+void kpool_run(kpool_fn fn, void *arg, int64_t n, int nt)
 {
     if (n <= 0)
         return;
     if (nt > KPOOL_MAX)
         nt = KPOOL_MAX;
+    const int64_t per = n / (16 * (int64_t)(nt > 1 ? nt : 1)), grain = per > 8 ? per : 8;
     int nested = 0;
 #ifdef _OPENMP
     nested = omp_in_parallel();
